@@ -1,0 +1,143 @@
+"""Gateway settings: `GATEWAY_*` environment variables over a TOML file over the defaults.
+
+The TOML file (``--config`` or ``GATEWAY_CONFIG``) also carries the catalog (``[[providers]]`` and
+``[[models]]``). Every policy number of billing-rules.md is a setting here, never a literal in code.
+"""
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from config.catalog import Catalog, ModelConfig, ProviderConfig
+from config.errors import ConfigError, ConfigProblem
+from config.locate import line_of
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    config: Path | None = Field(default=None, description="TOML file these settings came from")
+    redis_url: str | None = Field(default=None, description="external Redis; absent: embedded")
+    admin_token: SecretStr | None = None
+    data_dir: Path = Path("gateway-data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    limits_file: Path | None = None
+    payments_webhook_secret: SecretStr | None = None
+    topup_webhook_url: str | None = None
+    topup_webhook_secret: SecretStr | None = None
+
+    max_body_bytes: int = Field(default=4 * MiB, gt=0)
+    upstream_connect_timeout: float = Field(default=10.0, gt=0)
+    upstream_read_timeout: float = Field(default=300.0, gt=0)
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    reservation_timeout_seconds: int = Field(default=900, gt=0)
+    key_cache_seconds: float = Field(default=5.0, ge=0)
+    redis_timeout_seconds: float = Field(default=2.0, gt=0)
+    redis_appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    usage_record_days: int = Field(default=90, gt=0)
+
+    card_fee_percent: Decimal = Decimal("5.5")
+    card_fee_minimum: Decimal = Decimal("0.80")
+    crypto_fee_percent: Decimal = Decimal("5")
+    crypto_fee_minimum: Decimal = Decimal("0")
+    tier_purchase_threshold: Decimal = Field(default=Decimal("10"), ge=0)
+    max_purchase: Decimal = Field(default=Decimal("100000"), gt=0)
+    new_account_grant: Decimal = Field(default=Decimal("0"), ge=0)
+
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    models: list[ModelConfig] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values, so the environment must outrank it.
+        return (env_settings, dotenv_settings, init_settings)
+
+    def catalog(self) -> Catalog:
+        return Catalog(self.providers, self.models)
+
+    @property
+    def admin_enabled(self) -> bool:
+        return bool(self.admin_token and self.admin_token.get_secret_value())
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(path), 1, f"cannot read: {exc.strerror}")]) from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None) or _lineno_from_message(str(exc))
+        raise ConfigError([ConfigProblem(str(path), line, f"not valid TOML: {exc}")]) from None
+
+
+def _lineno_from_message(message: str) -> int:
+    marker = "(at line "
+    if marker in message:
+        digits = message.split(marker, 1)[1].split(",", 1)[0]
+        if digits.isdigit():
+            return int(digits)
+    return 1
+
+
+def load_settings(config_path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any), apply `GATEWAY_*` env, validate everything, check the catalog.
+
+    Raises ConfigError listing every problem as file:line: message.
+    """
+    path_text = config_path or os.environ.get("GATEWAY_CONFIG")
+    data: dict[str, Any] = {}
+    text = ""
+    name = "<environment>"
+    if path_text:
+        path = Path(path_text)
+        data, text = read_toml(path)
+        data["config"] = path
+        name = str(path)
+    data.update(overrides)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                ConfigProblem(name, line_of(text, tuple(err["loc"])), _describe(err))
+                for err in exc.errors()
+            ]
+        ) from None
+    cross = Catalog.problems(settings.providers, settings.models)
+    if cross:
+        raise ConfigError([ConfigProblem(name, line_of(text, loc), msg) for loc, msg in cross])
+    return settings
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg

@@ -1,0 +1,150 @@
+"""The operator's admin API (Bearer GATEWAY_ADMIN_TOKEN): accounts, keys, purchases.
+
+With no admin token configured the whole API answers 403 and says how to turn it on. The token is
+compared in constant time.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auth import admin_token_matches
+from gateway.errors import ApiError, bad_request, json_response
+from gateway.json_input import bool_field, json_object, text_field, usd_field
+from gateway.state import CLOCK, SERVICES, SETTINGS
+from gateway.views import account_view, key_admin_view, purchase_view
+from metering.accounts import (
+    AccountNotFound,
+    AmountTooLarge,
+    IdempotencyConflict,
+    LimitReset,
+    PaymentMethod,
+)
+from metering.money import fee_nanos, usd_to_nanos
+
+routes = web.RouteTableDef()
+ADMIN_PREFIX = "/admin/"
+PAYMENT_METHODS = ("card", "alipay", "crypto")
+LIMIT_RESETS = ("daily", "weekly", "monthly")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def admin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith(ADMIN_PREFIX):
+        settings = request.app[SETTINGS]
+        if not settings.admin_enabled:
+            raise ApiError(403, "the admin API is off: set GATEWAY_ADMIN_TOKEN to turn it on",
+                           "forbidden")
+        assert settings.admin_token is not None
+        if not admin_token_matches(request, settings.admin_token.get_secret_value()):
+            raise ApiError(401, "missing or wrong admin token", "invalid_admin_token")
+    return await handler(request)
+
+
+def _tier_threshold(request: web.Request) -> int:
+    return usd_to_nanos(request.app[SETTINGS].tier_purchase_threshold)
+
+
+@routes.post("/admin/v1/accounts")
+async def create_account(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    settings = request.app[SETTINGS]
+    name = text_field(body, "name", default="") or ""
+    grant = usd_field(body, "grant", max_decimals=9, maximum=settings.max_purchase,
+                      allow_zero=True)
+    grant_nanos = usd_to_nanos(settings.new_account_grant if grant is None else grant)
+    account = await request.app[SERVICES].accounts.create_account(
+        name, grant_nanos, request.app[CLOCK].now()
+    )
+    return json_response(account_view(account, _tier_threshold(request)), status=201)
+
+
+@routes.get("/admin/v1/accounts/{account_id}")
+async def get_account(request: web.Request) -> web.Response:
+    account = await request.app[SERVICES].accounts.get_account(request.match_info["account_id"])
+    if account is None:
+        raise ApiError(404, "no such account", "not_found")
+    return json_response(account_view(account, _tier_threshold(request)))
+
+
+@routes.post("/admin/v1/accounts/{account_id}/keys")
+async def create_key(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    name = text_field(body, "name", default="") or ""
+    limit = usd_field(body, "limit", max_decimals=9, maximum=request.app[SETTINGS].max_purchase)
+    limit_reset = _limit_reset(body)
+    management = bool_field(body, "management") or False
+    try:
+        secret, key = await request.app[SERVICES].accounts.create_key(
+            request.match_info["account_id"], name, request.app[CLOCK].now(),
+            limit=None if limit is None else usd_to_nanos(limit), limit_reset=limit_reset,
+            management=management,
+        )
+    except AccountNotFound:
+        raise ApiError(404, "no such account", "not_found") from None
+    return json_response({"key": secret, **key_admin_view(key)}, status=201)
+
+
+@routes.patch("/admin/v1/keys/{key_hash}")
+async def update_key(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    changes: dict[str, Any] = {}
+    disabled = bool_field(body, "disabled")
+    if disabled is not None:
+        changes["disabled"] = disabled
+    if "limit" in body:
+        limit = usd_field(body, "limit", max_decimals=9,
+                          maximum=request.app[SETTINGS].max_purchase)
+        changes["limit"] = None if limit is None else usd_to_nanos(limit)
+    if "limit_reset" in body:
+        changes["limit_reset"] = _limit_reset(body)
+    services = request.app[SERVICES]
+    key_hash = request.match_info["key_hash"]
+    key = await services.accounts.update_key(key_hash, request.app[CLOCK].now(), **changes)
+    if key is None:
+        raise ApiError(404, "no such key", "not_found")
+    return json_response(key_admin_view(key))
+
+
+def _limit_reset(body: dict[str, Any]) -> LimitReset | None:
+    value = body.get("limit_reset")
+    if value is None or value == "none":
+        return None
+    if value not in LIMIT_RESETS:
+        raise bad_request("'limit_reset' must be one of none, daily, weekly, monthly",
+                          "limit_reset")
+    return value  # type: ignore[no-any-return]
+
+
+@routes.post("/admin/v1/accounts/{account_id}/purchases")
+async def create_purchase(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    settings = request.app[SETTINGS]
+    amount = usd_field(body, "amount", max_decimals=2, maximum=settings.max_purchase)
+    if amount is None:
+        raise bad_request("'amount' is required: a positive decimal string in USD", "amount")
+    method = body.get("method")
+    if method not in PAYMENT_METHODS:
+        raise bad_request("'method' must be one of card, alipay, crypto", "method")
+    idempotency_key = text_field(body, "idempotency_key", required=True, max_len=200)
+    assert idempotency_key is not None
+    if method == "crypto":
+        fee = fee_nanos(amount, settings.crypto_fee_percent, settings.crypto_fee_minimum)
+    else:
+        fee = fee_nanos(amount, settings.card_fee_percent, settings.card_fee_minimum)
+    paid_with: PaymentMethod = method
+    try:
+        purchase, created = await request.app[SERVICES].accounts.purchase(
+            request.match_info["account_id"], amount, fee, paid_with, idempotency_key,
+            request.app[CLOCK].now(),
+        )
+    except AccountNotFound:
+        raise ApiError(404, "no such account", "not_found") from None
+    except IdempotencyConflict:
+        raise ApiError(409, "this idempotency_key was used before with a different purchase",
+                       "idempotency_conflict") from None
+    except AmountTooLarge:
+        raise bad_request("this purchase would take the balance past what can be held", "amount") from None
+    return json_response(purchase_view(purchase), status=201 if created else 200)

@@ -1,0 +1,92 @@
+"""The aiohttp application factory: routes, middlewares, and every resource in a cleanup context."""
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from gateway import admin_api, completions, consumer_api
+from gateway.auth import KeyCache
+from gateway.clock import Clock
+from gateway.errors import ApiError, error_middleware, json_response
+from gateway.metrics import metrics_endpoint, metrics_middleware
+from gateway.models import resolve_catalog
+from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS, Services
+from gateway.upstream import Upstream
+from metering.accounts import AccountStore
+from metering.admission import Metering
+from metering.scripts import Scripts
+
+log = logging.getLogger("gateway")
+SECONDS_PER_DAY = 86_400
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    if not settings.redis_url:
+        raise ValueError("create_app needs settings.redis_url (serve starts the embedded Redis)")
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware, admin_api.admin_guard],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or Clock()
+    app[MODELS] = resolve_catalog(settings.catalog())
+    app.cleanup_ctx.append(_services)
+    app.add_routes(completions.routes)
+    app.add_routes(consumer_api.routes)
+    app.add_routes(admin_api.routes)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.redis_url is not None
+    redis = Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        max_connections=1024,
+    )
+    scripts = Scripts(redis)
+    accounts = AccountStore(redis, scripts)
+    upstream = Upstream(
+        settings.catalog().providers,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+    )
+    await upstream.start()
+    app[SERVICES] = Services(
+        redis=redis,
+        accounts=accounts,
+        metering=Metering(
+            redis, scripts,
+            reservation_timeout=settings.reservation_timeout_seconds,
+            record_ttl_seconds=settings.usage_record_days * SECONDS_PER_DAY,
+        ),
+        upstream=upstream,
+        keys=KeyCache(accounts, settings.key_cache_seconds),
+    )
+    try:
+        yield
+    finally:
+        await upstream.close()
+        await redis.aclose()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[SERVICES].redis.ping()
+    except Exception as exc:
+        raise ApiError(503, f"redis is not reachable ({type(exc).__name__})",
+                       "service_unavailable") from None
+    return json_response({"status": "ready", "models": len(request.app[MODELS])})

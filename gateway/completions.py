@@ -1,0 +1,236 @@
+"""POST /api/v1/chat/completions and /api/v1/completions (also under /v1): admit, forward, settle.
+
+Exactly two Redis round trips per request: the admission script before forwarding and the
+settlement script after. Auth reads a cached hash -> account mapping.
+"""
+
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from gateway.auth import authenticate
+from gateway.errors import ApiError, json_response
+from gateway.exchange import Exchange
+from gateway.models import ResolvedModel
+from gateway.provider_usage import parse_usage, usage_with_cost
+from gateway.request_body import CompletionRequest, Kind, parse_completion_request
+from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS
+from gateway.streaming import relay_stream
+from gateway.upstream import UpstreamFailure
+from metering.admission import AdmissionResult, Refusal
+from metering.estimate import estimate_prompt_tokens
+from metering.money import MAX_NANOS, format_usd
+from metering.pricing import TokenUsage
+from metering.usage import new_generation_id
+
+routes = web.RouteTableDef()
+MAX_ERROR_BODY = 64 * 1024
+_UPSTREAM_PATHS: dict[Kind, str] = {"chat": "/chat/completions", "completions": "/completions"}
+
+
+@routes.post("/api/v1/chat/completions")
+@routes.post("/v1/chat/completions")
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await handle_completion(request, "chat")
+
+
+@routes.post("/api/v1/completions")
+@routes.post("/v1/completions")
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await handle_completion(request, "completions")
+
+
+async def handle_completion(request: web.Request, kind: Kind) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    services = request.app[SERVICES]
+    clock = request.app[CLOCK]
+    account_id, key_hash = await authenticate(request, services.keys)
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise ApiError(413, f"request body is larger than {settings.max_body_bytes} bytes",
+                       max_bytes=settings.max_body_bytes)
+    req = parse_completion_request(await request.read(), kind)
+    model = request.app[MODELS].get(req.model)
+    if model is None:
+        raise ApiError(404, f"model {req.model!r} is not available here; see GET /api/v1/models",
+                       "model_not_found")
+
+    prompt_estimate = estimate_prompt_tokens(req.body)
+    cap = model.config.max_output_tokens
+    max_out = min(req.max_tokens or cap, cap) * req.n
+    reserve = 0 if model.is_free else model.prices.worst_case_nanos(prompt_estimate, max_out)
+    if reserve > MAX_NANOS:
+        raise ApiError(402, "this request's worst-case cost is too large; lower max_tokens")
+    generation_id = new_generation_id(account_id)
+    admission = await services.metering.admit(
+        account_id, key_hash, generation_id, reserve, paid=not model.is_free, now=clock.now()
+    )
+    if not admission.admitted:
+        raise _refusal_error(admission, model, reserve, prompt_estimate)
+
+    exchange = Exchange(
+        metering=services.metering, clock=clock, model=model, account_id=account_id,
+        key_hash=key_hash, generation_id=generation_id, streamed=req.stream,
+        prompt_estimate=prompt_estimate,
+    )
+    try:
+        upstream = await _forward(request, exchange, req, kind)
+        if req.stream:
+            return await relay_stream(request, upstream, exchange)
+        return await _complete(upstream, exchange, model)
+    except ApiError as exc:
+        exchange.status = exc.status
+        raise
+    except BaseException:
+        exchange.status = 500 if exchange.status == 200 else exchange.status
+        raise
+    finally:
+        await exchange.settle()
+
+
+async def _forward(
+    request: web.Request, exchange: Exchange, req: CompletionRequest, kind: Kind
+) -> aiohttp.ClientResponse:
+    """Send to the model's providers in fallback order; a 5xx or no answer moves to the next."""
+    body: dict[str, Any] = dict(req.body)
+    body["model"] = exchange.model.config.upstream_name
+    if req.stream:
+        options = body.get("stream_options") or {}
+        body["stream_options"] = {**options, "include_usage": True}
+    payload = orjson.dumps(body)
+    upstream = request.app[SERVICES].upstream
+    providers = exchange.model.providers
+    failure: UpstreamFailure | None = None
+    for i, provider in enumerate(providers):
+        exchange.provider_name = provider.name
+        try:
+            response = await upstream.post(provider, _UPSTREAM_PATHS[kind], payload)
+        except UpstreamFailure as exc:
+            failure = exc
+            continue
+        if response.status >= 500 and i + 1 < len(providers):
+            response.release()
+            continue
+        exchange.first_byte_at = time.monotonic()
+        if response.status != 200:
+            await _raise_provider_error(response, provider.name)
+        return response
+    assert failure is not None
+    status = 408 if failure.kind == "timeout" else 502
+    raise ApiError(status, str(failure), "timeout" if status == 408 else "provider_error",
+                   provider_name=exchange.provider_name)
+
+
+async def _raise_provider_error(response: aiohttp.ClientResponse, provider: str) -> None:
+    """Pass a provider's refusal on in our error shape: its 4xx as is, its 5xx as 502."""
+    try:
+        raw = await response.content.read(MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError):
+        raw = b""
+    finally:
+        response.release()
+    message = f"provider {provider} answered {response.status}"
+    try:
+        detail = orjson.loads(raw)
+        inner = detail.get("error") if isinstance(detail, dict) else None
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            message = f"{message}: {inner['message'][:2000]}"
+    except orjson.JSONDecodeError:
+        pass
+    status = response.status if 400 <= response.status < 500 else 502
+    if status in (401, 403, 407):
+        status, message = 502, f"provider {provider} refused the gateway's credentials"
+    raise ApiError(status, message, "provider_error", provider_name=provider,
+                   provider_status=response.status)
+
+
+async def _complete(
+    upstream: aiohttp.ClientResponse, exchange: Exchange, model: ResolvedModel
+) -> web.Response:
+    try:
+        raw = await upstream.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ApiError(502, f"provider {exchange.provider_name} broke off its answer",
+                       "provider_error", provider_name=exchange.provider_name) from exc
+    finally:
+        upstream.release()
+    exchange.done_at = time.monotonic()
+    try:
+        data = orjson.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+    except (orjson.JSONDecodeError, ValueError):
+        raise ApiError(502, f"provider {exchange.provider_name} sent an invalid response",
+                       "provider_error", provider_name=exchange.provider_name) from None
+    tokens = parse_usage(data.get("usage"))
+    if tokens is None:
+        tokens = TokenUsage(prompt=exchange.prompt_estimate, completion=_estimate_output(data))
+        exchange.charge(tokens, "estimated")
+    else:
+        exchange.charge(tokens, "provider")
+    exchange.finish_reason = _finish_reason(data)
+    await exchange.settle()
+    data["id"] = exchange.generation_id
+    data["model"] = model.id
+    data["provider"] = exchange.provider_name
+    data["usage"] = usage_with_cost(data.get("usage"), tokens, exchange.cost)
+    return json_response(data, headers={"X-Generation-Id": exchange.generation_id})
+
+
+def _finish_reason(data: dict[str, Any]) -> str | None:
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+        return reason if isinstance(reason, str) else None
+    return None
+
+
+def _estimate_output(data: dict[str, Any]) -> int:
+    """Tokens of the returned text when the provider reported none: about four bytes a token."""
+    total = 0
+    for choice in data.get("choices") or []:
+        if isinstance(choice, dict):
+            message = choice.get("message") or {}
+            text = message.get("content") if isinstance(message, dict) else None
+            text = text if isinstance(text, str) else choice.get("text")
+            if isinstance(text, str):
+                total += -(-len(text.encode()) // 4)
+    return total
+
+
+def _refusal_error(
+    admission: AdmissionResult, model: ResolvedModel, reserve: int, prompt_estimate: int
+) -> ApiError:
+    refusal = admission.refusal
+    if refusal in (Refusal.NO_KEY, Refusal.NO_ACCOUNT):
+        return ApiError(401, "invalid API key", "invalid_api_key")
+    if refusal is Refusal.DISABLED:
+        return ApiError(401, "this API key is disabled", "invalid_api_key")
+    if refusal is Refusal.EXPIRED:
+        return ApiError(401, "this API key has expired", "invalid_api_key")
+    if refusal is Refusal.NEGATIVE_BALANCE:
+        return ApiError(
+            402, f"your balance is negative (${format_usd(admission.balance)}); add credits to "
+            "continue, free models included", "payment_required", reason="negative_balance",
+            balance=format_usd(admission.balance),
+        )
+    available = max(admission.available, 0)
+    prices = model.prices
+    out_price = max(prices.completion, prices.reasoning or 0)
+    fixed = prompt_estimate * prices.prompt + prices.request
+    affordable = max((available * 10**9 - fixed) // out_price, 0) if out_price else 0
+    return ApiError(
+        402,
+        f"This request requires more credits, or fewer max_tokens. It may cost up to "
+        f"${format_usd(reserve)} and you can spend ${format_usd(available)} now "
+        f"(balance less what requests in flight have reserved); you can afford "
+        f"{affordable} max_tokens.",
+        "payment_required",
+        reason="insufficient_credits",
+        required=format_usd(reserve),
+        available=format_usd(available),
+        affordable_max_tokens=affordable,
+    )
+

@@ -1,0 +1,67 @@
+"""The key holder's read APIs: models, credits, key, generation."""
+
+from aiohttp import web
+
+from gateway.auth import authenticate
+from gateway.errors import ApiError, json_response
+from gateway.state import CLOCK, MODELS, SERVICES
+from gateway.views import generation_view, key_holder_view, model_view
+from metering.accounts import Account, ApiKey
+from metering.money import nanos_to_number
+from metering.usage import account_of_generation
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/models")
+@routes.get("/v1/models")
+async def list_models(request: web.Request) -> web.Response:
+    return json_response({"object": "list",
+                          "data": [model_view(m) for m in request.app[MODELS].values()]})
+
+
+async def _holder(request: web.Request) -> tuple[ApiKey, Account]:
+    """The calling key and its account; a disabled or expired key reads nothing."""
+    services = request.app[SERVICES]
+    now = request.app[CLOCK].now()
+    account_id, key_hash = await authenticate(request, services.keys)
+    key = await services.accounts.get_key(account_id, key_hash, now)
+    account = await services.accounts.get_account(account_id)
+    if key is None or account is None:
+        raise ApiError(401, "invalid API key", "invalid_api_key")
+    if key.disabled:
+        raise ApiError(401, "this API key is disabled", "invalid_api_key")
+    if key.expires_at_ms is not None and key.expires_at_ms <= now * 1000:
+        raise ApiError(401, "this API key has expired", "invalid_api_key")
+    return key, account
+
+
+@routes.get("/api/v1/credits")
+async def credits(request: web.Request) -> web.Response:
+    _, account = await _holder(request)
+    return json_response({"data": {
+        "total_credits": nanos_to_number(account.purchased + account.granted),
+        "total_usage": nanos_to_number(account.usage),
+    }})
+
+
+@routes.get("/api/v1/key")
+@routes.get("/api/v1/auth/key")
+async def current_key(request: web.Request) -> web.Response:
+    key, account = await _holder(request)
+    return json_response({"data": key_holder_view(key, account)})
+
+
+@routes.get("/api/v1/generation")
+async def generation(request: web.Request) -> web.Response:
+    key, account = await _holder(request)
+    generation_id = request.query.get("id", "")
+    if not generation_id:
+        raise ApiError(400, "the 'id' query parameter is required", "bad_request", field="id")
+    not_found = ApiError(404, f"no generation {generation_id[:100]!r} for this account", "not_found")
+    if account_of_generation(generation_id) != account.id:
+        raise not_found
+    record = await request.app[SERVICES].metering.generation(account.id, generation_id)
+    if record is None:
+        raise not_found
+    return json_response({"data": generation_view(record)})

@@ -1,0 +1,111 @@
+"""`gateway demo`: everything needed to try the gateway on a machine with nothing else.
+
+An embedded Redis in a fresh temporary directory, a SIMULATED OpenAI-style provider on loopback
+(no real model is called, and every output says so), a demo account with $10 of purchased credits
+and a key; then a ready curl line.
+"""
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+from config.catalog import ModelConfig, Pricing, ProviderConfig
+from config.settings import Settings
+from gateway.app import create_app
+from gateway.redis_server import RedisBinaryMissing, RedisServer, RedisStartFailed
+from gateway.server import install_uvloop, start_site, wait_for_stop_signal
+from gateway.simulated_provider import create_simulated_provider
+from gateway.state import CLOCK, SERVICES
+from metering.money import fee_nanos
+
+DEMO_PAID_MODEL = "simulated/gpt-4o-mini"
+DEMO_FREE_MODEL = "simulated/llama-3.1-8b-instruct:free"
+
+
+def demo_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelConfig]]:
+    provider = ProviderConfig(name="simulated", base_url=provider_url, simulated=True)
+    models = [
+        ModelConfig(id=DEMO_PAID_MODEL, name="Simulated GPT-4o mini (no real model)",
+                    provider="simulated", upstream_model="sim-gpt-4o-mini",
+                    max_output_tokens=16384, context_length=128000,
+                    pricing=Pricing(prompt=Decimal("0.00000015"),
+                                    completion=Decimal("0.0000006"))),
+        ModelConfig(id=DEMO_FREE_MODEL, name="Simulated Llama 3.1 8B, free (no real model)",
+                    provider="simulated", upstream_model="sim-llama", max_output_tokens=4096,
+                    context_length=131072),
+        ModelConfig(id="simulated/slow-stream", name="Simulated slow stream (no real model)",
+                    provider="simulated", upstream_model="sim-slowstream",
+                    max_output_tokens=1000,
+                    pricing=Pricing(prompt=Decimal("0.000001"), completion=Decimal("0.000002"))),
+    ]
+    return [provider], models
+
+
+def run_demo(host: str, port: int) -> int:
+    data_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    try:
+        redis = RedisServer(data_dir).start()
+    except (RedisBinaryMissing, RedisStartFailed) as exc:
+        print(f"gateway demo: {exc}", file=sys.stderr)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return 1
+    install_uvloop()
+    try:
+        asyncio.run(_demo(host, port, redis.url, data_dir))
+    except OSError as exc:
+        print(f"gateway demo: cannot listen on {host}:{port}: {exc.strerror}; "
+              "try --port", file=sys.stderr)
+        return 1
+    finally:
+        redis.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+async def _demo(host: str, port: int, redis_url: str, data_dir: Path) -> None:
+    sim_runner, sim_port = await start_site(create_simulated_provider(), "127.0.0.1", 0)
+    providers, models = demo_catalog(f"http://127.0.0.1:{sim_port}/v1")
+    settings = Settings(redis_url=redis_url, data_dir=data_dir, host=host, port=port,
+                        providers=providers, models=models)
+    app = create_app(settings)
+    runner, bound = await start_site(app, host, port)
+    try:
+        services, clock = app[SERVICES], app[CLOCK]
+        account = await services.accounts.create_account("demo", 0, clock.now())
+        amount = Decimal("10.00")
+        fee = fee_nanos(amount, settings.card_fee_percent, settings.card_fee_minimum)
+        await services.accounts.purchase(account.id, amount, fee, "card", "demo-initial",
+                                         clock.now())
+        secret, _ = await services.accounts.create_key(account.id, "demo key", clock.now())
+        base = f"http://{host}:{bound}"
+        print(_banner(base, sim_port, secret), flush=True)
+        await wait_for_stop_signal()
+    finally:
+        await runner.cleanup()
+        await sim_runner.cleanup()
+
+
+def _banner(base: str, sim_port: int, secret: str) -> str:
+    curl = (f"curl -s {base}/api/v1/chat/completions \\\n"
+            f"  -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' \\\n"
+            f"  -d '{{\"model\": \"{DEMO_PAID_MODEL}\", \"messages\": "
+            f"[{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'")
+    return f"""
+Gateway demo is running at {base}
+  Provider: SIMULATED (a built-in test provider on 127.0.0.1:{sim_port}; no real model is called)
+  Models:   {DEMO_PAID_MODEL} (paid, listed prices), {DEMO_FREE_MODEL} (free)
+  Account:  "demo", with $10.00 of purchased credits
+  API key:  {secret}
+
+Try it:
+{curl}
+
+  Credits:  curl -s {base}/api/v1/credits -H 'Authorization: Bearer {secret}'
+  Models:   curl -s {base}/api/v1/models
+  Activity: {base}/activity (a later release)
+
+Stop it with Ctrl-C (SIGINT) or SIGTERM; the demo's data is temporary and removed on exit.
+"""

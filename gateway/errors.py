@@ -1,0 +1,110 @@
+"""Every error the gateway sends has one shape:
+`{"error": {"code": <status>, "message": "...", "metadata": {"error_type": "..."}}}`.
+
+Handlers raise ApiError; the middleware turns it, aiohttp's own HTTP errors, and anything unexpected
+into that body. An unexpected exception is logged with its trace and answered with a plain 500: no
+stack trace or internal detail ever reaches a client.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+log = logging.getLogger("gateway")
+
+_TYPES_BY_STATUS = {
+    400: "bad_request",
+    401: "invalid_api_key",
+    402: "payment_required",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limit_exceeded",
+    502: "provider_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **metadata: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type or _TYPES_BY_STATUS.get(status, "error")
+        self.headers = headers or {}
+        self.metadata = metadata
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.message, self.error_type, **self.metadata)
+
+    def response(self) -> web.Response:
+        return json_response(self.body(), status=self.status, headers=self.headers)
+
+
+def error_body(status: int, message: str, error_type: str, **metadata: Any) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "metadata": {"error_type": error_type, **metadata},
+        }
+    }
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def bad_request(message: str, field: str | None = None) -> ApiError:
+    return ApiError(400, message, "bad_request", **({"field": field} if field else {}))
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPRequestEntityTooLarge:
+        from gateway.state import SETTINGS
+
+        limit = request.app[SETTINGS].max_body_bytes
+        return ApiError(413, f"request body is larger than {limit} bytes", max_bytes=limit).response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = {404: "no such endpoint", 405: f"method {request.method} not allowed here"}.get(
+            exc.status, exc.reason
+        )
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return ApiError(exc.status, message, headers=headers).response()
+    except (ConnectionResetError, OSError) as exc:
+        if request.transport is None or request.transport.is_closing():
+            raise  # the client went away; nothing to answer
+        log.exception("unexpected I/O error on %s %s", request.method, request.path)
+        return ApiError(500, "internal error", "internal_error").response()
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return ApiError(500, "internal error", "internal_error").response()

@@ -1,0 +1,87 @@
+"""One forwarded request from admission to settlement: what it used, how it ended, and the one
+settlement it gets whatever happens (success, provider failure, client gone, a bug)."""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from gateway.clock import Clock
+from gateway.models import ResolvedModel
+from metering.admission import Metering
+from metering.periods import rfc3339
+from metering.pricing import TokenUsage
+from metering.usage import UsageRecord
+
+log = logging.getLogger("gateway.exchange")
+
+
+@dataclass
+class Exchange:
+    metering: Metering
+    clock: Clock
+    model: ResolvedModel
+    account_id: str
+    key_hash: str
+    generation_id: str
+    streamed: bool
+    prompt_estimate: int
+    started: float = field(default_factory=time.monotonic)
+    provider_name: str = ""
+    usage: TokenUsage | None = None
+    usage_source: str = "none"
+    status: int = 200
+    cancelled: bool = False
+    finish_reason: str | None = None
+    first_byte_at: float | None = None
+    done_at: float | None = None
+    _settlement: "asyncio.Task[None] | None" = None
+
+    @property
+    def cost(self) -> int:
+        return 0 if self.usage is None else self.model.prices.cost_nanos(self.usage)
+
+    def charge(self, usage: TokenUsage, source: str) -> None:
+        self.usage = usage
+        self.usage_source = source
+
+    def record(self) -> UsageRecord:
+        done = self.done_at or time.monotonic()
+        first = self.first_byte_at or done
+        usage = self.usage or TokenUsage()
+        wall = self.clock.now()
+        return UsageRecord(
+            id=self.generation_id,
+            account_id=self.account_id,
+            key_hash=self.key_hash,
+            model=self.model.id,
+            provider_name=self.provider_name,
+            upstream_model=self.model.config.upstream_name,
+            tokens_prompt=usage.prompt,
+            tokens_completion=usage.completion,
+            native_tokens_cached=usage.cached,
+            native_tokens_reasoning=usage.reasoning,
+            cost=self.cost,
+            latency_ms=round((first - self.started) * 1000),
+            generation_time_ms=round((done - first) * 1000),
+            streamed=self.streamed,
+            cancelled=self.cancelled,
+            finish_reason=self.finish_reason,
+            status=self.status,
+            usage_source=self.usage_source,
+            created_at=rfc3339(wall),
+            created_at_ms=int(wall * 1000),
+        )
+
+    async def settle(self) -> None:
+        """Settle once; shielded, so a cancelled handler still finishes writing its charge."""
+        if self._settlement is None:
+            self.done_at = self.done_at or time.monotonic()
+            self._settlement = asyncio.ensure_future(self._settle())
+        await asyncio.shield(self._settlement)
+
+    async def _settle(self) -> None:
+        record = self.record()
+        result = await self.metering.settle(record, self.clock.now())
+        if not result.applied:
+            log.warning("generation %s was already settled; not charged twice", record.id)

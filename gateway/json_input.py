@@ -1,0 +1,65 @@
+"""Small, strict readers for JSON request bodies of the admin and key APIs (each problem a 400
+naming its field)."""
+
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import ApiError, bad_request
+from metering.money import AmountError, parse_usd
+
+MAX_ADMIN_BODY = 64 * 1024
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
+        raise ApiError(413, f"request body is larger than {MAX_ADMIN_BODY} bytes")
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc.msg}") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    return body
+
+
+def text_field(
+    body: dict[str, Any], name: str, *, required: bool = False, max_len: int = 200,
+    default: str | None = None,
+) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise bad_request(f"'{name}' is required", name)
+        return default
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+        raise bad_request(f"'{name}' must be a non-empty string of at most {max_len} characters",
+                          name)
+    return value
+
+
+def bool_field(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise bad_request(f"'{name}' must be true or false", name)
+    return value
+
+
+def usd_field(
+    body: dict[str, Any], name: str, *, max_decimals: int, maximum: Decimal | None = None,
+    allow_zero: bool = False,
+) -> Decimal | None:
+    if body.get(name) is None:
+        return None
+    try:
+        value = parse_usd(body[name], max_decimals=max_decimals, allow_zero=allow_zero)
+    except AmountError as exc:
+        raise bad_request(f"'{name}' {exc}", name) from None
+    if maximum is not None and value > maximum:
+        raise bad_request(f"'{name}' must be at most {maximum}", name)
+    return value

@@ -1,0 +1,51 @@
+"""Read the provider's `usage` object into token counts, and write it back with `cost` added."""
+
+from typing import Any
+
+from metering.money import nanos_to_number
+from metering.pricing import TokenUsage
+
+MAX_TOKENS_REPORTED = 10**9
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= MAX_TOKENS_REPORTED else None
+
+
+def _detail(usage: dict[str, Any], section: str, name: str) -> int:
+    details = usage.get(section)
+    if isinstance(details, dict):
+        return _count(details.get(name)) or 0
+    return 0
+
+
+def parse_usage(usage: Any, images: int = 0) -> TokenUsage | None:
+    """Token counts from an OpenAI-style usage object; None when it is missing or not sane."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = _count(usage.get("prompt_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    if prompt is None or completion is None:
+        return None
+    return TokenUsage(
+        prompt=prompt,
+        completion=completion,
+        cached=_detail(usage, "prompt_tokens_details", "cached_tokens"),
+        cache_write=_detail(usage, "prompt_tokens_details", "cache_write_tokens"),
+        reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        images=images,
+    )
+
+
+def usage_with_cost(original: Any, tokens: TokenUsage, cost_nanos: int) -> dict[str, Any]:
+    """The provider's usage object (or one we built) with `cost` in USD, as OpenRouter returns it."""
+    usage: dict[str, Any] = dict(original) if isinstance(original, dict) else {}
+    usage.setdefault("prompt_tokens", tokens.prompt)
+    usage.setdefault("completion_tokens", tokens.completion)
+    usage.setdefault("total_tokens", tokens.total)
+    usage.setdefault("prompt_tokens_details", {"cached_tokens": tokens.cached})
+    usage.setdefault("completion_tokens_details", {"reasoning_tokens": tokens.reasoning})
+    usage["cost"] = nanos_to_number(cost_nanos)
+    return usage

@@ -1,0 +1,112 @@
+"""Parse and check a completion request body before anything is reserved or forwarded.
+
+Only what the gateway itself relies on is checked (model, messages or prompt, stream, token limits,
+n, and the types of the common sampling numbers); everything else passes through to the provider
+untouched. Each problem is a 400 naming the field.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from gateway.errors import bad_request
+
+Kind = Literal["chat", "completions"]
+_NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "top_k",
+                  "repetition_penalty", "min_p", "top_a")
+MAX_CHOICES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    max_tokens: int | None
+    n: int
+
+
+def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
+    if not raw:
+        raise bad_request("request body is empty; send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc.msg}") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("'model' is required and must be a non-empty string", "model")
+
+    if kind == "chat":
+        _check_messages(body.get("messages"))
+    else:
+        _check_prompt(body.get("prompt"))
+
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be true or false", "stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("'stream_options' must be an object", "stream_options")
+
+    max_tokens = _token_limit(body, "max_tokens")
+    max_completion = _token_limit(body, "max_completion_tokens")
+    limits = [v for v in (max_tokens, max_completion) if v is not None]
+
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
+        raise bad_request(f"'n' must be an integer from 1 to {MAX_CHOICES}", "n")
+
+    for name in _NUMBER_FIELDS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            value
+        ):
+            raise bad_request(f"'{name}' must be a finite number", name)
+    return CompletionRequest(body, model, stream, min(limits) if limits else None, n)
+
+
+def _token_limit(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"'{name}' must be a positive integer", name)
+    if value < 1:
+        raise bad_request(f"'{name}' must be at least 1, got {value}", name)
+    return value
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("'messages' is required and must be a non-empty array", "messages")
+    for i, message in enumerate(messages):
+        field = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise bad_request(f"'{field}' must be an object", field)
+        if not isinstance(message.get("role"), str):
+            raise bad_request(f"'{field}.role' must be a string", f"{field}.role")
+        content = message.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise bad_request(
+                f"'{field}.content' must be a string or an array of parts", f"{field}.content"
+            )
+
+
+def _check_prompt(prompt: Any) -> None:
+    if isinstance(prompt, str):
+        return
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, int, list)) for p in prompt):
+        return
+    raise bad_request("'prompt' is required and must be a string or an array", "prompt")

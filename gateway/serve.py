@@ -1,0 +1,72 @@
+"""`gateway serve`: the embedded Redis when no URL is set, then one or more worker processes."""
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import sys
+from typing import Any
+
+from config.settings import Settings
+from gateway.app import create_app
+from gateway.redis_server import RedisBinaryMissing, RedisServer, RedisStartFailed
+from gateway.server import install_uvloop, serve_until_stopped
+
+log = logging.getLogger("gateway")
+
+
+def run_serve(settings: Settings) -> int:
+    embedded: RedisServer | None = None
+    if not settings.redis_url:
+        try:
+            embedded = RedisServer(settings.data_dir.resolve(),
+                                   appendfsync=settings.redis_appendfsync).start()
+        except (RedisBinaryMissing, RedisStartFailed) as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 1
+        log.info("embedded Redis (%s) on %s, AOF on", embedded.command()[0], embedded.socket_path)
+        settings = settings.model_copy(update={"redis_url": embedded.url})
+    if not settings.admin_enabled:
+        log.warning("admin API is off: set GATEWAY_ADMIN_TOKEN to turn it on")
+    log.info("catalog: %d models from %d providers", len(settings.models), len(settings.providers))
+    try:
+        if settings.workers == 1:
+            _run_worker(settings.model_dump(mode="python"), reuse_port=False)
+        else:
+            _run_workers(settings)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def _run_worker(settings_data: dict[str, Any], *, reuse_port: bool) -> None:
+    settings = Settings.model_validate(settings_data)
+    install_uvloop()
+
+    async def announce(port: int) -> None:
+        log.info("gateway listening on http://%s:%d", settings.host, port)
+
+    app = create_app(settings)
+    asyncio.run(serve_until_stopped(app, settings.host, settings.port, reuse_port=reuse_port,
+                                    on_ready=announce))
+
+
+def _run_workers(settings: Settings) -> None:
+    """N processes on one port (SO_REUSEPORT); the kernel spreads connections between them."""
+    ctx = multiprocessing.get_context("spawn")
+    data = settings.model_dump(mode="python")
+    workers = [ctx.Process(target=_run_worker, args=(data,), kwargs={"reuse_port": True},
+                           daemon=True) for _ in range(settings.workers)]
+    for w in workers:
+        w.start()
+
+    def stop(signum: int, _frame: object) -> None:
+        for w in workers:
+            if w.is_alive() and w.pid:
+                w.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for w in workers:
+        w.join()

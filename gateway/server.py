@@ -1,0 +1,61 @@
+"""Run an aiohttp app until SIGINT or SIGTERM, with uvloop where the platform has it."""
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+Ready = Callable[[int], Awaitable[None]]
+
+
+def install_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def wait_for_stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner and the port actually bound (for port 0)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    await site.start()
+    bound = port
+    server = site._server  # aiohttp exposes no public accessor for the bound sockets
+    if server is not None:
+        for sock in getattr(server, "sockets", []) or []:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                bound = sock.getsockname()[1]
+                break
+    return runner, bound
+
+
+async def serve_until_stopped(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False,
+    on_ready: Ready | None = None,
+) -> None:
+    runner, bound = await start_site(app, host, port, reuse_port=reuse_port)
+    try:
+        if on_ready is not None:
+            await on_ready(bound)
+        await wait_for_stop_signal()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,164 @@
+"""A simulated OpenAI-style provider on loopback, for `gateway demo`, the tests and the benchmark.
+
+It answers /v1/chat/completions and /v1/completions, streaming or not, with usage, and misbehaves
+on request: the upstream model name picks the behaviour (see BEHAVIOURS). It is named as simulated
+everywhere it shows, and its replies say so.
+"""
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+REPLY = ("This is a simulated reply from the gateway's built-in test provider; "
+         "no real model was called.").split()
+LONG_REPLY_WORDS = 400
+BEHAVIOURS = {
+    "sim-slow": "waits `slow_seconds` before answering",
+    "sim-delay": "waits 50 ms before answering (for races)",
+    "sim-error-500": "answers 500",
+    "sim-error-400": "answers 400 with an error body",
+    "sim-garbage": "answers 200 with a body that is not JSON (a broken SSE event when streaming)",
+    "sim-drop": "drops the connection (after two chunks when streaming)",
+    "sim-nousage": "never reports usage",
+    "sim-overuse": "reports 10,000 more prompt tokens than it was sent (a hidden system prompt)",
+    "sim-slowstream": f"streams {LONG_REPLY_WORDS} words, one every 20 ms",
+}
+STATS = web.AppKey("stats", dict[str, int])
+SLOW_SECONDS = web.AppKey("slow_seconds", float)
+
+
+def count_prompt_tokens(body: dict[str, Any]) -> int:
+    """About four characters a token, plus three per message: what real tokenizers roughly do."""
+    if isinstance(body.get("messages"), list):
+        chars = 0
+        for m in body["messages"]:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                chars += sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
+        return math.ceil(chars / 4) + 3 * len(body["messages"])
+    prompt = body.get("prompt")
+    return math.ceil(len(prompt) / 4) if isinstance(prompt, str) else 1
+
+
+def _words(model: str, max_tokens: int | None) -> list[str]:
+    words = REPLY * 40 if model == "sim-slowstream" else REPLY
+    words = words[:LONG_REPLY_WORDS]
+    return words[: max_tokens] if max_tokens else words
+
+
+def _usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+async def _completion(request: web.Request) -> web.StreamResponse:
+    chat = request.path.endswith("/chat/completions")
+    stats = request.app[STATS]
+    stats["requests"] += 1
+    body = orjson.loads(await request.read())
+    model = str(body.get("model", ""))
+    if model == "sim-slow":
+        await asyncio.sleep(request.app[SLOW_SECONDS])
+    elif model == "sim-delay":
+        await asyncio.sleep(0.05)
+    if model == "sim-error-500":
+        return web.json_response({"error": {"message": "simulated outage"}}, status=500)
+    if model == "sim-error-400":
+        return web.json_response(
+            {"error": {"message": "simulated: this model's context is too small"}}, status=400)
+    if model == "sim-drop" and not body.get("stream"):
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response()
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+    words = _words(model, max_tokens if isinstance(max_tokens, int) else None)
+    prompt_tokens = count_prompt_tokens(body) + (10_000 if model == "sim-overuse" else 0)
+    ident = f"simcmpl-{time.monotonic_ns()}"
+    if body.get("stream"):
+        return await _stream(request, body, model, words, prompt_tokens, ident, chat)
+    if model == "sim-garbage":
+        return web.Response(body=b"{not json", content_type="application/json")
+    text = " ".join(words)
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop" if not max_tokens else "length"}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    reply: dict[str, Any] = {
+        "id": ident, "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()), "model": model, "choices": [choice],
+    }
+    if model != "sim-nousage":
+        reply["usage"] = _usage(prompt_tokens, len(words))
+    return web.Response(body=orjson.dumps(reply), content_type="application/json")
+
+
+async def _stream(
+    request: web.Request, body: dict[str, Any], model: str, words: list[str],
+    prompt_tokens: int, ident: str, chat: bool,
+) -> web.StreamResponse:
+    stats = request.app[STATS]
+    stats["streams_started"] += 1
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    created = int(time.time())
+    obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
+        data = {"id": ident, "object": obj, "created": created, "model": model,
+                "choices": choices, "usage": usage}
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+
+    delay = 0.02 if model == "sim-slowstream" else 0.0
+    try:
+        for i, word in enumerate(words):
+            piece = word if i == 0 else " " + word
+            part = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+            part["finish_reason"] = None
+            await response.write(chunk([part]))
+            if model == "sim-drop" and i == 1:
+                assert request.transport is not None
+                request.transport.abort()
+                stats["streams_dropped"] += 1
+                return response
+            if model == "sim-garbage" and i == 1:
+                await response.write(b"data: {broken\n\n")
+            if delay:
+                await asyncio.sleep(delay)
+        done = {"index": 0, "finish_reason": "stop"}
+        done["delta" if chat else "text"] = {} if chat else ""
+        await response.write(chunk([done]))
+        options = body.get("stream_options") or {}
+        if options.get("include_usage") and model != "sim-nousage":
+            await response.write(chunk([], _usage(prompt_tokens, len(words))))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        stats["streams_completed"] += 1
+    except (ConnectionResetError, asyncio.CancelledError):
+        stats["streams_aborted"] += 1
+        raise
+    return response
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATS])
+
+
+def create_simulated_provider(slow_seconds: float = 2.0) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[STATS] = {"requests": 0, "streams_started": 0, "streams_completed": 0,
+                  "streams_aborted": 0, "streams_dropped": 0}
+    app[SLOW_SECONDS] = slow_seconds
+    for prefix in ("/v1", ""):
+        app.router.add_post(f"{prefix}/chat/completions", _completion)
+        app.router.add_post(f"{prefix}/completions", _completion)
+    app.router.add_get("/_sim/stats", _stats)
+    return app

@@ -1,0 +1,29 @@
+"""Typed application state: what handlers reach through `request.app[...]`."""
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from gateway.auth import KeyCache
+from gateway.clock import Clock
+from gateway.models import ResolvedModel
+from gateway.upstream import Upstream
+from metering.accounts import AccountStore
+from metering.admission import Metering
+
+
+@dataclass
+class Services:
+    redis: "Redis"
+    accounts: AccountStore
+    metering: Metering
+    upstream: Upstream
+    keys: KeyCache
+
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+MODELS = web.AppKey("models", dict[str, ResolvedModel])
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,74 @@
+"""Calls to providers: one pooled aiohttp ClientSession per provider, its secret read from the
+environment variable the catalog names (never from the catalog file, never logged).
+
+The upstream address comes only from the catalog: a request can choose a model, never a host.
+"""
+
+import logging
+import os
+
+import aiohttp
+
+from config.catalog import ProviderConfig
+
+log = logging.getLogger("gateway.upstream")
+
+
+class UpstreamFailure(Exception):
+    """The provider could not be reached or did not answer in time; nothing was generated."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # connect | timeout | protocol
+
+
+class Upstream:
+    def __init__(
+        self, providers: dict[str, ProviderConfig], *, connect_timeout: float, read_timeout: float
+    ) -> None:
+        self._providers = providers
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._auth: dict[str, dict[str, str]] = {}
+        for name, provider in providers.items():
+            secret = os.environ.get(provider.api_key_env) if provider.api_key_env else None
+            if provider.api_key_env and not secret:
+                log.warning(
+                    "provider %s: environment variable %s is not set; calling it without a key",
+                    name, provider.api_key_env,
+                )
+            headers = {"Content-Type": "application/json"}
+            if secret:
+                headers["Authorization"] = f"Bearer {secret}"
+            self._auth[name] = headers
+
+    async def start(self) -> None:
+        for name in self._providers:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+            self._sessions[name] = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+    async def post(self, provider: ProviderConfig, path: str, body: bytes) -> aiohttp.ClientResponse:
+        """POST to the provider; the caller reads and releases the response."""
+        session = self._sessions[provider.name]
+        try:
+            return await session.post(
+                provider.base_url + path, data=body, headers=self._auth[provider.name]
+            )
+        except TimeoutError:
+            raise UpstreamFailure("timeout", f"provider {provider.name} timed out") from None
+        except aiohttp.ClientConnectorError:
+            raise UpstreamFailure("connect", f"provider {provider.name} is unreachable") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure(
+                "protocol", f"provider {provider.name} failed: {type(exc).__name__}"
+            ) from None

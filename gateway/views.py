@@ -1,0 +1,122 @@
+"""JSON shapes of records as the APIs show them: USD as decimal strings (or numbers where the
+OpenAI/OpenRouter shape has numbers), times in RFC 3339 UTC."""
+
+from typing import Any
+
+from gateway.models import ResolvedModel
+from metering.accounts import Account, ApiKey, Purchase
+from metering.money import format_usd, nanos_to_number
+from metering.usage import UsageRecord
+
+
+def price_text(value: Any) -> str:
+    return "0" if not value else format(value.normalize(), "f")
+
+
+def model_view(model: ResolvedModel) -> dict[str, Any]:
+    p = model.config.pricing
+    pricing = {"prompt": price_text(p.prompt), "completion": price_text(p.completion),
+               "request": price_text(p.request), "image": price_text(p.image)}
+    for name in ("internal_reasoning", "input_cache_read", "input_cache_write"):
+        value = getattr(p, name)
+        if value is not None:
+            pricing[name] = price_text(value)
+    return {
+        "id": model.id,
+        "name": model.config.name or model.id,
+        "object": "model",
+        "owned_by": model.providers[0].name,
+        "providers": [pr.name for pr in model.providers],
+        "context_length": model.config.context_length,
+        "pricing": pricing,
+        "top_provider": {"max_completion_tokens": model.config.max_output_tokens},
+        "is_free": model.is_free,
+    }
+
+
+def account_view(account: Account, tier_threshold: int) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "name": account.name,
+        "balance": format_usd(account.balance),
+        "reserved": format_usd(account.reserved),
+        "available": format_usd(account.balance - account.reserved),
+        "lifetime_purchases": format_usd(account.purchased),
+        "granted": format_usd(account.granted),
+        "total_usage": format_usd(account.usage),
+        "tier": "plus" if account.purchased >= tier_threshold else "basic",
+        "auto_topup": None,
+        "created_at": account.created_at,
+    }
+
+
+def key_admin_view(key: ApiKey) -> dict[str, Any]:
+    return {
+        "hash": key.hash,
+        "account_id": key.account_id,
+        "name": key.name,
+        "disabled": key.disabled,
+        "management": key.management,
+        "limit": None if key.limit is None else format_usd(key.limit),
+        "limit_reset": key.limit_reset,
+        "usage": format_usd(key.usage),
+        "created_at": key.created_at,
+    }
+
+
+def key_holder_view(key: ApiKey, account: Account) -> dict[str, Any]:
+    remaining = None if key.limit is None else nanos_to_number(max(key.limit - _period_usage(key), 0))
+    return {
+        "label": key.name,
+        "usage": nanos_to_number(key.usage),
+        "usage_daily": nanos_to_number(key.usage_daily),
+        "usage_weekly": nanos_to_number(key.usage_weekly),
+        "usage_monthly": nanos_to_number(key.usage_monthly),
+        "limit": None if key.limit is None else nanos_to_number(key.limit),
+        "limit_reset": key.limit_reset,
+        "limit_remaining": remaining,
+        "is_free_tier": account.purchased == 0,
+        "is_management_key": key.management,
+        "free_model_daily_requests": None,
+    }
+
+
+def _period_usage(key: ApiKey) -> int:
+    return {"daily": key.usage_daily, "weekly": key.usage_weekly,
+            "monthly": key.usage_monthly}.get(key.limit_reset or "", key.usage)
+
+
+def purchase_view(purchase: Purchase) -> dict[str, Any]:
+    return {
+        "id": purchase.id,
+        "account_id": purchase.account_id,
+        "amount": format_usd(purchase.amount),
+        "fee": format_usd(purchase.fee),
+        "total_charged": format_usd(purchase.amount + purchase.fee),
+        "method": purchase.method,
+        "idempotency_key": purchase.idempotency_key,
+        "created_at": purchase.created_at,
+    }
+
+
+def generation_view(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "model": record.model,
+        "provider_name": record.provider_name,
+        "api_key_hash": record.key_hash,
+        "tokens_prompt": record.tokens_prompt,
+        "tokens_completion": record.tokens_completion,
+        "native_tokens_cached": record.native_tokens_cached,
+        "native_tokens_reasoning": record.native_tokens_reasoning,
+        "total_cost": nanos_to_number(record.cost),
+        "total_cost_usd": format_usd(record.cost),
+        "latency": record.latency_ms,
+        "generation_time": record.generation_time_ms,
+        "streamed": record.streamed,
+        "cancelled": record.cancelled,
+        "finish_reason": record.finish_reason,
+        "status": record.status,
+        "usage_source": record.usage_source,
+        "created_at": record.created_at,
+    }

@@ -1,0 +1,99 @@
+"""Admission and settlement: the two Redis round trips of every forwarded request.
+
+Admission checks the key and the balance and reserves the request's worst-case cost in one script;
+settlement releases that reservation, debits the exact cost and writes the usage record in another,
+idempotent on the generation id. A reservation whose settlement never comes (its gateway died)
+expires after `reservation_timeout` and is released by the next admission on that account.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from redis.asyncio import Redis
+
+from metering.layout import AccountKeys
+from metering.periods import period_stamps
+from metering.scripts import Scripts
+from metering.usage import UsageRecord
+
+
+class Refusal(StrEnum):
+    NO_KEY = "no_key"
+    DISABLED = "disabled"
+    EXPIRED = "expired"
+    NO_ACCOUNT = "no_account"
+    NEGATIVE_BALANCE = "negative_balance"
+    INSUFFICIENT = "insufficient"
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionResult:
+    refusal: Refusal | None
+    balance: int
+    reserved: int
+
+    @property
+    def admitted(self) -> bool:
+        return self.refusal is None
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementResult:
+    applied: bool  # False: this generation was settled before, nothing changed
+    balance: int
+
+
+class Metering:
+    def __init__(
+        self,
+        redis: "Redis",
+        scripts: Scripts,
+        *,
+        reservation_timeout: float,
+        record_ttl_seconds: int,
+        stream_max_length: int = 1_000_000,
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._reservation_timeout_ms = int(reservation_timeout * 1000)
+        self._record_ttl = record_ttl_seconds
+        self._stream_max = stream_max_length
+
+    async def admit(
+        self,
+        account_id: str,
+        key_hash: str,
+        generation_id: str,
+        reserve: int,
+        *,
+        paid: bool,
+        now: float,
+    ) -> AdmissionResult:
+        k = AccountKeys(account_id)
+        now_ms = int(now * 1000)
+        status, balance, reserved = await self._scripts.admit(
+            keys=[k.account, k.api_key(key_hash), k.reservations, k.reservation_expiry],
+            args=[now_ms, generation_id, reserve, now_ms + self._reservation_timeout_ms,
+                  "1" if paid else "0"],
+        )
+        refusal = None if status == "ok" else Refusal(status)
+        return AdmissionResult(refusal, int(balance), int(reserved))
+
+    async def settle(self, record: UsageRecord, now: float) -> SettlementResult:
+        k = AccountKeys(record.account_id)
+        day, week, month = period_stamps(now)
+        status, balance = await self._scripts.settle(
+            keys=[k.account, k.api_key(record.key_hash), k.reservations, k.reservation_expiry,
+                  k.generation(record.id), k.usage_stream],
+            args=[record.id, record.cost, record.to_json(), self._record_ttl, day, week, month,
+                  self._stream_max],
+        )
+        return SettlementResult(status == "ok", int(balance))
+
+    async def generation(self, account_id: str, generation_id: str) -> UsageRecord | None:
+        raw = await self._redis.get(AccountKeys(account_id).generation(generation_id))
+        return None if raw is None else UsageRecord.from_json(raw)

@@ -1,0 +1,62 @@
+"""Redis key layout of the metering package (nobody else reads these names).
+
+Everything an admission or a settlement touches for one account shares the hash tag `{a:<id>}`, so
+each script touches one slot and runs unchanged on Redis, Valkey and Redis Cluster. Only the
+key-hash index and the account list live outside an account's slot, and no script touches them.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class AccountKeys:
+    account_id: str
+
+    @property
+    def tag(self) -> str:
+        return f"gw:{{a:{self.account_id}}}"
+
+    @property
+    def account(self) -> str:
+        return f"{self.tag}:acct"
+
+    def api_key(self, key_hash: str) -> str:
+        return f"{self.tag}:key:{key_hash}"
+
+    @property
+    def api_keys(self) -> str:
+        return f"{self.tag}:keys"
+
+    @property
+    def reservations(self) -> str:
+        return f"{self.tag}:res"
+
+    @property
+    def reservation_expiry(self) -> str:
+        return f"{self.tag}:resx"
+
+    def generation(self, generation_id: str) -> str:
+        return f"{self.tag}:gen:{generation_id}"
+
+    @property
+    def usage_stream(self) -> str:
+        return f"{self.tag}:usage"
+
+    @property
+    def idempotency(self) -> str:
+        return f"{self.tag}:idem"
+
+    @property
+    def purchases(self) -> str:
+        return f"{self.tag}:purchases"
+
+    @property
+    def ledger(self) -> str:
+        return f"{self.tag}:ledger"
+
+
+ACCOUNT_INDEX = "gw:accounts"
+
+
+def key_index(key_hash: str) -> str:
+    return f"gw:keyidx:{key_hash}"

@@ -1,0 +1,41 @@
+-- Admission: key state, expired reservations, balance, affordability and the reservation, in one
+-- atomic step so that two racing requests can never both spend the same credit.
+-- KEYS[1] account hash   KEYS[2] api key hash   KEYS[3] reservations (gid -> nanos)
+-- KEYS[4] reservation expiry zset (gid -> expiry ms)
+-- ARGV[1] now ms  ARGV[2] generation id  ARGV[3] reserve nanos  ARGV[4] expiry ms
+-- ARGV[5] "1" when the model is paid
+-- Returns {status, balance, reserved}; status: ok | no_key | disabled | expired | no_account |
+-- negative_balance | insufficient | key_limit
+local now = tonumber(ARGV[1])
+local key = redis.call('HMGET', KEYS[2], 'created_at', 'disabled', 'expires_at')
+if not key[1] then return {'no_key', 0, 0} end
+if key[2] == '1' then return {'disabled', 0, 0} end
+if key[3] and key[3] ~= '' and tonumber(key[3]) <= now then return {'expired', 0, 0} end
+
+-- Release reservations whose gateway never settled them (it died, or lost Redis for too long).
+local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+for _, gid in ipairs(stale) do
+  local held = redis.call('HGET', KEYS[3], gid)
+  if held then
+    redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
+    redis.call('HDEL', KEYS[3], gid)
+  end
+  redis.call('ZREM', KEYS[4], gid)
+end
+
+local acct = redis.call('HMGET', KEYS[1], 'balance', 'reserved')
+if not acct[1] then return {'no_account', 0, 0} end
+local balance = tonumber(acct[1])
+local reserved = tonumber(acct[2] or '0')
+if balance < 0 then return {'negative_balance', balance, reserved} end
+
+local amount = tonumber(ARGV[3])
+if ARGV[5] == '1' then
+  if amount > balance - reserved then return {'insufficient', balance, reserved} end
+end
+if amount > 0 then
+  redis.call('HSET', KEYS[3], ARGV[2], amount)
+  redis.call('ZADD', KEYS[4], tonumber(ARGV[4]), ARGV[2])
+  reserved = redis.call('HINCRBY', KEYS[1], 'reserved', amount)
+end
+return {'ok', balance, reserved}

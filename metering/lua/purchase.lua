@@ -1,0 +1,25 @@
+-- A purchase credits the account once per idempotency key. The stored answer is returned for a
+-- repeat with the same body; a repeat with another body is a conflict and changes nothing.
+-- KEYS[1] account  KEYS[2] idempotency hash  KEYS[3] purchases hash  KEYS[4] ledger stream
+-- ARGV[1] idempotency key  ARGV[2] body fingerprint  ARGV[3] purchase id  ARGV[4] amount nanos
+-- ARGV[5] purchase json  ARGV[6] max nanos a counter may hold
+-- Returns {status, purchase json}; status: created | duplicate | conflict | no_account | too_large
+local prev = redis.call('HGET', KEYS[2], ARGV[1])
+if prev then
+  local sep = string.find(prev, '\n', 1, true)
+  if string.sub(prev, 1, sep - 1) ~= ARGV[2] then return {'conflict', ''} end
+  return {'duplicate', string.sub(prev, sep + 1)}
+end
+local acct = redis.call('HMGET', KEYS[1], 'balance', 'purchased')
+if not acct[1] then return {'no_account', ''} end
+local amount = tonumber(ARGV[4])
+local limit = tonumber(ARGV[6])
+if tonumber(acct[1]) + amount > limit or tonumber(acct[2] or '0') + amount > limit then
+  return {'too_large', ''}
+end
+redis.call('HINCRBY', KEYS[1], 'balance', amount)
+redis.call('HINCRBY', KEYS[1], 'purchased', amount)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '\n' .. ARGV[5])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
+redis.call('XADD', KEYS[4], '*', 'kind', 'purchase', 'amount', amount, 'ref', ARGV[3])
+return {'created', ARGV[5]}

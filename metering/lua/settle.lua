@@ -1,0 +1,39 @@
+-- Settlement: release the reservation, debit the exact cost, count the key's usage, store the
+-- usage record. Idempotent on the generation id: the record's key is the proof it was applied.
+-- KEYS[1] account  KEYS[2] api key  KEYS[3] reservations  KEYS[4] reservation expiry
+-- KEYS[5] generation record  KEYS[6] usage stream
+-- ARGV[1] generation id  ARGV[2] cost nanos  ARGV[3] record json  ARGV[4] record ttl seconds
+-- ARGV[5] day stamp  ARGV[6] week stamp  ARGV[7] month stamp  ARGV[8] stream max length
+-- Returns {status, balance}; status: ok | duplicate
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return {'duplicate', tonumber(redis.call('HGET', KEYS[1], 'balance') or '0')}
+end
+local held = redis.call('HGET', KEYS[3], ARGV[1])
+if held then
+  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
+local cost = tonumber(ARGV[2])
+local balance
+if cost > 0 then
+  balance = redis.call('HINCRBY', KEYS[1], 'balance', -cost)
+  redis.call('HINCRBY', KEYS[1], 'usage', cost)
+  -- Per-key usage by UTC period: a period's counter restarts when its stamp changes.
+  local k = redis.call('HMGET', KEYS[2], 'day', 'week', 'month')
+  local stamps = {{'day', 'usage_daily', ARGV[5]}, {'week', 'usage_weekly', ARGV[6]},
+                  {'month', 'usage_monthly', ARGV[7]}}
+  for i, s in ipairs(stamps) do
+    if k[i] ~= s[3] then
+      redis.call('HSET', KEYS[2], s[1], s[3], s[2], cost)
+    else
+      redis.call('HINCRBY', KEYS[2], s[2], cost)
+    end
+  end
+  redis.call('HINCRBY', KEYS[2], 'usage', cost)
+else
+  balance = tonumber(redis.call('HGET', KEYS[1], 'balance') or '0')
+end
+redis.call('SET', KEYS[5], ARGV[3], 'EX', tonumber(ARGV[4]))
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', tonumber(ARGV[8]), '*', 'r', ARGV[3])
+return {'ok', balance}

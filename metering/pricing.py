@@ -1,0 +1,88 @@
+"""Cost of one request at the provider's listed price, with no markup.
+
+Prices are held as integer attodollars (1e-18 USD) per token, so that every product is an exact
+integer; the total is rounded once per request to nanodollars. Example: 1,234 prompt tokens at
+$0.00000015 and 56 completion tokens at $0.0000006 cost 185,100 + 33,600 = 218,700 nanodollars.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from config.catalog import Pricing
+
+ATTOS_PER_NANO = 10**9
+_ATTOS_PER_USD = 10**18
+
+
+def _attos(price: Decimal | None) -> int | None:
+    return None if price is None else int(price * _ATTOS_PER_USD)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    prompt: int = 0
+    completion: int = 0
+    cached: int = 0  # part of `prompt` read from the provider's cache
+    cache_write: int = 0  # part of `prompt` written to the cache
+    reasoning: int = 0  # part of `completion` spent on reasoning
+    images: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTable:
+    """One model's listed prices in attodollars; built once per catalog load."""
+
+    prompt: int
+    completion: int
+    request: int
+    image: int
+    reasoning: int | None
+    cache_read: int | None
+    cache_write: int | None
+
+    @classmethod
+    def from_pricing(cls, p: Pricing) -> "PriceTable":
+        return cls(
+            prompt=_attos(p.prompt) or 0,
+            completion=_attos(p.completion) or 0,
+            request=_attos(p.request) or 0,
+            image=_attos(p.image) or 0,
+            reasoning=_attos(p.internal_reasoning),
+            cache_read=_attos(p.input_cache_read),
+            cache_write=_attos(p.input_cache_write),
+        )
+
+    @property
+    def is_free(self) -> bool:
+        return not any(
+            (self.prompt, self.completion, self.request, self.image, self.reasoning or 0,
+             self.cache_read or 0, self.cache_write or 0)
+        )
+
+    def cost_attos(self, u: TokenUsage) -> int:
+        cached = min(max(u.cached, 0), u.prompt)
+        written = min(max(u.cache_write, 0), u.prompt - cached)
+        plain_prompt = u.prompt - cached - written
+        reasoning = min(max(u.reasoning, 0), u.completion)
+        attos = plain_prompt * self.prompt + u.completion * self.completion + self.request
+        attos += u.images * self.image
+        attos += cached * (self.prompt if self.cache_read is None else self.cache_read)
+        attos += written * (self.prompt if self.cache_write is None else self.cache_write)
+        if self.reasoning is not None:
+            attos += reasoning * (self.reasoning - self.completion)
+        return max(attos, 0)
+
+    def cost_nanos(self, u: TokenUsage) -> int:
+        """Exact cost, rounded half up once to the nanodollar."""
+        return (self.cost_attos(u) + ATTOS_PER_NANO // 2) // ATTOS_PER_NANO
+
+    def worst_case_nanos(self, prompt_tokens: int, max_completion_tokens: int) -> int:
+        """What a request may cost at most, rounded up: what admission reserves."""
+        out_price = max(self.completion, self.reasoning or 0)
+        prompt_price = max(self.prompt, self.cache_write or 0)
+        attos = prompt_tokens * prompt_price + max_completion_tokens * out_price + self.request
+        return -(-attos // ATTOS_PER_NANO)

