@@ -4,6 +4,7 @@ Exactly two Redis round trips per request: the admission script before forwardin
 settlement script after. Auth reads a cached hash -> account mapping.
 """
 
+import asyncio
 import time
 from typing import Any
 
@@ -83,8 +84,11 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
     except ApiError as exc:
         exchange.status = exc.status
         raise
+    except asyncio.CancelledError:
+        exchange.cancelled = True  # the client went away (handler_cancellation)
+        raise
     except BaseException:
-        exchange.status = 500 if exchange.status == 200 else exchange.status
+        exchange.status = 500
         raise
     finally:
         await exchange.settle()

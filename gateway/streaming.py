@@ -190,11 +190,12 @@ async def relay_stream(
                 break
     except ConnectionResetError:
         # The client is gone: stop the provider now and bill what it generated so far.
-        upstream.close()
-        exchange.cancelled = True
-        exchange.finish_reason = exchange.finish_reason or "cancelled"
-        relay.charge()
+        _client_gone(upstream, exchange, relay)
         return response
+    except asyncio.CancelledError:
+        # The same, where the server cancels handlers of lost connections (handler_cancellation).
+        _client_gone(upstream, exchange, relay)
+        raise
     except (aiohttp.ClientError, TimeoutError, ProviderStreamBroken) as exc:
         failure = _describe(exc, exchange.provider_name)
         log.warning("stream %s: %s", exchange.generation_id, failure)
@@ -216,6 +217,13 @@ async def relay_stream(
     except ConnectionResetError:
         exchange.cancelled = True
     return response
+
+
+def _client_gone(upstream: aiohttp.ClientResponse, exchange: Exchange, relay: SseRelay) -> None:
+    upstream.close()
+    exchange.cancelled = True
+    exchange.finish_reason = exchange.finish_reason or "cancelled"
+    relay.charge()
 
 
 async def _pieces(
