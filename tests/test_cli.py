@@ -1,0 +1,155 @@
+"""The command line as users run it: serve with the embedded Redis, demo, check-config."""
+
+import json
+import signal
+import textwrap
+import urllib.request
+from pathlib import Path
+
+from gateway.redis_server import free_port
+from tests.processes import gateway_process, pids_with, stop, wait_until
+from tests.support import ThreadedServer
+
+
+def _get(url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+    request = urllib.request.Request(url, headers=headers or {}, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _answers(url: str) -> bool:
+    try:
+        return _get(url)[0] == 200
+    except OSError:
+        return False
+
+
+def _config(tmp_path: Path, provider_url: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(textwrap.dedent(f"""
+        [[providers]]
+        name = "sim"
+        base_url = "{provider_url}/v1"
+
+        [[models]]
+        id = "test/paid"
+        provider = "sim"
+        upstream_model = "sim-gpt"
+        [models.pricing]
+        prompt = "0.00000015"
+        completion = "0.0000006"
+    """))
+    return path
+
+
+def test_serve_starts_embedded_redis_and_stops_it(tmp_path: Path, provider: ThreadedServer) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    proc = gateway_process(
+        ["serve", "--config", str(_config(tmp_path, provider.url)), "--port", str(port)],
+        {"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_ADMIN_TOKEN": ""},
+    )
+    try:
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 20), "no start"
+        status, models = _get(f"http://127.0.0.1:{port}/api/v1/models")
+        assert status == 200 and models["data"][0]["id"] == "test/paid"
+        status, body = _get(f"http://127.0.0.1:{port}/admin/v1/accounts", data=b"{}")
+        assert status == 403
+        assert pids_with(str(data_dir / "redis.sock"))
+    finally:
+        code = stop(proc, signal.SIGTERM)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 0, err
+    assert "admin API is off" in err
+    assert wait_until(lambda: not pids_with(str(data_dir / "redis.sock")), 10)
+    assert (data_dir / "appendonlydir").exists()
+
+
+def test_sigkill_of_serve_leaves_no_redis_behind(tmp_path: Path, provider: ThreadedServer) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    proc = gateway_process(
+        ["serve", "--config", str(_config(tmp_path, provider.url)), "--port", str(port)],
+        {"GATEWAY_DATA_DIR": str(data_dir)},
+    )
+    try:
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 20)
+        assert pids_with(str(data_dir / "redis.sock"))
+    finally:
+        stop(proc, signal.SIGKILL)
+    assert wait_until(lambda: not pids_with(str(data_dir / "redis.sock")), 10)
+
+
+def test_demo_answers_its_own_curl_line() -> None:
+    port = free_port()
+    proc = gateway_process(["demo", "--port", str(port)], {})
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for _ in range(40):
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.strip().startswith("Stop it with"):
+                break
+        text = "".join(lines)
+        assert "SIMULATED" in text and "curl" in text
+        key = next(l.split()[-1] for l in lines if l.strip().startswith("API key:"))
+        body = json.dumps({"model": "simulated/gpt-4o-mini",
+                           "messages": [{"role": "user", "content": "Hello!"}]}).encode()
+        status, reply = _get(f"http://127.0.0.1:{port}/api/v1/chat/completions",
+                             {"Authorization": f"Bearer {key}",
+                              "Content-Type": "application/json"}, body)
+        assert status == 200
+        assert reply["usage"]["cost"] > 0
+        status, credits = _get(f"http://127.0.0.1:{port}/api/v1/credits",
+                               {"Authorization": f"Bearer {key}"})
+        assert credits["data"]["total_usage"] == reply["usage"]["cost"]
+    finally:
+        assert stop(proc, signal.SIGINT) == 0
+
+
+def test_check_config_lists_every_problem_with_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(textwrap.dedent("""\
+        [[providers]]
+        name = "sim"
+        base_url = "http://127.0.0.1:1/v1"
+
+        [[models]]
+        id = "a/one"
+        provider = "sim"
+        [models.pricing]
+        prompt = 0.1
+        completion = "0.2"
+
+        [[models]]
+        id = "a/two"
+        provider = "nobody"
+    """))
+    proc = gateway_process(["check-config", str(bad)], {})
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert f"{bad}:9: models.0.pricing.prompt: must be a decimal string" in lines[0]
+    assert len(lines) == 1  # the price problem stops validation before cross-references
+    bad.write_text(bad.read_text().replace("prompt = 0.1", 'prompt = "0.1"'))
+    proc = gateway_process(["check-config", str(bad)], {})
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert err.strip() == f"{bad}:14: unknown provider 'nobody'"
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    proc = gateway_process(["check-config", str(_config(tmp_path, "http://127.0.0.1:1"))], {})
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and out.startswith("ok")
+
+
+def test_every_command_has_help() -> None:
+    for args in (["--help"], ["serve", "--help"], ["demo", "--help"], ["check-config", "--help"]):
+        proc = gateway_process(args, {})
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and "usage: gateway" in out
