@@ -1,7 +1,7 @@
 """The model catalog: providers, models and their listed prices, validated once at start-up.
 
-Prices are decimal strings (USD per token, or per request) exactly as providers list them. A float in
-the file is refused: 0.1 in binary is not 0.1, and money here is exact to the nanodollar.
+Prices are decimal strings (USD per token, or per request) exactly as providers list them. A float
+in the file is refused: 0.1 in binary is not 0.1, and money here is exact to the nanodollar.
 """
 
 from decimal import Decimal, InvalidOperation
@@ -13,7 +13,7 @@ MAX_PRICE_DECIMALS = 18
 
 
 def _parse_price(value: Any) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise ValueError('must be a decimal string such as "0.00000015", not a float')
     if isinstance(value, (int, Decimal)):
         value = str(value)
@@ -35,7 +35,7 @@ PriceUSD = Annotated[Decimal, BeforeValidator(_parse_price)]
 
 
 class Pricing(BaseModel):
-    """USD per token (per request for `request`, per image for `image`), as the provider lists it."""
+    """USD per token (per request for `request`, per image for `image`), as listed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

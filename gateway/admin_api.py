@@ -35,8 +35,9 @@ async def admin_guard(request: web.Request, handler: Handler) -> web.StreamRespo
     if request.path.startswith(ADMIN_PREFIX):
         settings = request.app[SETTINGS]
         if not settings.admin_enabled:
-            raise ApiError(403, "the admin API is off: set GATEWAY_ADMIN_TOKEN to turn it on",
-                           "forbidden")
+            raise ApiError(
+                403, "the admin API is off: set GATEWAY_ADMIN_TOKEN to turn it on", "forbidden"
+            )
         assert settings.admin_token is not None
         if not admin_token_matches(request, settings.admin_token.get_secret_value()):
             raise ApiError(401, "missing or wrong admin token", "invalid_admin_token")
@@ -52,8 +53,7 @@ async def create_account(request: web.Request) -> web.Response:
     body = await json_object(request)
     settings = request.app[SETTINGS]
     name = text_field(body, "name", default="") or ""
-    grant = usd_field(body, "grant", max_decimals=9, maximum=settings.max_purchase,
-                      allow_zero=True)
+    grant = usd_field(body, "grant", max_decimals=9, maximum=settings.max_purchase, allow_zero=True)
     grant_nanos = usd_to_nanos(settings.new_account_grant if grant is None else grant)
     account = await request.app[SERVICES].accounts.create_account(
         name, grant_nanos, request.app[CLOCK].now()
@@ -78,8 +78,11 @@ async def create_key(request: web.Request) -> web.Response:
     management = bool_field(body, "management") or False
     try:
         secret, key = await request.app[SERVICES].accounts.create_key(
-            request.match_info["account_id"], name, request.app[CLOCK].now(),
-            limit=None if limit is None else usd_to_nanos(limit), limit_reset=limit_reset,
+            request.match_info["account_id"],
+            name,
+            request.app[CLOCK].now(),
+            limit=None if limit is None else usd_to_nanos(limit),
+            limit_reset=limit_reset,
             management=management,
         )
     except AccountNotFound:
@@ -95,8 +98,7 @@ async def update_key(request: web.Request) -> web.Response:
     if disabled is not None:
         changes["disabled"] = disabled
     if "limit" in body:
-        limit = usd_field(body, "limit", max_decimals=9,
-                          maximum=request.app[SETTINGS].max_purchase)
+        limit = usd_field(body, "limit", max_decimals=9, maximum=request.app[SETTINGS].max_purchase)
         changes["limit"] = None if limit is None else usd_to_nanos(limit)
     if "limit_reset" in body:
         changes["limit_reset"] = _limit_reset(body)
@@ -113,8 +115,9 @@ def _limit_reset(body: dict[str, Any]) -> LimitReset | None:
     if value is None or value == "none":
         return None
     if value not in LIMIT_RESETS:
-        raise bad_request("'limit_reset' must be one of none, daily, weekly, monthly",
-                          "limit_reset")
+        raise bad_request(
+            "'limit_reset' must be one of none, daily, weekly, monthly", "limit_reset"
+        )
     return value  # type: ignore[no-any-return]
 
 
@@ -137,14 +140,23 @@ async def create_purchase(request: web.Request) -> web.Response:
     paid_with: PaymentMethod = method
     try:
         purchase, created = await request.app[SERVICES].accounts.purchase(
-            request.match_info["account_id"], amount, fee, paid_with, idempotency_key,
+            request.match_info["account_id"],
+            amount,
+            fee,
+            paid_with,
+            idempotency_key,
             request.app[CLOCK].now(),
         )
     except AccountNotFound:
         raise ApiError(404, "no such account", "not_found") from None
     except IdempotencyConflict:
-        raise ApiError(409, "this idempotency_key was used before with a different purchase",
-                       "idempotency_conflict") from None
+        raise ApiError(
+            409,
+            "this idempotency_key was used before with a different purchase",
+            "idempotency_conflict",
+        ) from None
     except AmountTooLarge:
-        raise bad_request("this purchase would take the balance past what can be held", "amount") from None
+        raise bad_request(
+            "this purchase would take the balance past what can be held", "amount"
+        ) from None
     return json_response(purchase_view(purchase), status=201 if created else 200)

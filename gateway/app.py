@@ -65,7 +65,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         redis=redis,
         accounts=accounts,
         metering=Metering(
-            redis, scripts,
+            redis,
+            scripts,
             reservation_timeout=settings.reservation_timeout_seconds,
             record_ttl_seconds=settings.usage_record_days * SECONDS_PER_DAY,
         ),
@@ -87,6 +88,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[SERVICES].redis.ping()
     except Exception as exc:
-        raise ApiError(503, f"redis is not reachable ({type(exc).__name__})",
-                       "service_unavailable") from None
+        raise ApiError(
+            503, f"redis is not reachable ({type(exc).__name__})", "service_unavailable"
+        ) from None
     return json_response({"status": "ready", "models": len(request.app[MODELS])})

@@ -27,7 +27,9 @@ def bearer_token(request: web.Request) -> str | None:
 def key_hash_of(request: web.Request) -> str:
     token = bearer_token(request)
     if token is None:
-        raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_api_key")
+        raise ApiError(
+            401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_api_key"
+        )
     if len(token) > _MAX_SECRET_LEN:
         raise ApiError(401, "invalid API key", "invalid_api_key")
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()

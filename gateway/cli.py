@@ -19,24 +19,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the gateway",
-                           description="Run the gateway. Without GATEWAY_REDIS_URL it starts "
-                           "its own Redis in GATEWAY_DATA_DIR.")
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. Without GATEWAY_REDIS_URL it starts "
+        "its own Redis in GATEWAY_DATA_DIR.",
+    )
     serve.add_argument("--config", type=Path, help="TOML settings and catalog (or GATEWAY_CONFIG)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
 
-    demo = sub.add_parser("demo", help="try it: embedded Redis, a simulated provider, a demo key",
-                          description="Start everything needed to try the gateway on this "
-                          "machine: embedded Redis, a SIMULATED provider on loopback, a demo "
-                          "account with credits and a key.")
+    demo = sub.add_parser(
+        "demo",
+        help="try it: embedded Redis, a simulated provider, a demo key",
+        description="Start everything needed to try the gateway on this "
+        "machine: embedded Redis, a SIMULATED provider on loopback, a demo "
+        "account with credits and a key.",
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
 
-    check = sub.add_parser("check-config", help="validate settings and catalog files",
-                           description="Validate files; exit 0, or 2 with every problem as "
-                           "file:line: what is wrong.")
+    check = sub.add_parser(
+        "check-config",
+        help="validate settings and catalog files",
+        description="Validate files; exit 0, or 2 with every problem as file:line: what is wrong.",
+    )
     check.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     return parser
 
@@ -44,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -55,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.demo import run_demo
 
             return run_demo(args.host, args.port)
-        overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
-                                       ("workers", args.workers)) if v is not None}
+        overrides = {
+            k: v
+            for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
+            if v is not None
+        }
         settings = load_settings(args.config, **overrides)
         from gateway.serve import run_serve
 
@@ -84,4 +96,3 @@ def check_config(paths: list[Path]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -1,4 +1,4 @@
-"""One injectable source of time, so tests cross a UTC midnight or a minute edge without sleeping."""
+"""One injectable source of time: tests cross a UTC midnight or a minute edge without sleeping."""
 
 import time
 

@@ -50,13 +50,19 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
     clock = request.app[CLOCK]
     account_id, key_hash = await authenticate(request, services.keys)
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise ApiError(413, f"request body is larger than {settings.max_body_bytes} bytes",
-                       max_bytes=settings.max_body_bytes)
+        raise ApiError(
+            413,
+            f"request body is larger than {settings.max_body_bytes} bytes",
+            max_bytes=settings.max_body_bytes,
+        )
     req = parse_completion_request(await request.read(), kind)
     model = request.app[MODELS].get(req.model)
     if model is None:
-        raise ApiError(404, f"model {req.model!r} is not available here; see GET /api/v1/models",
-                       "model_not_found")
+        raise ApiError(
+            404,
+            f"model {req.model!r} is not available here; see GET /api/v1/models",
+            "model_not_found",
+        )
 
     prompt_estimate = estimate_prompt_tokens(req.body)
     cap = model.config.max_output_tokens
@@ -72,8 +78,13 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
         raise _refusal_error(admission, model, reserve, prompt_estimate)
 
     exchange = Exchange(
-        metering=services.metering, clock=clock, model=model, account_id=account_id,
-        key_hash=key_hash, generation_id=generation_id, streamed=req.stream,
+        metering=services.metering,
+        clock=clock,
+        model=model,
+        account_id=account_id,
+        key_hash=key_hash,
+        generation_id=generation_id,
+        streamed=req.stream,
         prompt_estimate=prompt_estimate,
     )
     try:
@@ -123,8 +134,12 @@ async def _forward(
         return response
     assert failure is not None
     status = 408 if failure.kind == "timeout" else 502
-    raise ApiError(status, str(failure), "timeout" if status == 408 else "provider_error",
-                   provider_name=exchange.provider_name)
+    raise ApiError(
+        status,
+        str(failure),
+        "timeout" if status == 408 else "provider_error",
+        provider_name=exchange.provider_name,
+    )
 
 
 async def _raise_provider_error(response: aiohttp.ClientResponse, provider: str) -> None:
@@ -146,8 +161,9 @@ async def _raise_provider_error(response: aiohttp.ClientResponse, provider: str)
     status = response.status if 400 <= response.status < 500 else 502
     if status in (401, 403, 407):
         status, message = 502, f"provider {provider} refused the gateway's credentials"
-    raise ApiError(status, message, "provider_error", provider_name=provider,
-                   provider_status=response.status)
+    raise ApiError(
+        status, message, "provider_error", provider_name=provider, provider_status=response.status
+    )
 
 
 async def _complete(
@@ -156,8 +172,12 @@ async def _complete(
     try:
         raw = await upstream.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ApiError(502, f"provider {exchange.provider_name} broke off its answer",
-                       "provider_error", provider_name=exchange.provider_name) from exc
+        raise ApiError(
+            502,
+            f"provider {exchange.provider_name} broke off its answer",
+            "provider_error",
+            provider_name=exchange.provider_name,
+        ) from exc
     finally:
         upstream.release()
     exchange.done_at = time.monotonic()
@@ -166,8 +186,12 @@ async def _complete(
         if not isinstance(data, dict):
             raise ValueError("not an object")
     except (orjson.JSONDecodeError, ValueError):
-        raise ApiError(502, f"provider {exchange.provider_name} sent an invalid response",
-                       "provider_error", provider_name=exchange.provider_name) from None
+        raise ApiError(
+            502,
+            f"provider {exchange.provider_name} sent an invalid response",
+            "provider_error",
+            provider_name=exchange.provider_name,
+        ) from None
     tokens = parse_usage(data.get("usage"))
     if tokens is None:
         tokens = TokenUsage(prompt=exchange.prompt_estimate, completion=_estimate_output(data))
@@ -216,8 +240,11 @@ def _refusal_error(
         return ApiError(401, "this API key has expired", "invalid_api_key")
     if refusal is Refusal.NEGATIVE_BALANCE:
         return ApiError(
-            402, f"your balance is negative (${format_usd(admission.balance)}); add credits to "
-            "continue, free models included", "payment_required", reason="negative_balance",
+            402,
+            f"your balance is negative (${format_usd(admission.balance)}); add credits to "
+            "continue, free models included",
+            "payment_required",
+            reason="negative_balance",
             balance=format_usd(admission.balance),
         )
     available = max(admission.available, 0)
@@ -237,4 +264,3 @@ def _refusal_error(
         available=format_usd(available),
         affordable_max_tokens=affordable,
     )
-

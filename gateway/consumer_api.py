@@ -16,8 +16,9 @@ routes = web.RouteTableDef()
 @routes.get("/api/v1/models")
 @routes.get("/v1/models")
 async def list_models(request: web.Request) -> web.Response:
-    return json_response({"object": "list",
-                          "data": [model_view(m) for m in request.app[MODELS].values()]})
+    return json_response(
+        {"object": "list", "data": [model_view(m) for m in request.app[MODELS].values()]}
+    )
 
 
 async def _holder(request: web.Request) -> tuple[ApiKey, Account]:
@@ -39,10 +40,14 @@ async def _holder(request: web.Request) -> tuple[ApiKey, Account]:
 @routes.get("/api/v1/credits")
 async def credits(request: web.Request) -> web.Response:
     _, account = await _holder(request)
-    return json_response({"data": {
-        "total_credits": nanos_to_number(account.purchased + account.granted),
-        "total_usage": nanos_to_number(account.usage),
-    }})
+    return json_response(
+        {
+            "data": {
+                "total_credits": nanos_to_number(account.purchased + account.granted),
+                "total_usage": nanos_to_number(account.usage),
+            }
+        }
+    )
 
 
 @routes.get("/api/v1/key")
@@ -54,11 +59,13 @@ async def current_key(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/generation")
 async def generation(request: web.Request) -> web.Response:
-    key, account = await _holder(request)
+    _, account = await _holder(request)
     generation_id = request.query.get("id", "")
     if not generation_id:
         raise ApiError(400, "the 'id' query parameter is required", "bad_request", field="id")
-    not_found = ApiError(404, f"no generation {generation_id[:100]!r} for this account", "not_found")
+    not_found = ApiError(
+        404, f"no generation {generation_id[:100]!r} for this account", "not_found"
+    )
     if account_of_generation(generation_id) != account.id:
         raise not_found
     record = await request.app[SERVICES].metering.generation(account.id, generation_id)

@@ -28,18 +28,31 @@ DEMO_FREE_MODEL = "simulated/llama-3.1-8b-instruct:free"
 def demo_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelConfig]]:
     provider = ProviderConfig(name="simulated", base_url=provider_url, simulated=True)
     models = [
-        ModelConfig(id=DEMO_PAID_MODEL, name="Simulated GPT-4o mini (no real model)",
-                    provider="simulated", upstream_model="sim-gpt-4o-mini",
-                    max_output_tokens=16384, context_length=128000,
-                    pricing=Pricing(prompt=Decimal("0.00000015"),
-                                    completion=Decimal("0.0000006"))),
-        ModelConfig(id=DEMO_FREE_MODEL, name="Simulated Llama 3.1 8B, free (no real model)",
-                    provider="simulated", upstream_model="sim-llama", max_output_tokens=4096,
-                    context_length=131072),
-        ModelConfig(id="simulated/slow-stream", name="Simulated slow stream (no real model)",
-                    provider="simulated", upstream_model="sim-slowstream",
-                    max_output_tokens=1000,
-                    pricing=Pricing(prompt=Decimal("0.000001"), completion=Decimal("0.000002"))),
+        ModelConfig(
+            id=DEMO_PAID_MODEL,
+            name="Simulated GPT-4o mini (no real model)",
+            provider="simulated",
+            upstream_model="sim-gpt-4o-mini",
+            max_output_tokens=16384,
+            context_length=128000,
+            pricing=Pricing(prompt=Decimal("0.00000015"), completion=Decimal("0.0000006")),
+        ),
+        ModelConfig(
+            id=DEMO_FREE_MODEL,
+            name="Simulated Llama 3.1 8B, free (no real model)",
+            provider="simulated",
+            upstream_model="sim-llama",
+            max_output_tokens=4096,
+            context_length=131072,
+        ),
+        ModelConfig(
+            id="simulated/slow-stream",
+            name="Simulated slow stream (no real model)",
+            provider="simulated",
+            upstream_model="sim-slowstream",
+            max_output_tokens=1000,
+            pricing=Pricing(prompt=Decimal("0.000001"), completion=Decimal("0.000002")),
+        ),
     ]
     return [provider], models
 
@@ -56,8 +69,10 @@ def run_demo(host: str, port: int) -> int:
     try:
         asyncio.run(_demo(host, port, redis.url, data_dir))
     except OSError as exc:
-        print(f"gateway demo: cannot listen on {host}:{port}: {exc.strerror}; "
-              "try --port", file=sys.stderr)
+        print(
+            f"gateway demo: cannot listen on {host}:{port}: {exc.strerror}; try --port",
+            file=sys.stderr,
+        )
         return 1
     finally:
         redis.stop()
@@ -68,8 +83,14 @@ def run_demo(host: str, port: int) -> int:
 async def _demo(host: str, port: int, redis_url: str, data_dir: Path) -> None:
     sim_runner, sim_port = await start_site(create_simulated_provider(), "127.0.0.1", 0)
     providers, models = demo_catalog(f"http://127.0.0.1:{sim_port}/v1")
-    settings = Settings(redis_url=redis_url, data_dir=data_dir, host=host, port=port,
-                        providers=providers, models=models)
+    settings = Settings(
+        redis_url=redis_url,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        providers=providers,
+        models=models,
+    )
     app = create_app(settings)
     runner, bound = await start_site(app, host, port)
     try:
@@ -77,8 +98,9 @@ async def _demo(host: str, port: int, redis_url: str, data_dir: Path) -> None:
         account = await services.accounts.create_account("demo", 0, clock.now())
         amount = Decimal("10.00")
         fee = fee_nanos(amount, settings.card_fee_percent, settings.card_fee_minimum)
-        await services.accounts.purchase(account.id, amount, fee, "card", "demo-initial",
-                                         clock.now())
+        await services.accounts.purchase(
+            account.id, amount, fee, "card", "demo-initial", clock.now()
+        )
         secret, _ = await services.accounts.create_key(account.id, "demo key", clock.now())
         base = f"http://{host}:{bound}"
         print(_banner(base, sim_port, secret), flush=True)
@@ -89,10 +111,12 @@ async def _demo(host: str, port: int, redis_url: str, data_dir: Path) -> None:
 
 
 def _banner(base: str, sim_port: int, secret: str) -> str:
-    curl = (f"curl -s {base}/api/v1/chat/completions \\\n"
-            f"  -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' \\\n"
-            f"  -d '{{\"model\": \"{DEMO_PAID_MODEL}\", \"messages\": "
-            f"[{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'")
+    curl = (
+        f"curl -s {base}/api/v1/chat/completions \\\n"
+        f"  -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' \\\n"
+        f'  -d \'{{"model": "{DEMO_PAID_MODEL}", "messages": '
+        f'[{{"role": "user", "content": "Hello!"}}]}}\''
+    )
     return f"""
 Gateway demo is running at {base}
   Provider: SIMULATED (a built-in test provider on 127.0.0.1:{sim_port}; no real model is called)

@@ -75,7 +75,10 @@ def json_response(
 
 
 def bad_request(message: str, field: str | None = None) -> ApiError:
-    return ApiError(400, message, "bad_request", **({"field": field} if field else {}))
+    error = ApiError(400, message, "bad_request")
+    if field:
+        error.metadata["field"] = field
+    return error
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -91,7 +94,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         from gateway.state import SETTINGS
 
         limit = request.app[SETTINGS].max_body_bytes
-        return ApiError(413, f"request body is larger than {limit} bytes", max_bytes=limit).response()
+        return ApiError(
+            413, f"request body is larger than {limit} bytes", max_bytes=limit
+        ).response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -100,7 +105,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return ApiError(exc.status, message, headers=headers).response()
-    except (ConnectionResetError, OSError) as exc:
+    except (ConnectionResetError, OSError):
         if request.transport is None or request.transport.is_closing():
             raise  # the client went away; nothing to answer
         log.exception("unexpected I/O error on %s %s", request.method, request.path)

@@ -29,7 +29,11 @@ async def json_object(request: web.Request) -> dict[str, Any]:
 
 
 def text_field(
-    body: dict[str, Any], name: str, *, required: bool = False, max_len: int = 200,
+    body: dict[str, Any],
+    name: str,
+    *,
+    required: bool = False,
+    max_len: int = 200,
     default: str | None = None,
 ) -> str | None:
     value = body.get(name)
@@ -38,8 +42,9 @@ def text_field(
             raise bad_request(f"'{name}' is required", name)
         return default
     if not isinstance(value, str) or not value.strip() or len(value) > max_len:
-        raise bad_request(f"'{name}' must be a non-empty string of at most {max_len} characters",
-                          name)
+        raise bad_request(
+            f"'{name}' must be a non-empty string of at most {max_len} characters", name
+        )
     return value
 
 
@@ -51,7 +56,11 @@ def bool_field(body: dict[str, Any], name: str) -> bool | None:
 
 
 def usd_field(
-    body: dict[str, Any], name: str, *, max_decimals: int, maximum: Decimal | None = None,
+    body: dict[str, Any],
+    name: str,
+    *,
+    max_decimals: int,
+    maximum: Decimal | None = None,
     allow_zero: bool = False,
 ) -> Decimal | None:
     if body.get(name) is None:

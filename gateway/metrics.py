@@ -12,9 +12,28 @@ HTTP_REQUESTS = Counter(
     "gateway_http_requests_total", "HTTP requests answered", ["route", "status_class"]
 )
 HTTP_DURATION = Histogram(
-    "gateway_http_request_duration_seconds", "Time to answer an HTTP request", ["route"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-             60, 120),
+    "gateway_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["route"],
+    buckets=(
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+        30,
+        60,
+        120,
+    ),
 )
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -40,7 +40,7 @@ def parse_usage(usage: Any, images: int = 0) -> TokenUsage | None:
 
 
 def usage_with_cost(original: Any, tokens: TokenUsage, cost_nanos: int) -> dict[str, Any]:
-    """The provider's usage object (or one we built) with `cost` in USD, as OpenRouter returns it."""
+    """The provider's usage object (or one we built) with `cost` in USD, as OpenRouter has it."""
     usage: dict[str, Any] = dict(original) if isinstance(original, dict) else {}
     usage.setdefault("prompt_tokens", tokens.prompt)
     usage.setdefault("completion_tokens", tokens.completion)

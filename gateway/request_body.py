@@ -14,8 +14,16 @@ import orjson
 from gateway.errors import bad_request
 
 Kind = Literal["chat", "completions"]
-_NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "top_k",
-                  "repetition_penalty", "min_p", "top_a")
+_NUMBER_FIELDS = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "top_k",
+    "repetition_penalty",
+    "min_p",
+    "top_a",
+)
 MAX_CHOICES = 16
 
 
@@ -70,8 +78,10 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
         value = body.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
-            value
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
         ):
             raise bad_request(f"'{name}' must be a finite number", name)
     return CompletionRequest(body, model, stream, min(limits) if limits else None, n)

@@ -19,8 +19,9 @@ def run_serve(settings: Settings) -> int:
     embedded: RedisServer | None = None
     if not settings.redis_url:
         try:
-            embedded = RedisServer(settings.data_dir.resolve(),
-                                   appendfsync=settings.redis_appendfsync).start()
+            embedded = RedisServer(
+                settings.data_dir.resolve(), appendfsync=settings.redis_appendfsync
+            ).start()
         except (RedisBinaryMissing, RedisStartFailed) as exc:
             print(f"gateway: {exc}", file=sys.stderr)
             return 1
@@ -48,16 +49,21 @@ def _run_worker(settings_data: dict[str, Any], *, reuse_port: bool) -> None:
         log.info("gateway listening on http://%s:%d", settings.host, port)
 
     app = create_app(settings)
-    asyncio.run(serve_until_stopped(app, settings.host, settings.port, reuse_port=reuse_port,
-                                    on_ready=announce))
+    asyncio.run(
+        serve_until_stopped(
+            app, settings.host, settings.port, reuse_port=reuse_port, on_ready=announce
+        )
+    )
 
 
 def _run_workers(settings: Settings) -> None:
     """N processes on one port (SO_REUSEPORT); the kernel spreads connections between them."""
     ctx = multiprocessing.get_context("spawn")
     data = settings.model_dump(mode="python")
-    workers = [ctx.Process(target=_run_worker, args=(data,), kwargs={"reuse_port": True},
-                           daemon=True) for _ in range(settings.workers)]
+    workers = [
+        ctx.Process(target=_run_worker, args=(data,), kwargs={"reuse_port": True}, daemon=True)
+        for _ in range(settings.workers)
+    ]
     for w in workers:
         w.start()
 

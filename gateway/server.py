@@ -49,7 +49,11 @@ async def start_site(
 
 
 async def serve_until_stopped(
-    app: web.Application, host: str, port: int, *, reuse_port: bool = False,
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
     on_ready: Ready | None = None,
 ) -> None:
     runner, bound = await start_site(app, host, port, reuse_port=reuse_port)

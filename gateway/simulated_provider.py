@@ -13,8 +13,24 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-REPLY = ("This is a simulated reply from the gateway's built-in test provider; "
-         "no real model was called.").split()
+REPLY = [
+    "This",
+    "is",
+    "a",
+    "simulated",
+    "reply",
+    "from",
+    "the",
+    "gateway's",
+    "built-in",
+    "test",
+    "provider;",
+    "no",
+    "real",
+    "model",
+    "was",
+    "called.",
+]
 LONG_REPLY_WORDS = 400
 BEHAVIOURS = {
     "sim-slow": "waits `slow_seconds` before answering",
@@ -49,14 +65,17 @@ def count_prompt_tokens(body: dict[str, Any]) -> int:
 def _words(model: str, max_tokens: int | None) -> list[str]:
     words = REPLY * 40 if model == "sim-slowstream" else REPLY
     words = words[:LONG_REPLY_WORDS]
-    return words[: max_tokens] if max_tokens else words
+    return words[:max_tokens] if max_tokens else words
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
 
 
 async def _completion(request: web.Request) -> web.StreamResponse:
@@ -73,7 +92,8 @@ async def _completion(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": "simulated outage"}}, status=500)
     if model == "sim-error-400":
         return web.json_response(
-            {"error": {"message": "simulated: this model's context is too small"}}, status=400)
+            {"error": {"message": "simulated: this model's context is too small"}}, status=400
+        )
     if model == "sim-drop" and not body.get("stream"):
         assert request.transport is not None
         request.transport.abort()
@@ -93,8 +113,11 @@ async def _completion(request: web.Request) -> web.StreamResponse:
     else:
         choice["text"] = text
     reply: dict[str, Any] = {
-        "id": ident, "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()), "model": model, "choices": [choice],
+        "id": ident,
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
     }
     if model != "sim-nousage":
         reply["usage"] = _usage(prompt_tokens, len(words))
@@ -102,8 +125,13 @@ async def _completion(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, body: dict[str, Any], model: str, words: list[str],
-    prompt_tokens: int, ident: str, chat: bool,
+    request: web.Request,
+    body: dict[str, Any],
+    model: str,
+    words: list[str],
+    prompt_tokens: int,
+    ident: str,
+    chat: bool,
 ) -> web.StreamResponse:
     stats = request.app[STATS]
     stats["streams_started"] += 1
@@ -113,15 +141,23 @@ async def _stream(
     obj = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
-        data = {"id": ident, "object": obj, "created": created, "model": model,
-                "choices": choices, "usage": usage}
+        data = {
+            "id": ident,
+            "object": obj,
+            "created": created,
+            "model": model,
+            "choices": choices,
+            "usage": usage,
+        }
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
     delay = 0.02 if model == "sim-slowstream" else 0.0
     try:
         for i, word in enumerate(words):
             piece = word if i == 0 else " " + word
-            part = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+            part = (
+                {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+            )
             part["finish_reason"] = None
             await response.write(chunk([part]))
             if model == "sim-drop" and i == 1:
@@ -154,8 +190,13 @@ async def _stats(request: web.Request) -> web.Response:
 
 def create_simulated_provider(slow_seconds: float = 2.0) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[STATS] = {"requests": 0, "streams_started": 0, "streams_completed": 0,
-                  "streams_aborted": 0, "streams_dropped": 0}
+    app[STATS] = {
+        "requests": 0,
+        "streams_started": 0,
+        "streams_completed": 0,
+        "streams_aborted": 0,
+        "streams_dropped": 0,
+    }
     app[SLOW_SECONDS] = slow_seconds
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", _completion)

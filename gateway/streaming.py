@@ -53,9 +53,12 @@ class SseRelay:
         self._gen = exchange.generation_id.encode()
         upstream_model = exchange.model.config.upstream_name
         if upstream_model != exchange.model.id:
-            self._swaps.append((
-                b'"model":' + orjson.dumps(upstream_model), b'"model":' + orjson.dumps(exchange.model.id)
-            ))
+            self._swaps.append(
+                (
+                    b'"model":' + orjson.dumps(upstream_model),
+                    b'"model":' + orjson.dumps(exchange.model.id),
+                )
+            )
         self._learned_id = False
 
     def feed(self, piece: bytes) -> bytes:
@@ -150,9 +153,14 @@ class SseRelay:
             "created": self.created,
             "model": self.exchange.model.id,
             "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
-            "error": {"code": 502, "message": message,
-                      "metadata": {"error_type": "provider_error",
-                                   "provider_name": self.exchange.provider_name}},
+            "error": {
+                "code": 502,
+                "message": message,
+                "metadata": {
+                    "error_type": "provider_error",
+                    "provider_name": self.exchange.provider_name,
+                },
+            },
         }
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
@@ -181,8 +189,9 @@ async def relay_stream(
 
     failure: str | None = None
     try:
-        async for piece in _pieces(upstream, settings.stream_keepalive_seconds,
-                                   settings.upstream_read_timeout):
+        async for piece in _pieces(
+            upstream, settings.stream_keepalive_seconds, settings.upstream_read_timeout
+        ):
             out = KEEPALIVE if piece is None else relay.feed(piece)
             if out:
                 await response.write(out)
@@ -226,9 +235,7 @@ def _client_gone(upstream: aiohttp.ClientResponse, exchange: Exchange, relay: Ss
     relay.charge()
 
 
-async def _pieces(
-    upstream: aiohttp.ClientResponse, keepalive: float, read_timeout: float
-) -> "Any":
+async def _pieces(upstream: aiohttp.ClientResponse, keepalive: float, read_timeout: float) -> "Any":
     """The provider's bytes as they come; None after each `keepalive` seconds of silence."""
     silent = 0.0
     while True:
@@ -253,4 +260,3 @@ def _describe(exc: BaseException, provider: str) -> str:
     if isinstance(exc, ProviderStreamBroken):
         return f"provider {provider} sent a malformed stream"
     return f"provider {provider} broke off the stream"
-

@@ -37,7 +37,8 @@ class Upstream:
             if provider.api_key_env and not secret:
                 log.warning(
                     "provider %s: environment variable %s is not set; calling it without a key",
-                    name, provider.api_key_env,
+                    name,
+                    provider.api_key_env,
                 )
             headers = {"Content-Type": "application/json"}
             if secret:
@@ -48,7 +49,9 @@ class Upstream:
         for name in self._providers:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
             self._sessions[name] = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=True,
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
             )
 
@@ -57,7 +60,9 @@ class Upstream:
             await session.close()
         self._sessions.clear()
 
-    async def post(self, provider: ProviderConfig, path: str, body: bytes) -> aiohttp.ClientResponse:
+    async def post(
+        self, provider: ProviderConfig, path: str, body: bytes
+    ) -> aiohttp.ClientResponse:
         """POST to the provider; the caller reads and releases the response."""
         session = self._sessions[provider.name]
         try:

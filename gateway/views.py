@@ -15,8 +15,12 @@ def price_text(value: Any) -> str:
 
 def model_view(model: ResolvedModel) -> dict[str, Any]:
     p = model.config.pricing
-    pricing = {"prompt": price_text(p.prompt), "completion": price_text(p.completion),
-               "request": price_text(p.request), "image": price_text(p.image)}
+    pricing = {
+        "prompt": price_text(p.prompt),
+        "completion": price_text(p.completion),
+        "request": price_text(p.request),
+        "image": price_text(p.image),
+    }
     for name in ("internal_reasoning", "input_cache_read", "input_cache_write"):
         value = getattr(p, name)
         if value is not None:
@@ -65,7 +69,9 @@ def key_admin_view(key: ApiKey) -> dict[str, Any]:
 
 
 def key_holder_view(key: ApiKey, account: Account) -> dict[str, Any]:
-    remaining = None if key.limit is None else nanos_to_number(max(key.limit - _period_usage(key), 0))
+    remaining = (
+        None if key.limit is None else nanos_to_number(max(key.limit - _period_usage(key), 0))
+    )
     return {
         "label": key.name,
         "usage": nanos_to_number(key.usage),
@@ -82,8 +88,9 @@ def key_holder_view(key: ApiKey, account: Account) -> dict[str, Any]:
 
 
 def _period_usage(key: ApiKey) -> int:
-    return {"daily": key.usage_daily, "weekly": key.usage_weekly,
-            "monthly": key.usage_monthly}.get(key.limit_reset or "", key.usage)
+    return {"daily": key.usage_daily, "weekly": key.usage_weekly, "monthly": key.usage_monthly}.get(
+        key.limit_reset or "", key.usage
+    )
 
 
 def purchase_view(purchase: Purchase) -> dict[str, Any]:

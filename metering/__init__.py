@@ -1,4 +1,4 @@
-"""Money: prices and cost arithmetic, accounts, keys, purchases, admission and settlement, usage records.
+"""Money: prices and costs, accounts, keys, purchases, admission and settlement, usage records.
 
 Knows Redis (its own key layout and Lua scripts, kept here) and nothing of HTTP.
 """

@@ -10,10 +10,11 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from metering.layout import ACCOUNT_INDEX, AccountKeys, key_index
 from metering.money import MAX_NANOS, usd_to_nanos
@@ -112,13 +113,13 @@ class AccountStore:
             return None
         return Account(
             id=account_id,
-            name=raw.get("name", ""),
+            name=str(raw.get("name", "")),
             balance=int(raw.get("balance", 0)),
             reserved=int(raw.get("reserved", 0)),
             purchased=int(raw.get("purchased", 0)),
             granted=int(raw.get("granted", 0)),
             usage=int(raw.get("usage", 0)),
-            created_at=raw.get("created_at", ""),
+            created_at=str(raw.get("created_at", "")),
         )
 
     async def create_key(
@@ -138,7 +139,7 @@ class AccountStore:
         secret = KEY_PREFIX + secrets.token_hex(32)
         key_hash = hash_secret(secret)
         k = AccountKeys(account_id)
-        fields: dict[str, Any] = {
+        fields: dict[FieldT, EncodableT] = {
             "name": name,
             "disabled": "0",
             "management": "1" if management else "0",
@@ -173,10 +174,10 @@ class AccountStore:
         return ApiKey(
             hash=key_hash,
             account_id=account_id,
-            name=raw.get("name", ""),
+            name=str(raw.get("name", "")),
             disabled=raw.get("disabled") == "1",
             management=raw.get("management") == "1",
-            created_at=raw.get("created_at", ""),
+            created_at=str(raw.get("created_at", "")),
             expires_at_ms=int(raw["expires_at"]) if raw.get("expires_at") else None,
             limit=int(raw["limit"]) if raw.get("limit") else None,
             limit_reset=raw.get("limit_reset") or None,  # type: ignore[arg-type]
@@ -191,14 +192,18 @@ class AccountStore:
         return None if account_id is None else await self.get_key(account_id, key_hash, now)
 
     async def update_key(
-        self, key_hash: str, now: float, *, disabled: bool | None = None,
-        limit: int | None | Literal["keep"] = "keep",
-        limit_reset: LimitReset | None | Literal["keep"] = "keep",
+        self,
+        key_hash: str,
+        now: float,
+        *,
+        disabled: bool | None = None,
+        limit: int | Literal["keep"] | None = "keep",
+        limit_reset: LimitReset | Literal["keep"] | None = "keep",
     ) -> ApiKey | None:
         account_id = await self.account_of_key(key_hash)
         if account_id is None:
             return None
-        fields: dict[str, str] = {}
+        fields: dict[FieldT, EncodableT] = {}
         if disabled is not None:
             fields["disabled"] = "1" if disabled else "0"
         if limit != "keep":
@@ -236,8 +241,14 @@ class AccountStore:
         k = AccountKeys(account_id)
         status, stored = await self._scripts.purchase(
             keys=[k.account, k.idempotency, k.purchases, k.ledger],
-            args=[idempotency_key, fingerprint, purchase_id, amount_nanos,
-                  orjson.dumps(record).decode(), MAX_NANOS],
+            args=[
+                idempotency_key,
+                fingerprint,
+                purchase_id,
+                amount_nanos,
+                orjson.dumps(record).decode(),
+                MAX_NANOS,
+            ],
         )
         if status == "conflict":
             raise IdempotencyConflict(idempotency_key)

@@ -77,8 +77,13 @@ class Metering:
         now_ms = int(now * 1000)
         status, balance, reserved = await self._scripts.admit(
             keys=[k.account, k.api_key(key_hash), k.reservations, k.reservation_expiry],
-            args=[now_ms, generation_id, reserve, now_ms + self._reservation_timeout_ms,
-                  "1" if paid else "0"],
+            args=[
+                now_ms,
+                generation_id,
+                reserve,
+                now_ms + self._reservation_timeout_ms,
+                "1" if paid else "0",
+            ],
         )
         refusal = None if status == "ok" else Refusal(status)
         return AdmissionResult(refusal, int(balance), int(reserved))
@@ -87,10 +92,24 @@ class Metering:
         k = AccountKeys(record.account_id)
         day, week, month = period_stamps(now)
         status, balance = await self._scripts.settle(
-            keys=[k.account, k.api_key(record.key_hash), k.reservations, k.reservation_expiry,
-                  k.generation(record.id), k.usage_stream],
-            args=[record.id, record.cost, record.to_json(), self._record_ttl, day, week, month,
-                  self._stream_max],
+            keys=[
+                k.account,
+                k.api_key(record.key_hash),
+                k.reservations,
+                k.reservation_expiry,
+                k.generation(record.id),
+                k.usage_stream,
+            ],
+            args=[
+                record.id,
+                record.cost,
+                record.to_json(),
+                self._record_ttl,
+                day,
+                week,
+                month,
+                self._stream_max,
+            ],
         )
         return SettlementResult(status == "ok", int(balance))
 

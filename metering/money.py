@@ -48,7 +48,7 @@ def nanos_to_usd(nanos: int) -> Decimal:
 
 
 def format_usd(nanos: int) -> str:
-    """A decimal string with at least two decimals and no trailing zeros past them: 10.00, 0.00000015."""
+    """At least two decimals, no trailing zeros past them: 10.00, 0.00000015."""
     value = nanos_to_usd(nanos)
     text = f"{value:.9f}".rstrip("0")
     whole, _, frac = text.partition(".")
@@ -56,7 +56,7 @@ def format_usd(nanos: int) -> str:
 
 
 def nanos_to_number(nanos: int) -> float:
-    """For JSON fields that OpenAI-style clients read as numbers (usage.cost): the nearest double."""
+    """For JSON fields that OpenAI-style clients read as numbers (usage.cost)."""
     return float(nanos_to_usd(nanos))
 
 

@@ -59,8 +59,15 @@ class PriceTable:
     @property
     def is_free(self) -> bool:
         return not any(
-            (self.prompt, self.completion, self.request, self.image, self.reasoning or 0,
-             self.cache_read or 0, self.cache_write or 0)
+            (
+                self.prompt,
+                self.completion,
+                self.request,
+                self.image,
+                self.reasoning or 0,
+                self.cache_read or 0,
+                self.cache_write or 0,
+            )
         )
 
     def cost_attos(self, u: TokenUsage) -> int:

@@ -1,4 +1,4 @@
-"""The Lua scripts beside this file, registered once per Redis client (EVALSHA, reloaded on NOSCRIPT)."""
+"""The Lua scripts beside this file, registered once per client (EVALSHA; reloaded on NOSCRIPT)."""
 
 from importlib import resources
 

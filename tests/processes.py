@@ -34,8 +34,14 @@ def wait_until(predicate: "callable[[], bool]", timeout: float = 10.0) -> bool: 
 
 def gateway_process(args: list[str], env: dict[str, str], **kw: object) -> "subprocess.Popen[str]":
     full_env = {**os.environ, **env}
-    return subprocess.Popen([sys.executable, "-m", "gateway", *args], env=full_env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", *args],
+        env=full_env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )  # type: ignore[call-overload]
 
 
 def stop(proc: "subprocess.Popen[str]", sig: int = signal.SIGTERM) -> int:

@@ -68,8 +68,12 @@ PAID = Pricing(prompt=PROMPT_PRICE, completion=COMPLETION_PRICE)
 def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelConfig]]:
     """Models that map to the simulated provider's behaviours (see gateway.simulated_provider)."""
     providers = [
-        ProviderConfig(name="sim", base_url=provider_url + "/v1", api_key_env="SIM_PROVIDER_KEY",
-                       simulated=True),
+        ProviderConfig(
+            name="sim",
+            base_url=provider_url + "/v1",
+            api_key_env="SIM_PROVIDER_KEY",
+            simulated=True,
+        ),
         ProviderConfig(name="deadsim", base_url="http://127.0.0.1:9/v1", simulated=True),
     ]
 
@@ -88,8 +92,9 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
         paid("test/nousage", "sim-nousage"),
         paid("test/overuse", "sim-overuse"),
         paid("test/slowstream", "sim-slowstream", max_output_tokens=1000),
-        ModelConfig(id="test/fallback", providers=["deadsim", "sim"], upstream_model="sim-gpt",
-                    pricing=PAID),
+        ModelConfig(
+            id="test/fallback", providers=["deadsim", "sim"], upstream_model="sim-gpt", pricing=PAID
+        ),
         ModelConfig(id="test/unreachable", provider="deadsim", pricing=PAID),
     ]
     return providers, models
@@ -98,8 +103,12 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
 def make_settings(redis_url: str, provider_url: str, **overrides: Any) -> Settings:
     providers, models = test_catalog(provider_url)
     values: dict[str, Any] = {
-        "redis_url": redis_url, "admin_token": ADMIN_TOKEN, "providers": providers,
-        "models": models, "upstream_read_timeout": 5.0, "upstream_connect_timeout": 2.0,
+        "redis_url": redis_url,
+        "admin_token": ADMIN_TOKEN,
+        "providers": providers,
+        "models": models,
+        "upstream_read_timeout": 5.0,
+        "upstream_connect_timeout": 2.0,
     }
     values.update(overrides)
     return Settings(**values)
@@ -130,8 +139,9 @@ async def new_account(
             headers=admin_headers(),
         )
         assert resp.status == 201, await resp.text()
-    resp = await client.post(f"/admin/v1/accounts/{account_id}/keys", json={"name": "k"},
-                             headers=admin_headers())
+    resp = await client.post(
+        f"/admin/v1/accounts/{account_id}/keys", json={"name": "k"}, headers=admin_headers()
+    )
     assert resp.status == 201, await resp.text()
     return account_id, (await resp.json())["key"]
 

@@ -1,5 +1,7 @@
 """The operator's admin API through HTTP against a real Redis."""
 
+import hashlib
+
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
@@ -17,8 +19,9 @@ async def test_admin_api_is_off_without_a_token(redis_url: str, provider: Thread
 
 
 async def test_wrong_admin_token_is_refused(client: TestClient) -> None:
-    resp = await client.post("/admin/v1/accounts", json={"name": "x"},
-                             headers={"Authorization": "Bearer nope"})
+    resp = await client.post(
+        "/admin/v1/accounts", json={"name": "x"}, headers={"Authorization": "Bearer nope"}
+    )
     assert resp.status == 401
     resp = await client.post("/admin/v1/accounts", json={"name": "x"})
     assert resp.status == 401
@@ -55,11 +58,17 @@ async def test_purchase_credits_amount_not_fee_and_is_idempotent(client: TestCli
 async def test_same_idempotency_key_with_another_body_is_a_conflict(client: TestClient) -> None:
     account_id, _ = await new_account(client)
     url = f"/admin/v1/accounts/{account_id}/purchases"
-    ok = await client.post(url, json={"amount": "5.00", "method": "card", "idempotency_key": "k"},
-                           headers=admin_headers())
+    ok = await client.post(
+        url,
+        json={"amount": "5.00", "method": "card", "idempotency_key": "k"},
+        headers=admin_headers(),
+    )
     assert ok.status == 201
-    clash = await client.post(url, json={"amount": "6.00", "method": "card",
-                                         "idempotency_key": "k"}, headers=admin_headers())
+    clash = await client.post(
+        url,
+        json={"amount": "6.00", "method": "card", "idempotency_key": "k"},
+        headers=admin_headers(),
+    )
     assert clash.status == 409
     assert (await clash.json())["error"]["metadata"]["error_type"] == "idempotency_conflict"
     assert (await account_state(client, account_id))["balance"] == "5.00"
@@ -67,9 +76,11 @@ async def test_same_idempotency_key_with_another_body_is_a_conflict(client: Test
 
 async def test_crypto_fee_is_five_percent(client: TestClient) -> None:
     account_id, _ = await new_account(client)
-    resp = await client.post(f"/admin/v1/accounts/{account_id}/purchases",
-                             json={"amount": "100.00", "method": "crypto",
-                                   "idempotency_key": "c1"}, headers=admin_headers())
+    resp = await client.post(
+        f"/admin/v1/accounts/{account_id}/purchases",
+        json={"amount": "100.00", "method": "crypto", "idempotency_key": "c1"},
+        headers=admin_headers(),
+    )
     assert (await resp.json())["fee"] == "5.00"
 
 
@@ -96,40 +107,46 @@ async def test_bad_purchase_input_names_the_field_and_changes_nothing(client: Te
 async def test_unknown_account_is_404(client: TestClient) -> None:
     resp = await client.get("/admin/v1/accounts/doesnotexist", headers=admin_headers())
     assert resp.status == 404
-    resp = await client.post("/admin/v1/accounts/doesnotexist/purchases",
-                             json={"amount": "1.00", "method": "card", "idempotency_key": "x"},
-                             headers=admin_headers())
+    resp = await client.post(
+        "/admin/v1/accounts/doesnotexist/purchases",
+        json={"amount": "1.00", "method": "card", "idempotency_key": "x"},
+        headers=admin_headers(),
+    )
     assert resp.status == 404
 
 
 async def test_key_secret_shown_once_and_only_hash_kept(client: TestClient) -> None:
     account_id, secret = await new_account(client)
-    resp = await client.post(f"/admin/v1/accounts/{account_id}/keys", json={"name": "second"},
-                             headers=admin_headers())
+    resp = await client.post(
+        f"/admin/v1/accounts/{account_id}/keys", json={"name": "second"}, headers=admin_headers()
+    )
     created = await resp.json()
     assert created["key"].startswith("sk-gw-v1-") and created["key"] != secret
-    import hashlib
-
     assert created["hash"] == hashlib.sha256(created["key"].encode()).hexdigest()
-    patched = await client.patch(f"/admin/v1/keys/{created['hash']}", json={"disabled": True},
-                                 headers=admin_headers())
+    patched = await client.patch(
+        f"/admin/v1/keys/{created['hash']}", json={"disabled": True}, headers=admin_headers()
+    )
     assert "key" not in await patched.json()
 
 
 async def test_disabled_key_is_refused_at_once(client: TestClient) -> None:
-    account_id, secret = await new_account(client, purchase="1.00")
-    import hashlib
+    _, secret = await new_account(client, purchase="1.00")
 
     key_hash = hashlib.sha256(secret.encode()).hexdigest()
     headers = {"Authorization": f"Bearer {secret}"}
     assert (await client.get("/api/v1/credits", headers=headers)).status == 200
-    resp = await client.patch(f"/admin/v1/keys/{key_hash}", json={"disabled": True},
-                              headers=admin_headers())
+    resp = await client.patch(
+        f"/admin/v1/keys/{key_hash}", json={"disabled": True}, headers=admin_headers()
+    )
     assert resp.status == 200 and (await resp.json())["disabled"] is True
-    for call in (client.get("/api/v1/credits", headers=headers),
-                 client.post("/api/v1/chat/completions", headers=headers,
-                             json={"model": "test/paid", "messages": [{"role": "user",
-                                                                      "content": "hi"}]})):
+    for call in (
+        client.get("/api/v1/credits", headers=headers),
+        client.post(
+            "/api/v1/chat/completions",
+            headers=headers,
+            json={"model": "test/paid", "messages": [{"role": "user", "content": "hi"}]},
+        ),
+    ):
         resp = await call
         assert resp.status == 401
         assert (await resp.json())["error"]["message"] == "this API key is disabled"

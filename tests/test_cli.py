@@ -11,7 +11,9 @@ from tests.processes import gateway_process, pids_with, stop, wait_until
 from tests.support import ThreadedServer
 
 
-def _get(url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+def _get(
+    url: str, headers: dict[str, str] | None = None, data: bytes | None = None
+) -> tuple[int, dict]:  # type: ignore[type-arg]
     request = urllib.request.Request(url, headers=headers or {}, data=data)
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
@@ -29,7 +31,8 @@ def _answers(url: str) -> bool:
 
 def _config(tmp_path: Path, provider_url: str) -> Path:
     path = tmp_path / "gateway.toml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         [[providers]]
         name = "sim"
         base_url = "{provider_url}/v1"
@@ -41,7 +44,8 @@ def _config(tmp_path: Path, provider_url: str) -> Path:
         [models.pricing]
         prompt = "0.00000015"
         completion = "0.0000006"
-    """))
+    """)
+    )
     return path
 
 
@@ -57,7 +61,7 @@ def test_serve_starts_embedded_redis_and_stops_it(tmp_path: Path, provider: Thre
         status, models = _get(f"http://127.0.0.1:{port}/api/v1/models")
         assert status == 200 and models["data"][0]["id"] == "test/paid"
         status, body = _get(f"http://127.0.0.1:{port}/admin/v1/accounts", data=b"{}")
-        assert status == 403
+        assert status == 403 and "GATEWAY_ADMIN_TOKEN" in body["error"]["message"]
         assert pids_with(str(data_dir / "redis.sock"))
     finally:
         code = stop(proc, signal.SIGTERM)
@@ -96,16 +100,20 @@ def test_demo_answers_its_own_curl_line() -> None:
                 break
         text = "".join(lines)
         assert "SIMULATED" in text and "curl" in text
-        key = next(l.split()[-1] for l in lines if l.strip().startswith("API key:"))
-        body = json.dumps({"model": "simulated/gpt-4o-mini",
-                           "messages": [{"role": "user", "content": "Hello!"}]}).encode()
-        status, reply = _get(f"http://127.0.0.1:{port}/api/v1/chat/completions",
-                             {"Authorization": f"Bearer {key}",
-                              "Content-Type": "application/json"}, body)
+        key = next(ln.split()[-1] for ln in lines if ln.strip().startswith("API key:"))
+        body = json.dumps(
+            {"model": "simulated/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}
+        ).encode()
+        status, reply = _get(
+            f"http://127.0.0.1:{port}/api/v1/chat/completions",
+            {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            body,
+        )
         assert status == 200
         assert reply["usage"]["cost"] > 0
-        status, credits = _get(f"http://127.0.0.1:{port}/api/v1/credits",
-                               {"Authorization": f"Bearer {key}"})
+        status, credits = _get(
+            f"http://127.0.0.1:{port}/api/v1/credits", {"Authorization": f"Bearer {key}"}
+        )
         assert credits["data"]["total_usage"] == reply["usage"]["cost"]
     finally:
         assert stop(proc, signal.SIGINT) == 0
@@ -113,7 +121,8 @@ def test_demo_answers_its_own_curl_line() -> None:
 
 def test_check_config_lists_every_problem_with_its_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text(textwrap.dedent("""\
+    bad.write_text(
+        textwrap.dedent("""\
         [[providers]]
         name = "sim"
         base_url = "http://127.0.0.1:1/v1"
@@ -128,7 +137,8 @@ def test_check_config_lists_every_problem_with_its_line(tmp_path: Path) -> None:
         [[models]]
         id = "a/two"
         provider = "nobody"
-    """))
+    """)
+    )
     proc = gateway_process(["check-config", str(bad)], {})
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 2

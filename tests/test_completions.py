@@ -25,8 +25,9 @@ def listed_cost(usage: dict[str, int]) -> Decimal:
 
 async def test_completion_is_charged_exactly_the_listed_price(client: TestClient) -> None:
     account_id, key = await new_account(client, purchase="10.00")
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/paid"),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+    )
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     generation_id = resp.headers["X-Generation-Id"]
@@ -57,8 +58,9 @@ async def test_completion_is_charged_exactly_the_listed_price(client: TestClient
 
 async def test_legacy_completions_endpoint_and_v1_alias(client: TestClient) -> None:
     _, key = await new_account(client, purchase="1.00")
-    resp = await client.post("/v1/completions", json={"model": "test/paid", "prompt": "Say hi"},
-                             headers=bearer(key))
+    resp = await client.post(
+        "/v1/completions", json={"model": "test/paid", "prompt": "Say hi"}, headers=bearer(key)
+    )
     assert resp.status == 200
     body = await resp.json()
     assert body["choices"][0]["text"].startswith("This is a simulated reply")
@@ -68,8 +70,9 @@ async def test_legacy_completions_endpoint_and_v1_alias(client: TestClient) -> N
 async def test_generation_of_another_account_is_not_found(client: TestClient) -> None:
     _, key_a = await new_account(client, purchase="1.00")
     _, key_b = await new_account(client, purchase="1.00")
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/paid"),
-                             headers=bearer(key_a))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key_a)
+    )
     generation_id = resp.headers["X-Generation-Id"]
     other = await client.get(f"/api/v1/generation?id={generation_id}", headers=bearer(key_b))
     assert other.status == 404
@@ -80,8 +83,9 @@ async def test_generation_of_another_account_is_not_found(client: TestClient) ->
 
 async def test_free_model_works_at_zero_balance_and_costs_nothing(client: TestClient) -> None:
     account_id, key = await new_account(client)
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/free:free"),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/free:free"), headers=bearer(key)
+    )
     assert resp.status == 200
     assert (await resp.json())["usage"]["cost"] == 0
     assert (await account_state(client, account_id))["balance"] == "0.00"
@@ -91,8 +95,9 @@ async def test_paid_model_at_zero_balance_is_402_with_what_it_could_afford(
     client: TestClient,
 ) -> None:
     _, key = await new_account(client)
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/paid"),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+    )
     assert resp.status == 402
     error = (await resp.json())["error"]
     assert error["metadata"]["error_type"] == "payment_required"
@@ -104,15 +109,19 @@ async def test_worst_case_above_balance_is_402_and_smaller_max_tokens_passes(
 ) -> None:
     account_id, key = await new_account(client, grant="0.0001")
     # 1000 max tokens at $0.0000006 = $0.0006 > $0.0001 available
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/paid", max_tokens=1000),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/paid", max_tokens=1000), headers=bearer(key)
+    )
     assert resp.status == 402
     meta = (await resp.json())["error"]["metadata"]
     assert meta["reason"] == "insufficient_credits"
     affordable = meta["affordable_max_tokens"]
     assert 100 < affordable < 200
-    resp = await client.post("/api/v1/chat/completions",
-                             json=chat("test/paid", max_tokens=affordable), headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions",
+        json=chat("test/paid", max_tokens=affordable),
+        headers=bearer(key),
+    )
     assert resp.status == 200
     assert (await account_state(client, account_id))["reserved"] == "0.00"
 
@@ -120,13 +129,15 @@ async def test_worst_case_above_balance_is_402_and_smaller_max_tokens_passes(
 async def test_negative_balance_refuses_free_models_too(client: TestClient) -> None:
     account_id, key = await new_account(client, grant="0.001")
     # The provider bills 10,006 prompt tokens for a 6-token prompt: $0.0015009 + 1 token > $0.001.
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/overuse", max_tokens=1),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/overuse", max_tokens=1), headers=bearer(key)
+    )
     assert resp.status == 200
     state = await account_state(client, account_id)
     assert Decimal(state["balance"]) == Decimal("0.001") - Decimal("0.0015015")
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/free:free"),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/free:free"), headers=bearer(key)
+    )
     assert resp.status == 402
     assert (await resp.json())["error"]["metadata"]["reason"] == "negative_balance"
 
@@ -139,16 +150,31 @@ async def test_bad_requests_are_clear_400s(client: TestClient) -> None:
         (b"[1, 2]", None),
         (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
         (b'{"model": "test/paid", "messages": "hi"}', "messages"),
-        (b'{"model": "test/paid", "messages": [{"role": "user", "content": "x"}], '
-         b'"max_tokens": -5}', "max_tokens"),
-        (b'{"model": "test/paid", "messages": [{"role": "user", "content": "x"}], '
-         b'"max_tokens": "100"}', "max_tokens"),
-        (b'{"model": "test/paid", "messages": [{"role": "user", "content": "x"}], '
-         b'"stream": "yes"}', "stream"),
-        (b'{"model": "test/paid", "messages": [{"role": "user", "content": "x"}], '
-         b'"temperature": "hot"}', "temperature"),
-        (b'{"model": "test/paid", "messages": [{"role": "user", "content": "x"}], '
-         b'"max_tokens": 1e400}', None),
+        (
+            b'{"model": "test/paid", "messages": [{"role": "user", "content": "x"}], '
+            b'"max_tokens": -5}',
+            "max_tokens",
+        ),
+        (
+            b'{"model": "test/paid", "messages": [{"role": "user", "content": "x"}], '
+            b'"max_tokens": "100"}',
+            "max_tokens",
+        ),
+        (
+            b'{"model": "test/paid", "messages": [{"role": "user", "content": "x"}], '
+            b'"stream": "yes"}',
+            "stream",
+        ),
+        (
+            b'{"model": "test/paid", "messages": [{"role": "user", "content": "x"}], '
+            b'"temperature": "hot"}',
+            "temperature",
+        ),
+        (
+            b'{"model": "test/paid", "messages": [{"role": "user", "content": "x"}], '
+            b'"max_tokens": 1e400}',
+            None,
+        ),
     ]
     for raw, field in cases:
         resp = await client.post(url, data=raw, headers=bearer(key))
@@ -162,16 +188,18 @@ async def test_bad_requests_are_clear_400s(client: TestClient) -> None:
 
 async def test_unknown_model_is_404(client: TestClient) -> None:
     _, key = await new_account(client, purchase="1.00")
-    resp = await client.post("/api/v1/chat/completions", json=chat("nobody/nothing"),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("nobody/nothing"), headers=bearer(key)
+    )
     assert resp.status == 404
     assert (await resp.json())["error"]["metadata"]["error_type"] == "model_not_found"
 
 
 async def test_missing_and_invalid_keys_are_401(client: TestClient) -> None:
     for headers in ({}, {"Authorization": "Bearer sk-gw-v1-nope"}, {"Authorization": "Basic x"}):
-        resp = await client.post("/api/v1/chat/completions", json=chat("test/paid"),
-                                 headers=headers)
+        resp = await client.post(
+            "/api/v1/chat/completions", json=chat("test/paid"), headers=headers
+        )
         assert resp.status == 401
         assert (await resp.json())["error"]["metadata"]["error_type"] == "invalid_api_key"
 
@@ -182,19 +210,26 @@ async def test_body_over_the_cap_is_413_before_it_is_read(
     app = create_app(make_settings(redis_url, provider.url, max_body_bytes=1024))
     async with TestClient(TestServer(app)) as c:
         _, key = await new_account(c, purchase="1.00")
-        resp = await c.post("/api/v1/chat/completions",
-                            json=chat("test/paid", content="x" * 5000), headers=bearer(key))
+        resp = await c.post(
+            "/api/v1/chat/completions",
+            json=chat("test/paid", content="x" * 5000),
+            headers=bearer(key),
+        )
         assert resp.status == 413
         assert (await resp.json())["error"]["metadata"]["error_type"] == "payload_too_large"
 
 
 async def test_provider_failures_are_not_charged(client: TestClient) -> None:
     account_id, key = await new_account(client, purchase="1.00")
-    expected = {"test/error-500": 502, "test/garbage": 502, "test/drop": 502,
-                "test/unreachable": 502, "test/error-400": 400}
+    expected = {
+        "test/error-500": 502,
+        "test/garbage": 502,
+        "test/drop": 502,
+        "test/unreachable": 502,
+        "test/error-400": 400,
+    }
     for model, status in expected.items():
-        resp = await client.post("/api/v1/chat/completions", json=chat(model),
-                                 headers=bearer(key))
+        resp = await client.post("/api/v1/chat/completions", json=chat(model), headers=bearer(key))
         assert resp.status == status, (model, await resp.text())
         body = await resp.json()
         assert body["error"]["code"] == status
@@ -211,8 +246,7 @@ async def test_provider_timeout_is_408_and_not_charged(
     app = create_app(make_settings(redis_url, provider.url, upstream_read_timeout=0.5))
     async with TestClient(TestServer(app)) as c:
         account_id, key = await new_account(c, purchase="1.00")
-        resp = await c.post("/api/v1/chat/completions", json=chat("test/slow"),
-                            headers=bearer(key))
+        resp = await c.post("/api/v1/chat/completions", json=chat("test/slow"), headers=bearer(key))
         assert resp.status == 408
         assert (await resp.json())["error"]["metadata"]["error_type"] == "timeout"
         state = await account_state(c, account_id)
@@ -221,16 +255,18 @@ async def test_provider_timeout_is_408_and_not_charged(
 
 async def test_fallback_provider_serves_when_the_first_is_down(client: TestClient) -> None:
     _, key = await new_account(client, purchase="1.00")
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/fallback"),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/fallback"), headers=bearer(key)
+    )
     assert resp.status == 200
     assert (await resp.json())["provider"] == "sim"
 
 
 async def test_missing_usage_is_estimated_and_charged(client: TestClient) -> None:
     account_id, key = await new_account(client, purchase="1.00")
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/nousage"),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/nousage"), headers=bearer(key)
+    )
     assert resp.status == 200
     cost = Decimal(str((await resp.json())["usage"]["cost"]))
     assert cost > 0
@@ -249,8 +285,18 @@ async def test_models_list_prices_as_decimal_strings(client: TestClient) -> None
 async def test_key_endpoint_reports_usage_and_tier(client: TestClient) -> None:
     _, key = await new_account(client)
     data = (await (await client.get("/api/v1/key", headers=bearer(key))).json())["data"]
-    for field in ("label", "usage", "usage_daily", "usage_weekly", "usage_monthly", "limit",
-                  "limit_reset", "limit_remaining", "is_free_tier", "free_model_daily_requests"):
+    for field in (
+        "label",
+        "usage",
+        "usage_daily",
+        "usage_weekly",
+        "usage_monthly",
+        "limit",
+        "limit_reset",
+        "limit_remaining",
+        "is_free_tier",
+        "free_model_daily_requests",
+    ):
         assert field in data
     assert data["is_free_tier"] is True and data["usage"] == 0
 

@@ -20,8 +20,9 @@ async def test_racing_requests_never_overspend(client: TestClient) -> None:
     account_id, key = await new_account(client, grant=str(grant))
 
     async def one() -> int:
-        resp = await client.post("/api/v1/chat/completions", json=chat("test/delay"),
-                                 headers=bearer(key))
+        resp = await client.post(
+            "/api/v1/chat/completions", json=chat("test/delay"), headers=bearer(key)
+        )
         await resp.read()
         return resp.status
 

@@ -52,7 +52,7 @@ def test_free_suffix_with_a_price_is_refused(tmp_path: Path) -> None:
 
 def test_duplicate_model_points_at_the_second(tmp_path: Path) -> None:
     path = tmp_path / "g.toml"
-    second = GOOD[GOOD.index("[[models]]"):]
+    second = GOOD[GOOD.index("[[models]]") :]
     path.write_text(GOOD + "\n" + second)
     with pytest.raises(ConfigError) as caught:
         load_settings(path)

@@ -29,15 +29,21 @@ def test_fee_rounds_half_up_to_the_cent() -> None:
 
 @pytest.mark.parametrize(
     ("nanos", "text"),
-    [(10_000_000_000, "10.00"), (150, "0.00000015"), (0, "0.00"), (-2_550, "-0.00000255"),
-     (1_234_500_000, "1.2345")],
+    [
+        (10_000_000_000, "10.00"),
+        (150, "0.00000015"),
+        (0, "0.00"),
+        (-2_550, "-0.00000255"),
+        (1_234_500_000, "1.2345"),
+    ],
 )
 def test_format_usd(nanos: int, text: str) -> None:
     assert format_usd(nanos) == text
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "1e3", "NaN", "Infinity", "-1", "0", 1.5, True,
-                                 None, "0.001", "99999999999"])
+@pytest.mark.parametrize(
+    "bad", ["", "abc", "1e3", "NaN", "Infinity", "-1", "0", 1.5, True, None, "0.001", "99999999999"]
+)
 def test_parse_usd_refuses(bad: object) -> None:
     with pytest.raises(AmountError):
         parse_usd(bad, max_decimals=2)

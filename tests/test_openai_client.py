@@ -10,15 +10,17 @@ from tests.support import COMPLETION_PRICE, PROMPT_PRICE, account_state, new_acc
 
 
 def _client(client: TestClient, key: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=str(client.make_url("/api/v1")), api_key=key,
-                              max_retries=0, timeout=20)
+    return openai.AsyncOpenAI(
+        base_url=str(client.make_url("/api/v1")), api_key=key, max_retries=0, timeout=20
+    )
 
 
 async def test_openai_client_non_streaming(client: TestClient) -> None:
     account_id, key = await new_account(client, purchase="2.00")
     async with _client(client, key) as oa:
         raw = await oa.chat.completions.with_raw_response.create(
-            model="test/paid", messages=[{"role": "user", "content": "Hello there"}])
+            model="test/paid", messages=[{"role": "user", "content": "Hello there"}]
+        )
         completion = raw.parse()
     assert raw.headers["x-generation-id"] == completion.id
     assert completion.choices[0].message.content.startswith("This is a simulated reply")
@@ -33,8 +35,8 @@ async def test_openai_client_streaming_gets_usage_last(client: TestClient) -> No
     _, key = await new_account(client, purchase="2.00")
     async with _client(client, key) as oa:
         stream = await oa.chat.completions.create(
-            model="test/paid", messages=[{"role": "user", "content": "Hello there"}],
-            stream=True)
+            model="test/paid", messages=[{"role": "user", "content": "Hello there"}], stream=True
+        )
         chunks = [chunk async for chunk in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.startswith("This is a simulated reply")
@@ -49,6 +51,7 @@ async def test_openai_client_sees_402_as_an_api_error(client: TestClient) -> Non
     async with _client(client, key) as oa:
         with pytest.raises(openai.APIStatusError) as caught:
             await oa.chat.completions.create(
-                model="test/paid", messages=[{"role": "user", "content": "hi"}])
+                model="test/paid", messages=[{"role": "user", "content": "hi"}]
+            )
     assert caught.value.status_code == 402
     assert "requires more credits" in caught.value.message

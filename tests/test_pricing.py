@@ -4,8 +4,9 @@ from config.catalog import Pricing
 from metering.estimate import estimate_prompt_tokens
 from metering.pricing import PriceTable, TokenUsage
 
-MINI = PriceTable.from_pricing(Pricing(prompt=Decimal("0.00000015"),
-                                       completion=Decimal("0.0000006")))
+MINI = PriceTable.from_pricing(
+    Pricing(prompt=Decimal("0.00000015"), completion=Decimal("0.0000006"))
+)
 
 
 def test_listed_price_without_markup() -> None:
@@ -22,9 +23,14 @@ def test_rounded_once_half_up_per_request() -> None:
 
 
 def test_request_and_cache_prices() -> None:
-    table = PriceTable.from_pricing(Pricing(
-        prompt=Decimal("0.000003"), completion=Decimal("0.000015"), request=Decimal("0.001"),
-        input_cache_read=Decimal("0.0000003")))
+    table = PriceTable.from_pricing(
+        Pricing(
+            prompt=Decimal("0.000003"),
+            completion=Decimal("0.000015"),
+            request=Decimal("0.001"),
+            input_cache_read=Decimal("0.0000003"),
+        )
+    )
     usage = TokenUsage(prompt=1000, completion=100, cached=800)
     # 200 plain x 3000 + 800 cached x 300 + 100 x 15000 + 1,000,000 request
     assert table.cost_nanos(usage) == 600_000 + 240_000 + 1_500_000 + 1_000_000
@@ -35,8 +41,9 @@ def test_unlisted_cache_price_bills_cached_tokens_at_prompt_price() -> None:
 
 
 def test_reasoning_price_replaces_completion_price_for_reasoning_tokens() -> None:
-    table = PriceTable.from_pricing(Pricing(completion=Decimal("0.00001"),
-                                            internal_reasoning=Decimal("0.00002")))
+    table = PriceTable.from_pricing(
+        Pricing(completion=Decimal("0.00001"), internal_reasoning=Decimal("0.00002"))
+    )
     assert table.cost_nanos(TokenUsage(completion=10, reasoning=4)) == 6 * 10_000 + 4 * 20_000
 
 
@@ -55,8 +62,18 @@ def test_prompt_estimate_is_generous_and_skips_image_bytes() -> None:
     text = "hello world " * 100  # 1,200 bytes, about 300 real tokens
     body = {"messages": [{"role": "user", "content": text}]}
     assert estimate_prompt_tokens(body) >= 600
-    image = {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100_000}},
-    ]}]}
+    image = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64," + "A" * 100_000},
+                    },
+                ],
+            }
+        ]
+    }
     assert estimate_prompt_tokens(image) < 2000

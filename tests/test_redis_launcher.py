@@ -1,4 +1,4 @@
-"""The embedded Redis launcher: unix socket with AOF, no orphans even after SIGKILL, clear errors."""
+"""The embedded Redis launcher: a unix socket with AOF, no orphan after SIGKILL, clear errors."""
 
 import asyncio
 import os
@@ -58,24 +58,27 @@ def test_server_dies_with_its_parent_even_after_sigkill(tmp_path: Path) -> None:
         print(server.process.pid, flush=True)
         time.sleep(60)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                              cwd=Path(__file__).parent.parent)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
     try:
         assert parent.stdout is not None
         redis_pid = int(parent.stdout.readline())
         assert Path(f"/proc/{redis_pid}").exists()
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
-        assert wait_until(lambda: not Path(f"/proc/{redis_pid}").exists()
-                          or _is_zombie(redis_pid), 10), "redis outlived its killed parent"
+        assert wait_until(
+            lambda: not Path(f"/proc/{redis_pid}").exists() or _is_zombie(redis_pid), 10
+        ), "redis outlived its killed parent"
     finally:
         if parent.poll() is None:
             parent.kill()
 
 
-def test_missing_binary_is_one_clear_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_binary_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(redis_server, "bundled_valkey", lambda: None)
     with pytest.raises(RedisBinaryMissing) as caught:
@@ -86,8 +89,9 @@ def test_missing_binary_is_one_clear_line(
 
 
 def test_a_second_gateway_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
-    with RedisServer(tmp_path):
-        with pytest.raises(redis_server.RedisStartFailed, match="GATEWAY_DATA_DIR"):
-            RedisServer(tmp_path).start()
-    assert os.path.exists(tmp_path / "appendonlydir") or os.path.exists(
-        tmp_path / "appendonly.aof")
+    with (
+        RedisServer(tmp_path),
+        pytest.raises(redis_server.RedisStartFailed, match="GATEWAY_DATA_DIR"),
+    ):
+        RedisServer(tmp_path).start()
+    assert os.path.exists(tmp_path / "appendonlydir") or os.path.exists(tmp_path / "appendonly.aof")

@@ -20,18 +20,36 @@ NOW = 1_795_000_000.0
 async def stores(any_redis_url: str) -> AsyncIterator[tuple[AccountStore, Metering]]:
     redis = Redis.from_url(any_redis_url, decode_responses=True)
     scripts = Scripts(redis)
-    yield (AccountStore(redis, scripts),
-           Metering(redis, scripts, reservation_timeout=60, record_ttl_seconds=3600))
+    yield (
+        AccountStore(redis, scripts),
+        Metering(redis, scripts, reservation_timeout=60, record_ttl_seconds=3600),
+    )
     await redis.aclose()
 
 
 def _record(account_id: str, key_hash: str, generation_id: str, cost: int) -> UsageRecord:
     return UsageRecord(
-        id=generation_id, account_id=account_id, key_hash=key_hash, model="m", provider_name="p",
-        upstream_model="u", tokens_prompt=1, tokens_completion=1, native_tokens_cached=0,
-        native_tokens_reasoning=0, cost=cost, latency_ms=1, generation_time_ms=1, streamed=False,
-        cancelled=False, finish_reason="stop", status=200, usage_source="provider",
-        created_at="2026-11-27T00:00:00.000Z", created_at_ms=0)
+        id=generation_id,
+        account_id=account_id,
+        key_hash=key_hash,
+        model="m",
+        provider_name="p",
+        upstream_model="u",
+        tokens_prompt=1,
+        tokens_completion=1,
+        native_tokens_cached=0,
+        native_tokens_reasoning=0,
+        cost=cost,
+        latency_ms=1,
+        generation_time_ms=1,
+        streamed=False,
+        cancelled=False,
+        finish_reason="stop",
+        status=200,
+        usage_source="provider",
+        created_at="2026-11-27T00:00:00.000Z",
+        created_at_ms=0,
+    )
 
 
 async def test_reserve_then_settle_exactly_once(stores: tuple[AccountStore, Metering]) -> None:
@@ -41,8 +59,9 @@ async def test_reserve_then_settle_exactly_once(stores: tuple[AccountStore, Mete
     gid = new_generation_id(account.id)
     admitted = await metering.admit(account.id, key.hash, gid, 600, paid=True, now=NOW)
     assert admitted.admitted and admitted.reserved == 600
-    second = await metering.admit(account.id, key.hash, new_generation_id(account.id), 600,
-                                  paid=True, now=NOW)
+    second = await metering.admit(
+        account.id, key.hash, new_generation_id(account.id), 600, paid=True, now=NOW
+    )
     assert second.refusal is Refusal.INSUFFICIENT and second.available == 400
     record = _record(account.id, key.hash, gid, 250)
     assert (await metering.settle(record, NOW)).applied
@@ -62,13 +81,16 @@ async def test_orphaned_reservation_is_released_after_its_timeout(
     accounts, metering = stores
     account = await accounts.create_account("c", 1_000, NOW)
     _, key = await accounts.create_key(account.id, "k", NOW)
-    await metering.admit(account.id, key.hash, new_generation_id(account.id), 1_000, paid=True,
-                         now=NOW)  # its gateway "dies": never settled
-    blocked = await metering.admit(account.id, key.hash, new_generation_id(account.id), 1,
-                                   paid=True, now=NOW + 59)
+    await metering.admit(
+        account.id, key.hash, new_generation_id(account.id), 1_000, paid=True, now=NOW
+    )  # its gateway "dies": never settled
+    blocked = await metering.admit(
+        account.id, key.hash, new_generation_id(account.id), 1, paid=True, now=NOW + 59
+    )
     assert blocked.refusal is Refusal.INSUFFICIENT
-    freed = await metering.admit(account.id, key.hash, new_generation_id(account.id), 1_000,
-                                 paid=True, now=NOW + 61)
+    freed = await metering.admit(
+        account.id, key.hash, new_generation_id(account.id), 1_000, paid=True, now=NOW + 61
+    )
     assert freed.admitted and freed.reserved == 1_000
 
 
@@ -80,8 +102,9 @@ async def test_settlement_after_expiry_still_charges_once(
     _, key = await accounts.create_key(account.id, "k", NOW)
     gid = new_generation_id(account.id)
     await metering.admit(account.id, key.hash, gid, 500, paid=True, now=NOW)
-    await metering.admit(account.id, key.hash, new_generation_id(account.id), 0, paid=False,
-                         now=NOW + 120)  # sweeps the expired reservation
+    await metering.admit(
+        account.id, key.hash, new_generation_id(account.id), 0, paid=False, now=NOW + 120
+    )  # sweeps the expired reservation
     await metering.settle(_record(account.id, key.hash, gid, 300), NOW + 121)
     state = await accounts.get_account(account.id)
     assert state is not None and (state.balance, state.reserved) == (700, 0)
@@ -104,10 +127,12 @@ async def test_disabled_and_unknown_keys_are_refused(stores: tuple[AccountStore,
 async def test_purchase_idempotency_and_bounds(stores: tuple[AccountStore, Metering]) -> None:
     accounts, _ = stores
     account = await accounts.create_account("c", 0, NOW)
-    first, created = await accounts.purchase(account.id, Decimal("10.00"), 800_000_000, "card",
-                                             "order-9", NOW)
-    again, created_again = await accounts.purchase(account.id, Decimal("10.00"), 800_000_000,
-                                                   "card", "order-9", NOW + 5)
+    first, created = await accounts.purchase(
+        account.id, Decimal("10.00"), 800_000_000, "card", "order-9", NOW
+    )
+    again, created_again = await accounts.purchase(
+        account.id, Decimal("10.00"), 800_000_000, "card", "order-9", NOW + 5
+    )
     assert created and not created_again and again == first
     with pytest.raises(IdempotencyConflict):
         await accounts.purchase(account.id, Decimal("10.00"), 0, "crypto", "order-9", NOW)

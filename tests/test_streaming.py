@@ -31,8 +31,9 @@ async def _record(client: TestClient, key: str, generation_id: str) -> dict[str,
 
 async def test_stream_ends_with_usage_and_cost_before_done(client: TestClient) -> None:
     account_id, key = await new_account(client, purchase="1.00")
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/paid", stream=True),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/paid", stream=True), headers=bearer(key)
+    )
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/event-stream")
     generation_id = resp.headers["X-Generation-Id"]
@@ -60,8 +61,9 @@ async def test_client_disconnect_cancels_upstream_and_charges_what_was_generated
     account_id, key = await new_account(client, purchase="1.00")
     async with aiohttp.ClientSession() as session:
         stats_before = await (await session.get(provider.url + "/_sim/stats")).json()
-    resp = await client.post("/api/v1/chat/completions",
-                             json=chat("test/slowstream", stream=True), headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/slowstream", stream=True), headers=bearer(key)
+    )
     generation_id = resp.headers["X-Generation-Id"]
     seen = 0
     async for line in resp.content:
@@ -74,8 +76,9 @@ async def test_client_disconnect_cancels_upstream_and_charges_what_was_generated
     record = await _record(client, key, generation_id)
     assert record["cancelled"] is True and record["streamed"] is True, str(record)
     assert 5 <= record["tokens_completion"] < 100  # 400 words were coming, 20 ms apart
-    expected = (record["tokens_prompt"] * PROMPT_PRICE
-                + record["tokens_completion"] * COMPLETION_PRICE)
+    expected = (
+        record["tokens_prompt"] * PROMPT_PRICE + record["tokens_completion"] * COMPLETION_PRICE
+    )
     assert Decimal(record["total_cost_usd"]) == expected
     state = await account_state(client, account_id)
     assert Decimal(state["balance"]) == Decimal("1.00") - expected
@@ -94,8 +97,9 @@ async def test_provider_breaking_off_mid_stream_ends_with_an_error_chunk(
     client: TestClient,
 ) -> None:
     account_id, key = await new_account(client, purchase="1.00")
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/drop", stream=True),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/drop", stream=True), headers=bearer(key)
+    )
     assert resp.status == 200
     events = await read_events(resp)
     assert events[-1] == "[DONE]"
@@ -111,8 +115,9 @@ async def test_provider_breaking_off_mid_stream_ends_with_an_error_chunk(
 
 async def test_stream_without_provider_usage_is_charged_by_chunks(client: TestClient) -> None:
     _, key = await new_account(client, purchase="1.00")
-    resp = await client.post("/api/v1/chat/completions", json=chat("test/nousage", stream=True),
-                             headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/nousage", stream=True), headers=bearer(key)
+    )
     events = await read_events(resp)
     usage = events[-2]["usage"]
     assert usage["completion_tokens"] == 17  # 16 words and the finishing chunk
@@ -123,7 +128,8 @@ async def test_stream_without_provider_usage_is_charged_by_chunks(client: TestCl
 
 async def test_stream_refused_before_it_starts_is_a_json_error(client: TestClient) -> None:
     _, key = await new_account(client, purchase="1.00")
-    resp = await client.post("/api/v1/chat/completions",
-                             json=chat("test/error-500", stream=True), headers=bearer(key))
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/error-500", stream=True), headers=bearer(key)
+    )
     assert resp.status == 502
     assert (await resp.json())["error"]["metadata"]["error_type"] == "provider_error"
