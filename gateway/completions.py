@@ -94,6 +94,7 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
         return await _complete(upstream, exchange, model)
     except ApiError as exc:
         exchange.status = exc.status
+        exc.headers["X-Generation-Id"] = generation_id  # its usage record says what happened
         raise
     except asyncio.CancelledError:
         exchange.cancelled = True  # the client went away (handler_cancellation)

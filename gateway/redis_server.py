@@ -89,10 +89,17 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: ask the kernel for SIGTERM when the parent dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when our parent dies (Linux only; a no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _child_setup() -> None:
+    """Runs in the Redis child between fork and exec; its own process group keeps a terminal's
+    Ctrl-C away from it, so the gateway stops it in order."""
+    die_with_parent()
     os.setpgrp()
 
 
@@ -166,7 +173,7 @@ class RedisServer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_child_setup,
             )
         else:
             guard = [sys.executable, "-m", "gateway.orphan_guard", str(os.getpid()), "--", *cmd]

@@ -9,7 +9,12 @@ from typing import Any
 
 from config.settings import Settings
 from gateway.app import create_app
-from gateway.redis_server import RedisBinaryMissing, RedisServer, RedisStartFailed
+from gateway.redis_server import (
+    RedisBinaryMissing,
+    RedisServer,
+    RedisStartFailed,
+    die_with_parent,
+)
 from gateway.server import install_uvloop, serve_until_stopped
 
 log = logging.getLogger("gateway")
@@ -42,6 +47,13 @@ def run_serve(settings: Settings) -> int:
 
 
 def _run_worker(settings_data: dict[str, Any], *, reuse_port: bool) -> None:
+    if reuse_port:  # a spawned worker: log like the parent, and never outlive it
+        die_with_parent()
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        )
     settings = Settings.model_validate(settings_data)
     install_uvloop()
 

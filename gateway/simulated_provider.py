@@ -82,6 +82,8 @@ async def _completion(request: web.Request) -> web.StreamResponse:
     chat = request.path.endswith("/chat/completions")
     stats = request.app[STATS]
     stats["requests"] += 1
+    if request.headers.get("Authorization", "").startswith("Bearer "):
+        stats["with_key"] += 1
     body = orjson.loads(await request.read())
     model = str(body.get("model", ""))
     if model == "sim-slow":
@@ -192,6 +194,7 @@ def create_simulated_provider(slow_seconds: float = 2.0) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATS] = {
         "requests": 0,
+        "with_key": 0,
         "streams_started": 0,
         "streams_completed": 0,
         "streams_aborted": 0,

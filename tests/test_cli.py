@@ -163,3 +163,36 @@ def test_every_command_has_help() -> None:
         proc = gateway_process(args, {})
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0 and "usage: gateway" in out
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).parent.parent / "examples" / "gateway.toml"
+    proc = gateway_process(["check-config", str(example)], {})
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+
+
+def test_serve_with_two_workers_shares_one_port(tmp_path: Path, provider: ThreadedServer) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    proc = gateway_process(
+        [
+            "serve",
+            "--config",
+            str(_config(tmp_path, provider.url)),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        {"GATEWAY_DATA_DIR": str(data_dir)},
+    )
+    try:
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 30)
+        assert all(_get(f"http://127.0.0.1:{port}/healthz")[0] == 200 for _ in range(20))
+    finally:
+        code = stop(proc, signal.SIGTERM)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 0, err
+    assert err.count("gateway listening on") == 2
+    assert wait_until(lambda: not pids_with(str(data_dir / "redis.sock")), 10)
