@@ -1,6 +1,7 @@
 """The aiohttp application factory: routes, middlewares, and every resource in a cleanup context."""
 
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -81,7 +82,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -189,7 +189,15 @@ def test_serve_with_two_workers_shares_one_port(tmp_path: Path, provider: Thread
     )
     try:
         assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 30)
-        assert all(_get(f"http://127.0.0.1:{port}/healthz")[0] == 200 for _ in range(20))
+        pids: set[int] = set()
+
+        def both_workers_answered() -> bool:
+            status, body = _get(f"http://127.0.0.1:{port}/healthz")
+            assert status == 200
+            pids.add(body["pid"])
+            return len(pids) == 2
+
+        assert wait_until(both_workers_answered, 30), pids
     finally:
         code = stop(proc, signal.SIGTERM)
     err = proc.stderr.read() if proc.stderr else ""
