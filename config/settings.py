@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
-    limits_file: Path | None = None
+    limits_file: Path | None = Field(default=None, description="rate limits; absent: shipped")
+    limits_reload_seconds: float = Field(default=2.0, gt=0)
+    admit_free_models_without_redis: bool = False
     payments_webhook_secret: SecretStr | None = None
     topup_webhook_url: str | None = None
     topup_webhook_secret: SecretStr | None = None

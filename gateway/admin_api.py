@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.auth import admin_token_matches
 from gateway.errors import ApiError, bad_request, json_response
 from gateway.json_input import bool_field, json_object, text_field, usd_field
+from gateway.limits import LIMITS
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from gateway.views import account_view, key_admin_view, purchase_view
 from metering.accounts import (
@@ -22,6 +23,7 @@ from metering.accounts import (
     PaymentMethod,
 )
 from metering.money import fee_nanos, usd_to_nanos
+from ratelimit.policy import UNLIMITED
 
 routes = web.RouteTableDef()
 ADMIN_PREFIX = "/admin/"
@@ -160,3 +162,54 @@ async def create_purchase(request: web.Request) -> web.Response:
             "this purchase would take the balance past what can be held", "amount"
         ) from None
     return json_response(purchase_view(purchase), status=201 if created else 200)
+
+
+@routes.get("/admin/v1/accounts/{account_id}/limits")
+async def get_limits(request: web.Request) -> web.Response:
+    account_id = await _existing_account(request)
+    return json_response(await _limits_view(request, account_id))
+
+
+@routes.put("/admin/v1/accounts/{account_id}/limits")
+async def put_limits(request: web.Request) -> web.Response:
+    """Override an account's limits by name: a count, "unlimited", or null to drop the override.
+
+    `{"free-per-day": 5000, "free-per-minute": "unlimited"}`; limits not named keep their state.
+    """
+    account_id = await _existing_account(request)
+    body = await json_object(request)
+    policy = request.app[LIMITS].policy
+    changes: dict[str, int | None] = {}
+    for name, value in body.items():
+        if policy.get(name) is None:
+            raise bad_request(f"no limit named {name!r} in the rate-limit file", name)
+        if value is None:
+            changes[name] = None
+        elif value == "unlimited":
+            changes[name] = UNLIMITED
+        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9:
+            changes[name] = value
+        else:
+            raise bad_request(
+                f"'{name}' must be a whole number of requests, \"unlimited\" or null", name
+            )
+    await request.app[SERVICES].limits.set_overrides(account_id, changes)
+    return json_response(await _limits_view(request, account_id))
+
+
+async def _existing_account(request: web.Request) -> str:
+    account = await request.app[SERVICES].accounts.get_account(request.match_info["account_id"])
+    if account is None:
+        raise ApiError(404, "no such account", "not_found")
+    return account.id
+
+
+async def _limits_view(request: web.Request, account_id: str) -> dict[str, Any]:
+    overrides = await request.app[SERVICES].limits.overrides(account_id)
+    return {
+        "account_id": account_id,
+        "overrides": {
+            name: "unlimited" if value == UNLIMITED else value for name, value in overrides.items()
+        },
+        "limits": [c.name for c in request.app[LIMITS].policy.limits],
+    }

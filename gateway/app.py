@@ -12,6 +12,7 @@ from gateway import admin_api, completions, consumer_api
 from gateway.auth import KeyCache
 from gateway.clock import Clock
 from gateway.errors import ApiError, error_middleware, json_response
+from gateway.limits import LIMITS, LimitsHolder, limits_reloader
 from gateway.metrics import metrics_endpoint, metrics_middleware
 from gateway.models import resolve_catalog
 from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS, Services
@@ -19,6 +20,7 @@ from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
 from metering.scripts import Scripts
+from ratelimit.store import RateLimitStore, admission_prelude
 
 log = logging.getLogger("gateway")
 SECONDS_PER_DAY = 86_400
@@ -34,7 +36,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
     app[MODELS] = resolve_catalog(settings.catalog())
+    app[LIMITS] = LimitsHolder(settings.limits_file)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(limits_reloader)
     app.add_routes(completions.routes)
     app.add_routes(consumer_api.routes)
     app.add_routes(admin_api.routes)
@@ -54,7 +58,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         socket_connect_timeout=settings.redis_timeout_seconds,
         max_connections=1024,
     )
-    scripts = Scripts(redis)
+    scripts = Scripts(redis, admission_prelude=admission_prelude())
     accounts = AccountStore(redis, scripts)
     upstream = Upstream(
         settings.catalog().providers,
@@ -73,6 +77,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         ),
         upstream=upstream,
         keys=KeyCache(accounts, settings.key_cache_seconds),
+        limits=RateLimitStore(redis),
     )
     try:
         yield
@@ -92,4 +97,5 @@ async def readyz(request: web.Request) -> web.Response:
         raise ApiError(
             503, f"redis is not reachable ({type(exc).__name__})", "service_unavailable"
         ) from None
-    return json_response({"status": "ready", "models": len(request.app[MODELS])})
+    limits = [c.name for c in request.app[LIMITS].policy.limits]
+    return json_response({"status": "ready", "models": len(request.app[MODELS]), "limits": limits})

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from config.errors import ConfigError
+from config.limits import load_limits
 from config.settings import load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             if v is not None
         }
         settings = load_settings(args.config, **overrides)
+        load_limits(settings.limits_file)  # refuse a bad rate-limit file before starting
         from gateway.serve import run_serve
 
         return run_serve(settings)
@@ -81,10 +83,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_config(paths: list[Path]) -> int:
+    """Settings-and-catalog files and rate-limit files alike (a file with [[limits]] is the
+    latter); a settings file's `limits_file` is checked too."""
     problems: list[str] = []
     for path in paths:
         try:
-            load_settings(path)
+            if _is_limits_file(path):
+                load_limits(path)
+            else:
+                settings = load_settings(path)
+                if settings.limits_file is not None:
+                    load_limits(settings.limits_file)
         except ConfigError as exc:
             problems.extend(str(p) for p in exc.problems)
     if problems:
@@ -92,6 +101,14 @@ def check_config(paths: list[Path]) -> int:
         return EXIT_USAGE
     print(f"ok: {len(paths)} file(s) valid")
     return EXIT_OK
+
+
+def _is_limits_file(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return any(line.strip().startswith("[[limits]]") for line in text.splitlines())
 
 
 if __name__ == "__main__":

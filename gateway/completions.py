@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from gateway.admission import admit
 from gateway.auth import authenticate
 from gateway.errors import ApiError, json_response
 from gateway.exchange import Exchange
@@ -21,11 +22,8 @@ from gateway.request_body import CompletionRequest, Kind, parse_completion_reque
 from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS
 from gateway.streaming import relay_stream
 from gateway.upstream import UpstreamFailure
-from metering.admission import AdmissionResult, Refusal
 from metering.estimate import estimate_prompt_tokens
-from metering.money import MAX_NANOS, format_usd
 from metering.pricing import TokenUsage
-from metering.usage import new_generation_id
 
 routes = web.RouteTableDef()
 MAX_ERROR_BODY = 64 * 1024
@@ -65,17 +63,8 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
         )
 
     prompt_estimate = estimate_prompt_tokens(req.body)
-    cap = model.config.max_output_tokens
-    max_out = min(req.max_tokens or cap, cap) * req.n
-    reserve = 0 if model.is_free else model.prices.worst_case_nanos(prompt_estimate, max_out)
-    if reserve > MAX_NANOS:
-        raise ApiError(402, "this request's worst-case cost is too large; lower max_tokens")
-    generation_id = new_generation_id(account_id)
-    admission = await services.metering.admit(
-        account_id, key_hash, generation_id, reserve, paid=not model.is_free, now=clock.now()
-    )
-    if not admission.admitted:
-        raise _refusal_error(admission, model, reserve, prompt_estimate)
+    admitted = await admit(request, account_id, key_hash, model, req, prompt_estimate)
+    generation_id = admitted.generation_id
 
     exchange = Exchange(
         metering=services.metering,
@@ -86,6 +75,7 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
         generation_id=generation_id,
         streamed=req.stream,
         prompt_estimate=prompt_estimate,
+        response_headers=admitted.headers,
     )
     try:
         upstream = await _forward(request, exchange, req, kind)
@@ -205,7 +195,9 @@ async def _complete(
     data["model"] = model.id
     data["provider"] = exchange.provider_name
     data["usage"] = usage_with_cost(data.get("usage"), tokens, exchange.cost)
-    return json_response(data, headers={"X-Generation-Id": exchange.generation_id})
+    return json_response(
+        data, headers={**exchange.response_headers, "X-Generation-Id": exchange.generation_id}
+    )
 
 
 def _finish_reason(data: dict[str, Any]) -> str | None:
@@ -227,41 +219,3 @@ def _estimate_output(data: dict[str, Any]) -> int:
             if isinstance(text, str):
                 total += -(-len(text.encode()) // 4)
     return total
-
-
-def _refusal_error(
-    admission: AdmissionResult, model: ResolvedModel, reserve: int, prompt_estimate: int
-) -> ApiError:
-    refusal = admission.refusal
-    if refusal in (Refusal.NO_KEY, Refusal.NO_ACCOUNT):
-        return ApiError(401, "invalid API key", "invalid_api_key")
-    if refusal is Refusal.DISABLED:
-        return ApiError(401, "this API key is disabled", "invalid_api_key")
-    if refusal is Refusal.EXPIRED:
-        return ApiError(401, "this API key has expired", "invalid_api_key")
-    if refusal is Refusal.NEGATIVE_BALANCE:
-        return ApiError(
-            402,
-            f"your balance is negative (${format_usd(admission.balance)}); add credits to "
-            "continue, free models included",
-            "payment_required",
-            reason="negative_balance",
-            balance=format_usd(admission.balance),
-        )
-    available = max(admission.available, 0)
-    prices = model.prices
-    out_price = max(prices.completion, prices.reasoning or 0)
-    fixed = prompt_estimate * prices.prompt + prices.request
-    affordable = max((available * 10**9 - fixed) // out_price, 0) if out_price else 0
-    return ApiError(
-        402,
-        f"This request requires more credits, or fewer max_tokens. It may cost up to "
-        f"${format_usd(reserve)} and you can spend ${format_usd(available)} now "
-        f"(balance less what requests in flight have reserved); you can afford "
-        f"{affordable} max_tokens.",
-        "payment_required",
-        reason="insufficient_credits",
-        required=format_usd(reserve),
-        available=format_usd(available),
-        affordable_max_tokens=affordable,
-    )

@@ -4,11 +4,13 @@ from aiohttp import web
 
 from gateway.auth import authenticate
 from gateway.errors import ApiError, json_response
+from gateway.limits import LIMITS
 from gateway.state import CLOCK, MODELS, SERVICES
 from gateway.views import generation_view, key_holder_view, model_view
 from metering.accounts import Account, ApiKey
 from metering.money import nanos_to_number
 from metering.usage import account_of_generation
+from ratelimit.policy import UNLIMITED
 
 routes = web.RouteTableDef()
 
@@ -54,7 +56,19 @@ async def credits(request: web.Request) -> web.Response:
 @routes.get("/api/v1/auth/key")
 async def current_key(request: web.Request) -> web.Response:
     key, account = await _holder(request)
-    return json_response({"data": key_holder_view(key, account)})
+    data = key_holder_view(key, account)
+    daily = request.app[LIMITS].policy.free_daily()
+    if daily is not None:
+        used, allowed = await request.app[SERVICES].limits.usage(
+            account.id, key.hash, daily, account.purchased, request.app[CLOCK].now()
+        )
+        unlimited = allowed == UNLIMITED
+        data["free_model_daily_requests"] = {
+            "limit": None if unlimited else allowed,
+            "remaining": None if unlimited else max(allowed - used, 0),
+            "used": used,
+        }
+    return json_response({"data": data})
 
 
 @routes.get("/api/v1/generation")

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from redis.exceptions import RedisError
 
 log = logging.getLogger("gateway")
 
@@ -90,6 +91,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except RedisError as exc:
+        log.warning(
+            "redis unavailable on %s %s: %s", request.method, request.path, type(exc).__name__
+        )
+        return ApiError(
+            503, "the gateway's store is unavailable; try again shortly", "service_unavailable"
+        ).response()
     except web.HTTPRequestEntityTooLarge:
         from gateway.state import SETTINGS
 

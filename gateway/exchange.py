@@ -6,6 +6,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from redis.exceptions import RedisError
+
 from gateway.clock import Clock
 from gateway.models import ResolvedModel
 from metering.admission import Metering
@@ -33,6 +35,7 @@ class Exchange:
     status: int = 200
     cancelled: bool = False
     finish_reason: str | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
     first_byte_at: float | None = None
     done_at: float | None = None
     _settlement: "asyncio.Task[None] | None" = None
@@ -82,6 +85,15 @@ class Exchange:
 
     async def _settle(self) -> None:
         record = self.record()
-        result = await self.metering.settle(record, self.clock.now())
+        try:
+            result = await self.metering.settle(record, self.clock.now())
+        except RedisError as exc:
+            log.error(
+                "settlement of %s (%d nanodollars) could not reach redis: %s",
+                record.id,
+                record.cost,
+                type(exc).__name__,
+            )
+            return
         if not result.applied:
             log.warning("generation %s was already settled; not charged twice", record.id)

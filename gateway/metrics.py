@@ -35,6 +35,9 @@ HTTP_DURATION = Histogram(
         120,
     ),
 )
+RATELIMIT_DECISIONS = Counter(
+    "gateway_ratelimit_decisions_total", "Rate-limit decisions by limit", ["limit", "outcome"]
+)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 from typing import Any
@@ -84,7 +85,13 @@ def _run_workers(settings: Settings) -> None:
             if w.is_alive() and w.pid:
                 w.terminate()
 
+    def reload(signum: int, _frame: object) -> None:
+        for w in workers:
+            if w.is_alive() and w.pid:
+                os.kill(w.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     for w in workers:
         w.join()

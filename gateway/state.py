@@ -12,6 +12,7 @@ from gateway.models import ResolvedModel
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
+from ratelimit.store import RateLimitStore
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Services:
     metering: Metering
     upstream: Upstream
     keys: KeyCache
+    limits: RateLimitStore
 
 
 SETTINGS = web.AppKey("settings", Settings)

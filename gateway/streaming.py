@@ -177,6 +177,7 @@ async def relay_stream(
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
             "X-Generation-Id": exchange.generation_id,
+            **exchange.response_headers,
         },
     )
     try:

@@ -6,6 +6,7 @@ idempotent on the generation id. A reservation whose settlement never comes (its
 expires after `reservation_timeout` and is released by the next admission on that account.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -23,6 +24,7 @@ class Refusal(StrEnum):
     EXPIRED = "expired"
     NO_ACCOUNT = "no_account"
     NEGATIVE_BALANCE = "negative_balance"
+    RATE_LIMITED = "rate_limited"
     INSUFFICIENT = "insufficient"
 
 
@@ -31,6 +33,9 @@ class AdmissionResult:
     refusal: Refusal | None
     balance: int
     reserved: int
+    limit_refused: int = 0  # 1-based index of the limit that refused, when RATE_LIMITED
+    limit_counts: tuple[int, ...] = ()  # from the limit hooks: count, allowed, count, allowed...
+    purchased: int = 0  # lifetime purchases, which choose a limit's tier
 
     @property
     def admitted(self) -> bool:
@@ -72,21 +77,39 @@ class Metering:
         *,
         paid: bool,
         now: float,
+        limit_keys: Sequence[str] = (),
+        limit_args: Sequence[str | int] = (),
     ) -> AdmissionResult:
+        """`limit_keys`/`limit_args` are what the admission prelude's limit hooks read."""
         k = AccountKeys(account_id)
         now_ms = int(now * 1000)
-        status, balance, reserved = await self._scripts.admit(
-            keys=[k.account, k.api_key(key_hash), k.reservations, k.reservation_expiry],
+        reply = await self._scripts.admit(
+            keys=[
+                k.account,
+                k.api_key(key_hash),
+                k.reservations,
+                k.reservation_expiry,
+                *limit_keys,
+            ],
             args=[
                 now_ms,
                 generation_id,
                 reserve,
                 now_ms + self._reservation_timeout_ms,
                 "1" if paid else "0",
+                *(limit_args or (0,)),
             ],
         )
+        status, balance, reserved, refused, counts = reply[:5]
         refusal = None if status == "ok" else Refusal(status)
-        return AdmissionResult(refusal, int(balance), int(reserved))
+        return AdmissionResult(
+            refusal,
+            int(balance),
+            int(reserved),
+            int(refused),
+            tuple(int(c) for c in counts),
+            int(reply[5]) if len(reply) > 5 else 0,
+        )
 
     async def settle(self, record: UsageRecord, now: float) -> SettlementResult:
         k = AccountKeys(record.account_id)

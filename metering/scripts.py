@@ -11,8 +11,12 @@ def _source(name: str) -> str:
 
 
 class Scripts:
-    def __init__(self, redis: "Redis") -> None:
-        self.admit: AsyncScript = redis.register_script(_source("admit"))
+    """`admission_prelude` defines the admission script's limit hooks (see lua/admit.lua); the
+    gateway passes the rate limiter's, and without one there are no limits."""
+
+    def __init__(self, redis: "Redis", admission_prelude: str | None = None) -> None:
+        prelude = admission_prelude if admission_prelude is not None else _source("no_limits")
+        self.admit: AsyncScript = redis.register_script(prelude + _source("admit"))
         self.settle: AsyncScript = redis.register_script(_source("settle"))
         self.purchase: AsyncScript = redis.register_script(_source("purchase"))
         self.create_account: AsyncScript = redis.register_script(_source("create_account"))

@@ -1,16 +1,20 @@
--- Admission: key state, expired reservations, balance, affordability and the reservation, in one
--- atomic step so that two racing requests can never both spend the same credit.
+-- Admission: key state, expired reservations, balance, limits, affordability and the
+-- reservation, in one atomic step so that two racing requests can never both spend the same
+-- credit, and a refused request takes nothing from any balance or counter.
+-- A prelude defines limits_check(purchased, k0, a0) and limits_commit(k0, a0, out) (the
+-- rate-limit counters; see no_limits.lua for the empty one); they read KEYS from 5 and ARGV from 6.
 -- KEYS[1] account hash   KEYS[2] api key hash   KEYS[3] reservations (gid -> nanos)
 -- KEYS[4] reservation expiry zset (gid -> expiry ms)
 -- ARGV[1] now ms  ARGV[2] generation id  ARGV[3] reserve nanos  ARGV[4] expiry ms
 -- ARGV[5] "1" when the model is paid
--- Returns {status, balance, reserved}; status: ok | no_key | disabled | expired | no_account |
--- negative_balance | insufficient | key_limit
+-- Returns {status, balance, reserved, refusing limit index, {count, limit, ...}, lifetime
+-- purchases}; the last is absent before the account is found; status: ok |
+-- no_key | disabled | expired | no_account | negative_balance | rate_limited | insufficient
 local now = tonumber(ARGV[1])
 local key = redis.call('HMGET', KEYS[2], 'created_at', 'disabled', 'expires_at')
-if not key[1] then return {'no_key', 0, 0} end
-if key[2] == '1' then return {'disabled', 0, 0} end
-if key[3] and key[3] ~= '' and tonumber(key[3]) <= now then return {'expired', 0, 0} end
+if not key[1] then return {'no_key', 0, 0, 0, {}} end
+if key[2] == '1' then return {'disabled', 0, 0, 0, {}} end
+if key[3] and key[3] ~= '' and tonumber(key[3]) <= now then return {'expired', 0, 0, 0, {}} end
 
 -- Release reservations whose gateway never settled them (it died, or lost Redis for too long).
 local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
@@ -23,19 +27,24 @@ for _, gid in ipairs(stale) do
   redis.call('ZREM', KEYS[4], gid)
 end
 
-local acct = redis.call('HMGET', KEYS[1], 'balance', 'reserved')
-if not acct[1] then return {'no_account', 0, 0} end
+local acct = redis.call('HMGET', KEYS[1], 'balance', 'reserved', 'purchased')
+if not acct[1] then return {'no_account', 0, 0, 0, {}} end
 local balance = tonumber(acct[1])
 local reserved = tonumber(acct[2] or '0')
-if balance < 0 then return {'negative_balance', balance, reserved} end
+local purchased = tonumber(acct[3] or '0')
+if balance < 0 then return {'negative_balance', balance, reserved, 0, {}, purchased} end
+
+local refused, counts = limits_check(purchased, 5, 6)
+if refused > 0 then return {'rate_limited', balance, reserved, refused, counts, purchased} end
 
 local amount = tonumber(ARGV[3])
-if ARGV[5] == '1' then
-  if amount > balance - reserved then return {'insufficient', balance, reserved} end
+if ARGV[5] == '1' and amount > balance - reserved then
+  return {'insufficient', balance, reserved, 0, counts, purchased}
 end
 if amount > 0 then
   redis.call('HSET', KEYS[3], ARGV[2], amount)
   redis.call('ZADD', KEYS[4], tonumber(ARGV[4]), ARGV[2])
   reserved = redis.call('HINCRBY', KEYS[1], 'reserved', amount)
 end
-return {'ok', balance, reserved}
+limits_commit(5, 6, counts)
+return {'ok', balance, reserved, 0, counts, purchased}

@@ -1,0 +1,133 @@
+"""Admission of one completion request: the worst case to reserve, the limits it counts against,
+and the one admission script call; a refusal becomes the 401, 402 or 429 that explains itself."""
+
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from gateway.errors import ApiError
+from gateway.limits import LIMITS
+from gateway.metrics import RATELIMIT_DECISIONS
+from gateway.models import ResolvedModel
+from gateway.request_body import CompletionRequest
+from gateway.state import CLOCK, SERVICES, SETTINGS
+from metering.admission import AdmissionResult, Refusal
+from metering.money import MAX_NANOS, format_usd
+from metering.usage import new_generation_id
+from ratelimit.decision import Decision, decide
+from ratelimit.store import admission_inputs
+
+log = logging.getLogger("gateway.admission")
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    generation_id: str
+    reserve: int
+    headers: dict[str, str] = field(default_factory=dict)  # rate-limit headers for the answer
+
+
+async def admit(
+    request: web.Request,
+    account_id: str,
+    key_hash: str,
+    model: ResolvedModel,
+    req: CompletionRequest,
+    prompt_estimate: int,
+) -> Admitted:
+    services = request.app[SERVICES]
+    now = request.app[CLOCK].now()
+    cap = model.config.max_output_tokens
+    max_out = min(req.max_tokens or cap, cap) * req.n
+    reserve = 0 if model.is_free else model.prices.worst_case_nanos(prompt_estimate, max_out)
+    if reserve > MAX_NANOS:
+        raise ApiError(402, "this request's worst-case cost is too large; lower max_tokens")
+    generation_id = new_generation_id(account_id)
+    limits = request.app[LIMITS].policy.applicable(model.id, model.providers[0].name, model.is_free)
+    inputs = admission_inputs(account_id, key_hash, limits, now)
+    try:
+        result = await services.metering.admit(
+            account_id,
+            key_hash,
+            generation_id,
+            reserve,
+            paid=not model.is_free,
+            now=now,
+            limit_keys=inputs.keys,
+            limit_args=inputs.args,
+        )
+    except RedisError as exc:
+        if model.is_free and request.app[SETTINGS].admit_free_models_without_redis:
+            log.warning("redis unavailable (%s): free model admitted unchecked", type(exc).__name__)
+            return Admitted(generation_id, 0)
+        raise
+    headers: dict[str, str] = {}
+    if limits and result.limit_counts:
+        decision = decide(limits, list(result.limit_counts), result.limit_refused, now)
+        _record(decision, account_id)
+        headers = decision.headers()
+        if result.refusal is Refusal.RATE_LIMITED:
+            raise ApiError(
+                429,
+                decision.message(result.purchased),
+                "rate_limit_exceeded",
+                headers=headers,
+                limit=decision.refused.limit.name if decision.refused else None,
+            )
+    if not result.admitted:
+        raise _refusal_error(result, model, reserve, prompt_estimate)
+    return Admitted(generation_id, reserve, headers)
+
+
+def _record(decision: Decision, account_id: str) -> None:
+    for state in decision.states:
+        outcome = decision.outcome(state)
+        RATELIMIT_DECISIONS.labels(state.limit.name, outcome).inc()
+        if outcome == "shadow_limited":
+            log.info(
+                "shadow limit %s exceeded by account %s: %d of %d",
+                state.limit.name,
+                account_id,
+                state.count,
+                state.allowed,
+            )
+
+
+def _refusal_error(
+    admission: AdmissionResult, model: ResolvedModel, reserve: int, prompt_estimate: int
+) -> ApiError:
+    refusal = admission.refusal
+    if refusal in (Refusal.NO_KEY, Refusal.NO_ACCOUNT):
+        return ApiError(401, "invalid API key", "invalid_api_key")
+    if refusal is Refusal.DISABLED:
+        return ApiError(401, "this API key is disabled", "invalid_api_key")
+    if refusal is Refusal.EXPIRED:
+        return ApiError(401, "this API key has expired", "invalid_api_key")
+    if refusal is Refusal.NEGATIVE_BALANCE:
+        return ApiError(
+            402,
+            f"your balance is negative (${format_usd(admission.balance)}); add credits to "
+            "continue, free models included",
+            "payment_required",
+            reason="negative_balance",
+            balance=format_usd(admission.balance),
+        )
+    available = max(admission.available, 0)
+    prices = model.prices
+    out_price = max(prices.completion, prices.reasoning or 0)
+    fixed = prompt_estimate * prices.prompt + prices.request
+    affordable = max((available * 10**9 - fixed) // out_price, 0) if out_price else 0
+    return ApiError(
+        402,
+        f"This request requires more credits, or fewer max_tokens. It may cost up to "
+        f"${format_usd(reserve)} and you can spend ${format_usd(available)} now "
+        f"(balance less what requests in flight have reserved); you can afford "
+        f"{affordable} max_tokens.",
+        "payment_required",
+        reason="insufficient_credits",
+        required=format_usd(reserve),
+        available=format_usd(available),
+        affordable_max_tokens=affordable,
+    )

@@ -1,0 +1,4 @@
+-- The admission script's limit hooks when the caller brings no rate limits: nothing to check.
+local function limits_check(purchased, k0, a0) return 0, {} end
+local function limits_commit(k0, a0, out) end
+
