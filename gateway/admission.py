@@ -82,7 +82,9 @@ async def admit(
 
 
 def _record(decision: Decision, account_id: str) -> None:
-    for state in decision.states:
+    """One decision per limit the request was counted against (a refused one counts nowhere)."""
+    states = (decision.refused,) if decision.refused is not None else decision.states
+    for state in states:
         outcome = decision.outcome(state)
         RATELIMIT_DECISIONS.labels(state.limit.name, outcome).inc()
         if outcome == "shadow_limited":
