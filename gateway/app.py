@@ -58,8 +58,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         socket_connect_timeout=settings.redis_timeout_seconds,
         max_connections=1024,
     )
-    scripts = Scripts(redis, admission_prelude=admission_prelude())
-    accounts = AccountStore(redis, scripts)
+    # The request path's own client: no socket timeout (see Metering), bounded per round trip.
+    hot = Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        max_connections=1024,
+    )
+    accounts = AccountStore(redis, Scripts(redis))
     upstream = Upstream(
         settings.catalog().providers,
         connect_timeout=settings.upstream_connect_timeout,
@@ -70,10 +76,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         redis=redis,
         accounts=accounts,
         metering=Metering(
-            redis,
-            scripts,
+            hot,
+            Scripts(hot, admission_prelude=admission_prelude()),
             reservation_timeout=settings.reservation_timeout_seconds,
             record_ttl_seconds=settings.usage_record_days * SECONDS_PER_DAY,
+            timeout=settings.redis_timeout_seconds,
         ),
         upstream=upstream,
         keys=KeyCache(accounts, settings.key_cache_seconds),
@@ -83,6 +90,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await upstream.close()
+        await hot.aclose()
         await redis.aclose()
 
 

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
             if v is not None
         }
-        settings = load_settings(args.config, **overrides)
+        # Flags win over GATEWAY_* variables, which win over the file.
+        settings = load_settings(args.config).model_copy(update=overrides)
         load_limits(settings.limits_file)  # refuse a bad rate-limit file before starting
         from gateway.serve import run_serve
 

@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import signal
 import sys
-from typing import Any
 
 from config.settings import Settings
 from gateway.app import create_app
@@ -38,7 +37,7 @@ def run_serve(settings: Settings) -> int:
     log.info("catalog: %d models from %d providers", len(settings.models), len(settings.providers))
     try:
         if settings.workers == 1:
-            _run_worker(settings.model_dump(mode="python"), reuse_port=False)
+            _run_worker(settings, reuse_port=False)
         else:
             _run_workers(settings)
     finally:
@@ -47,7 +46,9 @@ def run_serve(settings: Settings) -> int:
     return 0
 
 
-def _run_worker(settings_data: dict[str, Any], *, reuse_port: bool) -> None:
+def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
+    """Takes the settings object itself: validating a dict again would let GATEWAY_* variables
+    outrank the command line's flags."""
     if reuse_port:  # a spawned worker: log like the parent, and never outlive it
         die_with_parent()
         logging.basicConfig(
@@ -55,7 +56,6 @@ def _run_worker(settings_data: dict[str, Any], *, reuse_port: bool) -> None:
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         )
-    settings = Settings.model_validate(settings_data)
     install_uvloop()
 
     async def announce(port: int) -> None:
@@ -72,9 +72,8 @@ def _run_worker(settings_data: dict[str, Any], *, reuse_port: bool) -> None:
 def _run_workers(settings: Settings) -> None:
     """N processes on one port (SO_REUSEPORT); the kernel spreads connections between them."""
     ctx = multiprocessing.get_context("spawn")
-    data = settings.model_dump(mode="python")
     workers = [
-        ctx.Process(target=_run_worker, args=(data,), kwargs={"reuse_port": True}, daemon=True)
+        ctx.Process(target=_run_worker, args=(settings,), kwargs={"reuse_port": True}, daemon=True)
         for _ in range(settings.workers)
     ]
     for w in workers:

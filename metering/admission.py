@@ -6,11 +6,14 @@ idempotent on the generation id. A reservation whose settlement never comes (its
 expires after `reservation_timeout` and is released by the next admission on that account.
 """
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from redis.asyncio import Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from metering.layout import AccountKeys
 from metering.periods import period_stamps
@@ -61,8 +64,12 @@ class Metering:
         reservation_timeout: float,
         record_ttl_seconds: int,
         stream_max_length: int = 1_000_000,
+        timeout: float | None = None,
     ) -> None:
+        """`timeout` bounds each round trip (give the client no socket timeout then: redis-py
+        wraps every socket write in a task of its own for that, on the hot path)."""
         self._redis = redis
+        self._timeout = timeout
         self._scripts = scripts
         self._reservation_timeout_ms = int(reservation_timeout * 1000)
         self._record_ttl = record_ttl_seconds
@@ -83,23 +90,24 @@ class Metering:
         """`limit_keys`/`limit_args` are what the admission prelude's limit hooks read."""
         k = AccountKeys(account_id)
         now_ms = int(now * 1000)
-        reply = await self._scripts.admit(
-            keys=[
-                k.account,
-                k.api_key(key_hash),
-                k.reservations,
-                k.reservation_expiry,
-                *limit_keys,
-            ],
-            args=[
-                now_ms,
-                generation_id,
-                reserve,
-                now_ms + self._reservation_timeout_ms,
-                "1" if paid else "0",
-                *(limit_args or (0,)),
-            ],
-        )
+        async with self._bounded():
+            reply = await self._scripts.admit(
+                keys=[
+                    k.account,
+                    k.api_key(key_hash),
+                    k.reservations,
+                    k.reservation_expiry,
+                    *limit_keys,
+                ],
+                args=[
+                    now_ms,
+                    generation_id,
+                    reserve,
+                    now_ms + self._reservation_timeout_ms,
+                    "1" if paid else "0",
+                    *(limit_args or (0,)),
+                ],
+            )
         status, balance, reserved, refused, counts = reply[:5]
         refusal = None if status == "ok" else Refusal(status)
         return AdmissionResult(
@@ -114,27 +122,36 @@ class Metering:
     async def settle(self, record: UsageRecord, now: float) -> SettlementResult:
         k = AccountKeys(record.account_id)
         day, week, month = period_stamps(now)
-        status, balance = await self._scripts.settle(
-            keys=[
-                k.account,
-                k.api_key(record.key_hash),
-                k.reservations,
-                k.reservation_expiry,
-                k.generation(record.id),
-                k.usage_stream,
-            ],
-            args=[
-                record.id,
-                record.cost,
-                record.to_json(),
-                self._record_ttl,
-                day,
-                week,
-                month,
-                self._stream_max,
-            ],
-        )
+        async with self._bounded():
+            status, balance = await self._scripts.settle(
+                keys=[
+                    k.account,
+                    k.api_key(record.key_hash),
+                    k.reservations,
+                    k.reservation_expiry,
+                    k.generation(record.id),
+                    k.usage_stream,
+                ],
+                args=[
+                    record.id,
+                    record.cost,
+                    record.to_json(),
+                    self._record_ttl,
+                    day,
+                    week,
+                    month,
+                    self._stream_max,
+                ],
+            )
         return SettlementResult(status == "ok", int(balance))
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield
+        except TimeoutError:
+            raise RedisTimeoutError(f"redis did not answer within {self._timeout} s") from None
 
     async def generation(self, account_id: str, generation_id: str) -> UsageRecord | None:
         raw = await self._redis.get(AccountKeys(account_id).generation(generation_id))

@@ -54,7 +54,8 @@ def test_serve_starts_embedded_redis_and_stops_it(tmp_path: Path, provider: Thre
     data_dir = tmp_path / "data"
     proc = gateway_process(
         ["serve", "--config", str(_config(tmp_path, provider.url)), "--port", str(port)],
-        {"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_ADMIN_TOKEN": ""},
+        # --port wins over GATEWAY_PORT
+        {"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_ADMIN_TOKEN": "", "GATEWAY_PORT": "1"},
     )
     try:
         assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 20), "no start"

@@ -1,0 +1,71 @@
+"""What the benchmark sends and how it sets the gateway up: the gateway's TOML, the admin calls
+that make an account and key, the request bodies. Nothing here is timed."""
+
+import textwrap
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+PAID_MODEL = "bench/paid"
+UPSTREAM_MODEL = "sim-gpt"  # the simulated provider's normal, fast answer
+MESSAGES = [{"role": "user", "content": "Hello there"}]
+
+
+def chat_body(model: str, **extra: Any) -> bytes:
+    return orjson.dumps({"model": model, "messages": MESSAGES, **extra})
+
+
+def gateway_toml(path: Path, mock_url: str) -> Path:
+    """One provider (the mock) and one paid model, priced like a small real model."""
+    path.write_text(
+        textwrap.dedent(f"""\
+        [[providers]]
+        name = "mock"
+        base_url = "{mock_url}/v1"
+
+        [[models]]
+        id = "{PAID_MODEL}"
+        provider = "mock"
+        upstream_model = "{UPSTREAM_MODEL}"
+        [models.pricing]
+        prompt = "0.00000015"
+        completion = "0.0000006"
+        """)
+    )
+    return path
+
+
+def admin_call(url: str, token: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A blocking JSON call to the admin API: GET without a body, POST with one."""
+    data = None if body is None else orjson.dumps(body)
+    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        result: dict[str, Any] = orjson.loads(resp.read())
+        return result
+
+
+def create_account_and_key(gateway_url: str, token: str) -> tuple[str, str]:
+    """(account id, API key) with a grant large enough for any run."""
+    account = admin_call(
+        gateway_url + "/admin/v1/accounts", token, {"name": "bench", "grant": "100000"}
+    )
+    key = admin_call(
+        f"{gateway_url}/admin/v1/accounts/{account['id']}/keys", token, {"name": "bench"}
+    )
+    return account["id"], key["key"]
+
+
+async def one_request_cost(url: str, body: bytes, headers: dict[str, str]) -> Decimal:
+    """What the gateway charges for one bench request, from its own `usage.cost`."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as resp,
+    ):
+        data = await resp.json()
+    return Decimal(str(data["usage"]["cost"]))
