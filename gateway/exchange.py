@@ -76,6 +76,14 @@ class Exchange:
             created_at_ms=int(wall * 1000),
         )
 
+    async def renew_reservation(self) -> None:
+        try:
+            await self.metering.renew(self.account_id, self.generation_id, self.clock.now())
+        except RedisError as exc:
+            log.warning(
+                "could not renew the reservation of %s: %s", self.generation_id, type(exc).__name__
+            )
+
     async def settle(self) -> None:
         """Settle once; shielded, so a cancelled handler still finishes writing its charge."""
         if self._settlement is None:

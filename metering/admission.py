@@ -153,6 +153,15 @@ class Metering:
         except TimeoutError:
             raise RedisTimeoutError(f"redis did not answer within {self._timeout} s") from None
 
+    async def renew(self, account_id: str, generation_id: str, now: float) -> None:
+        """Push back the expiry of a reservation still in use (a long stream); a settled or
+        released one stays gone."""
+        expiry = int(now * 1000) + self._reservation_timeout_ms
+        async with self._bounded():
+            await self._redis.zadd(
+                AccountKeys(account_id).reservation_expiry, {generation_id: expiry}, xx=True
+            )
+
     async def generation(self, account_id: str, generation_id: str) -> UsageRecord | None:
         raw = await self._redis.get(AccountKeys(account_id).generation(generation_id))
         return None if raw is None else UsageRecord.from_json(raw)

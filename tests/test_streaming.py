@@ -120,7 +120,7 @@ async def test_stream_without_provider_usage_is_charged_by_chunks(client: TestCl
     )
     events = await read_events(resp)
     usage = events[-2]["usage"]
-    assert usage["completion_tokens"] == 17  # 16 words and the finishing chunk
+    assert usage["completion_tokens"] == 16  # one per content chunk
     assert usage["cost"] > 0
     record = await _record(client, key, resp.headers["X-Generation-Id"])
     assert record["usage_source"] == "estimated"
@@ -133,3 +133,33 @@ async def test_stream_refused_before_it_starts_is_a_json_error(client: TestClien
     )
     assert resp.status == 502
     assert (await resp.json())["error"]["metadata"]["error_type"] == "provider_error"
+
+
+async def test_a_long_stream_keeps_its_reservation(
+    redis_url: str, provider: ThreadedServer
+) -> None:
+    from aiohttp.test_utils import TestServer
+
+    from gateway.app import create_app
+    from tests.support import make_settings
+
+    app = create_app(make_settings(redis_url, provider.url, reservation_timeout_seconds=1))
+    async with TestClient(TestServer(app)) as c:
+        account_id, key = await new_account(c, purchase="1.00")
+        resp = await c.post("/api/v1/chat/completions",
+                            json=chat("test/slowstream", stream=True), headers=bearer(key))
+        assert resp.status == 200
+        await resp.content.readline()
+        await asyncio.sleep(2.5)  # more than twice the reservation timeout
+        free = await c.post("/api/v1/chat/completions", json=chat("test/free:free"),
+                            headers=bearer(key))
+        assert free.status == 200  # this admission sweeps expired reservations
+        state = await account_state(c, account_id)
+        assert Decimal(state["reserved"]) > 0  # the stream's is still held
+        resp.close()
+        for _ in range(100):
+            state = await account_state(c, account_id)
+            if state["reserved"] == "0.00":
+                break
+            await asyncio.sleep(0.05)
+        assert state["reserved"] == "0.00"

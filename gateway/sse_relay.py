@@ -1,0 +1,175 @@
+"""Turn a provider's server-sent events into the client's, one complete event at a time.
+
+Each event is cut at its blank line (LF, CRLF or CR line ends, split anywhere across reads), its
+`data:` lines are joined, and its JSON is parsed: the top-level `id` and `model` become the
+generation id and the catalog id, content chunks are counted, `finish_reason` is noted, and the
+chunk that carries `usage` is held back so that it can be sent last with `cost` added, just before
+`data: [DONE]`. Comments and other fields pass through. Memory is one partial event (bounded).
+"""
+
+import time
+from typing import Any
+
+import orjson
+
+from gateway.exchange import Exchange
+from gateway.provider_usage import parse_usage, usage_with_cost
+from metering.pricing import TokenUsage
+
+MAX_EVENT_BYTES = 1024 * 1024
+# Delta fields that carry generated output (a role alone does not).
+_OUTPUT_FIELDS = (
+    "content",
+    "tool_calls",
+    "function_call",
+    "reasoning",
+    "reasoning_content",
+    "refusal",
+    "audio",
+)
+
+
+class ProviderStreamBroken(Exception):
+    pass
+
+
+class SseRelay:
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.buffer = b""
+        self.content_chunks = 0
+        self.done = False
+        self.usage_chunk: dict[str, Any] | None = None
+        self.usage: TokenUsage | None = None
+        self.object_name = "chat.completion.chunk"
+        self.created = int(time.time())
+
+    def feed(self, piece: bytes) -> bytes:
+        self.buffer += piece
+        if b"\r" in self.buffer:
+            # Hold back a trailing CR: the LF of the same line end may be in the next read.
+            held = self.buffer.endswith(b"\r")
+            body = self.buffer[:-1] if held else self.buffer
+            self.buffer = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if held:
+                self.buffer += b"\r"
+        out: list[bytes] = []
+        while not self.done:
+            end = self.buffer.find(b"\n\n")
+            if end < 0:
+                break
+            event, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
+            emitted = self._event(event)
+            if emitted:
+                out.append(emitted)
+        if len(self.buffer) > MAX_EVENT_BYTES:
+            raise ProviderStreamBroken("the provider sent an SSE event over 1 MiB")
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        """At the end of the provider's stream: a held CR was a line end after all."""
+        if self.buffer.endswith(b"\r"):
+            self.buffer = self.buffer[:-1]
+            return self.feed(b"\n")
+        return b""
+
+    def _event(self, event: bytes) -> bytes | None:
+        data_lines: list[bytes] = []
+        fields: list[bytes] = []  # comments, event:, id:, retry: pass through
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                value = line[5:]
+                data_lines.append(value[1:] if value.startswith(b" ") else value)
+            elif line:
+                fields.append(line)
+        if not data_lines:
+            return event + b"\n\n" if fields else None
+        data = b"\n".join(data_lines).strip()
+        if data == b"[DONE]":
+            self.done = True
+            return None
+        prefix = b"\n".join(fields) + b"\n" if fields else b""
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            return prefix + b"data: " + data + b"\n\n"  # not ours to judge: passed on as sent
+        self._note(chunk)
+        usage = chunk.get("usage")
+        tokens = parse_usage(usage) if isinstance(usage, dict) else None
+        if tokens is not None:
+            self.usage_chunk, self.usage = chunk, tokens
+            return None
+        self._swap(chunk)
+        return prefix + b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _note(self, chunk: dict[str, Any]) -> None:
+        if chunk.get("object") == "text_completion":
+            self.object_name = "text_completion"
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            return
+        produced = False
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str):
+                self.exchange.finish_reason = reason
+            delta = choice.get("delta")
+            if choice.get("text") or (
+                isinstance(delta, dict) and any(delta.get(k) for k in _OUTPUT_FIELDS)
+            ):
+                produced = True
+        if produced:
+            self.content_chunks += 1
+
+    def _swap(self, chunk: dict[str, Any]) -> None:
+        if "id" in chunk:
+            chunk["id"] = self.exchange.generation_id
+        if "model" in chunk:
+            chunk["model"] = self.exchange.model.id
+
+    def charge(self) -> None:
+        """The provider's usage; else one token per content chunk; nothing if nothing came."""
+        if self.usage is not None:
+            self.exchange.charge(self.usage, "provider")
+        elif self.content_chunks:
+            self.exchange.charge(
+                TokenUsage(prompt=self.exchange.prompt_estimate, completion=self.content_chunks),
+                "estimated",
+            )
+        else:
+            self.exchange.charge(TokenUsage(), "none")
+
+    def final_chunk(self) -> bytes:
+        exchange = self.exchange
+        assert exchange.usage is not None
+        chunk = dict(self.usage_chunk or {})
+        chunk.setdefault("object", self.object_name)
+        chunk.setdefault("created", self.created)
+        chunk.setdefault("choices", [])
+        chunk["id"] = exchange.generation_id
+        chunk["model"] = exchange.model.id
+        chunk["provider"] = exchange.provider_name
+        chunk["usage"] = usage_with_cost(chunk.get("usage"), exchange.usage, exchange.cost)
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def error_chunk(self, message: str) -> bytes:
+        chunk = {
+            "id": self.exchange.generation_id,
+            "object": self.object_name,
+            "created": self.created,
+            "model": self.exchange.model.id,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
+            "error": {
+                "code": 502,
+                "message": message,
+                "metadata": {
+                    "error_type": "provider_error",
+                    "provider_name": self.exchange.provider_name,
+                },
+            },
+        }
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
