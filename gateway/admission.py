@@ -39,8 +39,7 @@ async def admit(
 ) -> Admitted:
     services = request.app[SERVICES]
     now = request.app[CLOCK].now()
-    cap = model.config.max_output_tokens
-    max_out = min(req.max_tokens or cap, cap) * req.n
+    max_out = req.output_limit(model.config.max_output_tokens) * req.completions
     reserve = 0 if model.is_free else model.prices.worst_case_nanos(prompt_estimate, max_out)
     if reserve > MAX_NANOS:
         raise ApiError(402, "this request's worst-case cost is too large; lower max_tokens")
@@ -64,7 +63,8 @@ async def admit(
             return Admitted(generation_id, 0)
         raise
     headers: dict[str, str] = {}
-    if limits and result.limit_counts:
+    counted = result.admitted or result.refusal is Refusal.RATE_LIMITED
+    if limits and result.limit_counts and counted:
         decision = decide(limits, list(result.limit_counts), result.limit_refused, now)
         _record(decision, account_id)
         headers = decision.headers()
@@ -77,7 +77,7 @@ async def admit(
                 limit=decision.refused.limit.name if decision.refused else None,
             )
     if not result.admitted:
-        raise _refusal_error(result, model, reserve, prompt_estimate)
+        raise _refusal_error(result, model, reserve, prompt_estimate, req.completions)
     return Admitted(generation_id, reserve, headers)
 
 
@@ -98,7 +98,11 @@ def _record(decision: Decision, account_id: str) -> None:
 
 
 def _refusal_error(
-    admission: AdmissionResult, model: ResolvedModel, reserve: int, prompt_estimate: int
+    admission: AdmissionResult,
+    model: ResolvedModel,
+    reserve: int,
+    prompt_estimate: int,
+    completions: int,
 ) -> ApiError:
     refusal = admission.refusal
     if refusal in (Refusal.NO_KEY, Refusal.NO_ACCOUNT):
@@ -117,10 +121,7 @@ def _refusal_error(
             balance=format_usd(admission.balance),
         )
     available = max(admission.available, 0)
-    prices = model.prices
-    out_price = max(prices.completion, prices.reasoning or 0)
-    fixed = prompt_estimate * prices.prompt + prices.request
-    affordable = max((available * 10**9 - fixed) // out_price, 0) if out_price else 0
+    affordable = model.prices.affordable_output(available, prompt_estimate, completions)
     return ApiError(
         402,
         f"This request requires more credits, or fewer max_tokens. It may cost up to "

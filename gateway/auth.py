@@ -71,4 +71,7 @@ async def authenticate(request: web.Request, cache: KeyCache) -> tuple[str, str]
 
 def admin_token_matches(request: web.Request, expected: str) -> bool:
     token = bearer_token(request) or ""
-    return hmac.compare_digest(token.encode(), expected.encode())
+    # aiohttp keeps undecodable header bytes as surrogates; they must compare, not crash.
+    return hmac.compare_digest(
+        token.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )

@@ -17,6 +17,12 @@ from gateway.auth import authenticate
 from gateway.errors import ApiError, json_response
 from gateway.exchange import Exchange
 from gateway.models import ResolvedModel
+from gateway.provider_errors import (
+    MAX_ANSWER_BYTES,
+    AnswerTooLarge,
+    raise_provider_error,
+    read_capped,
+)
 from gateway.provider_usage import parse_usage, usage_with_cost
 from gateway.request_body import CompletionRequest, Kind, parse_completion_request
 from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS
@@ -26,7 +32,6 @@ from metering.estimate import estimate_prompt_tokens
 from metering.pricing import TokenUsage
 
 routes = web.RouteTableDef()
-MAX_ERROR_BODY = 64 * 1024
 _UPSTREAM_PATHS: dict[Kind, str] = {"chat": "/chat/completions", "completions": "/completions"}
 
 
@@ -62,7 +67,7 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
             "model_not_found",
         )
 
-    prompt_estimate = estimate_prompt_tokens(req.body)
+    prompt_estimate = estimate_prompt_tokens(req.body, req.size)
     admitted = await admit(request, account_id, key_hash, model, req, prompt_estimate)
     generation_id = admitted.generation_id
 
@@ -84,7 +89,8 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
         return await _complete(upstream, exchange, model)
     except ApiError as exc:
         exchange.status = exc.status
-        exc.headers["X-Generation-Id"] = generation_id  # its usage record says what happened
+        # The request was admitted and counted: its record and rate-limit state still apply.
+        exc.headers = {**exchange.response_headers, **exc.headers, "X-Generation-Id": generation_id}
         raise
     except asyncio.CancelledError:
         exchange.cancelled = True  # the client went away (handler_cancellation)
@@ -102,6 +108,12 @@ async def _forward(
     """Send to the model's providers in fallback order; a 5xx or no answer moves to the next."""
     body: dict[str, Any] = dict(req.body)
     body["model"] = exchange.model.config.upstream_name
+    # The provider may generate no more than admission reserved for.
+    limit = req.output_limit(exchange.model.config.max_output_tokens)
+    if body.get("max_completion_tokens") is not None:
+        body["max_completion_tokens"] = limit
+    if body.get("max_completion_tokens") is None or body.get("max_tokens") is not None:
+        body["max_tokens"] = limit
     if req.stream:
         options = body.get("stream_options") or {}
         body["stream_options"] = {**options, "include_usage": True}
@@ -121,7 +133,7 @@ async def _forward(
             continue
         exchange.first_byte_at = time.monotonic()
         if response.status != 200:
-            await _raise_provider_error(response, provider.name)
+            await raise_provider_error(response, provider.name)
         return response
     assert failure is not None
     status = 408 if failure.kind == "timeout" else 502
@@ -133,36 +145,12 @@ async def _forward(
     )
 
 
-async def _raise_provider_error(response: aiohttp.ClientResponse, provider: str) -> None:
-    """Pass a provider's refusal on in our error shape: its 4xx as is, its 5xx as 502."""
-    try:
-        raw = await response.content.read(MAX_ERROR_BODY)
-    except (aiohttp.ClientError, TimeoutError):
-        raw = b""
-    finally:
-        response.release()
-    message = f"provider {provider} answered {response.status}"
-    try:
-        detail = orjson.loads(raw)
-        inner = detail.get("error") if isinstance(detail, dict) else None
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            message = f"{message}: {inner['message'][:2000]}"
-    except orjson.JSONDecodeError:
-        pass
-    status = response.status if 400 <= response.status < 500 else 502
-    if status in (401, 403, 407):
-        status, message = 502, f"provider {provider} refused the gateway's credentials"
-    raise ApiError(
-        status, message, "provider_error", provider_name=provider, provider_status=response.status
-    )
-
-
 async def _complete(
     upstream: aiohttp.ClientResponse, exchange: Exchange, model: ResolvedModel
 ) -> web.Response:
     try:
-        raw = await upstream.read()
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        raw = await read_capped(upstream, MAX_ANSWER_BYTES)
+    except (aiohttp.ClientError, TimeoutError, AnswerTooLarge) as exc:
         raise ApiError(
             502,
             f"provider {exchange.provider_name} broke off its answer",

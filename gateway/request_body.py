@@ -34,6 +34,20 @@ class CompletionRequest:
     stream: bool
     max_tokens: int | None
     n: int
+    size: int  # bytes of the body as received
+    prompts: int = 1  # a /completions prompt may be a list of prompts, each answered
+
+    def output_limit(self, cap: int) -> int:
+        """Tokens one completion may generate: the client's limit within the model's cap. The
+        provider is always sent this limit, so it cannot generate more than was reserved."""
+        return min(self.max_tokens or cap, cap)
+
+    @property
+    def completions(self) -> int:
+        """How many completions the provider generates: n (or best_of) for each prompt."""
+        best_of = self.body.get("best_of")
+        per_prompt = max(self.n, best_of if isinstance(best_of, int) else 1)
+        return per_prompt * self.prompts
 
 
 def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
@@ -84,7 +98,22 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
             or not math.isfinite(value)
         ):
             raise bad_request(f"'{name}' must be a finite number", name)
-    return CompletionRequest(body, model, stream, min(limits) if limits else None, n)
+    best_of = body.get("best_of")
+    if best_of is not None and (
+        isinstance(best_of, bool) or not isinstance(best_of, int) or not 1 <= best_of <= MAX_CHOICES
+    ):
+        raise bad_request(f"'best_of' must be an integer from 1 to {MAX_CHOICES}", "best_of")
+    prompts = _prompt_count(body.get("prompt")) if kind == "completions" else 1
+    return CompletionRequest(
+        body, model, stream, min(limits) if limits else None, n, len(raw), prompts
+    )
+
+
+def _prompt_count(prompt: Any) -> int:
+    """A list of strings (or of token-id lists) is several prompts; one string or ids, one."""
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+        return len(prompt)
+    return 1
 
 
 def _token_limit(body: dict[str, Any], name: str) -> int | None:

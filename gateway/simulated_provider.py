@@ -35,8 +35,7 @@ LONG_REPLY_WORDS = 400
 BEHAVIOURS = {
     "sim-slow": "waits `slow_seconds` before answering",
     "sim-delay": "waits 50 ms before answering (for races)",
-    "sim-error-500": "answers 500",
-    "sim-error-400": "answers 400 with an error body",
+    "sim-error-NNN": "answers status NNN with an error body (e.g. sim-error-500)",
     "sim-garbage": "answers 200 with a body that is not JSON (a broken SSE event when streaming)",
     "sim-drop": "drops the connection (after two chunks when streaming)",
     "sim-nousage": "never reports usage",
@@ -90,17 +89,20 @@ async def _completion(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(request.app[SLOW_SECONDS])
     elif model == "sim-delay":
         await asyncio.sleep(0.05)
-    if model == "sim-error-500":
-        return web.json_response({"error": {"message": "simulated outage"}}, status=500)
-    if model == "sim-error-400":
-        return web.json_response(
-            {"error": {"message": "simulated: this model's context is too small"}}, status=400
+    if model.startswith("sim-error-") and model[10:].isdigit():
+        status = int(model[10:])
+        message = (
+            "simulated: this model's context is too small"
+            if status == 400
+            else (f"simulated error {status}")
         )
+        return web.json_response({"error": {"message": message}}, status=status)
     if model == "sim-drop" and not body.get("stream"):
         assert request.transport is not None
         request.transport.abort()
         return web.Response()
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+    stats["last_max_tokens"] = max_tokens if isinstance(max_tokens, int) else -1
     words = _words(model, max_tokens if isinstance(max_tokens, int) else None)
     prompt_tokens = count_prompt_tokens(body) + (10_000 if model == "sim-overuse" else 0)
     ident = f"simcmpl-{time.monotonic_ns()}"
@@ -109,7 +111,8 @@ async def _completion(request: web.Request) -> web.StreamResponse:
     if model == "sim-garbage":
         return web.Response(body=b"{not json", content_type="application/json")
     text = " ".join(words)
-    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop" if not max_tokens else "length"}
+    cut = isinstance(max_tokens, int) and max_tokens < len(_words(model, None))
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if cut else "stop"}
     if chat:
         choice["message"] = {"role": "assistant", "content": text}
     else:
@@ -195,6 +198,7 @@ def create_simulated_provider(slow_seconds: float = 2.0) -> web.Application:
     app[STATS] = {
         "requests": 0,
         "with_key": 0,
+        "last_max_tokens": 0,
         "streams_started": 0,
         "streams_completed": 0,
         "streams_aborted": 0,

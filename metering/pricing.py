@@ -89,7 +89,26 @@ class PriceTable:
 
     def worst_case_nanos(self, prompt_tokens: int, max_completion_tokens: int) -> int:
         """What a request may cost at most, rounded up: what admission reserves."""
-        out_price = max(self.completion, self.reasoning or 0)
-        prompt_price = max(self.prompt, self.cache_write or 0)
-        attos = prompt_tokens * prompt_price + max_completion_tokens * out_price + self.request
+        attos = (
+            prompt_tokens * self._worst_prompt_price
+            + max_completion_tokens * self._worst_output_price
+            + self.request
+        )
         return -(-attos // ATTOS_PER_NANO)
+
+    def affordable_output(self, available: int, prompt_tokens: int, completions: int) -> int:
+        """The largest max_tokens whose worst case (for `completions` completions) fits in
+        `available` nanodollars: the inverse of worst_case_nanos."""
+        out_price = self._worst_output_price * max(completions, 1)
+        spare = available * ATTOS_PER_NANO - prompt_tokens * self._worst_prompt_price - self.request
+        if not out_price:
+            return 0
+        return max(spare // out_price, 0)
+
+    @property
+    def _worst_output_price(self) -> int:
+        return max(self.completion, self.reasoning or 0)
+
+    @property
+    def _worst_prompt_price(self) -> int:
+        return max(self.prompt, self.cache_write or 0)

@@ -308,3 +308,110 @@ async def test_health_and_ready(client: TestClient) -> None:
     unknown = await client.get("/nope")
     assert unknown.status == 404
     assert (await unknown.json())["error"]["metadata"]["error_type"] == "not_found"
+
+
+async def _sim_stats(provider: ThreadedServer) -> dict[str, int]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        stats: dict[str, int] = await (await session.get(provider.url + "/_sim/stats")).json()
+        return stats
+
+
+async def test_provider_is_never_asked_for_more_than_was_reserved(
+    client: TestClient, provider: ThreadedServer
+) -> None:
+    _, key = await new_account(client, purchase="1.00")
+    for extra, sent in (
+        ({"max_tokens": 50_000}, 1000),
+        ({}, 1000),
+        ({"max_tokens": 7}, 7),
+        ({"max_completion_tokens": 9}, 9),
+    ):
+        resp = await client.post(
+            "/api/v1/chat/completions", json=chat("test/paid", **extra), headers=bearer(key)
+        )
+        assert resp.status == 200
+        assert (await _sim_stats(provider))["last_max_tokens"] == sent, extra
+
+
+async def test_every_prompt_and_choice_is_reserved(client: TestClient) -> None:
+    # Worst case of one prompt and one choice is about 1000 x $0.0000006 = $0.0006.
+    _, key = await new_account(client, grant="0.0015")
+    one = {"model": "test/paid", "prompt": "hi"}
+    assert (await client.post("/api/v1/completions", json=one, headers=bearer(key))).status == 200
+    for body in (
+        {"model": "test/paid", "prompt": ["a", "b", "c"]},
+        {"model": "test/paid", "prompt": "hi", "best_of": 3},
+        {"model": "test/paid", "prompt": "hi", "n": 3},
+    ):
+        resp = await client.post("/api/v1/completions", json=body, headers=bearer(key))
+        assert resp.status == 402, body
+    bad = await client.post(
+        "/api/v1/completions",
+        json={"model": "test/paid", "prompt": "x", "best_of": 0},
+        headers=bearer(key),
+    )
+    assert bad.status == 400 and (await bad.json())["error"]["metadata"]["field"] == "best_of"
+
+
+async def test_affordable_max_tokens_accounts_for_n(client: TestClient) -> None:
+    _, key = await new_account(client, grant="0.001")
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/paid", n=4), headers=bearer(key)
+    )
+    assert resp.status == 402
+    affordable = (await resp.json())["error"]["metadata"]["affordable_max_tokens"]
+    retry = await client.post(
+        "/api/v1/chat/completions",
+        json=chat("test/paid", n=4, max_tokens=affordable),
+        headers=bearer(key),
+    )
+    assert retry.status == 200
+    over = await client.post(
+        "/api/v1/chat/completions",
+        json=chat("test/paid", n=4, max_tokens=affordable + 1),
+        headers=bearer(key),
+    )
+    assert over.status == 402
+
+
+async def test_provider_trouble_that_is_the_operators_is_not_passed_on(client: TestClient) -> None:
+    _, key = await new_account(client, purchase="1.00")
+    payment = await client.post(
+        "/api/v1/chat/completions", json=chat("test/error-402"), headers=bearer(key)
+    )
+    assert payment.status == 502
+    busy = await client.post(
+        "/api/v1/chat/completions", json=chat("test/error-429"), headers=bearer(key)
+    )
+    assert busy.status == 503 and busy.headers["Retry-After"]
+
+
+async def test_counted_request_that_failed_upstream_keeps_its_limit_headers(
+    client: TestClient,
+) -> None:
+    _, key = await new_account(client)
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/broken:free"), headers=bearer(key)
+    )
+    assert resp.status == 502
+    assert resp.headers["X-RateLimit-Limit"] in ("20", "50")
+    assert resp.headers["X-Generation-Id"].startswith("gen-")
+
+
+async def test_admin_token_with_undecodable_bytes_is_a_401_not_a_crash(
+    client: TestClient,
+) -> None:
+    import asyncio
+
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"GET /admin/v1/accounts/x HTTP/1.1\r\nHost: t\r\n"
+        b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    head = await reader.readline()
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 401")

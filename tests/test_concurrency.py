@@ -4,14 +4,17 @@ nothing stays reserved, and the final balance is exact to the nanodollar."""
 import asyncio
 from decimal import Decimal
 
+import orjson
 from aiohttp.test_utils import TestClient
 
 from tests.support import account_state, bearer, chat, new_account
 
-# test/delay: max_output_tokens 100, so the worst case of a "Hello there" request is
-# 13 estimated prompt tokens x 150 + 100 x 600 = 61,950 nanodollars; its real cost is
-# 6 x 150 + 16 x 600 = 10,500.
-WORST_CASE = Decimal("0.00006195")
+# test/delay: max_output_tokens 100, so a "Hello there" request reserves its estimated prompt
+# (half the body's bytes and 4 a message) x $0.00000015 + 100 x $0.0000006; its real cost is
+# 6 x 150 + 16 x 600 = 10,500 nanodollars.
+BODY = orjson.dumps(chat("test/delay"))
+PROMPT_ESTIMATE = -(-len(BODY) // 2) + 4
+WORST_CASE = PROMPT_ESTIMATE * Decimal("0.00000015") + 100 * Decimal("0.0000006")
 REAL_COST = Decimal("0.0000105")
 
 
@@ -20,9 +23,7 @@ async def test_racing_requests_never_overspend(client: TestClient) -> None:
     account_id, key = await new_account(client, grant=str(grant))
 
     async def one() -> int:
-        resp = await client.post(
-            "/api/v1/chat/completions", json=chat("test/delay"), headers=bearer(key)
-        )
+        resp = await client.post("/api/v1/chat/completions", data=BODY, headers=bearer(key))
         await resp.read()
         return resp.status
 

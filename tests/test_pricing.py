@@ -1,5 +1,7 @@
 from decimal import Decimal
 
+import orjson
+
 from config.catalog import Pricing
 from metering.estimate import estimate_prompt_tokens
 from metering.pricing import PriceTable, TokenUsage
@@ -58,10 +60,13 @@ def test_free_model_costs_nothing() -> None:
     assert free.is_free and free.cost_nanos(TokenUsage(prompt=10**6, completion=10**6)) == 0
 
 
+def _estimate(body: dict[str, object]) -> int:
+    return estimate_prompt_tokens(body, len(orjson.dumps(body)))
+
+
 def test_prompt_estimate_is_generous_and_skips_image_bytes() -> None:
     text = "hello world " * 100  # 1,200 bytes, about 300 real tokens
-    body = {"messages": [{"role": "user", "content": text}]}
-    assert estimate_prompt_tokens(body) >= 600
+    assert _estimate({"messages": [{"role": "user", "content": text}]}) >= 600
     image = {
         "messages": [
             {
@@ -76,4 +81,13 @@ def test_prompt_estimate_is_generous_and_skips_image_bytes() -> None:
             }
         ]
     }
-    assert estimate_prompt_tokens(image) < 2000
+    assert 1500 < _estimate(image) < 1600
+
+
+def test_prompt_estimate_counts_tools_and_token_ids() -> None:
+    tools = [
+        {"type": "function", "function": {"name": f"f{i}", "description": "x" * 1000}}
+        for i in range(100)
+    ]
+    assert _estimate({"messages": [{"role": "user", "content": "hi"}], "tools": tools}) > 50_000
+    assert _estimate({"prompt": list(range(500_000))}) >= 500_000

@@ -146,13 +146,17 @@ async def test_a_long_stream_keeps_its_reservation(
     app = create_app(make_settings(redis_url, provider.url, reservation_timeout_seconds=1))
     async with TestClient(TestServer(app)) as c:
         account_id, key = await new_account(c, purchase="1.00")
-        resp = await c.post("/api/v1/chat/completions",
-                            json=chat("test/slowstream", stream=True), headers=bearer(key))
+        resp = await c.post(
+            "/api/v1/chat/completions",
+            json=chat("test/slowstream", stream=True),
+            headers=bearer(key),
+        )
         assert resp.status == 200
         await resp.content.readline()
         await asyncio.sleep(2.5)  # more than twice the reservation timeout
-        free = await c.post("/api/v1/chat/completions", json=chat("test/free:free"),
-                            headers=bearer(key))
+        free = await c.post(
+            "/api/v1/chat/completions", json=chat("test/free:free"), headers=bearer(key)
+        )
         assert free.status == 200  # this admission sweeps expired reservations
         state = await account_state(c, account_id)
         assert Decimal(state["reserved"]) > 0  # the stream's is still held

@@ -1,0 +1,71 @@
+"""A provider's refusal, passed on in our error shape, and answers read within a size cap.
+
+A provider's 400-class answer about the request itself (bad request, context too long, content
+policy) reaches the client with its status. What is the operator's business, not the client's, is
+a 502: the provider refusing the gateway's credentials (401, 403, 407), its own account out of
+money (402), an unknown upstream model (404), and any 5xx; a provider's 429 (the gateway is rate
+limited upstream) is a 503 with a Retry-After.
+"""
+
+import aiohttp
+import orjson
+
+from gateway.errors import ApiError
+
+MAX_ERROR_BYTES = 64 * 1024
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+_OPERATORS_PROBLEM = {401, 402, 403, 404, 407}
+
+
+class AnswerTooLarge(Exception):
+    pass
+
+
+async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body, or AnswerTooLarge past `cap` bytes (a provider cannot exhaust memory)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        piece = await response.content.readany()
+        if not piece:
+            return b"".join(parts)
+        size += len(piece)
+        if size > cap:
+            raise AnswerTooLarge(f"answer over {cap} bytes")
+        parts.append(piece)
+
+
+async def raise_provider_error(response: aiohttp.ClientResponse, provider: str) -> None:
+    try:
+        raw = await read_capped(response, MAX_ERROR_BYTES)
+    except (aiohttp.ClientError, TimeoutError, AnswerTooLarge):
+        raw = b""
+    finally:
+        response.release()
+    upstream = response.status
+    message = f"provider {provider} answered {upstream}"
+    try:
+        detail = orjson.loads(raw)
+        inner = detail.get("error") if isinstance(detail, dict) else None
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            message = f"{message}: {inner['message'][:2000]}"
+    except orjson.JSONDecodeError:
+        pass
+    headers: dict[str, str] = {}
+    if upstream == 429:
+        status, message = 503, f"provider {provider} is busy (rate limited); try again shortly"
+        headers["Retry-After"] = response.headers.get("Retry-After", "1")[:16]
+    elif upstream in _OPERATORS_PROBLEM:
+        status, message = 502, f"provider {provider} cannot serve this model now ({upstream})"
+    elif 400 <= upstream < 500:
+        status = upstream
+    else:
+        status = 502
+    raise ApiError(
+        status,
+        message,
+        "provider_error",
+        headers=headers,
+        provider_name=provider,
+        provider_status=upstream,
+    )
