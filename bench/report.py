@@ -17,7 +17,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_LABELS = {
     "mock": "mock provider (direct)",
     "bare": "bare aiohttp proxy (floor)",
-    "gateway": "gateway (auth+metering+Redis)",
+    "gateway": "gateway (all on, limits too)",
 }
 
 

@@ -32,6 +32,7 @@ from bench.scenario import (
     chat_body,
     create_account_and_key,
     gateway_toml,
+    limits_toml,
     one_request_cost,
 )
 from gateway.redis_server import RedisServer, free_port
@@ -71,7 +72,11 @@ class Bench:
         gateway = self._child(
             "gateway",
             ["-m", "gateway", *serve, "--workers", str(self.args.gateway_workers)],
-            {"GATEWAY_REDIS_URL": self.redis.url, "GATEWAY_ADMIN_TOKEN": self.admin_token},
+            {
+                "GATEWAY_REDIS_URL": self.redis.url,
+                "GATEWAY_ADMIN_TOKEN": self.admin_token,
+                "GATEWAY_LIMITS_FILE": str(limits_toml(self.workdir / "limits.toml")),
+            },
             cwd=self.workdir,  # so no stray .env file (read from the working directory) applies
         )
         mock.wait_http(self.mock_url + "/_sim/stats")

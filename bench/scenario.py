@@ -39,6 +39,35 @@ def gateway_toml(path: Path, mock_url: str) -> Path:
     return path
 
 
+LIMITS = """\
+# The shipped free-model rules, and a limit on every model that every bench request is
+# checked and counted against (far above what a run can reach): admission does the limit work.
+[[limits]]
+name = "free-per-minute"
+match = "free"
+unit = "minute"
+requests = 20
+
+[[limits]]
+name = "free-per-day"
+match = "free"
+unit = "day"
+tiers = [{ min_purchased = "0", requests = 50 }, { min_purchased = "10", requests = 1000 }]
+
+[[limits]]
+name = "bench-per-key"
+scope = "key"
+match = "all"
+unit = "minute"
+requests = 100000000
+"""
+
+
+def limits_toml(path: Path) -> Path:
+    path.write_text(LIMITS)
+    return path
+
+
 def admin_call(url: str, token: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """A blocking JSON call to the admin API: GET without a body, POST with one."""
     data = None if body is None else orjson.dumps(body)
