@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     tier_purchase_threshold: Decimal = Field(default=Decimal("10"), ge=0)
     max_purchase: Decimal = Field(default=Decimal("100000"), gt=0)
     new_account_grant: Decimal = Field(default=Decimal("0"), ge=0)
+    refund_window_hours: float = Field(default=24, ge=0)
+    credit_expiry_days: float = Field(default=365, ge=0, description="0 turns expiry off")
+    expiry_sweep_seconds: float = Field(default=3600, gt=0)
 
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)

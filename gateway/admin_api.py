@@ -14,15 +14,17 @@ from gateway.errors import ApiError, bad_request, json_response
 from gateway.json_input import bool_field, json_object, text_field, usd_field
 from gateway.limits import LIMITS
 from gateway.state import CLOCK, SERVICES, SETTINGS
-from gateway.views import account_view, key_admin_view, purchase_view
+from gateway.views import account_view, key_admin_view, ledger_entry_view, purchase_view
 from metering.accounts import (
     AccountNotFound,
     AmountTooLarge,
     IdempotencyConflict,
     LimitReset,
     PaymentMethod,
+    account_of_purchase,
 )
-from metering.money import fee_nanos, usd_to_nanos
+from metering.ledger import RefundRefused
+from metering.money import fee_nanos, format_usd, usd_to_nanos
 from ratelimit.policy import UNLIMITED
 
 routes = web.RouteTableDef()
@@ -213,3 +215,65 @@ async def _limits_view(request: web.Request, account_id: str) -> dict[str, Any]:
         },
         "limits": [c.name for c in request.app[LIMITS].policy.limits],
     }
+
+
+@routes.post("/admin/v1/purchases/{purchase_id}/refund")
+async def refund_purchase(request: web.Request) -> web.Response:
+    """Refund the unused part of a purchase made within the refund window (default 24 h)."""
+    purchase_id = request.match_info["purchase_id"]
+    account_id = account_of_purchase(purchase_id)
+    if account_id is None:
+        raise ApiError(404, "no such purchase", "not_found")
+    settings = request.app[SETTINGS]
+    try:
+        refund = await request.app[SERVICES].ledger.refund(
+            account_id, purchase_id, request.app[CLOCK].now(), settings.refund_window_hours * 3600
+        )
+    except RefundRefused as exc:
+        if exc.reason == "not_found":
+            raise ApiError(404, "no such purchase", "not_found") from None
+        raise ApiError(409, _REFUSALS[exc.reason], "refund_refused", reason=exc.reason) from None
+    return json_response(
+        {
+            "purchase_id": refund.purchase_id,
+            "refunded": format_usd(refund.refunded),
+            "fee_refunded": "0.00",
+            "fee_kept": format_usd(refund.fee),
+            "created_at": refund.created_at,
+        }
+    )
+
+
+_REFUSALS = {
+    "crypto": "crypto purchases are never refundable",
+    "too_old": "purchases are refundable only within 24 hours of the purchase",
+    "nothing_left": "nothing of this purchase is left unused to refund (credits are used oldest "
+    "purchase first, and credits held by requests in flight are not refundable)",
+}
+
+
+@routes.get("/admin/v1/accounts/{account_id}/ledger")
+async def ledger(request: web.Request) -> web.Response:
+    """Every movement of credit, newest first; the entries sum to the balance."""
+    account_id = await _existing_account(request)
+    before = _ledger_cursor(request.query.get("cursor"))
+    try:
+        limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+    except ValueError:
+        raise bad_request("'limit' must be a whole number from 1 to 1000", "limit") from None
+    entries, more = await request.app[SERVICES].ledger.entries(account_id, before, limit)
+    return json_response(
+        {
+            "data": [ledger_entry_view(e) for e in entries],
+            "next_cursor": None if more is None else f"{more[0]}:{more[1]}",
+        }
+    )
+
+
+def _ledger_cursor(text: str | None) -> tuple[int, str] | None:
+    if not text:
+        return None
+    ms, _, entry_id = text.partition(":")
+    if not ms.isdigit() or not entry_id or len(text) > 100:
+        raise bad_request("'cursor' is not one this API gave out", "cursor")
+    return int(ms), entry_id

@@ -12,6 +12,7 @@ from gateway import admin_api, completions, consumer_api
 from gateway.auth import KeyCache
 from gateway.clock import Clock
 from gateway.errors import ApiError, error_middleware, json_response
+from gateway.expiry import expiry_sweeper
 from gateway.limits import LIMITS, LimitsHolder, limits_reloader
 from gateway.metrics import metrics_endpoint, metrics_middleware
 from gateway.models import resolve_catalog
@@ -19,6 +20,7 @@ from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS, Services
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
+from metering.ledger import Ledger
 from metering.scripts import Scripts
 from ratelimit.store import RateLimitStore, admission_prelude
 
@@ -39,6 +41,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[LIMITS] = LimitsHolder(settings.limits_file)
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(limits_reloader)
+    app.cleanup_ctx.append(expiry_sweeper)
     app.add_routes(completions.routes)
     app.add_routes(consumer_api.routes)
     app.add_routes(admin_api.routes)
@@ -85,6 +88,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         upstream=upstream,
         keys=KeyCache(accounts, settings.key_cache_seconds),
         limits=RateLimitStore(redis),
+        ledger=Ledger(redis, Scripts(redis)),
     )
     try:
         yield

@@ -45,7 +45,8 @@ async def credits(request: web.Request) -> web.Response:
     return json_response(
         {
             "data": {
-                "total_credits": nanos_to_number(account.purchased + account.granted),
+                # Credited and not taken back by refunds or expiry: the balance plus the usage.
+                "total_credits": nanos_to_number(account.balance + account.usage),
                 "total_usage": nanos_to_number(account.usage),
             }
         }

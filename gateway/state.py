@@ -12,6 +12,7 @@ from gateway.models import ResolvedModel
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
+from metering.ledger import Ledger
 from ratelimit.store import RateLimitStore
 
 
@@ -23,6 +24,7 @@ class Services:
     upstream: Upstream
     keys: KeyCache
     limits: RateLimitStore
+    ledger: Ledger
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -5,7 +5,9 @@ from typing import Any
 
 from gateway.models import ResolvedModel
 from metering.accounts import Account, ApiKey, Purchase
+from metering.ledger import LedgerEntry
 from metering.money import format_usd, nanos_to_number
+from metering.periods import rfc3339
 from metering.usage import UsageRecord
 
 
@@ -48,6 +50,8 @@ def account_view(account: Account, tier_threshold: int) -> dict[str, Any]:
         "lifetime_purchases": format_usd(account.purchased),
         "granted": format_usd(account.granted),
         "total_usage": format_usd(account.usage),
+        "refunded": format_usd(account.refunded),
+        "expired": format_usd(account.expired),
         "tier": "plus" if account.purchased >= tier_threshold else "basic",
         "auto_topup": None,
         "created_at": account.created_at,
@@ -91,6 +95,16 @@ def _period_usage(key: ApiKey) -> int:
     return {"daily": key.usage_daily, "weekly": key.usage_weekly, "monthly": key.usage_monthly}.get(
         key.limit_reset or "", key.usage
     )
+
+
+def ledger_entry_view(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "kind": entry.kind,
+        "amount": format_usd(entry.amount),
+        "created_at": rfc3339(entry.created_at_ms / 1000),
+        "ref": entry.ref,
+    }
 
 
 def purchase_view(purchase: Purchase) -> dict[str, Any]:

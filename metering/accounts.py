@@ -34,6 +34,18 @@ def new_account_id() -> str:
     return secrets.token_hex(6)
 
 
+def new_purchase_id(account_id: str) -> str:
+    """`pur-<account>-<random>`: a refund finds its purchase in the account's slot by id alone."""
+    return f"pur-{account_id}-{secrets.token_hex(8)}"
+
+
+def account_of_purchase(purchase_id: str) -> str | None:
+    parts = purchase_id.split("-")
+    if len(parts) != 3 or parts[0] != "pur" or not parts[1].isalnum() or not parts[2].isalnum():
+        return None
+    return parts[1]
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     id: str
@@ -44,6 +56,8 @@ class Account:
     granted: int
     usage: int
     created_at: str
+    refunded: int = 0
+    expired: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,7 @@ class Purchase:
     method: str
     idempotency_key: str
     created_at: str
+    created_at_ms: int = 0
 
 
 class IdempotencyConflict(Exception):
@@ -96,7 +111,8 @@ class AccountStore:
             account_id = new_account_id()
             k = AccountKeys(account_id)
             created = await self._scripts.create_account(
-                keys=[k.account, k.ledger], args=[name, grant, rfc3339(now)]
+                keys=[k.account, k.ledger, k.lots, k.lot_remainders],
+                args=[name, grant, rfc3339(now), int(now * 1000)],
             )
             if int(created) == 1:
                 await self._redis.zadd(ACCOUNT_INDEX, {account_id: now})
@@ -120,6 +136,8 @@ class AccountStore:
             granted=int(raw.get("granted", 0)),
             usage=int(raw.get("usage", 0)),
             created_at=str(raw.get("created_at", "")),
+            refunded=int(raw.get("refunded", 0)),
+            expired=int(raw.get("expired", 0)),
         )
 
     async def create_key(
@@ -228,7 +246,7 @@ class AccountStore:
         fingerprint = hmac.new(
             b"purchase", f"{amount_nanos}|{method}".encode(), hashlib.sha256
         ).hexdigest()[:32]
-        purchase_id = "pur_" + secrets.token_hex(8)
+        purchase_id = new_purchase_id(account_id)
         record = {
             "id": purchase_id,
             "account_id": account_id,
@@ -237,10 +255,11 @@ class AccountStore:
             "method": method,
             "idempotency_key": idempotency_key,
             "created_at": rfc3339(now),
+            "created_at_ms": int(now * 1000),
         }
         k = AccountKeys(account_id)
         status, stored = await self._scripts.purchase(
-            keys=[k.account, k.idempotency, k.purchases, k.ledger],
+            keys=[k.account, k.idempotency, k.purchases, k.ledger, k.lots, k.lot_remainders],
             args=[
                 idempotency_key,
                 fingerprint,
@@ -248,6 +267,7 @@ class AccountStore:
                 amount_nanos,
                 orjson.dumps(record).decode(),
                 MAX_NANOS,
+                int(now * 1000),
             ],
         )
         if status == "conflict":

@@ -131,6 +131,7 @@ class Metering:
                     k.reservation_expiry,
                     k.generation(record.id),
                     k.usage_stream,
+                    k.usage_by_day,
                 ],
                 args=[
                     record.id,

@@ -54,6 +54,25 @@ class AccountKeys:
     def ledger(self) -> str:
         return f"{self.tag}:ledger"
 
+    @property
+    def lots(self) -> str:
+        """Credit lots (grant, purchases) by time: used oldest first."""
+        return f"{self.tag}:lots"
+
+    @property
+    def lot_remainders(self) -> str:
+        """What refunds and expiry have left of each lot (used or not)."""
+        return f"{self.tag}:lotrem"
+
+    @property
+    def refunds(self) -> str:
+        return f"{self.tag}:refunds"
+
+    @property
+    def usage_by_day(self) -> str:
+        """Usage per UTC day: the ledger's usage entries, summarised per period."""
+        return f"{self.tag}:usageday"
+
 
 ACCOUNT_INDEX = "gw:accounts"
 

@@ -19,4 +19,6 @@ class Scripts:
         self.admit: AsyncScript = redis.register_script(prelude + _source("admit"))
         self.settle: AsyncScript = redis.register_script(_source("settle"))
         self.purchase: AsyncScript = redis.register_script(_source("purchase"))
+        self.refund: AsyncScript = redis.register_script(_source("unused") + _source("refund"))
+        self.expire: AsyncScript = redis.register_script(_source("unused") + _source("expire"))
         self.create_account: AsyncScript = redis.register_script(_source("create_account"))

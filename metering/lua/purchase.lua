@@ -1,8 +1,11 @@
 -- A purchase credits the account once per idempotency key. The stored answer is returned for a
 -- repeat with the same body; a repeat with another body is a conflict and changes nothing.
+-- The purchase becomes a credit lot: credits are used oldest lot first, which decides how much
+-- of it a refund or an expiry can still take back.
 -- KEYS[1] account  KEYS[2] idempotency hash  KEYS[3] purchases hash  KEYS[4] ledger stream
+-- KEYS[5] lots by time (zset)  KEYS[6] lot remainders (hash)
 -- ARGV[1] idempotency key  ARGV[2] body fingerprint  ARGV[3] purchase id  ARGV[4] amount nanos
--- ARGV[5] purchase json  ARGV[6] max nanos a counter may hold
+-- ARGV[5] purchase json  ARGV[6] max nanos a counter may hold  ARGV[7] now ms
 -- Returns {status, purchase json}; status: created | duplicate | conflict | no_account | too_large
 local prev = redis.call('HGET', KEYS[2], ARGV[1])
 if prev then
@@ -21,5 +24,8 @@ redis.call('HINCRBY', KEYS[1], 'balance', amount)
 redis.call('HINCRBY', KEYS[1], 'purchased', amount)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '\n' .. ARGV[5])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
-redis.call('XADD', KEYS[4], '*', 'kind', 'purchase', 'amount', amount, 'ref', ARGV[3])
+redis.call('ZADD', KEYS[5], tonumber(ARGV[7]), ARGV[3])
+redis.call('HSET', KEYS[6], ARGV[3], amount)
+redis.call('XADD', KEYS[4], '*', 'kind', 'purchase', 'amount', amount, 'ref', ARGV[3],
+           'ms', ARGV[7])
 return {'created', ARGV[5]}

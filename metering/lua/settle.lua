@@ -1,7 +1,7 @@
 -- Settlement: release the reservation, debit the exact cost, count the key's usage, store the
 -- usage record. Idempotent on the generation id: the record's key is the proof it was applied.
 -- KEYS[1] account  KEYS[2] api key  KEYS[3] reservations  KEYS[4] reservation expiry
--- KEYS[5] generation record  KEYS[6] usage stream
+-- KEYS[5] generation record  KEYS[6] usage stream  KEYS[7] usage by UTC day (the ledger's entries)
 -- ARGV[1] generation id  ARGV[2] cost nanos  ARGV[3] record json  ARGV[4] record ttl seconds
 -- ARGV[5] day stamp  ARGV[6] week stamp  ARGV[7] month stamp  ARGV[8] stream max length
 -- Returns {status, balance}; status: ok | duplicate
@@ -19,6 +19,7 @@ local balance
 if cost > 0 then
   balance = redis.call('HINCRBY', KEYS[1], 'balance', -cost)
   redis.call('HINCRBY', KEYS[1], 'usage', cost)
+  redis.call('HINCRBY', KEYS[7], ARGV[5], cost)
   -- Per-key usage by UTC period: a period's counter restarts when its stamp changes.
   local k = redis.call('HMGET', KEYS[2], 'day', 'week', 'month')
   local stamps = {{'day', 'usage_daily', ARGV[5]}, {'week', 'usage_weekly', ARGV[6]},

@@ -1,0 +1,113 @@
+"""The credit ledger: every movement of credit as an entry you can audit, refunds and expiry.
+
+Grants, purchases, refunds and expiries are entries of their own in a per-account stream; usage is
+summarised per UTC day (the settlement script adds each request's cost to its day), so the ledger
+stays small however many requests an account makes, and its entries still sum exactly to the
+balance: balance = grants + purchases - refunds - expired - usage.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from redis.asyncio import Redis
+
+from metering.layout import ACCOUNT_INDEX, AccountKeys
+from metering.periods import rfc3339
+from metering.scripts import Scripts
+
+MS_PER_DAY = 86_400_000
+EXPIRY_LEASE = "gw:expiry-lease"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: str
+    kind: str  # grant, purchase, refund, expiry, usage
+    amount: int  # signed nanodollars: credit positive, debit negative
+    created_at_ms: int
+    ref: str  # the purchase, or the UTC day of a usage entry
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    purchase_id: str
+    refunded: int
+    fee: int
+    created_at: str
+
+
+class RefundRefused(Exception):
+    """not_found, crypto, too_old or nothing_left."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Ledger:
+    def __init__(self, redis: "Redis", scripts: Scripts) -> None:
+        self._redis = redis
+        self._scripts = scripts
+
+    async def entries(
+        self, account_id: str, before: tuple[int, str] | None, limit: int
+    ) -> tuple[list[LedgerEntry], tuple[int, str] | None]:
+        """Newest first; `before` is the (ms, id) of the last entry of the previous page."""
+        k = AccountKeys(account_id)
+        raw_stream = await self._redis.xrange(k.ledger) or []
+        usage = await self._redis.hgetall(k.usage_by_day)
+        entries = [
+            LedgerEntry(str(sid), str(f["kind"]), int(f["amount"]), int(f["ms"]), str(f["ref"]))
+            for sid, f in raw_stream
+            if f is not None
+        ]
+        for raw_day, amount in usage.items():
+            day = str(raw_day)
+            start = int(datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC).timestamp())
+            ms = start * 1000 + MS_PER_DAY - 1  # a day's usage stands at the day's end
+            entries.append(LedgerEntry(f"usage-{day}", "usage", -int(amount), ms, str(day)))
+        entries.sort(key=lambda e: (e.created_at_ms, e.id), reverse=True)
+        if before is not None:
+            entries = [e for e in entries if (e.created_at_ms, e.id) < before]
+        page = entries[:limit]
+        more = len(entries) > limit
+        return page, ((page[-1].created_at_ms, page[-1].id) if more and page else None)
+
+    async def refund(self, account_id: str, purchase_id: str, now: float, window: float) -> Refund:
+        k = AccountKeys(account_id)
+        status, raw = await self._scripts.refund(
+            keys=[k.account, k.purchases, k.lots, k.lot_remainders, k.refunds, k.ledger],
+            args=[purchase_id, int(now * 1000), int(window * 1000), rfc3339(now)],
+        )
+        if status not in ("refunded", "duplicate"):
+            raise RefundRefused(str(status))
+        return Refund(**orjson.loads(raw))
+
+    async def expire(self, account_id: str, now: float, lifetime: float) -> int:
+        """Expire what is unused of lots older than `lifetime` seconds; nanodollars expired."""
+        k = AccountKeys(account_id)
+        expired = await self._scripts.expire(
+            keys=[k.account, k.lots, k.lot_remainders, k.ledger],
+            args=[int(now * 1000), int((now - lifetime) * 1000)],
+        )
+        return int(expired)
+
+    async def sweep(self, now: float, lifetime: float, lease_seconds: float) -> int | None:
+        """expire_all under a lease, so that of several processes one does the pass; None when
+        another holds the lease. (The script alone already keeps anything from expiring twice.)"""
+        if not await self._redis.set(EXPIRY_LEASE, "1", nx=True, px=int(lease_seconds * 1000)):
+            return None
+        return await self.expire_all(now, lifetime)
+
+    async def expire_all(self, now: float, lifetime: float, batch: int = 500) -> int:
+        """One pass over every account (any process may run it; the script makes it safe)."""
+        total = 0
+        cursor = 0
+        for _ in range(1_000_000):
+            cursor, members = await self._redis.zscan(ACCOUNT_INDEX, cursor, count=batch)
+            for account_id, _score in members:
+                total += await self.expire(str(account_id), now, lifetime)
+            if cursor == 0:
+                break
+        return total
