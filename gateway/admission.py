@@ -120,6 +120,18 @@ def _refusal_error(
             reason="negative_balance",
             balance=format_usd(admission.balance),
         )
+    if refusal is Refusal.KEY_LIMIT:
+        left = max(admission.key_left, 0)
+        return ApiError(
+            402,
+            f"This request may cost up to ${format_usd(reserve)}, more than this key's credit "
+            f"limit leaves (${format_usd(left)}); raise the key's limit, wait for it to reset, "
+            f"or ask for fewer max_tokens (you can afford "
+            f"{model.prices.affordable_output(left, prompt_estimate, completions)}).",
+            "payment_required",
+            reason="key_limit",
+            limit_remaining=format_usd(left),
+        )
     available = max(admission.available, 0)
     affordable = model.prices.affordable_output(available, prompt_estimate, completions)
     return ApiError(

@@ -27,6 +27,7 @@ class Refusal(StrEnum):
     EXPIRED = "expired"
     NO_ACCOUNT = "no_account"
     NEGATIVE_BALANCE = "negative_balance"
+    KEY_LIMIT = "key_limit"
     RATE_LIMITED = "rate_limited"
     INSUFFICIENT = "insufficient"
 
@@ -39,6 +40,7 @@ class AdmissionResult:
     limit_refused: int = 0  # 1-based index of the limit that refused, when RATE_LIMITED
     limit_counts: tuple[int, ...] = ()  # from the limit hooks: count, allowed, count, allowed...
     purchased: int = 0  # lifetime purchases, which choose a limit's tier
+    key_left: int = -1  # what the key's credit limit leaves; -1 when it has none
 
     @property
     def admitted(self) -> bool:
@@ -105,6 +107,7 @@ class Metering:
                     reserve,
                     now_ms + self._reservation_timeout_ms,
                     "1" if paid else "0",
+                    *period_stamps(now),
                     *(limit_args or (0,)),
                 ],
             )
@@ -117,6 +120,7 @@ class Metering:
             int(refused),
             tuple(int(c) for c in counts),
             int(reply[5]) if len(reply) > 5 else 0,
+            int(reply[6]) if len(reply) > 6 else -1,
         )
 
     async def settle(self, record: UsageRecord, now: float) -> SettlementResult:

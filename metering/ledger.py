@@ -89,7 +89,7 @@ class Ledger:
         k = AccountKeys(account_id)
         expired = await self._scripts.expire(
             keys=[k.account, k.lots, k.lot_remainders, k.ledger],
-            args=[int(now * 1000), int((now - lifetime) * 1000)],
+            args=[int(now * 1000), int((now - lifetime) * 1000) * 1000],
         )
         return int(expired)
 

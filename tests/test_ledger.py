@@ -204,3 +204,81 @@ async def test_one_sweep_at_a_time(ledger_client: TestClient) -> None:
     first = await sweep_once(ledger_client.app)
     second = await sweep_once(ledger_client.app)
     assert first is not None and second is None  # the lease keeps a second pass out
+
+
+async def _key_with_limit(
+    c: TestClient, account_id: str, limit: str, reset: str
+) -> tuple[str, str]:
+    resp = await c.post(
+        f"/admin/v1/accounts/{account_id}/keys",
+        json={"name": "limited", "limit": limit, "limit_reset": reset},
+        headers=admin_headers(),
+    )
+    assert resp.status == 201
+    body = await resp.json()
+    return body["key"], body["hash"]
+
+
+async def test_a_key_limit_is_enforced_per_period_and_survives_raising(
+    ledger_client: TestClient, clock: ManualClock
+) -> None:
+    c = ledger_client
+    account_id, _ = await new_account(c, purchase="5.00")
+    key, key_hash = await _key_with_limit(c, account_id, "0.0001", "daily")
+    # The worst case at the model's cap (1000 tokens x $0.0000006) is over the key's $0.0001.
+    big = await c.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key))
+    assert big.status == 402
+    meta = (await big.json())["error"]["metadata"]
+    assert meta["reason"] == "key_limit" and meta["limit_remaining"] == "0.0001"
+    statuses = []
+    for _ in range(12):
+        resp = await c.post(
+            "/api/v1/chat/completions", json=chat("test/paid", max_tokens=100), headers=bearer(key)
+        )
+        statuses.append(resp.status)
+    # Each costs $0.0000105 and reserves about $0.0000675: some fit, then none does.
+    fitted = statuses.count(200)
+    assert fitted >= 1 and statuses == [200] * fitted + [402] * (12 - fitted)
+    used = fitted * Decimal("0.0000105")
+    data = (await (await c.get("/api/v1/key", headers=bearer(key))).json())["data"]
+    assert data["limit"] == 0.0001 and data["limit_reset"] == "daily"
+    assert Decimal(str(data["usage_daily"])) == used
+    assert Decimal(str(data["limit_remaining"])) == Decimal("0.0001") - used
+    raised = await c.patch(
+        f"/admin/v1/keys/{key_hash}", json={"limit": "0.0002"}, headers=admin_headers()
+    )
+    assert raised.status == 200
+    data = (await (await c.get("/api/v1/key", headers=bearer(key))).json())["data"]
+    assert Decimal(str(data["usage_daily"])) == used  # raising a limit keeps its usage
+    clock.advance(DAY)  # a new UTC day: the daily limit starts again
+    resp = await c.post(
+        "/api/v1/chat/completions", json=chat("test/paid", max_tokens=100), headers=bearer(key)
+    )
+    assert resp.status == 200
+    data = (await (await c.get("/api/v1/key", headers=bearer(key))).json())["data"]
+    assert Decimal(str(data["usage_daily"])) == Decimal("0.0000105")
+    assert Decimal(str(data["usage"])) == used + Decimal("0.0000105")
+
+
+async def test_weekly_limits_reset_on_monday(ledger_client: TestClient, clock: ManualClock) -> None:
+    c = ledger_client
+    account_id, _ = await new_account(c, purchase="5.00")
+    key, _ = await _key_with_limit(c, account_id, "0.00007", "weekly")
+    ok = await c.post(
+        "/api/v1/chat/completions", json=chat("test/paid", max_tokens=100), headers=bearer(key)
+    )
+    assert ok.status == 200
+    refused = await c.post(
+        "/api/v1/chat/completions", json=chat("test/paid", max_tokens=100), headers=bearer(key)
+    )
+    assert refused.status == 402
+    clock.set(1_795_996_800.0 - 1)  # Sunday 2026-11-29 23:59:59 UTC: the same week
+    again = await c.post(
+        "/api/v1/chat/completions", json=chat("test/paid", max_tokens=100), headers=bearer(key)
+    )
+    assert again.status == 402
+    clock.set(1_795_996_800.0)  # Monday 2026-11-30 00:00 UTC
+    monday = await c.post(
+        "/api/v1/chat/completions", json=chat("test/paid", max_tokens=100), headers=bearer(key)
+    )
+    assert monday.status == 200

@@ -7,7 +7,7 @@ local grant = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'balance', grant, 'reserved', 0, 'purchased', 0,
            'granted', grant, 'refunded', 0, 'expired', 0, 'usage', 0, 'created_at', ARGV[3])
 if grant > 0 then
-  redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), 'grant')
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) * 1000, 'grant')  -- see purchase.lua
   redis.call('HSET', KEYS[4], 'grant', grant)
   redis.call('XADD', KEYS[2], '*', 'kind', 'grant', 'amount', grant, 'ref', 'grant',
              'ms', ARGV[4])

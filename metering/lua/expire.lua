@@ -3,7 +3,7 @@
 -- list in the same step, so nothing expires twice. Credits held by requests in flight wait for
 -- the next run.
 -- KEYS[1] account  KEYS[2] lots  KEYS[3] lot remainders  KEYS[4] ledger
--- ARGV[1] now ms  ARGV[2] lots created before this ms have expired
+-- ARGV[1] now ms  ARGV[2] lots created before this have expired (ms x 1000, as lots are scored)
 -- Returns the nanodollars expired.
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
 if #due == 0 then return 0 end

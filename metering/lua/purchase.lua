@@ -24,7 +24,12 @@ redis.call('HINCRBY', KEYS[1], 'balance', amount)
 redis.call('HINCRBY', KEYS[1], 'purchased', amount)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '\n' .. ARGV[5])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
-redis.call('ZADD', KEYS[5], tonumber(ARGV[7]), ARGV[3])
+-- Lots are ordered by time in thousandths of a millisecond, strictly increasing, so that two
+-- purchases in the same millisecond still have an order.
+local last = redis.call('ZREVRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+local score = tonumber(ARGV[7]) * 1000
+if last[2] and tonumber(last[2]) >= score then score = tonumber(last[2]) + 1 end
+redis.call('ZADD', KEYS[5], score, ARGV[3])
 redis.call('HSET', KEYS[6], ARGV[3], amount)
 redis.call('XADD', KEYS[4], '*', 'kind', 'purchase', 'amount', amount, 'ref', ARGV[3],
            'ms', ARGV[7])
