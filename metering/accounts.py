@@ -278,6 +278,12 @@ class AccountStore:
             raise AmountTooLarge(account_id)
         return Purchase(**orjson.loads(stored)), status == "created"
 
+    async def purchase_by_idempotency(self, account_id: str, key: str) -> Purchase | None:
+        stored = await self._redis.hget(AccountKeys(account_id).idempotency, key)
+        if stored is None:
+            return None
+        return Purchase(**orjson.loads(str(stored).split("\n", 1)[1]))
+
 
 def _plausible_id(account_id: str) -> bool:
     return 0 < len(account_id) <= 64 and account_id.isalnum()

@@ -74,11 +74,25 @@ class Ledger:
         more = len(entries) > limit
         return page, ((page[-1].created_at_ms, page[-1].id) if more and page else None)
 
-    async def refund(self, account_id: str, purchase_id: str, now: float, window: float) -> Refund:
+    async def refund(
+        self,
+        account_id: str,
+        purchase_id: str,
+        now: float,
+        window: float,
+        *,
+        allow_crypto: bool = False,
+    ) -> Refund:
         k = AccountKeys(account_id)
         status, raw = await self._scripts.refund(
             keys=[k.account, k.purchases, k.lots, k.lot_remainders, k.refunds, k.ledger],
-            args=[purchase_id, int(now * 1000), int(window * 1000), rfc3339(now)],
+            args=[
+                purchase_id,
+                int(now * 1000),
+                int(window * 1000),
+                rfc3339(now),
+                "1" if allow_crypto else "0",
+            ],
         )
         if status not in ("refunded", "duplicate"):
             raise RefundRefused(str(status))

@@ -4,6 +4,7 @@
 -- KEYS[1] account  KEYS[2] purchases  KEYS[3] lots  KEYS[4] lot remainders  KEYS[5] refunds
 -- KEYS[6] ledger
 -- ARGV[1] purchase id  ARGV[2] now ms  ARGV[3] refund window ms  ARGV[4] created_at text
+-- ARGV[5] "1" when a crypto purchase may be refunded (the payment side already returned it)
 -- Returns {status, refund json}; status: refunded | duplicate | not_found | crypto | too_old |
 -- nothing_left
 local done = redis.call('HGET', KEYS[5], ARGV[1])
@@ -11,7 +12,7 @@ if done then return {'duplicate', done} end
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
 if not raw then return {'not_found', ''} end
 local purchase = cjson.decode(raw)
-if purchase['method'] == 'crypto' then return {'crypto', ''} end
+if purchase['method'] == 'crypto' and ARGV[5] ~= '1' then return {'crypto', ''} end
 local now = tonumber(ARGV[2])
 if now - tonumber(purchase['created_at_ms']) >= tonumber(ARGV[3]) then return {'too_old', ''} end
 local acct = redis.call('HMGET', KEYS[1], 'balance', 'reserved')

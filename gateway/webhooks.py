@@ -1,0 +1,122 @@
+"""Payment notifications in: `POST /webhooks/payments`, signed (see gateway.signing).
+
+    {"id": "evt_1", "type": "payment.succeeded",
+     "data": {"account_id": "...", "amount": "10.00", "method": "card", "payment_id": "pay_1"}}
+    {"id": "evt_2", "type": "payment.refunded",
+     "data": {"account_id": "...", "payment_id": "pay_1"}}
+
+A payment credits its amount once, whatever the number of deliveries (the payment id is the
+purchase's idempotency key); a refund takes back what is unused of that purchase, whenever it
+comes (the payment side has already returned the money). A bad signature is 401, a stale one 400,
+and neither changes anything.
+"""
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import ApiError, bad_request, json_response
+from gateway.json_input import text_field, usd_field
+from gateway.signing import SIGNATURE_HEADER, BadSignature, StaleSignature, verify
+from gateway.state import CLOCK, SERVICES, SETTINGS
+from gateway.views import purchase_view
+from metering.accounts import AccountNotFound, AmountTooLarge, IdempotencyConflict
+from metering.ledger import RefundRefused
+from metering.money import fee_nanos, format_usd
+
+routes = web.RouteTableDef()
+MAX_WEBHOOK_BYTES = 64 * 1024
+FOREVER_SECONDS = 100 * 365 * 86_400.0
+
+
+@routes.post("/webhooks/payments")
+async def payments(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    secret = settings.payments_webhook_secret
+    if secret is None or not secret.get_secret_value():
+        raise ApiError(404, "payment webhooks are off: set GATEWAY_PAYMENTS_WEBHOOK_SECRET")
+    if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
+        raise ApiError(413, f"webhook body is larger than {MAX_WEBHOOK_BYTES} bytes")
+    raw = await request.read()
+    try:
+        verify(
+            secret.get_secret_value(),
+            raw,
+            request.headers.get(SIGNATURE_HEADER),
+            request.app[CLOCK].now(),
+        )
+    except BadSignature as exc:
+        raise ApiError(401, f"bad webhook signature: {exc}", "invalid_signature") from None
+    except StaleSignature as exc:
+        raise ApiError(400, str(exc), "stale_signature") from None
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad_request("webhook body is not valid JSON") from None
+    if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
+        raise bad_request("webhook body must be an event object with 'data'", "data")
+    text_field(event, "id", required=True)
+    kind = event.get("type")
+    data = event["data"]
+    account_id = text_field(data, "account_id", required=True, max_len=64) or ""
+    if not account_id.isalnum():
+        raise ApiError(404, "no such account", "not_found")
+    payment_id = text_field(data, "payment_id", required=True) or ""
+    if kind == "payment.succeeded":
+        return await _succeeded(request, account_id, payment_id, data)
+    if kind == "payment.refunded":
+        return await _refunded(request, account_id, payment_id)
+    raise bad_request("'type' must be payment.succeeded or payment.refunded", "type")
+
+
+async def _succeeded(
+    request: web.Request, account_id: str, payment_id: str, data: dict[str, object]
+) -> web.Response:
+    settings = request.app[SETTINGS]
+    amount = usd_field(data, "amount", max_decimals=2, maximum=settings.max_purchase)
+    if amount is None:
+        raise bad_request("'amount' is required", "amount")
+    method = data.get("method")
+    if method not in ("card", "alipay", "crypto"):
+        raise bad_request("'method' must be one of card, alipay, crypto", "method")
+    if method == "crypto":
+        fee = fee_nanos(amount, settings.crypto_fee_percent, settings.crypto_fee_minimum)
+    else:
+        fee = fee_nanos(amount, settings.card_fee_percent, settings.card_fee_minimum)
+    try:
+        purchase, created = await request.app[SERVICES].accounts.purchase(
+            account_id, amount, fee, method, payment_id, request.app[CLOCK].now()
+        )
+    except AccountNotFound:
+        raise ApiError(404, "no such account", "not_found") from None
+    except IdempotencyConflict:
+        raise ApiError(
+            409, "this payment id was credited before with another amount", "idempotency_conflict"
+        ) from None
+    except AmountTooLarge:
+        raise bad_request(
+            "this payment would take the balance past what can be held", "amount"
+        ) from None
+    return json_response(
+        {"received": True, "duplicate": not created, "purchase": purchase_view(purchase)}
+    )
+
+
+async def _refunded(request: web.Request, account_id: str, payment_id: str) -> web.Response:
+    services = request.app[SERVICES]
+    purchase = await services.accounts.purchase_by_idempotency(account_id, payment_id)
+    if purchase is None:
+        raise ApiError(404, "no purchase for this payment id", "not_found")
+    try:
+        refund = await services.ledger.refund(
+            account_id,
+            purchase.id,
+            request.app[CLOCK].now(),
+            FOREVER_SECONDS,
+            allow_crypto=True,
+        )
+        refunded = format_usd(refund.refunded)
+    except RefundRefused as exc:
+        if exc.reason != "nothing_left":
+            raise ApiError(409, f"refund refused: {exc.reason}", "refund_refused") from None
+        refunded = "0.00"  # all of it was used: acknowledged, nothing to take back
+    return json_response({"received": True, "purchase_id": purchase.id, "refunded": refunded})
