@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.auth import admin_token_matches
 from gateway.errors import ApiError, bad_request, json_response
 from gateway.json_input import bool_field, json_object, text_field, usd_field
+from gateway.key_input import key_changes, new_key_fields
 from gateway.limits import LIMITS
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from gateway.views import account_view, key_admin_view, ledger_entry_view, purchase_view
@@ -19,7 +20,6 @@ from metering.accounts import (
     AccountNotFound,
     AmountTooLarge,
     IdempotencyConflict,
-    LimitReset,
     PaymentMethod,
     account_of_purchase,
 )
@@ -76,18 +76,12 @@ async def get_account(request: web.Request) -> web.Response:
 @routes.post("/admin/v1/accounts/{account_id}/keys")
 async def create_key(request: web.Request) -> web.Response:
     body = await json_object(request)
-    name = text_field(body, "name", default="") or ""
-    limit = usd_field(body, "limit", max_decimals=9, maximum=request.app[SETTINGS].max_purchase)
-    limit_reset = _limit_reset(body)
+    now = request.app[CLOCK].now()
+    fields = new_key_fields(body, request.app[SETTINGS].max_purchase, now)
     management = bool_field(body, "management") or False
     try:
         secret, key = await request.app[SERVICES].accounts.create_key(
-            request.match_info["account_id"],
-            name,
-            request.app[CLOCK].now(),
-            limit=None if limit is None else usd_to_nanos(limit),
-            limit_reset=limit_reset,
-            management=management,
+            request.match_info["account_id"], now=now, management=management, **fields
         )
     except AccountNotFound:
         raise ApiError(404, "no such account", "not_found") from None
@@ -97,32 +91,13 @@ async def create_key(request: web.Request) -> web.Response:
 @routes.patch("/admin/v1/keys/{key_hash}")
 async def update_key(request: web.Request) -> web.Response:
     body = await json_object(request)
-    changes: dict[str, Any] = {}
-    disabled = bool_field(body, "disabled")
-    if disabled is not None:
-        changes["disabled"] = disabled
-    if "limit" in body:
-        limit = usd_field(body, "limit", max_decimals=9, maximum=request.app[SETTINGS].max_purchase)
-        changes["limit"] = None if limit is None else usd_to_nanos(limit)
-    if "limit_reset" in body:
-        changes["limit_reset"] = _limit_reset(body)
+    changes = key_changes(body, request.app[SETTINGS].max_purchase)
     services = request.app[SERVICES]
     key_hash = request.match_info["key_hash"]
     key = await services.accounts.update_key(key_hash, request.app[CLOCK].now(), **changes)
     if key is None:
         raise ApiError(404, "no such key", "not_found")
     return json_response(key_admin_view(key))
-
-
-def _limit_reset(body: dict[str, Any]) -> LimitReset | None:
-    value = body.get("limit_reset")
-    if value is None or value == "none":
-        return None
-    if value not in LIMIT_RESETS:
-        raise bad_request(
-            "'limit_reset' must be one of none, daily, weekly, monthly", "limit_reset"
-        )
-    return value  # type: ignore[no-any-return]
 
 
 @routes.post("/admin/v1/accounts/{account_id}/purchases")

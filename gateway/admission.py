@@ -111,6 +111,8 @@ def _refusal_error(
         return ApiError(401, "this API key is disabled", "invalid_api_key")
     if refusal is Refusal.EXPIRED:
         return ApiError(401, "this API key has expired", "invalid_api_key")
+    if refusal is Refusal.MANAGEMENT_KEY:
+        return ApiError(403, "a management key manages keys; it cannot call models", "forbidden")
     if refusal is Refusal.NEGATIVE_BALANCE:
         return ApiError(
             402,

@@ -8,7 +8,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from config.settings import Settings
-from gateway import admin_api, completions, consumer_api, webhooks
+from gateway import admin_api, completions, consumer_api, keys_api, webhooks
 from gateway.auth import KeyCache
 from gateway.clock import Clock
 from gateway.errors import ApiError, error_middleware, json_response
@@ -46,6 +46,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(consumer_api.routes)
     app.add_routes(admin_api.routes)
     app.add_routes(webhooks.routes)
+    app.add_routes(keys_api.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

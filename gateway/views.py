@@ -69,6 +69,7 @@ def key_admin_view(key: ApiKey) -> dict[str, Any]:
         "limit_reset": key.limit_reset,
         "usage": format_usd(key.usage),
         "created_at": key.created_at,
+        "expires_at": None if key.expires_at_ms is None else rfc3339(key.expires_at_ms / 1000),
     }
 
 

@@ -217,11 +217,14 @@ class AccountStore:
         disabled: bool | None = None,
         limit: int | Literal["keep"] | None = "keep",
         limit_reset: LimitReset | Literal["keep"] | None = "keep",
+        name: str | None = None,
     ) -> ApiKey | None:
         account_id = await self.account_of_key(key_hash)
         if account_id is None:
             return None
         fields: dict[FieldT, EncodableT] = {}
+        if name is not None:
+            fields["name"] = name
         if disabled is not None:
             fields["disabled"] = "1" if disabled else "0"
         if limit != "keep":
@@ -231,6 +234,21 @@ class AccountStore:
         if fields:
             await self._redis.hset(AccountKeys(account_id).api_key(key_hash), mapping=fields)
         return await self.get_key(account_id, key_hash, now)
+
+    async def list_keys(self, account_id: str, now: float) -> list[ApiKey]:
+        """The account's keys, oldest first."""
+        hashes = await self._redis.smembers(AccountKeys(account_id).api_keys)
+        keys = [await self.get_key(account_id, str(h), now) for h in hashes]
+        return sorted((k for k in keys if k is not None), key=lambda k: (k.created_at, k.hash))
+
+    async def delete_key(self, account_id: str, key_hash: str) -> bool:
+        k = AccountKeys(account_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(k.api_key(key_hash))
+            pipe.srem(k.api_keys, key_hash)
+            deleted, _ = await pipe.execute()
+        await self._redis.delete(key_index(key_hash))
+        return bool(deleted)
 
     async def purchase(
         self,

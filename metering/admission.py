@@ -25,6 +25,7 @@ class Refusal(StrEnum):
     NO_KEY = "no_key"
     DISABLED = "disabled"
     EXPIRED = "expired"
+    MANAGEMENT_KEY = "management_key"
     NO_ACCOUNT = "no_account"
     NEGATIVE_BALANCE = "negative_balance"
     KEY_LIMIT = "key_limit"

@@ -9,15 +9,16 @@
 -- ARGV[5] "1" when the model is paid  ARGV[6..8] this UTC day, week (from Monday) and month
 -- Returns {status, balance, reserved, refusing limit index, {count, limit, ...}, lifetime
 -- purchases, what the key's credit limit leaves (-1: no limit)}; the last two are absent before
--- the account is found; status: ok | no_key | disabled | expired | no_account |
+-- the account is found; status: ok | no_key | disabled | expired | management_key | no_account |
 -- negative_balance | key_limit | rate_limited | insufficient
 local now = tonumber(ARGV[1])
 local key = redis.call('HMGET', KEYS[2], 'created_at', 'disabled', 'expires_at', 'limit',
                       'limit_reset', 'usage', 'usage_daily', 'day', 'usage_weekly', 'week',
-                      'usage_monthly', 'month')
+                      'usage_monthly', 'month', 'management')
 if not key[1] then return {'no_key', 0, 0, 0, {}} end
 if key[2] == '1' then return {'disabled', 0, 0, 0, {}} end
 if key[3] and key[3] ~= '' and tonumber(key[3]) <= now then return {'expired', 0, 0, 0, {}} end
+if key[13] == '1' then return {'management_key', 0, 0, 0, {}} end
 
 -- Release reservations whose gateway never settled them (it died, or lost Redis for too long).
 local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)

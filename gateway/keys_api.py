@@ -1,0 +1,107 @@
+"""Management keys: an account's own keys that manage its other keys (never call models).
+
+`GET/POST /api/v1/keys`, `GET/PATCH/DELETE /api/v1/keys/{hash}`, for the calling key's account
+only; an ordinary key gets 403 here, and a management key gets 403 on model calls. A management
+key cannot make another management key: only the operator can.
+"""
+
+from aiohttp import web
+
+from gateway.auth import authenticate
+from gateway.errors import ApiError, bad_request, json_response
+from gateway.json_input import json_object
+from gateway.key_input import key_changes, new_key_fields
+from gateway.state import CLOCK, SERVICES, SETTINGS
+from gateway.views import key_admin_view
+from metering.accounts import ApiKey
+
+routes = web.RouteTableDef()
+MAX_PAGE = 100
+
+
+async def _manager(request: web.Request) -> ApiKey:
+    services = request.app[SERVICES]
+    now = request.app[CLOCK].now()
+    account_id, key_hash = await authenticate(request, services.keys)
+    key = await services.accounts.get_key(account_id, key_hash, now)
+    if (
+        key is None
+        or key.disabled
+        or (key.expires_at_ms is not None and key.expires_at_ms <= now * 1000)
+    ):
+        raise ApiError(401, "invalid, disabled or expired API key", "invalid_api_key")
+    if not key.management:
+        raise ApiError(403, "managing keys needs a management key", "forbidden")
+    return key
+
+
+async def _own_key(request: web.Request, manager: ApiKey) -> ApiKey:
+    key_hash = request.match_info["key_hash"]
+    key = await request.app[SERVICES].accounts.get_key(
+        manager.account_id, key_hash, request.app[CLOCK].now()
+    )
+    if key is None:
+        raise ApiError(404, "no such key in this account", "not_found")
+    return key
+
+
+@routes.get("/api/v1/keys")
+async def list_keys(request: web.Request) -> web.Response:
+    manager = await _manager(request)
+    try:
+        offset = max(int(request.query.get("offset", "0")), 0)
+        limit = min(max(int(request.query.get("limit", str(MAX_PAGE))), 1), MAX_PAGE)
+    except ValueError:
+        raise bad_request("'offset' and 'limit' must be whole numbers", "offset") from None
+    keys = await request.app[SERVICES].accounts.list_keys(
+        manager.account_id, request.app[CLOCK].now()
+    )
+    page = keys[offset : offset + limit]
+    return json_response(
+        {
+            "data": [key_admin_view(k) for k in page],
+            "offset": offset,
+            "total": len(keys),
+        }
+    )
+
+
+@routes.post("/api/v1/keys")
+async def create_key(request: web.Request) -> web.Response:
+    manager = await _manager(request)
+    body = await json_object(request)
+    if body.get("management"):
+        raise ApiError(403, "only the operator can create management keys", "forbidden")
+    now = request.app[CLOCK].now()
+    fields = new_key_fields(body, request.app[SETTINGS].max_purchase, now)
+    secret, key = await request.app[SERVICES].accounts.create_key(
+        manager.account_id, now=now, **fields
+    )
+    return json_response({"key": secret, "data": key_admin_view(key)}, status=201)
+
+
+@routes.get("/api/v1/keys/{key_hash}")
+async def get_key(request: web.Request) -> web.Response:
+    key = await _own_key(request, await _manager(request))
+    return json_response({"data": key_admin_view(key)})
+
+
+@routes.patch("/api/v1/keys/{key_hash}")
+async def update_key(request: web.Request) -> web.Response:
+    key = await _own_key(request, await _manager(request))
+    changes = key_changes(await json_object(request), request.app[SETTINGS].max_purchase)
+    updated = await request.app[SERVICES].accounts.update_key(
+        key.hash, request.app[CLOCK].now(), **changes
+    )
+    if updated is None:
+        raise ApiError(404, "no such key in this account", "not_found")
+    return json_response({"data": key_admin_view(updated)})
+
+
+@routes.delete("/api/v1/keys/{key_hash}")
+async def delete_key(request: web.Request) -> web.Response:
+    key = await _own_key(request, await _manager(request))
+    services = request.app[SERVICES]
+    await services.accounts.delete_key(key.account_id, key.hash)
+    services.keys.forget(key.hash)
+    return json_response({"data": {"hash": key.hash, "deleted": True}})
