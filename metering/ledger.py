@@ -96,7 +96,13 @@ class Ledger:
         )
         if status not in ("refunded", "duplicate"):
             raise RefundRefused(str(status))
-        return Refund(**orjson.loads(raw))
+        data = orjson.loads(raw)
+        return Refund(
+            purchase_id=data["purchase_id"],
+            refunded=int(data["refunded"]),
+            fee=int(data["fee"]),
+            created_at=data["created_at"],
+        )
 
     async def expire(self, account_id: str, now: float, lifetime: float) -> int:
         """Expire what is unused of lots older than `lifetime` seconds; nanodollars expired."""

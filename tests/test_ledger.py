@@ -282,3 +282,13 @@ async def test_weekly_limits_reset_on_monday(ledger_client: TestClient, clock: M
         "/api/v1/chat/completions", json=chat("test/paid", max_tokens=100), headers=bearer(key)
     )
     assert monday.status == 200
+
+
+async def test_large_refunds_stay_exact(ledger_client: TestClient) -> None:
+    c = ledger_client
+    account_id, _ = await new_account(c)
+    purchase = await _buy(c, account_id, "99999.99", "big")
+    resp = await c.post(f"/admin/v1/purchases/{purchase}/refund", headers=admin_headers())
+    body = await resp.json()
+    assert body["refunded"] == "99999.99" and body["fee_kept"] == "5500.00"
+    assert (await account_state(c, account_id))["balance"] == "0.00"

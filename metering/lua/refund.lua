@@ -24,8 +24,10 @@ redis.call('HINCRBY', KEYS[1], 'balance', -amount)
 redis.call('HINCRBY', KEYS[1], 'purchased', -amount)
 redis.call('HINCRBY', KEYS[1], 'refunded', amount)
 redis.call('HINCRBY', KEYS[4], ARGV[1], -amount)
-local refund = cjson.encode({purchase_id = ARGV[1], refunded = amount, fee = purchase['fee'],
-                             created_at = ARGV[4]})
+-- Amounts as decimal strings: cjson writes numbers with 14 significant digits, and nanodollars
+-- need up to 16.
+local refund = cjson.encode({purchase_id = ARGV[1], refunded = string.format('%d', amount),
+                             fee = string.format('%d', purchase['fee']), created_at = ARGV[4]})
 redis.call('HSET', KEYS[5], ARGV[1], refund)
 redis.call('XADD', KEYS[6], '*', 'kind', 'refund', 'amount', -amount, 'ref', ARGV[1],
            'ms', ARGV[2])
