@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     refund_window_hours: float = Field(default=24, ge=0)
     credit_expiry_days: float = Field(default=365, ge=0, description="0 turns expiry off")
     expiry_sweep_seconds: float = Field(default=3600, gt=0)
+    topup_poll_seconds: float = Field(default=1.0, gt=0)
+    topup_max_attempts: int = Field(default=8, ge=1, le=100)
 
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)

@@ -70,7 +70,36 @@ async def get_account(request: web.Request) -> web.Response:
     account = await request.app[SERVICES].accounts.get_account(request.match_info["account_id"])
     if account is None:
         raise ApiError(404, "no such account", "not_found")
-    return json_response(account_view(account, _tier_threshold(request)))
+    topup = await request.app[SERVICES].outbox.auto_topup(account.id)
+    return json_response(account_view(account, _tier_threshold(request), topup))
+
+
+@routes.put("/admin/v1/accounts/{account_id}/auto-topup")
+async def put_auto_topup(request: web.Request) -> web.Response:
+    """`{"threshold": "5.00", "amount": "20.00"}` turns it on, `null` (or `{}`) off."""
+    account_id = await _existing_account(request)
+    raw = await request.read()
+    body = {} if raw.strip() in (b"", b"null") else await json_object(request)
+    settings = request.app[SETTINGS]
+    threshold = usd_field(body, "threshold", max_decimals=2, maximum=settings.max_purchase)
+    amount = usd_field(body, "amount", max_decimals=2, maximum=settings.max_purchase)
+    if (threshold is None) != (amount is None):
+        raise bad_request(
+            "give both 'threshold' and 'amount', or neither to turn it off",
+            "threshold" if threshold is None else "amount",
+        )
+    if threshold is not None and not settings.topup_webhook_url:
+        raise ApiError(
+            409,
+            "auto top-up needs GATEWAY_TOPUP_WEBHOOK_URL to send its requests",
+            "not_configured",
+        )
+    outbox = request.app[SERVICES].outbox
+    await outbox.set_auto_topup(account_id, threshold, amount)
+    topup = await outbox.auto_topup(account_id)
+    account = await request.app[SERVICES].accounts.get_account(account_id)
+    assert account is not None
+    return json_response(account_view(account, _tier_threshold(request), topup))
 
 
 @routes.post("/admin/v1/accounts/{account_id}/keys")

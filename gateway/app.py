@@ -17,10 +17,12 @@ from gateway.limits import LIMITS, LimitsHolder, limits_reloader
 from gateway.metrics import metrics_endpoint, metrics_middleware
 from gateway.models import resolve_catalog
 from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS, Services
+from gateway.topup import topup_worker
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
 from metering.ledger import Ledger
+from metering.outbox import Outbox
 from metering.scripts import Scripts
 from ratelimit.store import RateLimitStore, admission_prelude
 
@@ -42,6 +44,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(limits_reloader)
     app.cleanup_ctx.append(expiry_sweeper)
+    app.cleanup_ctx.append(topup_worker)
     app.add_routes(completions.routes)
     app.add_routes(consumer_api.routes)
     app.add_routes(admin_api.routes)
@@ -91,6 +94,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         keys=KeyCache(accounts, settings.key_cache_seconds),
         limits=RateLimitStore(redis),
         ledger=Ledger(redis, Scripts(redis)),
+        outbox=Outbox(redis),
     )
     try:
         yield

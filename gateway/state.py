@@ -13,6 +13,7 @@ from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
 from metering.ledger import Ledger
+from metering.outbox import Outbox
 from ratelimit.store import RateLimitStore
 
 
@@ -25,6 +26,7 @@ class Services:
     keys: KeyCache
     limits: RateLimitStore
     ledger: Ledger
+    outbox: Outbox
 
 
 SETTINGS = web.AppKey("settings", Settings)

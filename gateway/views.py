@@ -40,7 +40,9 @@ def model_view(model: ResolvedModel) -> dict[str, Any]:
     }
 
 
-def account_view(account: Account, tier_threshold: int) -> dict[str, Any]:
+def account_view(
+    account: Account, tier_threshold: int, auto_topup: tuple[int, int, bool] | None = None
+) -> dict[str, Any]:
     return {
         "id": account.id,
         "name": account.name,
@@ -53,7 +55,13 @@ def account_view(account: Account, tier_threshold: int) -> dict[str, Any]:
         "refunded": format_usd(account.refunded),
         "expired": format_usd(account.expired),
         "tier": "plus" if account.purchased >= tier_threshold else "basic",
-        "auto_topup": None,
+        "auto_topup": None
+        if auto_topup is None
+        else {
+            "threshold": format_usd(auto_topup[0]),
+            "amount": format_usd(auto_topup[1]),
+            "request_outstanding": auto_topup[2],
+        },
         "created_at": account.created_at,
     }
 

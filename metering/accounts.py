@@ -166,6 +166,8 @@ class AccountStore:
             "limit": "" if limit is None else str(limit),
             "limit_reset": limit_reset or "",
             "usage": 0,
+            # creation order, for listing (two keys may share a millisecond)
+            "seq": await self._redis.hincrby(k.account, "key_seq", 1),
         }
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(k.api_key(key_hash), mapping=fields)
@@ -237,9 +239,15 @@ class AccountStore:
 
     async def list_keys(self, account_id: str, now: float) -> list[ApiKey]:
         """The account's keys, oldest first."""
-        hashes = await self._redis.smembers(AccountKeys(account_id).api_keys)
-        keys = [await self.get_key(account_id, str(h), now) for h in hashes]
-        return sorted((k for k in keys if k is not None), key=lambda k: (k.created_at, k.hash))
+        k = AccountKeys(account_id)
+        hashes = [str(h) for h in await self._redis.smembers(k.api_keys)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for h in hashes:
+                pipe.hget(k.api_key(h), "seq")
+            seqs = await pipe.execute()
+        ordered = sorted(zip(hashes, seqs, strict=True), key=lambda hs: int(hs[1] or 0))
+        keys = [await self.get_key(account_id, h, now) for h, _ in ordered]
+        return [key for key in keys if key is not None]
 
     async def delete_key(self, account_id: str, key_hash: str) -> bool:
         k = AccountKeys(account_id)

@@ -15,7 +15,8 @@ from enum import StrEnum
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from metering.layout import AccountKeys
+from metering.layout import OUTBOX_INDEX, AccountKeys
+from metering.outbox import new_event_id
 from metering.periods import period_stamps
 from metering.scripts import Scripts
 from metering.usage import UsageRecord
@@ -56,6 +57,7 @@ class AdmissionResult:
 class SettlementResult:
     applied: bool  # False: this generation was settled before, nothing changed
     balance: int
+    topup_requested: bool = False
 
 
 class Metering:
@@ -128,7 +130,7 @@ class Metering:
         k = AccountKeys(record.account_id)
         day, week, month = period_stamps(now)
         async with self._bounded():
-            status, balance = await self._scripts.settle(
+            reply = await self._scripts.settle(
                 keys=[
                     k.account,
                     k.api_key(record.key_hash),
@@ -137,6 +139,7 @@ class Metering:
                     k.generation(record.id),
                     k.usage_stream,
                     k.usage_by_day,
+                    k.outbox,
                 ],
                 args=[
                     record.id,
@@ -147,9 +150,14 @@ class Metering:
                     week,
                     month,
                     self._stream_max,
+                    new_event_id(record.account_id),
+                    int(now * 1000),
                 ],
             )
-        return SettlementResult(status == "ok", int(balance))
+        topup = len(reply) > 2 and int(reply[2]) == 1
+        if topup:  # so the delivery worker finds it; a crash before this is caught by its scan
+            await self._redis.zadd(OUTBOX_INDEX, {record.account_id: now})
+        return SettlementResult(reply[0] == "ok", int(reply[1]), topup)
 
     @contextlib.asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:

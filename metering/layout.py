@@ -69,12 +69,18 @@ class AccountKeys:
         return f"{self.tag}:refunds"
 
     @property
+    def outbox(self) -> str:
+        """Outgoing events (auto top-up requests) waiting for delivery, oldest first."""
+        return f"{self.tag}:outbox"
+
+    @property
     def usage_by_day(self) -> str:
         """Usage per UTC day: the ledger's usage entries, summarised per period."""
         return f"{self.tag}:usageday"
 
 
 ACCOUNT_INDEX = "gw:accounts"
+OUTBOX_INDEX = "gw:outbox-accounts"  # accounts whose outbox may hold events
 
 
 def key_index(key_hash: str) -> str:

@@ -22,6 +22,7 @@ if tonumber(acct[1]) + amount > limit or tonumber(acct[2] or '0') + amount > lim
 end
 redis.call('HINCRBY', KEYS[1], 'balance', amount)
 redis.call('HINCRBY', KEYS[1], 'purchased', amount)
+redis.call('HDEL', KEYS[1], 'topup_pending')  -- a purchase answers an outstanding top-up
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '\n' .. ARGV[5])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
 -- Lots are ordered by time in thousandths of a millisecond, strictly increasing, so that two

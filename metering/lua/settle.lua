@@ -2,9 +2,11 @@
 -- usage record. Idempotent on the generation id: the record's key is the proof it was applied.
 -- KEYS[1] account  KEYS[2] api key  KEYS[3] reservations  KEYS[4] reservation expiry
 -- KEYS[5] generation record  KEYS[6] usage stream  KEYS[7] usage by UTC day (the ledger's entries)
+-- KEYS[8] outbox (auto top-up requests to deliver)
 -- ARGV[1] generation id  ARGV[2] cost nanos  ARGV[3] record json  ARGV[4] record ttl seconds
 -- ARGV[5] day stamp  ARGV[6] week stamp  ARGV[7] month stamp  ARGV[8] stream max length
--- Returns {status, balance}; status: ok | duplicate
+-- ARGV[9] id for a top-up request, if one is due  ARGV[10] now ms
+-- Returns {status, balance, 1 when a top-up request was queued}; status: ok | duplicate
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return {'duplicate', tonumber(redis.call('HGET', KEYS[1], 'balance') or '0')}
 end
@@ -37,4 +39,18 @@ else
 end
 redis.call('SET', KEYS[5], ARGV[3], 'EX', tonumber(ARGV[4]))
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', tonumber(ARGV[8]), '*', 'r', ARGV[3])
-return {'ok', balance}
+
+-- Auto top-up: below the threshold, queue one request for a purchase in the account's outbox,
+-- unless one is already outstanding (until the purchase arrives or the request fails).
+local topup = 0
+if cost > 0 then
+  local t = redis.call('HMGET', KEYS[1], 'topup_threshold', 'topup_amount', 'topup_pending')
+  if t[1] and t[1] ~= '' and (not t[3] or t[3] == '') and balance < tonumber(t[1]) then
+    local event = cjson.encode({id = ARGV[9], created_ms = ARGV[10], amount = t[2],
+                                threshold = t[1], balance = string.format('%d', balance)})
+    redis.call('RPUSH', KEYS[8], event)
+    redis.call('HSET', KEYS[1], 'topup_pending', ARGV[9])
+    topup = 1
+  end
+end
+return {'ok', balance, topup}

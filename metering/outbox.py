@@ -1,0 +1,121 @@
+"""The durable outbox of outgoing events (auto top-up requests), one list per account.
+
+The settlement script queues an event in the same step that takes the balance below the
+account's threshold, so a crash loses nothing; a delivery worker (in the gateway) sends each
+event, removes it once the receiver acknowledged it, and retries with backoff until then. Several
+processes may deliver: a short lease per account keeps two from sending the same event at once,
+and receivers dedupe on the event id anyway.
+"""
+
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from metering.layout import ACCOUNT_INDEX, OUTBOX_INDEX, AccountKeys
+from metering.money import usd_to_nanos
+
+DELIVERY_LEASE_MS = 30_000
+
+
+def new_event_id(account_id: str) -> str:
+    return f"evt-{account_id}-{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TopupRequest:
+    raw: str  # as stored: removing it from the list needs the exact text
+    id: str
+    account_id: str
+    amount: int
+    threshold: int
+    balance: int
+    created_ms: int
+
+
+class Outbox:
+    def __init__(self, redis: "Redis") -> None:
+        self._redis = redis
+
+    async def set_auto_topup(
+        self, account_id: str, threshold: Decimal | None, amount: Decimal | None
+    ) -> None:
+        """Both set: on; both None: off (and nothing stays outstanding)."""
+        key = AccountKeys(account_id).account
+        if threshold is None or amount is None:
+            await self._redis.hdel(key, "topup_threshold", "topup_amount", "topup_pending")
+            return
+        await self._redis.hset(
+            key,
+            mapping={
+                "topup_threshold": usd_to_nanos(threshold),
+                "topup_amount": usd_to_nanos(amount),
+            },
+        )
+
+    async def auto_topup(self, account_id: str) -> tuple[int, int, bool] | None:
+        """(threshold, amount, a request outstanding) or None when auto top-up is off."""
+        raw = await self._redis.hmget(
+            AccountKeys(account_id).account, ["topup_threshold", "topup_amount", "topup_pending"]
+        )
+        if not raw[0]:
+            return None
+        return int(raw[0]), int(raw[1] or 0), bool(raw[2])
+
+    async def accounts_with_events(self, limit: int = 100) -> list[str]:
+        found = await self._redis.zrange(OUTBOX_INDEX, 0, limit - 1)
+        return [str(a) for a in found]
+
+    async def take_lease(self, account_id: str, holder: str) -> bool:
+        lease = f"{AccountKeys(account_id).outbox}:lease"
+        return bool(await self._redis.set(lease, holder, nx=True, px=DELIVERY_LEASE_MS))
+
+    async def release_lease(self, account_id: str) -> None:
+        await self._redis.delete(f"{AccountKeys(account_id).outbox}:lease")
+
+    async def pending(self, account_id: str) -> list[TopupRequest]:
+        items = await self._redis.lrange(AccountKeys(account_id).outbox, 0, 99)
+        if not items:
+            await self._redis.zrem(OUTBOX_INDEX, account_id)
+        return [_parse(account_id, str(item)) for item in items]
+
+    async def delivered(self, event: TopupRequest) -> None:
+        await self._redis.lrem(AccountKeys(event.account_id).outbox, 1, event.raw)
+
+    async def failed(self, event: TopupRequest) -> None:
+        """Given up: drop it, and let a later settlement ask again."""
+        k = AccountKeys(event.account_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(k.outbox, 1, event.raw)
+            pipe.hdel(k.account, "topup_pending")
+            await pipe.execute()
+
+    async def reindex(self, batch: int = 500) -> int:
+        """Find outboxes that missed the index (their gateway died between the two writes)."""
+        found = 0
+        cursor = 0
+        for _ in range(1_000_000):
+            cursor, members = await self._redis.zscan(ACCOUNT_INDEX, cursor, count=batch)
+            for account_id, _score in members:
+                if await self._redis.llen(AccountKeys(str(account_id)).outbox):
+                    await self._redis.zadd(OUTBOX_INDEX, {str(account_id): 0})
+                    found += 1
+            if cursor == 0:
+                return found
+        return found
+
+
+def _parse(account_id: str, raw: str) -> TopupRequest:
+    data: dict[str, Any] = orjson.loads(raw)
+    return TopupRequest(
+        raw=raw,
+        id=str(data["id"]),
+        account_id=account_id,
+        amount=int(data["amount"]),
+        threshold=int(data["threshold"]),
+        balance=int(data["balance"]),
+        created_ms=int(data["created_ms"]),
+    )
