@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
     redis_appendfsync: Literal["always", "everysec", "no"] = "everysec"
     usage_record_days: int = Field(default=90, gt=0)
+    rollup_days: int = Field(default=730, gt=0, description="daily and monthly chart data")
 
     card_fee_percent: Decimal = Decimal("5.5")
     card_fee_minimum: Decimal = Decimal("0.80")

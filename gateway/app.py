@@ -88,6 +88,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             Scripts(hot, admission_prelude=admission_prelude()),
             reservation_timeout=settings.reservation_timeout_seconds,
             record_ttl_seconds=settings.usage_record_days * SECONDS_PER_DAY,
+            rollup_seconds=(
+                7 * SECONDS_PER_DAY,
+                min(90, settings.rollup_days) * SECONDS_PER_DAY,
+                settings.rollup_days * SECONDS_PER_DAY,
+                settings.rollup_days * SECONDS_PER_DAY,
+            ),
             timeout=settings.redis_timeout_seconds,
         ),
         upstream=upstream,

@@ -2,13 +2,13 @@
 Redis lease so that one of several gateway processes runs it at a time."""
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.background import stop_task
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.money import format_usd
 
@@ -47,6 +47,4 @@ async def expiry_sweeper(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)

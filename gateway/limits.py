@@ -15,6 +15,7 @@ from aiohttp import web
 
 from config.errors import ConfigError
 from config.limits import load_limits
+from gateway.background import stop_task
 from ratelimit.policy import Policy
 
 log = logging.getLogger("gateway.limits")
@@ -78,8 +79,6 @@ async def limits_reloader(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         if hooked:
             loop.remove_signal_handler(signal.SIGHUP)

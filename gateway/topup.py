@@ -9,7 +9,6 @@ purchase's idempotency key: a retry after a lost acknowledgement must not buy tw
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -20,6 +19,7 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.background import stop_task
 from gateway.signing import SIGNATURE_HEADER, sign
 from gateway.state import SERVICES, SETTINGS
 from metering.money import format_usd
@@ -124,9 +124,10 @@ async def topup_worker(app: web.Application) -> AsyncIterator[None]:
 
     async def loop() -> None:
         timeout = aiohttp.ClientTimeout(total=10)
-        reindexed = 0.0
+        reindexed = -REINDEX_EVERY_SECONDS  # the first pass also looks for unindexed outboxes
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
+                await asyncio.sleep(settings.topup_poll_seconds)
                 try:
                     if time.monotonic() - reindexed > REINDEX_EVERY_SECONDS:
                         await outbox.reindex()
@@ -134,12 +135,9 @@ async def topup_worker(app: web.Application) -> AsyncIterator[None]:
                     await delivery.deliver_due(session)
                 except RedisError as exc:
                     log.warning("auto top-up pass skipped: redis %s", type(exc).__name__)
-                await asyncio.sleep(settings.topup_poll_seconds)
 
     task = asyncio.create_task(loop())
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)

@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from metering.layout import OUTBOX_INDEX, AccountKeys
 from metering.outbox import new_event_id
 from metering.periods import period_stamps
+from metering.rollups import GRANULARITIES, bucket_start, field_prefix
 from metering.scripts import Scripts
 from metering.usage import UsageRecord
 
@@ -68,7 +69,12 @@ class Metering:
         *,
         reservation_timeout: float,
         record_ttl_seconds: int,
-        stream_max_length: int = 1_000_000,
+        rollup_seconds: tuple[int, int, int, int] = (
+            7 * 86_400,
+            90 * 86_400,
+            730 * 86_400,
+            730 * 86_400,
+        ),
         timeout: float | None = None,
     ) -> None:
         """`timeout` bounds each round trip (give the client no socket timeout then: redis-py
@@ -78,7 +84,7 @@ class Metering:
         self._scripts = scripts
         self._reservation_timeout_ms = int(reservation_timeout * 1000)
         self._record_ttl = record_ttl_seconds
-        self._stream_max = stream_max_length
+        self._rollup_seconds = rollup_seconds
 
     async def admit(
         self,
@@ -140,6 +146,7 @@ class Metering:
                     k.usage_stream,
                     k.usage_by_day,
                     k.outbox,
+                    *(k.rollup(g, bucket_start(g, now)) for g in GRANULARITIES),
                 ],
                 args=[
                     record.id,
@@ -149,9 +156,14 @@ class Metering:
                     day,
                     week,
                     month,
-                    self._stream_max,
+                    self._record_ttl * 1000,
                     new_event_id(record.account_id),
                     int(now * 1000),
+                    field_prefix(record.model, record.provider_name, record.key_hash),
+                    record.tokens_prompt,
+                    record.tokens_completion,
+                    record.native_tokens_reasoning,
+                    *self._rollup_seconds,
                 ],
             )
         topup = len(reply) > 2 and int(reply[2]) == 1

@@ -73,6 +73,10 @@ class AccountKeys:
         """Outgoing events (auto top-up requests) waiting for delivery, oldest first."""
         return f"{self.tag}:outbox"
 
+    def rollup(self, granularity: str, start: int) -> str:
+        """Activity totals of one time bucket (see metering.rollups)."""
+        return f"{self.tag}:roll:{granularity}:{start}"
+
     @property
     def usage_by_day(self) -> str:
         """Usage per UTC day: the ledger's usage entries, summarised per period."""

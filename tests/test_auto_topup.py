@@ -12,7 +12,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.redis_server import free_port
 from gateway.signing import SIGNATURE_HEADER, verify
 from tests.support import (
     ThreadedServer,
@@ -56,13 +55,13 @@ def receiver() -> Any:
 async def make(redis_url: str, provider: ThreadedServer) -> AsyncIterator[Callable[..., Any]]:
     clients: list[TestClient] = []
 
-    async def build(url: str) -> TestClient:
+    async def build(url: str, poll: float = 0.05) -> TestClient:
         settings = make_settings(
             redis_url,
             provider.url,
             topup_webhook_url=url,
             topup_webhook_secret=SECRET,
-            topup_poll_seconds=0.05,
+            topup_poll_seconds=poll,
         )
         c = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
         await c.start_server()
@@ -145,7 +144,7 @@ async def test_failed_deliveries_are_retried(
 async def test_requests_survive_a_restart(
     make: Callable[..., Any], receiver: ThreadedServer
 ) -> None:
-    down = await make(f"http://127.0.0.1:{free_port()}/topup")
+    down = await make(receiver.url + "/topup", poll=3600)  # stops before it ever delivers
     account_id, key = await new_account(down, purchase="1.00")
     await _topup(down, account_id, "1.00", "5.00")
     await down.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key))

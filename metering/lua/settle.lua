@@ -2,10 +2,12 @@
 -- usage record. Idempotent on the generation id: the record's key is the proof it was applied.
 -- KEYS[1] account  KEYS[2] api key  KEYS[3] reservations  KEYS[4] reservation expiry
 -- KEYS[5] generation record  KEYS[6] usage stream  KEYS[7] usage by UTC day (the ledger's entries)
--- KEYS[8] outbox (auto top-up requests to deliver)
+-- KEYS[8] outbox (auto top-up requests to deliver)  KEYS[9..12] rollup buckets (minute, hour,
+-- day, month)
 -- ARGV[1] generation id  ARGV[2] cost nanos  ARGV[3] record json  ARGV[4] record ttl seconds
--- ARGV[5] day stamp  ARGV[6] week stamp  ARGV[7] month stamp  ARGV[8] stream max length
--- ARGV[9] id for a top-up request, if one is due  ARGV[10] now ms
+-- ARGV[5] day stamp  ARGV[6] week stamp  ARGV[7] month stamp  ARGV[8] raw record retention ms
+-- ARGV[9] id for a top-up request, if one is due  ARGV[10] now ms  ARGV[11] rollup field prefix
+-- ARGV[12..14] prompt, completion, reasoning tokens  ARGV[15..18] rollup retention seconds
 -- Returns {status, balance, 1 when a top-up request was queued}; status: ok | duplicate
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return {'duplicate', tonumber(redis.call('HGET', KEYS[1], 'balance') or '0')}
@@ -38,7 +40,22 @@ else
   balance = tonumber(redis.call('HGET', KEYS[1], 'balance') or '0')
 end
 redis.call('SET', KEYS[5], ARGV[3], 'EX', tonumber(ARGV[4]))
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', tonumber(ARGV[8]), '*', 'r', ARGV[3])
+-- Raw records are kept for the retention period (ARGV[8] ms), trimmed a little at a time; the
+-- stream's ids are the server's clock, so the cut-off is too.
+local t = redis.call('TIME')
+local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[8])
+redis.call('XADD', KEYS[6], 'MINID', '~', math.max(oldest, 0), '*', 'r', ARGV[3])
+
+-- Rollups for the Activity charts, per minute, hour, day and month (KEYS[9..12]), by
+-- (model, provider, key) (ARGV[11], a field prefix): spend, prompt, completion and reasoning
+-- tokens, and requests. Each bucket expires after its granularity's retention (ARGV[15..18]).
+local metrics = {{'s', ARGV[2]}, {'p', ARGV[12]}, {'c', ARGV[13]}, {'r', ARGV[14]}, {'n', '1'}}
+for i = 9, 12 do
+  for _, m in ipairs(metrics) do
+    if m[2] ~= '0' then redis.call('HINCRBY', KEYS[i], ARGV[11] .. m[1], m[2]) end
+  end
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[6 + i]))
+end
 
 -- Auto top-up: below the threshold, queue one request for a purchase in the account's outbox,
 -- unless one is already outstanding (until the purchase arrives or the request fails).

@@ -1,0 +1,114 @@
+"""Activity rollups: what the settlement script adds up per time bucket, and how charts read it.
+
+Each settled request adds its spend, prompt, completion and reasoning tokens and one request to
+four buckets (its minute, hour, day and month, UTC), under a field that names its model, provider
+and key. A chart reads one hash per bucket in its range (30 daily buckets for a month) and never
+touches raw records, so it costs the same for ten requests or ten million.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from metering.layout import AccountKeys
+
+Granularity = Literal["minute", "hour", "day", "month"]
+GRANULARITIES: tuple[Granularity, ...] = ("minute", "hour", "day", "month")
+SEPARATOR = "\x1f"  # between model, provider and key in a rollup field
+METRIC_MARK = "\x1e"  # before the metric letter
+MAX_BUCKETS = 2000
+_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
+
+
+def bucket_start(granularity: Granularity, when: float) -> int:
+    if granularity == "month":
+        t = datetime.fromtimestamp(when, UTC)
+        return int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp())
+    size = _SECONDS[granularity]
+    return int(when // size) * size
+
+
+def next_bucket(granularity: Granularity, start: int) -> int:
+    if granularity == "month":
+        t = datetime.fromtimestamp(start, UTC)
+        year, month = (t.year + 1, 1) if t.month == 12 else (t.year, t.month + 1)
+        return int(datetime(year, month, 1, tzinfo=UTC).timestamp())
+    return start + _SECONDS[granularity]
+
+
+def buckets_between(granularity: Granularity, start: float, end: float) -> list[int]:
+    """Bucket starts from the one holding `start` up to (not including) `end`."""
+    out: list[int] = []
+    current = bucket_start(granularity, start)
+    while current < end and len(out) <= MAX_BUCKETS:
+        out.append(current)
+        current = next_bucket(granularity, current)
+    return out
+
+
+def field_prefix(model: str, provider: str, key_hash: str) -> str:
+    return f"{model}{SEPARATOR}{provider}{SEPARATOR}{key_hash}{METRIC_MARK}"
+
+
+@dataclass
+class Totals:
+    spend: int = 0  # nanodollars
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    requests: int = 0
+
+    def add(self, other: "Totals") -> None:
+        self.spend += other.spend
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.requests += other.requests
+
+
+_METRIC_FIELDS = {
+    "s": "spend",
+    "p": "prompt_tokens",
+    "c": "completion_tokens",
+    "r": "reasoning_tokens",
+    "n": "requests",
+}
+
+
+@dataclass
+class Bucket:
+    start: int
+    by_combo: dict[tuple[str, str, str], Totals] = field(default_factory=dict)
+
+
+class Rollups:
+    def __init__(self, redis: "Redis") -> None:
+        self._redis = redis
+
+    async def read(
+        self, account_id: str, granularity: Granularity, starts: list[int]
+    ) -> list[Bucket]:
+        k = AccountKeys(account_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for start in starts:
+                pipe.hgetall(k.rollup(granularity, start))
+            raw = await pipe.execute()
+        buckets = []
+        for start, fields in zip(starts, raw, strict=True):
+            bucket = Bucket(start)
+            for name, value in fields.items():
+                combo_text, _, metric = str(name).rpartition(METRIC_MARK)
+                parts = combo_text.split(SEPARATOR)
+                if len(parts) != 3 or metric not in _METRIC_FIELDS:
+                    continue
+                combo = (parts[0], parts[1], parts[2])
+                totals = bucket.by_combo.setdefault(combo, Totals())
+                setattr(
+                    totals,
+                    _METRIC_FIELDS[metric],
+                    getattr(totals, _METRIC_FIELDS[metric]) + int(value),
+                )
+            buckets.append(bucket)
+        return buckets
