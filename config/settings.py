@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = Field(default=3600, gt=0)
     topup_poll_seconds: float = Field(default=1.0, gt=0)
     topup_max_attempts: int = Field(default=8, ge=1, le=100)
+    topup_pending_hours: float = Field(default=24, gt=0)
+
+    @model_validator(mode="after")
+    def _topup_needs_a_secret(self) -> "Settings":
+        secret = self.topup_webhook_secret.get_secret_value() if self.topup_webhook_secret else ""
+        if self.topup_webhook_url and not secret:
+            raise ValueError(
+                "topup_webhook_url needs topup_webhook_secret: requests that buy "
+                "credits must be signed"
+            )
+        return self
 
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)

@@ -120,7 +120,7 @@ async def create_key(request: web.Request) -> web.Response:
 @routes.patch("/admin/v1/keys/{key_hash}")
 async def update_key(request: web.Request) -> web.Response:
     body = await json_object(request)
-    changes = key_changes(body, request.app[SETTINGS].max_purchase)
+    changes = key_changes(body, request.app[SETTINGS].max_purchase, request.app[CLOCK].now())
     services = request.app[SERVICES]
     key_hash = request.match_info["key_hash"]
     key = await services.accounts.update_key(key_hash, request.app[CLOCK].now(), **changes)
@@ -252,7 +252,9 @@ _REFUSALS = {
     "crypto": "crypto purchases are never refundable",
     "too_old": "purchases are refundable only within 24 hours of the purchase",
     "nothing_left": "nothing of this purchase is left unused to refund (credits are used oldest "
-    "purchase first, and credits held by requests in flight are not refundable)",
+    "purchase first)",
+    "in_flight": "part of what is unused of this purchase is held by requests in flight; try "
+    "again when they finish",
 }
 
 
@@ -278,6 +280,6 @@ def _ledger_cursor(text: str | None) -> tuple[int, str] | None:
     if not text:
         return None
     ms, _, entry_id = text.partition(":")
-    if not ms.isdigit() or not entry_id or len(text) > 100:
+    if not (ms.isascii() and ms.isdigit()) or not entry_id or len(text) > 100:
         raise bad_request("'cursor' is not one this API gave out", "cursor")
     return int(ms), entry_id

@@ -95,6 +95,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 settings.rollup_days * SECONDS_PER_DAY,
             ),
             timeout=settings.redis_timeout_seconds,
+            topup_pending_seconds=settings.topup_pending_hours * 3600,
         ),
         upstream=upstream,
         keys=KeyCache(accounts, settings.key_cache_seconds),

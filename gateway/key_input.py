@@ -10,6 +10,8 @@ from metering.accounts import LimitReset
 from metering.money import usd_to_nanos
 
 LIMIT_RESETS = ("daily", "weekly", "monthly")
+MAX_LIFETIME_MS = 100 * 365 * 86_400_000
+CHANGEABLE = frozenset({"name", "disabled", "limit", "limit_reset", "expires_at"})
 
 
 def new_key_fields(body: dict[str, Any], max_limit: Decimal, now: float) -> dict[str, Any]:
@@ -24,9 +26,19 @@ def new_key_fields(body: dict[str, Any], max_limit: Decimal, now: float) -> dict
     }
 
 
-def key_changes(body: dict[str, Any], max_limit: Decimal) -> dict[str, Any]:
-    """Keyword arguments for AccountStore.update_key: only the fields the body names."""
+def key_changes(body: dict[str, Any], max_limit: Decimal, now: float) -> dict[str, Any]:
+    """Keyword arguments for AccountStore.update_key: only the fields the body names; a field
+    that cannot be changed is a 400, not a silent no-op."""
+    for name in body:
+        if name not in CHANGEABLE:
+            raise bad_request(
+                f"'{name}' cannot be changed; change name, disabled, limit, "
+                "limit_reset or expires_at",
+                str(name)[:64],
+            )
     changes: dict[str, Any] = {}
+    if "expires_at" in body:
+        changes["expires_at_ms"] = expires_at_ms(body, now)
     disabled = bool_field(body, "disabled")
     if disabled is not None:
         changes["disabled"] = disabled
@@ -68,4 +80,6 @@ def expires_at_ms(body: dict[str, Any], now: float) -> int | None:
     ms = int(when.timestamp() * 1000)
     if ms <= now * 1000:
         raise bad_request("'expires_at' must be in the future", "expires_at")
+    if ms > now * 1000 + MAX_LIFETIME_MS:
+        raise bad_request("'expires_at' must be within 100 years", "expires_at")
     return ms

@@ -49,7 +49,7 @@ async def _own_key(request: web.Request, manager: ApiKey) -> ApiKey:
 async def list_keys(request: web.Request) -> web.Response:
     manager = await _manager(request)
     try:
-        offset = max(int(request.query.get("offset", "0")), 0)
+        offset = min(max(int(request.query.get("offset", "0")), 0), 10**9)
         limit = min(max(int(request.query.get("limit", str(MAX_PAGE))), 1), MAX_PAGE)
     except ValueError:
         raise bad_request("'offset' and 'limit' must be whole numbers", "offset") from None
@@ -89,7 +89,9 @@ async def get_key(request: web.Request) -> web.Response:
 @routes.patch("/api/v1/keys/{key_hash}")
 async def update_key(request: web.Request) -> web.Response:
     key = await _own_key(request, await _manager(request))
-    changes = key_changes(await json_object(request), request.app[SETTINGS].max_purchase)
+    changes = key_changes(
+        await json_object(request), request.app[SETTINGS].max_purchase, request.app[CLOCK].now()
+    )
     updated = await request.app[SERVICES].accounts.update_key(
         key.hash, request.app[CLOCK].now(), **changes
     )

@@ -31,10 +31,11 @@ def verify(secret: str, body: bytes, header: str | None, now: float) -> None:
         name, _, value = item.strip().partition("=")
         parts.setdefault(name, []).append(value)
     stamp = (parts.get("t") or [""])[0]
-    if not stamp.isdigit():
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
         raise BadSignature("malformed signature")
-    expected = sign(secret, body, int(stamp)).split("v1=", 1)[1]
-    if not any(hmac.compare_digest(expected, given) for given in parts.get("v1", [])):
+    expected = sign(secret, body, int(stamp)).split("v1=", 1)[1].encode()
+    given = [g.encode("utf-8", "surrogateescape") for g in parts.get("v1", [])]
+    if not any(hmac.compare_digest(expected, g) for g in given):
         raise BadSignature("signature does not match")
     if abs(now - int(stamp)) > REPLAY_WINDOW_SECONDS:
         raise StaleSignature("signature timestamp is outside the 5 minute window")

@@ -4,6 +4,8 @@
      "data": {"account_id": "...", "amount": "10.00", "method": "card", "payment_id": "pay_1"}}
     {"id": "evt_2", "type": "payment.refunded",
      "data": {"account_id": "...", "payment_id": "pay_1"}}
+    {"id": "evt_3", "type": "payment.failed",
+     "data": {"account_id": "...", "topup_id": "<the topup.requested event id>"}}
 
 A payment credits its amount once, whatever the number of deliveries (the payment id is the
 purchase's idempotency key); a refund takes back what is unused of that purchase, whenever it
@@ -60,12 +62,21 @@ async def payments(request: web.Request) -> web.Response:
     account_id = text_field(data, "account_id", required=True, max_len=64) or ""
     if not account_id.isalnum():
         raise ApiError(404, "no such account", "not_found")
-    payment_id = text_field(data, "payment_id", required=True) or ""
+    payment_id = text_field(data, "payment_id", required=kind != "payment.failed") or ""
     if kind == "payment.succeeded":
         return await _succeeded(request, account_id, payment_id, data)
     if kind == "payment.refunded":
         return await _refunded(request, account_id, payment_id)
-    raise bad_request("'type' must be payment.succeeded or payment.refunded", "type")
+    if kind == "payment.failed":
+        # An auto top-up request that will not be bought: a new one may be made.
+        topup_id = text_field(data, "topup_id", max_len=200)
+        cleared = bool(topup_id) and await request.app[SERVICES].outbox.answered(
+            account_id, topup_id or ""
+        )
+        return json_response({"received": True, "topup_cleared": cleared})
+    raise bad_request(
+        "'type' must be payment.succeeded, payment.refunded or payment.failed", "type"
+    )
 
 
 async def _succeeded(
@@ -112,7 +123,7 @@ async def _refunded(request: web.Request, account_id: str, payment_id: str) -> w
             purchase.id,
             request.app[CLOCK].now(),
             FOREVER_SECONDS,
-            allow_crypto=True,
+            already_paid_back=True,
         )
         refunded = format_usd(refund.refunded)
     except RefundRefused as exc:

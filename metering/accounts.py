@@ -220,6 +220,7 @@ class AccountStore:
         limit: int | Literal["keep"] | None = "keep",
         limit_reset: LimitReset | Literal["keep"] | None = "keep",
         name: str | None = None,
+        expires_at_ms: int | Literal["keep"] | None = "keep",
     ) -> ApiKey | None:
         account_id = await self.account_of_key(key_hash)
         if account_id is None:
@@ -227,6 +228,8 @@ class AccountStore:
         fields: dict[FieldT, EncodableT] = {}
         if name is not None:
             fields["name"] = name
+        if expires_at_ms != "keep":
+            fields["expires_at"] = "" if expires_at_ms is None else str(expires_at_ms)
         if disabled is not None:
             fields["disabled"] = "1" if disabled else "0"
         if limit != "keep":

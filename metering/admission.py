@@ -76,6 +76,7 @@ class Metering:
             730 * 86_400,
         ),
         timeout: float | None = None,
+        topup_pending_seconds: float = 86_400,
     ) -> None:
         """`timeout` bounds each round trip (give the client no socket timeout then: redis-py
         wraps every socket write in a task of its own for that, on the hot path)."""
@@ -85,6 +86,7 @@ class Metering:
         self._reservation_timeout_ms = int(reservation_timeout * 1000)
         self._record_ttl = record_ttl_seconds
         self._rollup_seconds = rollup_seconds
+        self._topup_pending_ms = int(topup_pending_seconds * 1000)
 
     async def admit(
         self,
@@ -164,6 +166,7 @@ class Metering:
                     record.tokens_completion,
                     record.native_tokens_reasoning,
                     *self._rollup_seconds,
+                    self._topup_pending_ms,
                 ],
             )
         topup = len(reply) > 2 and int(reply[2]) == 1

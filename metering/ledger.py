@@ -81,17 +81,29 @@ class Ledger:
         now: float,
         window: float,
         *,
-        allow_crypto: bool = False,
+        already_paid_back: bool = False,
     ) -> Refund:
+        """`already_paid_back`: the payment side refunded the money itself (crypto too), so all
+        that is unused comes back now, even what requests in flight hold."""
         k = AccountKeys(account_id)
         status, raw = await self._scripts.refund(
-            keys=[k.account, k.purchases, k.lots, k.lot_remainders, k.refunds, k.ledger],
+            keys=[
+                k.account,
+                k.purchases,
+                k.lots,
+                k.lot_remainders,
+                k.refunds,
+                k.ledger,
+                k.reservations,
+                k.reservation_expiry,
+            ],
             args=[
                 purchase_id,
                 int(now * 1000),
                 int(window * 1000),
                 rfc3339(now),
-                "1" if allow_crypto else "0",
+                "1" if already_paid_back else "0",
+                "1" if already_paid_back else "0",
             ],
         )
         if status not in ("refunded", "duplicate"):
@@ -108,7 +120,14 @@ class Ledger:
         """Expire what is unused of lots older than `lifetime` seconds; nanodollars expired."""
         k = AccountKeys(account_id)
         expired = await self._scripts.expire(
-            keys=[k.account, k.lots, k.lot_remainders, k.ledger],
+            keys=[
+                k.account,
+                k.lots,
+                k.lot_remainders,
+                k.ledger,
+                k.reservations,
+                k.reservation_expiry,
+            ],
             args=[int(now * 1000), int((now - lifetime) * 1000) * 1000],
         )
         return int(expired)

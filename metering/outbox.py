@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from metering.layout import ACCOUNT_INDEX, OUTBOX_INDEX, AccountKeys
 from metering.money import usd_to_nanos
+from metering.scripts import lua_source
 
 DELIVERY_LEASE_MS = 30_000
 
@@ -39,14 +40,21 @@ class TopupRequest:
 class Outbox:
     def __init__(self, redis: "Redis") -> None:
         self._redis = redis
+        self._clear_pending = redis.register_script(lua_source("clear_pending"))
 
     async def set_auto_topup(
         self, account_id: str, threshold: Decimal | None, amount: Decimal | None
     ) -> None:
         """Both set: on; both None: off (and nothing stays outstanding)."""
-        key = AccountKeys(account_id).account
+        k = AccountKeys(account_id)
+        key = k.account
         if threshold is None or amount is None:
-            await self._redis.hdel(key, "topup_threshold", "topup_amount", "topup_pending")
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(
+                    key, "topup_threshold", "topup_amount", "topup_pending", "topup_pending_ms"
+                )
+                pipe.delete(k.outbox)  # what was queued is not sent any more
+                await pipe.execute()
             return
         await self._redis.hset(
             key,
@@ -77,9 +85,12 @@ class Outbox:
         await self._redis.delete(f"{AccountKeys(account_id).outbox}:lease")
 
     async def pending(self, account_id: str) -> list[TopupRequest]:
-        items = await self._redis.lrange(AccountKeys(account_id).outbox, 0, 99)
+        outbox = AccountKeys(account_id).outbox
+        items = await self._redis.lrange(outbox, 0, 99)
         if not items:
             await self._redis.zrem(OUTBOX_INDEX, account_id)
+            if await self._redis.llen(outbox):  # a settlement queued one meanwhile
+                await self._redis.zadd(OUTBOX_INDEX, {account_id: 0})
         return [_parse(account_id, str(item)) for item in items]
 
     async def delivered(self, event: TopupRequest) -> None:
@@ -88,10 +99,13 @@ class Outbox:
     async def failed(self, event: TopupRequest) -> None:
         """Given up: drop it, and let a later settlement ask again."""
         k = AccountKeys(event.account_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lrem(k.outbox, 1, event.raw)
-            pipe.hdel(k.account, "topup_pending")
-            await pipe.execute()
+        await self._redis.lrem(k.outbox, 1, event.raw)
+        await self.answered(event.account_id, event.id)
+
+    async def answered(self, account_id: str, event_id: str) -> bool:
+        """The request `event_id` will not be bought (failed): it no longer blocks a new one."""
+        cleared = await self._clear_pending(keys=[AccountKeys(account_id).account], args=[event_id])
+        return bool(cleared)
 
     async def reindex(self, batch: int = 500) -> int:
         """Find outboxes that missed the index (their gateway died between the two writes)."""

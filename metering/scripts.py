@@ -6,8 +6,11 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 
-def _source(name: str) -> str:
+def lua_source(name: str) -> str:
     return resources.files("metering").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+_source = lua_source
 
 
 class Scripts:
@@ -16,9 +19,12 @@ class Scripts:
 
     def __init__(self, redis: "Redis", admission_prelude: str | None = None) -> None:
         prelude = admission_prelude if admission_prelude is not None else _source("no_limits")
-        self.admit: AsyncScript = redis.register_script(prelude + _source("admit"))
+        self.admit: AsyncScript = redis.register_script(
+            prelude + _source("release_stale") + _source("admit")
+        )
         self.settle: AsyncScript = redis.register_script(_source("settle"))
         self.purchase: AsyncScript = redis.register_script(_source("purchase"))
-        self.refund: AsyncScript = redis.register_script(_source("unused") + _source("refund"))
-        self.expire: AsyncScript = redis.register_script(_source("unused") + _source("expire"))
+        money_preludes = _source("release_stale") + _source("unused")
+        self.refund: AsyncScript = redis.register_script(money_preludes + _source("refund"))
+        self.expire: AsyncScript = redis.register_script(money_preludes + _source("expire"))
         self.create_account: AsyncScript = redis.register_script(_source("create_account"))

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.signing import SIGNATURE_HEADER, verify
+from gateway.state import SERVICES
 from tests.support import (
     ThreadedServer,
     account_state,
@@ -165,3 +166,47 @@ async def test_auto_topup_input(make: Callable[..., Any], receiver: ThreadedServ
     assert bad.status == 400
     off = await c.put(url, data=b"null", headers=admin_headers())
     assert off.status == 200 and (await off.json())["auto_topup"] is None
+
+
+async def test_only_the_answering_purchase_or_a_failure_clears_the_request(
+    make: Callable[..., Any], receiver: ThreadedServer
+) -> None:
+    c = await make(receiver.url + "/topup")
+    account_id, key = await new_account(c, purchase="1.00")
+    await _topup(c, account_id, "1.00", "20.00")
+    await c.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key))
+    await _wait_for(lambda: len(_events(receiver, account_id)) == 1)
+    other = await c.post(
+        f"/admin/v1/accounts/{account_id}/purchases",
+        json={"amount": "0.01", "method": "card", "idempotency_key": "x"},
+        headers=admin_headers(),
+    )
+    assert other.status == 201
+    assert (await account_state(c, account_id))["auto_topup"]["request_outstanding"] is True
+    outbox = c.app[SERVICES].outbox
+    assert await outbox.answered(account_id, "evt-not-this-one") is False
+    assert await outbox.answered(account_id, _events(receiver, account_id)[0]["id"]) is True
+    assert (await account_state(c, account_id))["auto_topup"]["request_outstanding"] is False
+
+
+async def test_turning_it_off_drops_what_was_queued(
+    make: Callable[..., Any], receiver: ThreadedServer
+) -> None:
+    c = await make(receiver.url + "/topup", poll=3600)  # nothing is delivered meanwhile
+    account_id, key = await new_account(c, purchase="1.00")
+    await _topup(c, account_id, "1.00", "20.00")
+    await c.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key))
+    assert len(await c.app[SERVICES].outbox.pending(account_id)) == 1
+    off = await c.put(
+        f"/admin/v1/accounts/{account_id}/auto-topup", data=b"null", headers=admin_headers()
+    )
+    assert off.status == 200
+    assert await c.app[SERVICES].outbox.pending(account_id) == []
+
+
+def test_a_topup_url_needs_a_signing_secret() -> None:
+    from config.errors import ConfigError
+    from config.settings import load_settings
+
+    with pytest.raises(ConfigError, match="topup_webhook_secret"):
+        load_settings(None, topup_webhook_url="http://127.0.0.1:9/x")

@@ -1,6 +1,7 @@
 """The ledger through HTTP: entries that sum to the balance, refunds within 24 hours of unused
 credits (oldest used first), expiry after a year, against a real Redis with a moved clock."""
 
+import hashlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -292,3 +293,26 @@ async def test_large_refunds_stay_exact(ledger_client: TestClient) -> None:
     body = await resp.json()
     assert body["refunded"] == "99999.99" and body["fee_kept"] == "5500.00"
     assert (await account_state(c, account_id))["balance"] == "0.00"
+
+
+async def test_refunds_and_expiry_wait_for_held_credits_and_free_orphaned_ones(
+    ledger_client: TestClient, clock: ManualClock
+) -> None:
+    c = ledger_client
+    metering = c.app[SERVICES].metering
+    account_id, key = await new_account(c)
+    purchase = await _buy(c, account_id, "1.00", "held")
+    key_hash = hashlib.sha256(key.encode()).hexdigest()
+    # A request in flight holds $0.90 of it (its gateway then dies: never settled).
+    admitted = await metering.admit(
+        account_id, key_hash, f"gen-{account_id}-aa", 900_000_000, paid=True, now=clock.now()
+    )
+    assert admitted.admitted
+    held = await c.post(f"/admin/v1/purchases/{purchase}/refund", headers=admin_headers())
+    assert held.status == 409
+    assert (await held.json())["error"]["metadata"]["reason"] == "in_flight"
+    clock.advance(3600)  # past the reservation timeout: the orphaned hold is released
+    freed = await c.post(f"/admin/v1/purchases/{purchase}/refund", headers=admin_headers())
+    assert freed.status == 200 and (await freed.json())["refunded"] == "1.00"
+    state = await account_state(c, account_id)
+    assert state["reserved"] == "0.00" and state["balance"] == "0.00"

@@ -115,3 +115,24 @@ async def test_keys_expire(mc: TestClient) -> None:
         )
         assert resp.status == 400
         assert (await resp.json())["error"]["metadata"]["field"] == "expires_at"
+
+
+async def test_key_changes_are_checked(mc: TestClient) -> None:
+    account_id, _ = await new_account(mc)
+    manager = await _management_key(mc, account_id)
+    created = await mc.post("/api/v1/keys", json={"name": "k"}, headers=bearer(manager))
+    key_hash = (await created.json())["data"]["hash"]
+    url = f"/api/v1/keys/{key_hash}"
+    bad = await mc.patch(url, json={"management": True}, headers=bearer(manager))
+    assert bad.status == 400 and (await bad.json())["error"]["metadata"]["field"] == "management"
+    ok = await mc.patch(url, json={"expires_at": "2027-01-01T00:00:00Z"}, headers=bearer(manager))
+    assert (await ok.json())["data"]["expires_at"] == "2027-01-01T00:00:00.000Z"
+    far = await mc.post(
+        "/api/v1/keys",
+        json={"name": "f", "expires_at": "9999-12-31T23:59:59-23:59"},
+        headers=bearer(manager),
+    )
+    assert far.status == 400
+    huge = await mc.get("/api/v1/keys?offset=99999999999999999999999", headers=bearer(manager))
+    assert huge.status == 200 and (await huge.json())["data"] == []
+    assert (await mc.get("/api/v1/keys", headers=bearer(manager))).status == 200

@@ -1,5 +1,6 @@
 """Signed payment webhooks through HTTP: credited once, refunded, forged or stale ones refused."""
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -97,3 +98,39 @@ async def test_forged_stale_and_altered_webhooks_change_nothing(hook_client: Tes
 async def test_webhooks_are_off_without_a_secret(client: TestClient) -> None:
     resp = await client.post("/webhooks/payments", data=b"{}")
     assert resp.status == 404
+
+
+async def test_a_payment_side_refund_takes_back_even_what_is_held(
+    hook_client: TestClient,
+) -> None:
+    from gateway.state import SERVICES
+
+    account_id, key = await new_account(hook_client)
+    await _send(hook_client, _paid(account_id, "pay_h"))
+    key_hash = hashlib.sha256(key.encode()).hexdigest()
+    await hook_client.app[SERVICES].metering.admit(
+        account_id, key_hash, f"gen-{account_id}-bb", 9_990_000_000, paid=True, now=time.time()
+    )
+    refund = {
+        "id": "evt-rh",
+        "type": "payment.refunded",
+        "data": {"account_id": account_id, "payment_id": "pay_h"},
+    }
+    status, body = await _send(hook_client, refund)
+    assert status == 200 and body["refunded"] == "10.00"
+    assert (await account_state(hook_client, account_id))["balance"] == "0.00"
+
+
+async def test_odd_signature_headers_are_401s_not_crashes(hook_client: TestClient) -> None:
+    for header in (
+        "t=\u00b2,v1=00",
+        "t=1700000000,v1=\u00e9",
+        "v1=abc",
+        "t=,v1=",
+        "garbage",
+        "t=99999999999999999999,v1=00",
+    ):
+        resp = await hook_client.post(
+            "/webhooks/payments", data=b"{}", headers={"Gateway-Signature": header}
+        )
+        assert resp.status == 401, header

@@ -20,16 +20,7 @@ if key[2] == '1' then return {'disabled', 0, 0, 0, {}} end
 if key[3] and key[3] ~= '' and tonumber(key[3]) <= now then return {'expired', 0, 0, 0, {}} end
 if key[13] == '1' then return {'management_key', 0, 0, 0, {}} end
 
--- Release reservations whose gateway never settled them (it died, or lost Redis for too long).
-local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-for _, gid in ipairs(stale) do
-  local held = redis.call('HGET', KEYS[3], gid)
-  if held then
-    redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
-    redis.call('HDEL', KEYS[3], gid)
-  end
-  redis.call('ZREM', KEYS[4], gid)
-end
+release_stale(KEYS[1], KEYS[3], KEYS[4], now)
 
 local acct = redis.call('HMGET', KEYS[1], 'balance', 'reserved', 'purchased')
 if not acct[1] then return {'no_account', 0, 0, 0, {}} end

@@ -2,11 +2,13 @@
 -- ledger entry each. Safe to run from several processes at once: an expired lot leaves the lot
 -- list in the same step, so nothing expires twice. Credits held by requests in flight wait for
 -- the next run.
--- KEYS[1] account  KEYS[2] lots  KEYS[3] lot remainders  KEYS[4] ledger
+-- KEYS[1] account  KEYS[2] lots  KEYS[3] lot remainders  KEYS[4] ledger  KEYS[5] reservations
+-- KEYS[6] reservation expiry
 -- ARGV[1] now ms  ARGV[2] lots created before this have expired (ms x 1000, as lots are scored)
 -- Returns the nanodollars expired.
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
 if #due == 0 then return 0 end
+release_stale(KEYS[1], KEYS[5], KEYS[6], tonumber(ARGV[1]))
 local acct = redis.call('HMGET', KEYS[1], 'balance', 'reserved')
 local balance, reserved = tonumber(acct[1]), tonumber(acct[2] or '0')
 local spare = math.max(balance - reserved, 0)

@@ -22,7 +22,10 @@ if tonumber(acct[1]) + amount > limit or tonumber(acct[2] or '0') + amount > lim
 end
 redis.call('HINCRBY', KEYS[1], 'balance', amount)
 redis.call('HINCRBY', KEYS[1], 'purchased', amount)
-redis.call('HDEL', KEYS[1], 'topup_pending')  -- a purchase answers an outstanding top-up
+-- The purchase that answers the outstanding auto top-up request carries its event id.
+if redis.call('HGET', KEYS[1], 'topup_pending') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'topup_pending', 'topup_pending_ms')
+end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '\n' .. ARGV[5])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
 -- Lots are ordered by time in thousandths of a millisecond, strictly increasing, so that two

@@ -1,12 +1,15 @@
 -- Refund the unused part of a purchase made less than the refund window ago. The fee is never
--- refunded, crypto never; credits held by requests in flight are not refundable while held.
--- Idempotent: a purchase is refunded once, and asking again returns that refund.
+-- refunded, crypto never. Idempotent: a purchase is refunded once, and asking again returns that
+-- refund. An operator's refund waits while part of it is held by requests in flight (a refund is
+-- never partial); a refund the payment side has already made (ARGV[6] = "1") takes back all that
+-- is unused, even if a request in flight then ends with the balance below zero.
 -- KEYS[1] account  KEYS[2] purchases  KEYS[3] lots  KEYS[4] lot remainders  KEYS[5] refunds
--- KEYS[6] ledger
+-- KEYS[6] ledger  KEYS[7] reservations  KEYS[8] reservation expiry
 -- ARGV[1] purchase id  ARGV[2] now ms  ARGV[3] refund window ms  ARGV[4] created_at text
--- ARGV[5] "1" when a crypto purchase may be refunded (the payment side already returned it)
+-- ARGV[5] "1" when a crypto purchase may be refunded  ARGV[6] "1" when the payment side has
+-- already returned the money
 -- Returns {status, refund json}; status: refunded | duplicate | not_found | crypto | too_old |
--- nothing_left
+-- nothing_left | in_flight
 local done = redis.call('HGET', KEYS[5], ARGV[1])
 if done then return {'duplicate', done} end
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
@@ -14,12 +17,14 @@ if not raw then return {'not_found', ''} end
 local purchase = cjson.decode(raw)
 if purchase['method'] == 'crypto' and ARGV[5] ~= '1' then return {'crypto', ''} end
 local now = tonumber(ARGV[2])
-if now - tonumber(purchase['created_at_ms']) >= tonumber(ARGV[3]) then return {'too_old', ''} end
+local created = tonumber(purchase['created_at_ms'] or 0)
+if now - created >= tonumber(ARGV[3]) then return {'too_old', ''} end
+release_stale(KEYS[1], KEYS[7], KEYS[8], now)
 local acct = redis.call('HMGET', KEYS[1], 'balance', 'reserved')
 local balance, reserved = tonumber(acct[1]), tonumber(acct[2] or '0')
-local unused = unused_by_lot(balance, KEYS[3], KEYS[4])[ARGV[1]] or 0
-local amount = math.min(unused, math.max(balance - reserved, 0))
+local amount = unused_by_lot(balance, KEYS[3], KEYS[4])[ARGV[1]] or 0
 if amount <= 0 then return {'nothing_left', ''} end
+if ARGV[6] ~= '1' and amount > balance - reserved then return {'in_flight', ''} end
 redis.call('HINCRBY', KEYS[1], 'balance', -amount)
 redis.call('HINCRBY', KEYS[1], 'purchased', -amount)
 redis.call('HINCRBY', KEYS[1], 'refunded', amount)

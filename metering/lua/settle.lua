@@ -8,6 +8,7 @@
 -- ARGV[5] day stamp  ARGV[6] week stamp  ARGV[7] month stamp  ARGV[8] raw record retention ms
 -- ARGV[9] id for a top-up request, if one is due  ARGV[10] now ms  ARGV[11] rollup field prefix
 -- ARGV[12..14] prompt, completion, reasoning tokens  ARGV[15..18] rollup retention seconds
+-- ARGV[19] how long an unanswered top-up request stays outstanding (ms)
 -- Returns {status, balance, 1 when a top-up request was queued}; status: ok | duplicate
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return {'duplicate', tonumber(redis.call('HGET', KEYS[1], 'balance') or '0')}
@@ -61,12 +62,16 @@ end
 -- unless one is already outstanding (until the purchase arrives or the request fails).
 local topup = 0
 if cost > 0 then
-  local t = redis.call('HMGET', KEYS[1], 'topup_threshold', 'topup_amount', 'topup_pending')
-  if t[1] and t[1] ~= '' and (not t[3] or t[3] == '') and balance < tonumber(t[1]) then
+  local t = redis.call('HMGET', KEYS[1], 'topup_threshold', 'topup_amount', 'topup_pending',
+                      'topup_pending_ms')
+  -- An outstanding request that nothing answered within ARGV[19] ms no longer blocks a new one.
+  local outstanding = t[3] and t[3] ~= '' and
+                      tonumber(ARGV[10]) - tonumber(t[4] or '0') < tonumber(ARGV[19])
+  if t[1] and t[1] ~= '' and not outstanding and balance < tonumber(t[1]) then
     local event = cjson.encode({id = ARGV[9], created_ms = ARGV[10], amount = t[2],
                                 threshold = t[1], balance = string.format('%d', balance)})
     redis.call('RPUSH', KEYS[8], event)
-    redis.call('HSET', KEYS[1], 'topup_pending', ARGV[9])
+    redis.call('HSET', KEYS[1], 'topup_pending', ARGV[9], 'topup_pending_ms', ARGV[10])
     topup = 1
   end
 end
