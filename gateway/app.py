@@ -8,7 +8,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from config.settings import Settings
-from gateway import admin_api, completions, consumer_api, keys_api, webhooks
+from gateway import activity_api, admin_api, completions, consumer_api, keys_api, webhooks
 from gateway.auth import KeyCache
 from gateway.clock import Clock
 from gateway.errors import ApiError, error_middleware, json_response
@@ -21,8 +21,10 @@ from gateway.topup import topup_worker
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
+from metering.generations import Generations
 from metering.ledger import Ledger
 from metering.outbox import Outbox
+from metering.rollups import Rollups
 from metering.scripts import Scripts
 from ratelimit.store import RateLimitStore, admission_prelude
 
@@ -50,6 +52,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(admin_api.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(keys_api.routes)
+    app.add_routes(activity_api.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -102,6 +105,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         limits=RateLimitStore(redis),
         ledger=Ledger(redis, Scripts(redis)),
         outbox=Outbox(redis),
+        rollups=Rollups(redis),
+        generations=Generations(redis),
     )
     try:
         yield

@@ -23,7 +23,7 @@ async def list_models(request: web.Request) -> web.Response:
     )
 
 
-async def _holder(request: web.Request) -> tuple[ApiKey, Account]:
+async def holder(request: web.Request) -> tuple[ApiKey, Account]:
     """The calling key and its account; a disabled or expired key reads nothing."""
     services = request.app[SERVICES]
     now = request.app[CLOCK].now()
@@ -41,7 +41,7 @@ async def _holder(request: web.Request) -> tuple[ApiKey, Account]:
 
 @routes.get("/api/v1/credits")
 async def credits(request: web.Request) -> web.Response:
-    _, account = await _holder(request)
+    _, account = await holder(request)
     return json_response(
         {
             "data": {
@@ -56,7 +56,7 @@ async def credits(request: web.Request) -> web.Response:
 @routes.get("/api/v1/key")
 @routes.get("/api/v1/auth/key")
 async def current_key(request: web.Request) -> web.Response:
-    key, account = await _holder(request)
+    key, account = await holder(request)
     data = key_holder_view(key, account)
     daily = request.app[LIMITS].policy.free_daily()
     if daily is not None:
@@ -74,7 +74,7 @@ async def current_key(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/generation")
 async def generation(request: web.Request) -> web.Response:
-    _, account = await _holder(request)
+    _, account = await holder(request)
     generation_id = request.query.get("id", "")
     if not generation_id:
         raise ApiError(400, "the 'id' query parameter is required", "bad_request", field="id")

@@ -12,8 +12,10 @@ from gateway.models import ResolvedModel
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
+from metering.generations import Generations
 from metering.ledger import Ledger
 from metering.outbox import Outbox
+from metering.rollups import Rollups
 from ratelimit.store import RateLimitStore
 
 
@@ -27,6 +29,8 @@ class Services:
     limits: RateLimitStore
     ledger: Ledger
     outbox: Outbox
+    rollups: Rollups
+    generations: Generations
 
 
 SETTINGS = web.AppKey("settings", Settings)

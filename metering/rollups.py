@@ -112,3 +112,43 @@ class Rollups:
                 )
             buckets.append(bucket)
         return buckets
+
+
+GroupBy = Literal["model", "provider", "key", "none"]
+_GROUP_INDEX = {"model": 0, "provider": 1, "key": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    model: str | None = None
+    provider: str | None = None
+    key_hash: str | None = None
+
+    def admit(self, combo: tuple[str, str, str]) -> bool:
+        return (
+            (self.model is None or combo[0] == self.model)
+            and (self.provider is None or combo[1] == self.provider)
+            and (self.key_hash is None or combo[2] == self.key_hash)
+        )
+
+
+def summarize(
+    buckets: list[Bucket], filters: Filters, group_by: GroupBy
+) -> tuple[list[tuple[int, str | None, Totals]], Totals]:
+    """Rows (bucket start, group value, totals) in time order, and the totals of the range.
+    Without a grouping every bucket has a row, zeros included, so a chart has no gaps."""
+    rows: list[tuple[int, str | None, Totals]] = []
+    total = Totals()
+    for bucket in buckets:
+        groups: dict[str | None, Totals] = {}
+        if group_by == "none":
+            groups[None] = Totals()
+        for combo, totals in bucket.by_combo.items():
+            if not filters.admit(combo):
+                continue
+            group = None if group_by == "none" else combo[_GROUP_INDEX[group_by]]
+            groups.setdefault(group, Totals()).add(totals)
+            total.add(totals)
+        for group in sorted(groups, key=lambda g: g or ""):
+            rows.append((bucket.start, group, groups[group]))
+    return rows, total

@@ -1,0 +1,215 @@
+"""The Activity API: spend, tokens and requests over time from the rollups, the generations
+themselves from the usage records, each also as CSV (streamed as it is read, RFC 4180, UTC).
+
+`GET /api/v1/activity`, `/api/v1/activity.csv`, `/api/v1/generations`, `/api/v1/generations.csv`
+for the key holder's own account; `GET /admin/v1/activity` for the operator, with `account`.
+Filters: `model`, `provider`, `key` (a key hash), `from`, `to` (RFC 3339, UTC); `granularity`
+minute, hour, day or month; `group_by` model, provider or key.
+"""
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, get_args
+
+from aiohttp import web
+
+from gateway.consumer_api import holder
+from gateway.errors import ApiError, bad_request, json_response
+from gateway.state import CLOCK, SERVICES
+from gateway.views import generation_view
+from metering.money import format_usd
+from metering.periods import rfc3339
+from metering.rollups import (
+    GRANULARITIES,
+    MAX_BUCKETS,
+    Filters,
+    Granularity,
+    GroupBy,
+    Totals,
+    buckets_between,
+    summarize,
+)
+
+routes = web.RouteTableDef()
+DEFAULT_SPAN = {"minute": 3600, "hour": 86_400, "day": 30 * 86_400, "month": 365 * 86_400}
+PAGE = 50
+TOTAL_FIELDS = ("spend", "prompt_tokens", "completion_tokens", "reasoning_tokens", "requests")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    start: float
+    end: float
+    granularity: Granularity
+    group_by: GroupBy
+    filters: Filters
+
+
+def parse_query(request: web.Request) -> Query:
+    q = request.query
+    granularity = q.get("granularity", "day")
+    if granularity not in GRANULARITIES:
+        raise bad_request("'granularity' must be minute, hour, day or month", "granularity")
+    group_by = q.get("group_by", "none")
+    if group_by not in get_args(GroupBy):
+        raise bad_request("'group_by' must be model, provider or key", "group_by")
+    now = request.app[CLOCK].now()
+    end = _time(q.get("to"), "to", now)
+    start = _time(q.get("from"), "from", end - DEFAULT_SPAN[granularity])
+    if start >= end:
+        raise bad_request("'from' must be before 'to'", "from")
+    if len(buckets_between(granularity, start, end)) > MAX_BUCKETS:
+        raise bad_request(f"more than {MAX_BUCKETS} buckets: widen the granularity", "granularity")
+    filters = Filters(
+        model=q.get("model") or None,
+        provider=q.get("provider") or None,
+        key_hash=q.get("key") or None,
+    )
+    return Query(start, end, granularity, group_by, filters)  # type: ignore[arg-type]
+
+
+def _time(text: str | None, field: str, default: float) -> float:
+    if not text:
+        return default
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(f"'{field}' is not an RFC 3339 time", field) from None
+    if when.tzinfo is None:
+        raise bad_request(f"'{field}' needs a time zone (Z for UTC)", field)
+    return when.timestamp()
+
+
+def _totals(t: Totals) -> dict[str, Any]:
+    return {
+        "spend": format_usd(t.spend),
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.completion_tokens,
+        "reasoning_tokens": t.reasoning_tokens,
+        "requests": t.requests,
+    }
+
+
+async def activity_of(request: web.Request, account_id: str, query: Query) -> dict[str, Any]:
+    starts = buckets_between(query.granularity, query.start, query.end)
+    buckets = await request.app[SERVICES].rollups.read(account_id, query.granularity, starts)
+    rows, total = summarize(buckets, query.filters, query.group_by)
+    out = []
+    for start, group, totals in rows:
+        row: dict[str, Any] = {"start": rfc3339(start)}
+        if query.group_by != "none":
+            row[query.group_by] = group
+        row.update(_totals(totals))
+        out.append(row)
+    return {"buckets": out, "totals": _totals(total)}
+
+
+@routes.get("/api/v1/activity")
+async def activity(request: web.Request) -> web.Response:
+    _, account = await holder(request)
+    return json_response({"data": await activity_of(request, account.id, parse_query(request))})
+
+
+@routes.get("/api/v1/activity.csv")
+async def activity_csv(request: web.Request) -> web.StreamResponse:
+    _, account = await holder(request)
+    query = parse_query(request)
+    data = await activity_of(request, account.id, query)
+    columns = ["start", *([query.group_by] if query.group_by != "none" else []), *TOTAL_FIELDS]
+    response = await _csv_response(request, "activity.csv", columns)
+    for row in data["buckets"]:
+        await response.write(_csv_line([row[c] for c in columns]))
+    await response.write_eof()
+    return response
+
+
+@routes.get("/api/v1/generations")
+async def generations(request: web.Request) -> web.Response:
+    _, account = await holder(request)
+    query = parse_query(request)
+    try:
+        limit = min(max(int(request.query.get("limit", str(PAGE))), 1), 500)
+    except ValueError:
+        raise bad_request("'limit' must be a whole number", "limit") from None
+    cursor = request.query.get("cursor") or None
+    if cursor is not None and not _stream_id(cursor):
+        raise bad_request("'cursor' is not one this API gave out", "cursor")
+    page = await request.app[SERVICES].generations.newest(
+        account.id, query.filters, int(query.start * 1000), int(query.end * 1000), limit, cursor
+    )
+    return json_response(
+        {"data": [generation_view(r) for r in page.records], "next_cursor": page.next_cursor}
+    )
+
+
+GENERATION_COLUMNS = (
+    "id",
+    "created_at",
+    "model",
+    "provider_name",
+    "api_key_hash",
+    "tokens_prompt",
+    "tokens_completion",
+    "native_tokens_cached",
+    "native_tokens_reasoning",
+    "total_cost_usd",
+    "latency",
+    "generation_time",
+    "streamed",
+    "cancelled",
+    "finish_reason",
+    "status",
+)
+
+
+@routes.get("/api/v1/generations.csv")
+async def generations_csv(request: web.Request) -> web.StreamResponse:
+    _, account = await holder(request)
+    query = parse_query(request)
+    response = await _csv_response(request, "generations.csv", list(GENERATION_COLUMNS))
+    async for record in request.app[SERVICES].generations.all(
+        account.id, query.filters, int(query.start * 1000), int(query.end * 1000)
+    ):
+        view = generation_view(record)
+        await response.write(_csv_line([view[c] for c in GENERATION_COLUMNS]))
+    await response.write_eof()
+    return response
+
+
+@routes.get("/admin/v1/activity")
+async def admin_activity(request: web.Request) -> web.Response:
+    account_id = request.query.get("account", "")
+    account = await request.app[SERVICES].accounts.get_account(account_id)
+    if account is None:
+        raise ApiError(404, "no such account: give ?account=<id>", "not_found")
+    data = await activity_of(request, account.id, parse_query(request))
+    return json_response({"data": {"account": account.id, **data}})
+
+
+async def _csv_response(
+    request: web.Request, filename: str, columns: list[str]
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        }
+    )
+    await response.prepare(request)
+    await response.write(_csv_line(columns))
+    return response
+
+
+def _csv_line(values: list[Any]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(
+        ["true" if v is True else "false" if v is False else "" if v is None else v for v in values]
+    )
+    return buffer.getvalue().encode("utf-8")
+
+
+def _stream_id(text: str) -> bool:
+    ms, _, seq = text.partition("-")
+    return ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit() and len(text) < 40
