@@ -17,8 +17,11 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
         raise ApiError(413, f"request body is larger than {MAX_ADMIN_BODY} bytes")
     raw = await request.read()
-    if not raw:
-        return {}
+    return parse_object(raw) if raw else {}
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object, or a 400 that says what is wrong with the body."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -9,9 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-
 from gateway.errors import bad_request
+from gateway.json_input import parse_object
 
 Kind = Literal["chat", "completions"]
 _NUMBER_FIELDS = (
@@ -53,12 +52,7 @@ class CompletionRequest:
 def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
     if not raw:
         raise bad_request("request body is empty; send a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc.msg}") from None
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object")
+    body = parse_object(raw)
 
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():

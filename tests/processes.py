@@ -1,11 +1,15 @@
 """Helpers for tests that run the gateway as a real process."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 def pids_with(fragment: str) -> list[int]:
@@ -52,3 +56,15 @@ def stop(proc: "subprocess.Popen[str]", sig: int = signal.SIGTERM) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait(5)
+
+
+def http_json(
+    url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """A blocking request to a gateway process: (status, parsed JSON body), errors included."""
+    request = urllib.request.Request(url, headers=headers or {}, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

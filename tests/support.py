@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from config.catalog import ModelConfig, Pricing, ProviderConfig
 from config.settings import Settings
+from metering.usage import UsageRecord
 
 ADMIN_TOKEN = "test-admin-token-5f1e"
 PROVIDER_SECRET = "sk-provider-secret-never-shown-7d3a"
@@ -158,3 +159,29 @@ async def account_state(client: TestClient, account_id: str) -> dict[str, Any]:
 
 def chat(model: str, content: str = "Hello there", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def usage_record(account_id: str, key_hash: str, generation_id: str, cost: int) -> UsageRecord:
+    """A settled request's record as a store test needs it: one token each way, `cost` charged."""
+    return UsageRecord(
+        id=generation_id,
+        account_id=account_id,
+        key_hash=key_hash,
+        model="m",
+        provider_name="p",
+        upstream_model="u",
+        tokens_prompt=1,
+        tokens_completion=1,
+        native_tokens_cached=0,
+        native_tokens_reasoning=0,
+        cost=cost,
+        latency_ms=1,
+        generation_time_ms=1,
+        streamed=False,
+        cancelled=False,
+        finish_reason="stop",
+        status=200,
+        usage_source="provider",
+        created_at="2026-11-27T00:00:00.000Z",
+        created_at_ms=0,
+    )

@@ -3,23 +3,18 @@
 import json
 import signal
 import textwrap
-import urllib.request
 from pathlib import Path
+from typing import Any
 
 from gateway.redis_server import free_port
-from tests.processes import gateway_process, pids_with, stop, wait_until
+from tests.processes import gateway_process, http_json, pids_with, stop, wait_until
 from tests.support import ThreadedServer
 
 
 def _get(
     url: str, headers: dict[str, str] | None = None, data: bytes | None = None
-) -> tuple[int, dict]:  # type: ignore[type-arg]
-    request = urllib.request.Request(url, headers=headers or {}, data=data)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+) -> tuple[int, Any]:
+    return http_json(url, data, headers)
 
 
 def _answers(url: str) -> bool:

@@ -19,7 +19,8 @@ from metering.accounts import AccountStore
 from metering.admission import Metering
 from metering.ledger import Ledger, RefundRefused
 from metering.scripts import Scripts
-from metering.usage import UsageRecord, new_generation_id
+from metering.usage import new_generation_id
+from tests.support import usage_record
 
 START = 1_795_780_800.0
 DAY = 86_400.0
@@ -34,31 +35,6 @@ refund = st.tuples(st.just("refund"), st.integers(0, 20), st.just(0))
 advance = st.tuples(st.just("advance"), st.sampled_from([1, 4, 200, 600]), st.just(0))  # half days
 expire = st.tuples(st.just("expire"), st.just(0), st.just(0))
 steps = st.lists(st.one_of(purchase, request, together, refund, advance, expire), max_size=25)
-
-
-def _record(account_id: str, key_hash: str, generation_id: str, cost: int) -> UsageRecord:
-    return UsageRecord(
-        id=generation_id,
-        account_id=account_id,
-        key_hash=key_hash,
-        model="m",
-        provider_name="p",
-        upstream_model="u",
-        tokens_prompt=1,
-        tokens_completion=1,
-        native_tokens_cached=0,
-        native_tokens_reasoning=0,
-        cost=cost,
-        latency_ms=0,
-        generation_time_ms=0,
-        streamed=False,
-        cancelled=False,
-        finish_reason="stop",
-        status=200,
-        usage_source="provider",
-        created_at="",
-        created_at_ms=0,
-    )
 
 
 async def _run(redis_url: str, grant: int, plan: list[tuple[str, int, int]]) -> None:
@@ -79,7 +55,7 @@ async def _run(redis_url: str, grant: int, plan: list[tuple[str, int, int]]) -> 
                 account.id, key.hash, gid, cost + extra, paid=True, now=now
             )
             if admitted.admitted:
-                await metering.settle(_record(account.id, key.hash, gid, cost), now)
+                await metering.settle(usage_record(account.id, key.hash, gid, cost), now)
 
         for n, (kind, a, b) in enumerate(plan):
             if kind == "purchase":

@@ -4,8 +4,6 @@ import json
 import signal
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.redis_server import free_port
-from tests.processes import gateway_process, stop, wait_until
+from tests.processes import gateway_process, http_json, stop, wait_until
 from tests.support import ADMIN_TOKEN, ThreadedServer
 
 LIMITS = textwrap.dedent("""\
@@ -30,13 +28,8 @@ def _call(url: str, body: Any = None, token: str | None = None) -> tuple[int, di
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    status, data = http_json(url, None if body is None else json.dumps(body).encode(), headers)
+    return status, data
 
 
 def _ready(base: str) -> bool:

@@ -11,7 +11,8 @@ from metering.accounts import AccountStore, AmountTooLarge, IdempotencyConflict
 from metering.admission import Metering, Refusal
 from metering.money import MAX_NANOS
 from metering.scripts import Scripts
-from metering.usage import UsageRecord, new_generation_id
+from metering.usage import new_generation_id
+from tests.support import usage_record
 
 NOW = 1_795_000_000.0
 
@@ -27,31 +28,6 @@ async def stores(any_redis_url: str) -> AsyncIterator[tuple[AccountStore, Meteri
     await redis.aclose()
 
 
-def _record(account_id: str, key_hash: str, generation_id: str, cost: int) -> UsageRecord:
-    return UsageRecord(
-        id=generation_id,
-        account_id=account_id,
-        key_hash=key_hash,
-        model="m",
-        provider_name="p",
-        upstream_model="u",
-        tokens_prompt=1,
-        tokens_completion=1,
-        native_tokens_cached=0,
-        native_tokens_reasoning=0,
-        cost=cost,
-        latency_ms=1,
-        generation_time_ms=1,
-        streamed=False,
-        cancelled=False,
-        finish_reason="stop",
-        status=200,
-        usage_source="provider",
-        created_at="2026-11-27T00:00:00.000Z",
-        created_at_ms=0,
-    )
-
-
 async def test_reserve_then_settle_exactly_once(stores: tuple[AccountStore, Metering]) -> None:
     accounts, metering = stores
     account = await accounts.create_account("c", 1_000, NOW)
@@ -63,7 +39,7 @@ async def test_reserve_then_settle_exactly_once(stores: tuple[AccountStore, Mete
         account.id, key.hash, new_generation_id(account.id), 600, paid=True, now=NOW
     )
     assert second.refusal is Refusal.INSUFFICIENT and second.available == 400
-    record = _record(account.id, key.hash, gid, 250)
+    record = usage_record(account.id, key.hash, gid, 250)
     assert (await metering.settle(record, NOW)).applied
     again = await metering.settle(replace(record, cost=999), NOW)
     assert not again.applied and again.balance == 750
@@ -105,7 +81,7 @@ async def test_settlement_after_expiry_still_charges_once(
     await metering.admit(
         account.id, key.hash, new_generation_id(account.id), 0, paid=False, now=NOW + 120
     )  # sweeps the expired reservation
-    await metering.settle(_record(account.id, key.hash, gid, 300), NOW + 121)
+    await metering.settle(usage_record(account.id, key.hash, gid, 300), NOW + 121)
     state = await accounts.get_account(account.id)
     assert state is not None and (state.balance, state.reserved) == (700, 0)
 
