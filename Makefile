@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test install bench lint typecheck clean
+.PHONY: run test install bench bench-activity lint typecheck clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -27,6 +27,9 @@ bench: install
 	  (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq >/dev/null && apt-get install -y -qq wrk >/dev/null)) ) || \
 	  echo "wrk is not installed and could not be installed; bench uses its own load generator"
 	$(BIN)/python -m bench.run
+
+bench-activity: install
+	$(BIN)/python -m bench.activity
 
 lint: install
 	$(BIN)/ruff check gateway metering ratelimit config tests bench

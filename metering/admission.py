@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -135,44 +136,57 @@ class Metering:
         )
 
     async def settle(self, record: UsageRecord, now: float) -> SettlementResult:
-        k = AccountKeys(record.account_id)
-        day, week, month = period_stamps(now)
+        keys, args = self._settle_inputs(record, now)
         async with self._bounded():
-            reply = await self._scripts.settle(
-                keys=[
-                    k.account,
-                    k.api_key(record.key_hash),
-                    k.reservations,
-                    k.reservation_expiry,
-                    k.generation(record.id),
-                    k.usage_stream,
-                    k.usage_by_day,
-                    k.outbox,
-                    *(k.rollup(g, bucket_start(g, now)) for g in GRANULARITIES),
-                ],
-                args=[
-                    record.id,
-                    record.cost,
-                    record.to_json(),
-                    self._record_ttl,
-                    day,
-                    week,
-                    month,
-                    self._record_ttl * 1000,
-                    new_event_id(record.account_id),
-                    int(now * 1000),
-                    field_prefix(record.model, record.provider_name, record.key_hash),
-                    record.tokens_prompt,
-                    record.tokens_completion,
-                    record.native_tokens_reasoning,
-                    *self._rollup_seconds,
-                    self._topup_pending_ms,
-                ],
-            )
+            reply = await self._scripts.settle(keys=keys, args=args)
         topup = len(reply) > 2 and int(reply[2]) == 1
         if topup:  # so the delivery worker finds it; a crash before this is caught by its scan
             await self._redis.zadd(OUTBOX_INDEX, {record.account_id: now})
         return SettlementResult(reply[0] == "ok", int(reply[1]), topup)
+
+    async def settle_many(self, settlements: Sequence[tuple[UsageRecord, float]]) -> int:
+        """Settle records in one pipeline (seeding and back-fills): the same script, applied
+        once per generation id; returns how many were applied now."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for record, now in settlements:
+                keys, args = self._settle_inputs(record, now)
+                await self._scripts.settle(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        return sum(1 for reply in replies if reply[0] == "ok")
+
+    def _settle_inputs(self, record: UsageRecord, now: float) -> tuple[list[str], list[Any]]:
+        k = AccountKeys(record.account_id)
+        day, week, month = period_stamps(now)
+        keys = [
+            k.account,
+            k.api_key(record.key_hash),
+            k.reservations,
+            k.reservation_expiry,
+            k.generation(record.id),
+            k.usage_stream,
+            k.usage_by_day,
+            k.outbox,
+            *(k.rollup(g, bucket_start(g, now)) for g in GRANULARITIES),
+        ]
+        args = [
+            record.id,
+            record.cost,
+            record.to_json(),
+            self._record_ttl,
+            day,
+            week,
+            month,
+            self._record_ttl * 1000,
+            new_event_id(record.account_id),
+            int(now * 1000),
+            field_prefix(record.model, record.provider_name, record.key_hash),
+            record.tokens_prompt,
+            record.tokens_completion,
+            record.native_tokens_reasoning,
+            *self._rollup_seconds,
+            self._topup_pending_ms,
+        ]
+        return keys, args
 
     @contextlib.asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:
