@@ -35,6 +35,7 @@ from metering.rollups import (
 routes = web.RouteTableDef()
 DEFAULT_SPAN = {"minute": 3600, "hour": 86_400, "day": 30 * 86_400, "month": 365 * 86_400}
 PAGE = 50
+MAX_ACCOUNTS = 10_000
 TOTAL_FIELDS = ("spend", "prompt_tokens", "completion_tokens", "reasoning_tokens", "requests")
 
 
@@ -47,12 +48,14 @@ class Query:
     filters: Filters
 
 
-def parse_query(request: web.Request) -> Query:
+def parse_query(request: web.Request, *, allow_account: bool = False) -> Query:
     q = request.query
     granularity = q.get("granularity", "day")
     if granularity not in GRANULARITIES:
         raise bad_request("'granularity' must be minute, hour, day or month", "granularity")
     group_by = q.get("group_by", "none")
+    if allow_account and group_by == "account":
+        group_by = "none"  # the caller groups by account itself
     if group_by not in get_args(GroupBy):
         raise bad_request("'group_by' must be model, provider or key", "group_by")
     now = request.app[CLOCK].now()
@@ -180,12 +183,40 @@ async def generations_csv(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/admin/v1/activity")
 async def admin_activity(request: web.Request) -> web.Response:
-    account_id = request.query.get("account", "")
-    account = await request.app[SERVICES].accounts.get_account(account_id)
-    if account is None:
-        raise ApiError(404, "no such account: give ?account=<id>", "not_found")
-    data = await activity_of(request, account.id, parse_query(request))
-    return json_response({"data": {"account": account.id, **data}})
+    """One account (`account=<id>`), or every account (up to MAX_ACCOUNTS) added up;
+    `group_by=account` splits the rows by account."""
+    by_account = request.query.get("group_by") == "account"
+    query = parse_query(request, allow_account=True)
+    services = request.app[SERVICES]
+    wanted = request.query.get("account")
+    if wanted:
+        if await services.accounts.get_account(wanted) is None:
+            raise ApiError(404, "no such account", "not_found")
+        accounts = [wanted]
+    else:
+        accounts = await services.accounts.account_ids(MAX_ACCOUNTS)
+    merged: dict[tuple[int, str | None], Totals] = {}
+    total = Totals()
+    starts = buckets_between(query.granularity, query.start, query.end)
+    for account_id in accounts:
+        buckets = await services.rollups.read(account_id, query.granularity, starts)
+        rows, account_total = summarize(buckets, query.filters, query.group_by)
+        total.add(account_total)
+        for start, group, totals in rows:
+            merged.setdefault((start, account_id if by_account else group), Totals()).add(totals)
+    label = "account" if by_account else query.group_by
+    out = []
+    for (start, group), totals in sorted(merged.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        if by_account and not totals.requests:
+            continue
+        row: dict[str, Any] = {"start": rfc3339(start)}
+        if label != "none":
+            row[label] = group
+        row.update(_totals(totals))
+        out.append(row)
+    return json_response(
+        {"data": {"accounts": len(accounts), "buckets": out, "totals": _totals(total)}}
+    )
 
 
 async def _csv_response(

@@ -140,6 +140,10 @@ class AccountStore:
             expired=int(raw.get("expired", 0)),
         )
 
+    async def account_ids(self, limit: int) -> list[str]:
+        """The oldest `limit` accounts' ids."""
+        return [str(a) for a in await self._redis.zrange(ACCOUNT_INDEX, 0, limit - 1)]
+
     async def create_key(
         self,
         account_id: str,

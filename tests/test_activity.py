@@ -139,3 +139,25 @@ async def test_bad_activity_queries_are_400s(ac: TestClient) -> None:
         resp = await ac.get(f"/api/v1/activity?{q}", headers=bearer(key))
         assert resp.status == 400, q
     assert (await ac.get("/api/v1/activity")).status == 401
+
+
+async def test_operator_activity_across_accounts(ac: TestClient) -> None:
+    first, key_a = await new_account(ac, purchase="1.00")
+    second, key_b = await new_account(ac, purchase="1.00")
+    spent_a = await _use(ac, key_a, "test/paid", 2)
+    spent_b = await _use(ac, key_b, "test/paid", 3)
+    q = "from=2026-11-27T00:00:00Z&to=2026-11-28T00:00:00Z&group_by=account"
+    data = (await (await ac.get(f"/admin/v1/activity?{q}", headers=admin_headers())).json())["data"]
+    rows = {b["account"]: b for b in data["buckets"]}
+    assert Decimal(rows[first]["spend"]) == spent_a and rows[first]["requests"] == 2
+    assert Decimal(rows[second]["spend"]) == spent_b and rows[second]["requests"] == 3
+    one = await (
+        await ac.get(
+            f"/admin/v1/activity?account={second}&from=2026-11-27T00:00:00Z"
+            "&to=2026-11-28T00:00:00Z",
+            headers=admin_headers(),
+        )
+    ).json()
+    assert Decimal(one["data"]["totals"]["spend"]) == spent_b
+    missing = await ac.get("/admin/v1/activity?account=nobody", headers=admin_headers())
+    assert missing.status == 404

@@ -116,3 +116,19 @@ async def test_purchase_idempotency_and_bounds(stores: tuple[AccountStore, Meter
         await accounts.purchase(account.id, Decimal(MAX_NANOS) / 10**9, 0, "card", "big", NOW)
     state = await accounts.get_account(account.id)
     assert state is not None and state.balance == state.purchased == 10_000_000_000
+
+
+async def test_settle_many_applies_each_generation_once(
+    stores: tuple[AccountStore, Metering],
+) -> None:
+    accounts, metering = stores
+    account = await accounts.create_account("c", 10_000, NOW)
+    _, key = await accounts.create_key(account.id, "k", NOW)
+    batch = [
+        (usage_record(account.id, key.hash, new_generation_id(account.id), 100), NOW)
+        for _ in range(5)
+    ]
+    assert await metering.settle_many(batch) == 5
+    assert await metering.settle_many(batch[:2]) == 0  # already settled
+    state = await accounts.get_account(account.id)
+    assert state is not None and (state.balance, state.usage) == (9_500, 500)
