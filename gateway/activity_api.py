@@ -11,6 +11,7 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, get_args
 
 from aiohttp import web
@@ -33,6 +34,8 @@ from metering.rollups import (
 )
 
 routes = web.RouteTableDef()
+STATIC = Path(__file__).parent / "static"
+_PAGE_FILES = {"activity.js": "text/javascript", "activity.css": "text/css"}
 DEFAULT_SPAN = {"minute": 3600, "hour": 86_400, "day": 30 * 86_400, "month": 365 * 86_400}
 PAGE = 50
 MAX_ACCOUNTS = 10_000
@@ -107,6 +110,31 @@ async def activity_of(request: web.Request, account_id: str, query: Query) -> di
         row.update(_totals(totals))
         out.append(row)
     return {"buckets": out, "totals": _totals(total)}
+
+
+@routes.get("/activity")
+async def page(request: web.Request) -> web.FileResponse:
+    """The Activity page: static, no CDN; it asks the key holder for the key itself."""
+    return web.FileResponse(STATIC / "activity.html", headers=_PAGE_HEADERS)
+
+
+@routes.get("/activity/{name}")
+async def page_asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in _PAGE_FILES:
+        raise ApiError(404, "no such file", "not_found")
+    return web.FileResponse(
+        STATIC / name, headers={**_PAGE_HEADERS, "Content-Type": _PAGE_FILES[name]}
+    )
+
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+    "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 @routes.get("/api/v1/activity")

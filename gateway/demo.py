@@ -129,7 +129,7 @@ Try it:
 
   Credits:  curl -s {base}/api/v1/credits -H 'Authorization: Bearer {secret}'
   Models:   curl -s {base}/api/v1/models
-  Activity: {base}/activity (a later release)
+  Activity: {base}/activity (paste the API key there)
 
 Stop it with Ctrl-C (SIGINT) or SIGTERM; the demo's data is temporary and removed on exit.
 """
