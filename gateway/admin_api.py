@@ -14,6 +14,7 @@ from gateway.errors import ApiError, bad_request, json_response
 from gateway.json_input import bool_field, json_object, text_field, usd_field
 from gateway.key_input import key_changes, new_key_fields
 from gateway.limits import LIMITS
+from gateway.metrics import REFUNDS, count_purchase
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from gateway.views import account_view, key_admin_view, ledger_entry_view, purchase_view
 from metering.accounts import (
@@ -24,7 +25,7 @@ from metering.accounts import (
     account_of_purchase,
 )
 from metering.ledger import RefundRefused
-from metering.money import fee_nanos, format_usd, usd_to_nanos
+from metering.money import NANOS_PER_USD, fee_nanos, format_usd, usd_to_nanos
 from ratelimit.policy import UNLIMITED
 
 routes = web.RouteTableDef()
@@ -167,6 +168,8 @@ async def create_purchase(request: web.Request) -> web.Response:
         raise bad_request(
             "this purchase would take the balance past what can be held", "amount"
         ) from None
+    if created:
+        count_purchase(purchase)
     return json_response(purchase_view(purchase), status=201 if created else 200)
 
 
@@ -233,6 +236,8 @@ async def refund_purchase(request: web.Request) -> web.Response:
         refund = await request.app[SERVICES].ledger.refund(
             account_id, purchase_id, request.app[CLOCK].now(), settings.refund_window_hours * 3600
         )
+        if refund.first_time:
+            REFUNDS.inc(refund.refunded / NANOS_PER_USD)
     except RefundRefused as exc:
         if exc.reason == "not_found":
             raise ApiError(404, "no such purchase", "not_found") from None

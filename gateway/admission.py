@@ -2,6 +2,7 @@
 and the one admission script call; a refusal becomes the 401, 402 or 429 that explains itself."""
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -9,7 +10,12 @@ from redis.exceptions import RedisError
 
 from gateway.errors import ApiError
 from gateway.limits import LIMITS
-from gateway.metrics import RATELIMIT_DECISIONS
+from gateway.metrics import (
+    PAYMENT_REQUIRED,
+    RATELIMIT_DECISIONS,
+    REDIS_ERRORS,
+    REDIS_SECONDS,
+)
 from gateway.models import ResolvedModel
 from gateway.request_body import CompletionRequest
 from gateway.state import CLOCK, SERVICES, SETTINGS
@@ -46,6 +52,7 @@ async def admit(
     generation_id = new_generation_id(account_id)
     limits = request.app[LIMITS].policy.applicable(model.id, model.providers[0].name, model.is_free)
     inputs = admission_inputs(account_id, key_hash, limits, now)
+    started = time.perf_counter()
     try:
         result = await services.metering.admit(
             account_id,
@@ -58,10 +65,12 @@ async def admit(
             limit_args=inputs.args,
         )
     except RedisError as exc:
+        REDIS_ERRORS.labels("admit").inc()
         if model.is_free and request.app[SETTINGS].admit_free_models_without_redis:
             log.warning("redis unavailable (%s): free model admitted unchecked", type(exc).__name__)
             return Admitted(generation_id, 0)
         raise
+    REDIS_SECONDS.labels("admit").observe(time.perf_counter() - started)
     headers: dict[str, str] = {}
     counted = result.admitted or result.refusal is Refusal.RATE_LIMITED
     if limits and result.limit_counts and counted:
@@ -77,7 +86,10 @@ async def admit(
                 limit=decision.refused.limit.name if decision.refused else None,
             )
     if not result.admitted:
-        raise _refusal_error(result, model, reserve, prompt_estimate, req.completions)
+        error = _refusal_error(result, model, reserve, prompt_estimate, req.completions)
+        if error.status == 402:
+            PAYMENT_REQUIRED.labels(str(error.metadata.get("reason", "other"))).inc()
+        raise error
     return Admitted(generation_id, reserve, headers)
 
 

@@ -6,6 +6,7 @@ settlement script after. Auth reads a cached hash -> account mapping.
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,15 @@ from gateway.admission import admit
 from gateway.auth import authenticate
 from gateway.errors import ApiError, json_response
 from gateway.exchange import Exchange
+from gateway.metrics import (
+    INFLIGHT,
+    OVERHEAD_SECONDS,
+    REQUEST_SECONDS,
+    REQUESTS,
+    TTFT_SECONDS,
+    UPSTREAM_ERRORS,
+    UPSTREAM_SECONDS,
+)
 from gateway.models import ResolvedModel
 from gateway.provider_errors import (
     MAX_ANSWER_BYTES,
@@ -47,7 +57,60 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await handle_completion(request, "completions")
 
 
+@dataclass
+class Outcome:
+    """What the metrics record of one completion request, whatever way it ends."""
+
+    model: str = "none"
+    provider: str = "none"
+    status: int = 200
+    error_type: str = "none"
+    exchange: Exchange | None = None
+
+
 async def handle_completion(request: web.Request, kind: Kind) -> web.StreamResponse:
+    outcome = Outcome()
+    received = time.monotonic()
+    INFLIGHT.inc()
+    try:
+        response = await _handle(request, kind, outcome, received)
+        outcome.status = response.status
+        return response
+    except ApiError as exc:
+        outcome.status, outcome.error_type = exc.status, exc.error_type
+        raise
+    except asyncio.CancelledError:
+        outcome.status, outcome.error_type = 499, "client_closed"
+        raise
+    except BaseException:
+        outcome.status, outcome.error_type = 500, "internal_error"
+        raise
+    finally:
+        INFLIGHT.dec()
+        _observe(outcome, received)
+
+
+def _observe(outcome: Outcome, received: float) -> None:
+    exchange = outcome.exchange
+    if exchange is not None and exchange.provider_name:
+        outcome.provider = exchange.provider_name
+    REQUESTS.labels(
+        outcome.model, outcome.provider, f"{outcome.status // 100}xx", outcome.error_type
+    ).inc()
+    total = time.monotonic() - received
+    REQUEST_SECONDS.observe(total)
+    if exchange is None or exchange.sent_at is None:
+        return
+    upstream = (exchange.done_at or time.monotonic()) - exchange.sent_at
+    UPSTREAM_SECONDS.labels(outcome.provider).observe(upstream)
+    OVERHEAD_SECONDS.observe(max(total - upstream, 0.0))
+    if exchange.streamed and exchange.first_byte_at is not None:
+        TTFT_SECONDS.labels(outcome.provider).observe(exchange.first_byte_at - received)
+
+
+async def _handle(
+    request: web.Request, kind: Kind, outcome: Outcome, received: float
+) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     services = request.app[SERVICES]
     clock = request.app[CLOCK]
@@ -66,6 +129,7 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
             f"model {req.model!r} is not available here; see GET /api/v1/models",
             "model_not_found",
         )
+    outcome.model, outcome.provider = model.id, model.providers[0].name
 
     prompt_estimate = estimate_prompt_tokens(req.body, req.size)
     admitted = await admit(request, account_id, key_hash, model, req, prompt_estimate)
@@ -81,7 +145,9 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
         streamed=req.stream,
         prompt_estimate=prompt_estimate,
         response_headers=admitted.headers,
+        started=received,
     )
+    outcome.exchange = exchange
     try:
         upstream = await _forward(request, exchange, req, kind)
         if req.stream:
@@ -123,11 +189,15 @@ async def _forward(
     failure: UpstreamFailure | None = None
     for i, provider in enumerate(providers):
         exchange.provider_name = provider.name
+        exchange.sent_at = time.monotonic()
         try:
             response = await upstream.post(provider, _UPSTREAM_PATHS[kind], payload)
         except UpstreamFailure as exc:
+            UPSTREAM_ERRORS.labels(provider.name, exc.kind).inc()
             failure = exc
             continue
+        if response.status >= 500:
+            UPSTREAM_ERRORS.labels(provider.name, "status").inc()
         if response.status >= 500 and i + 1 < len(providers):
             response.release()
             continue

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from gateway.clock import Clock
+from gateway.metrics import REDIS_ERRORS, REDIS_SECONDS, SPEND, TOKENS
 from gateway.models import ResolvedModel
 from metering.admission import Metering
+from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339
 from metering.pricing import TokenUsage
 from metering.usage import UsageRecord
@@ -36,6 +38,7 @@ class Exchange:
     cancelled: bool = False
     finish_reason: str | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+    sent_at: float | None = None  # the request left for the provider (the last try of several)
     first_byte_at: float | None = None
     done_at: float | None = None
     _settlement: "asyncio.Task[None] | None" = None
@@ -93,9 +96,12 @@ class Exchange:
 
     async def _settle(self) -> None:
         record = self.record()
+        started = time.perf_counter()
         try:
             result = await self.metering.settle(record, self.clock.now())
+            REDIS_SECONDS.labels("settle").observe(time.perf_counter() - started)
         except RedisError as exc:
+            REDIS_ERRORS.labels("settle").inc()
             log.error(
                 "settlement of %s (%d nanodollars) could not reach redis: %s",
                 record.id,
@@ -103,5 +109,21 @@ class Exchange:
                 type(exc).__name__,
             )
             return
+        if result.applied:
+            _count_usage(record)
         if not result.applied:
             log.warning("generation %s was already settled; not charged twice", record.id)
+
+
+def _count_usage(record: UsageRecord) -> None:
+    labels = (record.model, record.provider_name)
+    for kind, count in (
+        ("prompt", record.tokens_prompt),
+        ("completion", record.tokens_completion),
+        ("cached", record.native_tokens_cached),
+        ("reasoning", record.native_tokens_reasoning),
+    ):
+        if count:
+            TOKENS.labels(*labels, kind).inc(count)
+    if record.cost:
+        SPEND.labels(*labels).inc(record.cost / NANOS_PER_USD)

@@ -1,13 +1,58 @@
-"""Prometheus metrics (prefix `gateway_`). Labels come from the route table and fixed lists only:
-never an account, a key or anything a client can make unbounded."""
+"""Prometheus metrics (prefix `gateway_`, base units). Labels come from the catalog, the route
+table and fixed lists only: never an account, a key or anything a client can make unbounded.
 
+With `serve --workers N` every worker writes its samples to files in one directory
+(prometheus-client's multiprocess mode, switched on by PROMETHEUS_MULTIPROC_DIR before this module
+is imported), and `/metrics` adds them up, so one scrape reads the sum over all workers.
+"""
+
+import os
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, Info, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
-BUILD = Info("gateway_build", "Version of the running gateway")
+from gateway import __version__
+from metering.accounts import Purchase
+from metering.money import NANOS_PER_USD
+
+# Fine enough to read a 1 ms overhead, wide enough for a long generation.
+SECONDS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+)
+
+BUILD = Gauge(
+    "gateway_build_info", "The running version (value 1)", ["version"], multiprocess_mode="max"
+)
+BUILD.labels(__version__).set(1)
 HTTP_REQUESTS = Counter(
     "gateway_http_requests_total", "HTTP requests answered", ["route", "status_class"]
 )
@@ -15,30 +60,61 @@ HTTP_DURATION = Histogram(
     "gateway_http_request_duration_seconds",
     "Time to answer an HTTP request",
     ["route"],
-    buckets=(
-        0.0005,
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-        10,
-        30,
-        60,
-        120,
-    ),
+    buckets=SECONDS,
 )
+REQUESTS = Counter(
+    "gateway_requests_total",
+    "Completion requests by outcome",
+    ["model", "provider", "status_class", "error_type"],
+)
+INFLIGHT = Gauge(
+    "gateway_inflight_requests", "Completion requests being served", multiprocess_mode="livesum"
+)
+OPEN_STREAMS = Gauge("gateway_open_streams", "Streams being relayed", multiprocess_mode="livesum")
+REQUEST_SECONDS = Histogram(
+    "gateway_request_duration_seconds",
+    "Whole completion requests, received to answered",
+    buckets=SECONDS,
+)
+UPSTREAM_SECONDS = Histogram(
+    "gateway_upstream_duration_seconds",
+    "Provider time: request sent to last byte",
+    ["provider"],
+    buckets=SECONDS,
+)
+OVERHEAD_SECONDS = Histogram(
+    "gateway_overhead_seconds",
+    "The gateway's own time: whole request less the provider's",
+    buckets=SECONDS,
+)
+TTFT_SECONDS = Histogram(
+    "gateway_time_to_first_token_seconds",
+    "Streams: request received to the provider's first byte",
+    ["provider"],
+    buckets=SECONDS,
+)
+TOKENS = Counter("gateway_tokens_total", "Tokens charged", ["model", "provider", "kind"])
+SPEND = Counter("gateway_spend_usd_total", "USD charged for usage", ["model", "provider"])
+PURCHASED = Counter("gateway_credits_purchased_usd_total", "Credits bought", ["method"])
+FEES = Counter("gateway_fees_usd_total", "Platform fees on purchases", ["method"])
+REFUNDS = Counter("gateway_refunds_usd_total", "Credits refunded")
+PAYMENT_REQUIRED = Counter("gateway_payment_required_total", "402 answers", ["reason"])
 RATELIMIT_DECISIONS = Counter(
     "gateway_ratelimit_decisions_total", "Rate-limit decisions by limit", ["limit", "outcome"]
 )
+REDIS_SECONDS = Histogram(
+    "gateway_redis_duration_seconds", "Redis round trips", ["operation"], buckets=SECONDS
+)
+REDIS_ERRORS = Counter("gateway_redis_errors_total", "Failed Redis round trips", ["operation"])
+UPSTREAM_ERRORS = Counter(
+    "gateway_upstream_errors_total", "Provider failures", ["provider", "kind"]
+)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def count_purchase(purchase: Purchase) -> None:
+    PURCHASED.labels(purchase.method).inc(purchase.amount / NANOS_PER_USD)
+    FEES.labels(purchase.method).inc(purchase.fee / NANOS_PER_USD)
 
 
 @web.middleware
@@ -60,4 +136,10 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

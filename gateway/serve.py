@@ -4,6 +4,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 
@@ -70,7 +71,12 @@ def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
 
 
 def _run_workers(settings: Settings) -> None:
-    """N processes on one port (SO_REUSEPORT); the kernel spreads connections between them."""
+    """N processes on one port (SO_REUSEPORT); the kernel spreads connections between them.
+    Their metrics go to files in one fresh directory, which /metrics adds up in any worker."""
+    metrics_dir = settings.data_dir.resolve() / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # read by each spawned worker
     ctx = multiprocessing.get_context("spawn")
     workers = [
         ctx.Process(target=_run_worker, args=(settings,), kwargs={"reuse_port": True}, daemon=True)

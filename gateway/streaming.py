@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.exchange import Exchange
+from gateway.metrics import OPEN_STREAMS
 from gateway.sse_relay import ProviderStreamBroken, SseRelay
 from gateway.state import SETTINGS
 
@@ -26,7 +27,6 @@ DONE = b"data: [DONE]\n\n"
 async def relay_stream(
     request: web.Request, upstream: aiohttp.ClientResponse, exchange: Exchange
 ) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
     relay = SseRelay(exchange)
     response = web.StreamResponse(
         status=200,
@@ -46,6 +46,21 @@ async def relay_stream(
         relay.charge()
         return response
 
+    OPEN_STREAMS.inc()
+    try:
+        return await _relay(request, upstream, exchange, relay, response)
+    finally:
+        OPEN_STREAMS.dec()
+
+
+async def _relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    exchange: Exchange,
+    relay: SseRelay,
+    response: web.StreamResponse,
+) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
     failure: str | None = None
     # A long stream keeps its reservation: it would otherwise be released as if orphaned.
     renew_every = settings.reservation_timeout_seconds / 3

@@ -18,12 +18,13 @@ from aiohttp import web
 
 from gateway.errors import ApiError, bad_request, json_response
 from gateway.json_input import text_field, usd_field
+from gateway.metrics import REFUNDS, count_purchase
 from gateway.signing import SIGNATURE_HEADER, BadSignature, StaleSignature, verify
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from gateway.views import purchase_view
 from metering.accounts import AccountNotFound, AmountTooLarge, IdempotencyConflict
 from metering.ledger import RefundRefused
-from metering.money import fee_nanos, format_usd
+from metering.money import NANOS_PER_USD, fee_nanos, format_usd
 
 routes = web.RouteTableDef()
 MAX_WEBHOOK_BYTES = 64 * 1024
@@ -107,6 +108,8 @@ async def _succeeded(
         raise bad_request(
             "this payment would take the balance past what can be held", "amount"
         ) from None
+    if created:
+        count_purchase(purchase)
     return json_response(
         {"received": True, "duplicate": not created, "purchase": purchase_view(purchase)}
     )
@@ -126,6 +129,8 @@ async def _refunded(request: web.Request, account_id: str, payment_id: str) -> w
             already_paid_back=True,
         )
         refunded = format_usd(refund.refunded)
+        if refund.first_time:
+            REFUNDS.inc(refund.refunded / NANOS_PER_USD)
     except RefundRefused as exc:
         if exc.reason != "nothing_left":
             raise ApiError(409, f"refund refused: {exc.reason}", "refund_refused") from None

@@ -35,6 +35,7 @@ class Refund:
     refunded: int
     fee: int
     created_at: str
+    first_time: bool = True  # False when this refund was asked for, and made, before
 
 
 class RefundRefused(Exception):
@@ -114,6 +115,7 @@ class Ledger:
             refunded=int(data["refunded"]),
             fee=int(data["fee"]),
             created_at=data["created_at"],
+            first_time=status == "refunded",
         )
 
     async def expire(self, account_id: str, now: float, lifetime: float) -> int:

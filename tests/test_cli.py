@@ -3,6 +3,7 @@
 import json
 import signal
 import textwrap
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,52 @@ def test_serve_with_two_workers_shares_one_port(tmp_path: Path, provider: Thread
     assert code == 0, err
     assert err.count("gateway listening on") == 2
     assert wait_until(lambda: not pids_with(str(data_dir / "redis.sock")), 10)
+
+
+def _metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_two_workers_add_up_in_one_scrape(tmp_path: Path, provider: ThreadedServer) -> None:
+    port = free_port()
+    proc = gateway_process(
+        [
+            "serve",
+            "--config",
+            str(_config(tmp_path, provider.url)),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        {"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_ADMIN_TOKEN": "t0ken"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: _answers(base + "/readyz"), 30)
+        pids: set[int] = set()
+        assert wait_until(lambda: pids.add(_get(base + "/healthz")[1]["pid"]) or len(pids) == 2, 30)
+        admin = {"Authorization": "Bearer t0ken", "Content-Type": "application/json"}
+        _, account = _get(base + "/admin/v1/accounts", admin, b'{"grant": "1.00"}')
+        _, key = _get(f"{base}/admin/v1/accounts/{account['id']}/keys", admin, b"{}")
+        body = json.dumps(
+            {"model": "test/paid", "messages": [{"role": "user", "content": "hi"}]}
+        ).encode()
+        for _ in range(20):  # new connections: the kernel spreads them over both workers
+            status, reply = _get(
+                base + "/api/v1/chat/completions",
+                {"Authorization": f"Bearer {key['key']}", "Content-Type": "application/json"},
+                body,
+            )
+            assert status == 200, reply
+        scrape = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+        assert _metric(scrape, "gateway_requests_total") == 20
+        assert _metric(scrape, "gateway_tokens_total") > 0
+        assert _metric(scrape, "gateway_spend_usd_total") > 0
+        assert "gateway_build_info" in scrape
+    finally:
+        assert stop(proc, signal.SIGTERM) == 0
