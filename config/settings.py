@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(default=5.0, ge=0)
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
     redis_appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = (
+        "INFO"
+    )
+    log_format: Literal["auto", "json", "text"] = "auto"
+    metrics_token: SecretStr | None = Field(default=None, description="bearer for /metrics")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve /metrics on its own port instead"
+    )
     usage_record_days: int = Field(default=90, gt=0)
     rollup_days: int = Field(default=730, gt=0, description="daily and monthly chart data")
 

@@ -55,6 +55,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(activity_api.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if settings.metrics_port is None:
+        app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+def create_metrics_app(settings: Settings) -> web.Application:
+    """/metrics alone, for `metrics_port`."""
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
     app.router.add_get("/metrics", metrics_endpoint)
     return app
 

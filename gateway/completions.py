@@ -18,6 +18,7 @@ from gateway.auth import authenticate
 from gateway.errors import ApiError, json_response
 from gateway.exchange import Exchange
 from gateway.metrics import (
+    ACCESS_FIELDS,
     INFLIGHT,
     OVERHEAD_SECONDS,
     REQUEST_SECONDS,
@@ -39,6 +40,7 @@ from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS
 from gateway.streaming import relay_stream
 from gateway.upstream import UpstreamFailure
 from metering.estimate import estimate_prompt_tokens
+from metering.money import format_usd
 from metering.pricing import TokenUsage
 
 routes = web.RouteTableDef()
@@ -88,6 +90,7 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
     finally:
         INFLIGHT.dec()
         _observe(outcome, received)
+        request[ACCESS_FIELDS] = _access_fields(outcome)
 
 
 def _observe(outcome: Outcome, received: float) -> None:
@@ -106,6 +109,34 @@ def _observe(outcome: Outcome, received: float) -> None:
     OVERHEAD_SECONDS.observe(max(total - upstream, 0.0))
     if exchange.streamed and exchange.first_byte_at is not None:
         TTFT_SECONDS.labels(outcome.provider).observe(exchange.first_byte_at - received)
+
+
+def _access_fields(outcome: Outcome) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "model": outcome.model,
+        "provider": outcome.provider,
+        "error_type": outcome.error_type,
+    }
+    exchange = outcome.exchange
+    if exchange is not None:
+        usage = exchange.usage
+        fields.update(
+            {
+                "generation_id": exchange.generation_id,
+                "account_id": exchange.account_id,
+                "key": exchange.key_hash[:12],
+                "streamed": exchange.streamed,
+                "cancelled": exchange.cancelled,
+                "prompt_tokens": usage.prompt if usage else 0,
+                "completion_tokens": usage.completion if usage else 0,
+                "cost_usd": format_usd(exchange.cost),
+            }
+        )
+        if exchange.sent_at is not None:
+            fields["upstream_ms"] = round(
+                ((exchange.done_at or time.monotonic()) - exchange.sent_at) * 1000, 3
+            )
+    return fields
 
 
 async def _handle(

@@ -7,6 +7,7 @@ is imported), and `/metrics` adds them up, so one scrape reads the sum over all 
 """
 
 import os
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -22,6 +23,7 @@ from prometheus_client import (
 )
 
 from gateway import __version__
+from gateway.logs import access
 from metering.accounts import Purchase
 from metering.money import NANOS_PER_USD
 
@@ -117,25 +119,64 @@ def count_purchase(purchase: Purchase) -> None:
     FEES.labels(purchase.method).inc(purchase.fee / NANOS_PER_USD)
 
 
+REQUEST_ID = web.RequestKey("request_id", str)
+ACCESS_FIELDS = web.RequestKey("access_fields", dict)  # what a handler adds to its log line
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id", "")
+    if 0 < len(given) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_.") for c in given):
+        return given
+    return secrets.token_hex(8)
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts and times every request, and writes its one access log line."""
     started = time.perf_counter()
+    request_id = _request_id(request)
+    request[REQUEST_ID] = request_id
     status = 500
     try:
         response = await handler(request)
         status = response.status
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
         return response
     except web.HTTPException as exc:
         status = exc.status
         raise
     finally:
+        elapsed = time.perf_counter() - started
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         HTTP_REQUESTS.labels(route, f"{status // 100}xx").inc()
-        HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+        HTTP_DURATION.labels(route).observe(elapsed)
+        if route not in QUIET_ROUTES:
+            access(
+                {
+                    "request_id": request_id,
+                    "method": request.method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    **request.get(ACCESS_FIELDS, {}),
+                }
+            )
+
+
+QUIET_ROUTES = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
+    from gateway.auth import admin_token_matches
+    from gateway.errors import ApiError
+    from gateway.state import SETTINGS
+
+    token = request.app[SETTINGS].metrics_token
+    secret = token.get_secret_value() if token is not None else ""
+    if secret and not admin_token_matches(request, secret):
+        raise ApiError(401, "metrics need 'Authorization: Bearer <metrics token>'", "invalid_token")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -9,7 +9,8 @@ import signal
 import sys
 
 from config.settings import Settings
-from gateway.app import create_app
+from gateway.app import create_app, create_metrics_app
+from gateway.logs import configure as configure_logging
 from gateway.redis_server import (
     RedisBinaryMissing,
     RedisServer,
@@ -22,6 +23,7 @@ log = logging.getLogger("gateway")
 
 
 def run_serve(settings: Settings) -> int:
+    configure_logging(settings.log_level, settings.log_format)
     embedded: RedisServer | None = None
     if not settings.redis_url:
         try:
@@ -52,20 +54,26 @@ def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
     outrank the command line's flags."""
     if reuse_port:  # a spawned worker: log like the parent, and never outlive it
         die_with_parent()
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-        )
+    configure_logging(settings.log_level, settings.log_format)
     install_uvloop()
 
     async def announce(port: int) -> None:
         log.info("gateway listening on http://%s:%d", settings.host, port)
 
     app = create_app(settings)
+    side = (
+        None
+        if settings.metrics_port is None
+        else (create_metrics_app(settings), settings.metrics_port)
+    )
     asyncio.run(
         serve_until_stopped(
-            app, settings.host, settings.port, reuse_port=reuse_port, on_ready=announce
+            app,
+            settings.host,
+            settings.port,
+            reuse_port=reuse_port,
+            on_ready=announce,
+            side_app=side,
         )
     )
 

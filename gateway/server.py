@@ -55,11 +55,18 @@ async def serve_until_stopped(
     *,
     reuse_port: bool = False,
     on_ready: Ready | None = None,
+    side_app: tuple[web.Application, int] | None = None,
 ) -> None:
+    """`side_app`: a second app on its own port (the metrics, when they have one)."""
     runner, bound = await start_site(app, host, port, reuse_port=reuse_port)
+    side = None
     try:
+        if side_app is not None:
+            side, _ = await start_site(side_app[0], host, side_app[1], reuse_port=reuse_port)
         if on_ready is not None:
             await on_ready(bound)
         await wait_for_stop_signal()
     finally:
+        if side is not None:
+            await side.cleanup()
         await runner.cleanup()

@@ -52,3 +52,44 @@ async def test_a_full_scenario_leaks_no_secret(
     for secret in (key, broke_key, PROVIDER_SECRET, ADMIN_TOKEN):
         assert secret not in everything
     assert "Traceback" not in "\n".join(bodies)
+
+
+async def test_metrics_can_require_a_token(redis_url: str, provider: ThreadedServer) -> None:
+    from aiohttp.test_utils import TestServer
+
+    from gateway.app import create_app
+    from tests.support import make_settings
+
+    app = create_app(make_settings(redis_url, provider.url, metrics_token="scrape-me"))
+    async with TestClient(TestServer(app)) as c:
+        assert (await c.get("/metrics")).status == 401
+        ok = await c.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert ok.status == 200 and "gateway_build_info" in await ok.text()
+
+
+async def test_one_json_access_line_per_request(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json as _json
+
+    from gateway.logs import JsonFormatter
+
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    _, key = await new_account(client, purchase="1.00")
+    resp = await client.post(
+        "/api/v1/chat/completions",
+        json=chat("test/paid"),
+        headers={**bearer(key), "X-Request-Id": "req-42"},
+    )
+    assert resp.headers["X-Request-Id"] == "req-42"
+    lines = [
+        _json.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.name == "gateway.access" and getattr(r, "fields", {}).get("request_id") == "req-42"
+    ]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["status"] == 200 and line["model"] == "test/paid" and line["provider"] == "sim"
+    assert line["generation_id"] == resp.headers["X-Generation-Id"]
+    assert line["cost_usd"] == "0.0000105" and line["prompt_tokens"] == 6
+    assert len(line["key"]) == 12 and key not in _json.dumps(line)
