@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test install browser bench bench-activity lint typecheck clean
+.PHONY: run test install test-deps bench bench-activity lint typecheck clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -19,16 +19,20 @@ install: $(STAMP)
 run: install
 	$(BIN)/gateway demo
 
-test: install browser
+test: install test-deps
 	$(BIN)/python -m pytest
 
-# The browser tests use Debian's Chromium (Playwright's own browser download cannot work here).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
-	  { apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
-	    { apt-get update -qq >/dev/null 2>&1 && \
-	      apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; }; } || \
-	  echo "Chromium is not installed and could not be installed: the browser tests will be skipped"
+# System packages the tests need, from Debian: Chromium for the browser tests (Playwright's own
+# browser download cannot work here) and Prometheus (with promtool) for the operations tests.
+test-deps:
+	@for pkg in chromium prometheus; do \
+	  command -v $$pkg >/dev/null 2>&1 && continue; \
+	  { command -v apt-get >/dev/null 2>&1 && \
+	    { apt-get install -y -qq --no-install-recommends $$pkg >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && \
+	        apt-get install -y -qq --no-install-recommends $$pkg >/dev/null 2>&1; }; }; } || \
+	  echo "$$pkg is not installed and could not be installed: the tests that need it will be skipped"; \
+	done
 
 bench: install
 	@command -v wrk >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
