@@ -130,11 +130,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Redis answers and has the request path's scripts, the catalog and the limits are loaded."""
     try:
         await request.app[SERVICES].redis.ping()
+        loaded = await request.app[SERVICES].metering.ensure_scripts()
     except Exception as exc:
         raise ApiError(
             503, f"redis is not reachable ({type(exc).__name__})", "service_unavailable"
         ) from None
+    if not request.app[MODELS]:
+        raise ApiError(503, "the catalog has no models", "service_unavailable")
     limits = [c.name for c in request.app[LIMITS].policy.limits]
-    return json_response({"status": "ready", "models": len(request.app[MODELS]), "limits": limits})
+    return json_response(
+        {
+            "status": "ready",
+            "models": len(request.app[MODELS]),
+            "limits": limits,
+            "scripts_loaded_now": loaded,
+        }
+    )

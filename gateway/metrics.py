@@ -108,6 +108,11 @@ REDIS_SECONDS = Histogram(
     "gateway_redis_duration_seconds", "Redis round trips", ["operation"], buckets=SECONDS
 )
 REDIS_ERRORS = Counter("gateway_redis_errors_total", "Failed Redis round trips", ["operation"])
+OUTBOX_EVENTS = Gauge(
+    "gateway_outbox_events",
+    "Auto top-up requests waiting for delivery (as the last pass saw them)",
+    multiprocess_mode="max",
+)
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Provider failures", ["provider", "kind"]
 )

@@ -20,6 +20,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.background import stop_task
+from gateway.metrics import OUTBOX_EVENTS
 from gateway.signing import SIGNATURE_HEADER, sign
 from gateway.state import SERVICES, SETTINGS
 from metering.money import format_usd
@@ -58,11 +59,14 @@ class TopupDelivery:
     async def deliver_due(self, session: aiohttp.ClientSession) -> int:
         """One pass over the outboxes; the number of events delivered."""
         delivered = 0
+        waiting = 0
         for account_id in await self._outbox.accounts_with_events():
             if not await self._outbox.take_lease(account_id, self._holder):
                 continue
             try:
-                for event in await self._outbox.pending(account_id):
+                events = await self._outbox.pending(account_id)
+                waiting += len(events)
+                for event in events:
                     attempts, next_try = self._retries.get(event.id, (0, 0.0))
                     if time.monotonic() < next_try:
                         continue
@@ -84,6 +88,7 @@ class TopupDelivery:
                         self._retries[event.id] = (attempts + 1, time.monotonic() + wait)
             finally:
                 await self._outbox.release_lease(account_id)
+        OUTBOX_EVENTS.set(waiting)
         return delivered
 
     async def _send(self, session: aiohttp.ClientSession, event: TopupRequest) -> bool:

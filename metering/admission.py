@@ -196,6 +196,9 @@ class Metering:
         except TimeoutError:
             raise RedisTimeoutError(f"redis did not answer within {self._timeout} s") from None
 
+    async def ensure_scripts(self) -> int:
+        return await self._scripts.load()
+
     async def renew(self, account_id: str, generation_id: str, now: float) -> None:
         """Push back the expiry of a reservation still in use (a long stream); a settled or
         released one stays gone."""

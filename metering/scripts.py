@@ -25,6 +25,25 @@ class Scripts:
         self.settle: AsyncScript = redis.register_script(_source("settle"))
         self.purchase: AsyncScript = redis.register_script(_source("purchase"))
         money_preludes = _source("release_stale") + _source("unused")
+        self.all: tuple[AsyncScript, ...] = ()
         self.refund: AsyncScript = redis.register_script(money_preludes + _source("refund"))
         self.expire: AsyncScript = redis.register_script(money_preludes + _source("expire"))
         self.create_account: AsyncScript = redis.register_script(_source("create_account"))
+        self.all = (
+            self.admit,
+            self.settle,
+            self.purchase,
+            self.create_account,
+            self.refund,
+            self.expire,
+        )
+
+    async def load(self) -> int:
+        """Make sure the server has every script (a restarted Redis forgets them); how many
+        had to be loaded."""
+        redis = self.admit.registered_client
+        present = await redis.script_exists(*(s.sha for s in self.all))
+        missing = [s for s, here in zip(self.all, present, strict=True) if not here]
+        for script in missing:
+            await redis.script_load(script.script)
+        return len(missing)

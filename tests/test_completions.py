@@ -415,3 +415,17 @@ async def test_admin_token_with_undecodable_bytes_is_a_401_not_a_crash(
     head = await reader.readline()
     writer.close()
     assert head.startswith(b"HTTP/1.1 401")
+
+
+async def test_ready_reloads_scripts_a_restarted_redis_forgot(client: TestClient) -> None:
+    from gateway.state import SERVICES
+
+    await client.app[SERVICES].redis.script_flush()
+    ready = await (await client.get("/readyz")).json()
+    assert ready["scripts_loaded_now"] == 6
+    assert (await (await client.get("/readyz")).json())["scripts_loaded_now"] == 0
+    _, key = await new_account(client, purchase="1.00")
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+    )
+    assert resp.status == 200
