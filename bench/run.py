@@ -76,6 +76,7 @@ class Bench:
                 "GATEWAY_REDIS_URL": self.redis.url,
                 "GATEWAY_ADMIN_TOKEN": self.admin_token,
                 "GATEWAY_LIMITS_FILE": str(limits_toml(self.workdir / "limits.toml")),
+                **dict(item.split("=", 1) for item in self.args.gateway_env),
             },
             cwd=self.workdir,  # so no stray .env file (read from the working directory) applies
         )
@@ -230,6 +231,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile", action="store_true", help="then profile the gateway under load with py-spy"
     )
     parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes")
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the gateway, e.g. GATEWAY_LOG_LEVEL=WARNING (A/B runs)",
+    )
     args = parser.parse_args(argv)
     args.warmup, args.sequential, args.sequential_warmup = 2.0, 300, 50
     args.ttfb, args.ttfb_warmup = 100, 10

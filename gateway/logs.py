@@ -1,11 +1,18 @@
-"""Logging: one structured line per request on `gateway.access`, and every other log line in the
+"""Logging: one structured line per request (`gateway.access`), and every other log line in the
 same format. `log_format` json, text, or auto (text in a terminal, JSON otherwise); `log_level`.
-Nothing secret is ever a field: a key appears only as the first 12 characters of its hash."""
+Nothing secret is ever a field: a key appears only as the first 12 characters of its hash.
 
+The access lines skip the logging module: a record, a handler and a flushed write per request
+cost the gateway about a sixth of its throughput. They are formatted with orjson and written in
+batches, at most ACCESS_FLUSH_SECONDS late (and on exit).
+"""
+
+import asyncio
+import atexit
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -41,9 +48,71 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+ACCESS_FLUSH_SECONDS = 0.2
+ACCESS_BUFFER_BYTES = 64 * 1024
+
+
+class AccessLog:
+    def __init__(self) -> None:
+        self.stream: BinaryIO | None = None  # None: stderr
+        self.json = True
+        self._lines: list[bytes] = []
+        self._size = 0
+        self._scheduled = False
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if not ACCESS.isEnabledFor(logging.INFO):
+            return
+        now = time.time()
+        stamp = (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+        )
+        if self.json:
+            line = orjson.dumps(
+                {
+                    "time": stamp,
+                    "level": "info",
+                    "logger": "gateway.access",
+                    "message": "request",
+                    **fields,
+                },
+                default=str,
+            )
+        else:
+            text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            line = f"{stamp} INFO gateway.access: request {text}".encode()
+        self._lines.append(line + b"\n")
+        self._size += len(line) + 1
+        if self._size >= ACCESS_BUFFER_BYTES:
+            self.flush()
+        elif not self._scheduled:
+            try:
+                asyncio.get_running_loop().call_later(ACCESS_FLUSH_SECONDS, self.flush)
+                self._scheduled = True
+            except RuntimeError:
+                self.flush()
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._lines:
+            return
+        data, self._lines, self._size = b"".join(self._lines), [], 0
+        stream = self.stream or sys.stderr.buffer
+        try:
+            stream.write(data)
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed stderr must not take a request down
+
+
+ACCESS_LOG = AccessLog()
+atexit.register(ACCESS_LOG.flush)
+
+
 def configure(level: str = "INFO", fmt: str = "auto") -> None:
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
+    ACCESS_LOG.json = fmt == "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
@@ -53,4 +122,4 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
 
 
 def access(fields: dict[str, Any]) -> None:
-    ACCESS.info("request", extra={"fields": fields})
+    ACCESS_LOG.write(fields)

@@ -67,29 +67,36 @@ async def test_metrics_can_require_a_token(redis_url: str, provider: ThreadedSer
         assert ok.status == 200 and "gateway_build_info" in await ok.text()
 
 
-async def test_one_json_access_line_per_request(
-    client: TestClient, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_one_json_access_line_per_request(client: TestClient) -> None:
+    import io
     import json as _json
 
-    from gateway.logs import JsonFormatter
+    from gateway.logs import ACCESS_LOG
 
-    caplog.set_level(logging.INFO, logger="gateway.access")
-    _, key = await new_account(client, purchase="1.00")
-    resp = await client.post(
-        "/api/v1/chat/completions",
-        json=chat("test/paid"),
-        headers={**bearer(key), "X-Request-Id": "req-42"},
-    )
-    assert resp.headers["X-Request-Id"] == "req-42"
-    lines = [
-        _json.loads(JsonFormatter().format(r))
-        for r in caplog.records
-        if r.name == "gateway.access" and getattr(r, "fields", {}).get("request_id") == "req-42"
-    ]
-    assert len(lines) == 1
-    line = lines[0]
+    captured = io.BytesIO()
+    ACCESS_LOG.flush()
+    ACCESS_LOG.stream, ACCESS_LOG.json = captured, True
+    access_logger = logging.getLogger("gateway.access")
+    level = access_logger.level
+    access_logger.setLevel(logging.INFO)
+    try:
+        _, key = await new_account(client, purchase="1.00")
+        resp = await client.post(
+            "/api/v1/chat/completions",
+            json=chat("test/paid"),
+            headers={**bearer(key), "X-Request-Id": "req-42"},
+        )
+        assert resp.headers["X-Request-Id"] == "req-42"
+        ACCESS_LOG.flush()
+    finally:
+        ACCESS_LOG.stream = None
+        access_logger.setLevel(level)
+    lines = [_json.loads(raw) for raw in captured.getvalue().splitlines()]
+    mine = [line for line in lines if line.get("request_id") == "req-42"]
+    assert len(mine) == 1
+    line = mine[0]
     assert line["status"] == 200 and line["model"] == "test/paid" and line["provider"] == "sim"
     assert line["generation_id"] == resp.headers["X-Generation-Id"]
     assert line["cost_usd"] == "0.0000105" and line["prompt_tokens"] == 6
-    assert len(line["key"]) == 12 and key not in _json.dumps(line)
+    assert len(line["key"]) == 12 and key not in captured.getvalue().decode()
+    assert all("request_id" in entry and "status" in entry for entry in lines)
