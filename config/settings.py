@@ -59,6 +59,7 @@ class Settings(BaseSettings):
         "INFO"
     )
     log_format: Literal["auto", "json", "text"] = "auto"
+    metrics_enabled: bool = True
     metrics_token: SecretStr | None = Field(default=None, description="bearer for /metrics")
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="serve /metrics on its own port instead"

@@ -15,6 +15,7 @@ from gateway.metrics import (
     RATELIMIT_DECISIONS,
     REDIS_ERRORS,
     REDIS_SECONDS,
+    SWITCH,
 )
 from gateway.models import ResolvedModel
 from gateway.request_body import CompletionRequest
@@ -70,12 +71,14 @@ async def admit(
             log.warning("redis unavailable (%s): free model admitted unchecked", type(exc).__name__)
             return Admitted(generation_id, 0)
         raise
-    REDIS_SECONDS.labels("admit").observe(time.perf_counter() - started)
+    if SWITCH.on:
+        REDIS_SECONDS.labels("admit").observe(time.perf_counter() - started)
     headers: dict[str, str] = {}
     counted = result.admitted or result.refusal is Refusal.RATE_LIMITED
     if limits and result.limit_counts and counted:
         decision = decide(limits, list(result.limit_counts), result.limit_refused, now)
-        _record(decision, account_id)
+        if SWITCH.on:
+            _record(decision, account_id)
         headers = decision.headers()
         if result.refusal is Refusal.RATE_LIMITED:
             raise ApiError(

@@ -14,7 +14,7 @@ from gateway.clock import Clock
 from gateway.errors import ApiError, error_middleware, json_response
 from gateway.expiry import expiry_sweeper
 from gateway.limits import LIMITS, LimitsHolder, limits_reloader
-from gateway.metrics import metrics_endpoint, metrics_middleware
+from gateway.metrics import SWITCH, metrics_endpoint, metrics_middleware
 from gateway.models import resolve_catalog
 from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS, Services
 from gateway.topup import topup_worker
@@ -41,6 +41,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
+    SWITCH.on = settings.metrics_enabled
     app[MODELS] = resolve_catalog(settings.catalog())
     app[LIMITS] = LimitsHolder(settings.limits_file)
     app.cleanup_ctx.append(_services)

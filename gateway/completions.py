@@ -23,6 +23,7 @@ from gateway.metrics import (
     OVERHEAD_SECONDS,
     REQUEST_SECONDS,
     REQUESTS,
+    SWITCH,
     TTFT_SECONDS,
     UPSTREAM_ERRORS,
     UPSTREAM_SECONDS,
@@ -73,7 +74,8 @@ class Outcome:
 async def handle_completion(request: web.Request, kind: Kind) -> web.StreamResponse:
     outcome = Outcome()
     received = time.monotonic()
-    INFLIGHT.inc()
+    if SWITCH.on:
+        INFLIGHT.inc()
     try:
         response = await _handle(request, kind, outcome, received)
         outcome.status = response.status
@@ -88,8 +90,9 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
         outcome.status, outcome.error_type = 500, "internal_error"
         raise
     finally:
-        INFLIGHT.dec()
-        _observe(outcome, received)
+        if SWITCH.on:
+            INFLIGHT.dec()
+            _observe(outcome, received)
         request[ACCESS_FIELDS] = _access_fields(outcome)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from gateway.clock import Clock
-from gateway.metrics import REDIS_ERRORS, REDIS_SECONDS, SPEND, TOKENS
+from gateway.metrics import REDIS_ERRORS, REDIS_SECONDS, SPEND, SWITCH, TOKENS
 from gateway.models import ResolvedModel
 from metering.admission import Metering
 from metering.money import NANOS_PER_USD
@@ -99,7 +99,8 @@ class Exchange:
         started = time.perf_counter()
         try:
             result = await self.metering.settle(record, self.clock.now())
-            REDIS_SECONDS.labels("settle").observe(time.perf_counter() - started)
+            if SWITCH.on:
+                REDIS_SECONDS.labels("settle").observe(time.perf_counter() - started)
         except RedisError as exc:
             REDIS_ERRORS.labels("settle").inc()
             log.error(
@@ -109,7 +110,7 @@ class Exchange:
                 type(exc).__name__,
             )
             return
-        if result.applied:
+        if result.applied and SWITCH.on:
             _count_usage(record)
         if not result.applied:
             log.warning("generation %s was already settled; not charged twice", record.id)

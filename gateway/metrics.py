@@ -119,6 +119,16 @@ UPSTREAM_ERRORS = Counter(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Switch:
+    """`metrics_enabled = false` turns the request path's observations off (for operators who
+    scrape nothing, and for `make bench` to measure what metrics cost)."""
+
+    on = True
+
+
+SWITCH = Switch()
+
+
 def count_purchase(purchase: Purchase) -> None:
     PURCHASED.labels(purchase.method).inc(purchase.amount / NANOS_PER_USD)
     FEES.labels(purchase.method).inc(purchase.fee / NANOS_PER_USD)
@@ -155,8 +165,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         elapsed = time.perf_counter() - started
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        HTTP_REQUESTS.labels(route, f"{status // 100}xx").inc()
-        HTTP_DURATION.labels(route).observe(elapsed)
+        if SWITCH.on:
+            HTTP_REQUESTS.labels(route, f"{status // 100}xx").inc()
+            HTTP_DURATION.labels(route).observe(elapsed)
         if route not in QUIET_ROUTES:
             access(
                 {
