@@ -250,3 +250,18 @@ def test_two_workers_add_up_in_one_scrape(tmp_path: Path, provider: ThreadedServ
         assert "gateway_build_info" in scrape
     finally:
         assert stop(proc, signal.SIGTERM) == 0
+
+
+def test_metrics_on_their_own_port(tmp_path: Path, provider: ThreadedServer) -> None:
+    port, metrics_port = free_port(), free_port()
+    proc = gateway_process(
+        ["serve", "--config", str(_config(tmp_path, provider.url)), "--port", str(port)],
+        {"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_METRICS_PORT": str(metrics_port)},
+    )
+    try:
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 20)
+        scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert b"gateway_build_info" in scrape.read()
+        assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 404
+    finally:
+        assert stop(proc, signal.SIGTERM) == 0
