@@ -59,6 +59,7 @@ class Settings(BaseSettings):
         "INFO"
     )
     log_format: Literal["auto", "json", "text"] = "auto"
+    journal_replay_seconds: float = Field(default=2.0, gt=0)
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = Field(default=None, description="bearer for /metrics")
     metrics_port: int | None = Field(

@@ -6,6 +6,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError
 
 from config.settings import Settings
 from gateway import activity_api, admin_api, completions, consumer_api, keys_api, webhooks
@@ -13,6 +16,7 @@ from gateway.auth import KeyCache
 from gateway.clock import Clock
 from gateway.errors import ApiError, error_middleware, json_response
 from gateway.expiry import expiry_sweeper
+from gateway.journal import JOURNAL, SettlementJournal, journal_replayer
 from gateway.limits import LIMITS, LimitsHolder, limits_reloader
 from gateway.metrics import SWITCH, metrics_endpoint, metrics_middleware
 from gateway.models import resolve_catalog
@@ -44,10 +48,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     SWITCH.on = settings.metrics_enabled
     app[MODELS] = resolve_catalog(settings.catalog())
     app[LIMITS] = LimitsHolder(settings.limits_file)
+    app[JOURNAL] = SettlementJournal(settings.data_dir.resolve())
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(limits_reloader)
     app.cleanup_ctx.append(expiry_sweeper)
     app.cleanup_ctx.append(topup_worker)
+    app.cleanup_ctx.append(journal_replayer)
     app.add_routes(completions.routes)
     app.add_routes(consumer_api.routes)
     app.add_routes(admin_api.routes)
@@ -72,9 +78,13 @@ def create_metrics_app(settings: Settings) -> web.Application:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.redis_url is not None
+    # A pooled connection that died with a restarted Redis is retried once on a new one; every
+    # script is safe to run twice (settlement and admission are idempotent on the generation id).
     redis = Redis.from_url(
         settings.redis_url,
         decode_responses=True,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[ConnectionError],
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
         max_connections=1024,
@@ -83,6 +93,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     hot = Redis.from_url(
         settings.redis_url,
         decode_responses=True,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[ConnectionError],
         socket_connect_timeout=settings.redis_timeout_seconds,
         max_connections=1024,
     )

@@ -17,6 +17,7 @@ from gateway.admission import admit
 from gateway.auth import authenticate
 from gateway.errors import ApiError, json_response
 from gateway.exchange import Exchange
+from gateway.journal import JOURNAL
 from gateway.metrics import (
     ACCESS_FIELDS,
     INFLIGHT,
@@ -180,6 +181,7 @@ async def _handle(
         prompt_estimate=prompt_estimate,
         response_headers=admitted.headers,
         started=received,
+        journal=request.app[JOURNAL],
     )
     outcome.exchange = exchange
     try:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from gateway.clock import Clock
+from gateway.journal import SettlementJournal
 from gateway.metrics import REDIS_ERRORS, REDIS_SECONDS, SPEND, SWITCH, TOKENS
 from gateway.models import ResolvedModel
 from metering.admission import Metering
@@ -38,6 +39,7 @@ class Exchange:
     cancelled: bool = False
     finish_reason: str | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+    journal: "SettlementJournal | None" = None
     sent_at: float | None = None  # the request left for the provider (the last try of several)
     first_byte_at: float | None = None
     done_at: float | None = None
@@ -103,12 +105,15 @@ class Exchange:
                 REDIS_SECONDS.labels("settle").observe(time.perf_counter() - started)
         except RedisError as exc:
             REDIS_ERRORS.labels("settle").inc()
-            log.error(
-                "settlement of %s (%d nanodollars) could not reach redis: %s",
-                record.id,
-                record.cost,
-                type(exc).__name__,
-            )
+            if self.journal is not None:
+                self.journal.append(record, self.clock.now())  # replayed once Redis answers
+            else:
+                log.error(
+                    "settlement of %s (%d nanodollars) could not reach redis: %s",
+                    record.id,
+                    record.cost,
+                    type(exc).__name__,
+                )
             return
         if result.applied and SWITCH.on:
             _count_usage(record)

@@ -108,6 +108,11 @@ REDIS_SECONDS = Histogram(
     "gateway_redis_duration_seconds", "Redis round trips", ["operation"], buckets=SECONDS
 )
 REDIS_ERRORS = Counter("gateway_redis_errors_total", "Failed Redis round trips", ["operation"])
+JOURNALED = Gauge(
+    "gateway_settlements_journaled",
+    "Settlements waiting in the local journal for Redis to come back",
+    multiprocess_mode="max",
+)
 OUTBOX_EVENTS = Gauge(
     "gateway_outbox_events",
     "Auto top-up requests waiting for delivery (as the last pass saw them)",

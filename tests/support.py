@@ -1,6 +1,7 @@
 """Helpers shared by the tests: real servers in threads, a test catalog, admin calls."""
 
 import asyncio
+import tempfile
 import threading
 from decimal import Decimal
 from typing import Any
@@ -107,6 +108,7 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
 def make_settings(redis_url: str, provider_url: str, **overrides: Any) -> Settings:
     providers, models = test_catalog(provider_url)
     values: dict[str, Any] = {
+        "data_dir": tempfile.mkdtemp(prefix="gw-test-data-"),
         "redis_url": redis_url,
         "admin_token": ADMIN_TOKEN,
         "providers": providers,

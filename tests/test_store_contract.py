@@ -132,3 +132,16 @@ async def test_settle_many_applies_each_generation_once(
     assert await metering.settle_many(batch[:2]) == 0  # already settled
     state = await accounts.get_account(account.id)
     assert state is not None and (state.balance, state.usage) == (9_500, 500)
+
+
+async def test_a_repeated_admission_reserves_once(stores: tuple[AccountStore, Metering]) -> None:
+    accounts, metering = stores
+    account = await accounts.create_account("c", 1_000, NOW)
+    _, key = await accounts.create_key(account.id, "k", NOW)
+    gid = new_generation_id(account.id)
+    for _ in range(2):  # the first reply was "lost": the client runs it again
+        result = await metering.admit(account.id, key.hash, gid, 600, paid=True, now=NOW)
+        assert result.admitted and result.reserved == 600
+    await metering.settle(usage_record(account.id, key.hash, gid, 100), NOW)
+    state = await accounts.get_account(account.id)
+    assert state is not None and (state.balance, state.reserved) == (900, 0)

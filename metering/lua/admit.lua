@@ -27,6 +27,10 @@ if not acct[1] then return {'no_account', 0, 0, 0, {}} end
 local balance = tonumber(acct[1])
 local reserved = tonumber(acct[2] or '0')
 local purchased = tonumber(acct[3] or '0')
+-- A retry of an admission that already happened (its reply was lost) changes nothing.
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
+  return {'ok', balance, reserved, 0, {}, purchased, -1}
+end
 if balance < 0 then return {'negative_balance', balance, reserved, 0, {}, purchased, -1} end
 
 -- The key's own credit limit, over its reset period (a period's usage counts while its stamp is

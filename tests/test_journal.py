@@ -1,0 +1,67 @@
+"""Redis unreachable at settlement: the charge is journaled (fsync'd) and replayed once Redis is
+back, exactly once."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.journal import JOURNAL
+from gateway.redis_server import RedisServer, free_port
+from gateway.state import SERVICES
+from metering.usage import UsageRecord
+from tests.support import ThreadedServer, account_state, bearer, chat, make_settings, new_account
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", port=free_port(), appendfsync="always").start()
+    yield server
+    server.stop()
+
+
+async def test_a_settlement_that_cannot_reach_redis_is_replayed_once(
+    own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path
+) -> None:
+    app = create_app(
+        make_settings(
+            own_redis.url,
+            provider.url,
+            data_dir=tmp_path / "data",
+            journal_replay_seconds=0.1,
+            redis_timeout_seconds=0.5,
+        )
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        account_id, key = await new_account(c, purchase="1.00")
+        call = asyncio.ensure_future(
+            c.post("/api/v1/chat/completions", json=chat("test/slow"), headers=bearer(key))
+        )
+        await asyncio.sleep(1.0)  # admitted; the provider takes 3 s to answer
+        own_redis.stop()  # Redis goes away before the settlement
+        resp = await call
+        assert resp.status == 200  # the client got its answer and its cost
+        cost = Decimal(str((await resp.json())["usage"]["cost"]))
+        journal = c.app[JOURNAL]
+        assert journal.pending() == 1
+        own_redis.start()  # back, on the same append-only file
+        for _ in range(100):
+            if journal.pending() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert journal.pending() == 0
+        state = await account_state(c, account_id)
+        assert Decimal(state["balance"]) == Decimal("1.00") - cost
+        assert state["reserved"] == "0.00"
+        record = await c.app[SERVICES].metering.generation(
+            account_id, resp.headers["X-Generation-Id"]
+        )
+        assert record is not None
+        # Replaying the same settlement again changes nothing.
+        journal.append(UsageRecord.from_json(record.to_json()), 0)
+        assert await journal.replay(c.app[SERVICES].metering) == 0
+        assert Decimal((await account_state(c, account_id))["balance"]) == Decimal("1.00") - cost
