@@ -68,3 +68,22 @@ def http_json(
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def answers(url: str) -> bool:
+    """The URL answers 200 (a gateway process is up)."""
+    try:
+        return http_json(url)[0] == 200
+    except OSError:
+        return False
+
+
+def paid_model_config(tmp_path: Path, provider_url: str) -> Path:
+    """A gateway TOML with the simulated provider and one paid model, test/paid."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'[[providers]]\nname = "sim"\nbase_url = "{provider_url}/v1"\n\n'
+        '[[models]]\nid = "test/paid"\nprovider = "sim"\nupstream_model = "sim-gpt"\n'
+        '[models.pricing]\nprompt = "0.00000015"\ncompletion = "0.0000006"\n'
+    )
+    return path

@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.redis_server import free_port
-from tests.processes import gateway_process, http_json, pids_with, stop, wait_until
+from tests.processes import (
+    answers,
+    gateway_process,
+    http_json,
+    paid_model_config,
+    pids_with,
+    stop,
+    wait_until,
+)
 from tests.support import ThreadedServer
 
 
@@ -18,43 +26,16 @@ def _get(
     return http_json(url, data, headers)
 
 
-def _answers(url: str) -> bool:
-    try:
-        return _get(url)[0] == 200
-    except OSError:
-        return False
-
-
-def _config(tmp_path: Path, provider_url: str) -> Path:
-    path = tmp_path / "gateway.toml"
-    path.write_text(
-        textwrap.dedent(f"""
-        [[providers]]
-        name = "sim"
-        base_url = "{provider_url}/v1"
-
-        [[models]]
-        id = "test/paid"
-        provider = "sim"
-        upstream_model = "sim-gpt"
-        [models.pricing]
-        prompt = "0.00000015"
-        completion = "0.0000006"
-    """)
-    )
-    return path
-
-
 def test_serve_starts_embedded_redis_and_stops_it(tmp_path: Path, provider: ThreadedServer) -> None:
     port = free_port()
     data_dir = tmp_path / "data"
     proc = gateway_process(
-        ["serve", "--config", str(_config(tmp_path, provider.url)), "--port", str(port)],
+        ["serve", "--config", str(paid_model_config(tmp_path, provider.url)), "--port", str(port)],
         # --port wins over GATEWAY_PORT
         {"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_ADMIN_TOKEN": "", "GATEWAY_PORT": "1"},
     )
     try:
-        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 20), "no start"
+        assert wait_until(lambda: answers(f"http://127.0.0.1:{port}/readyz"), 20), "no start"
         status, models = _get(f"http://127.0.0.1:{port}/api/v1/models")
         assert status == 200 and models["data"][0]["id"] == "test/paid"
         status, body = _get(f"http://127.0.0.1:{port}/admin/v1/accounts", data=b"{}")
@@ -73,11 +54,11 @@ def test_sigkill_of_serve_leaves_no_redis_behind(tmp_path: Path, provider: Threa
     port = free_port()
     data_dir = tmp_path / "data"
     proc = gateway_process(
-        ["serve", "--config", str(_config(tmp_path, provider.url)), "--port", str(port)],
+        ["serve", "--config", str(paid_model_config(tmp_path, provider.url)), "--port", str(port)],
         {"GATEWAY_DATA_DIR": str(data_dir)},
     )
     try:
-        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 20)
+        assert wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 20)
         assert pids_with(str(data_dir / "redis.sock"))
     finally:
         stop(proc, signal.SIGKILL)
@@ -150,7 +131,9 @@ def test_check_config_lists_every_problem_with_its_line(tmp_path: Path) -> None:
 
 
 def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
-    proc = gateway_process(["check-config", str(_config(tmp_path, "http://127.0.0.1:1"))], {})
+    proc = gateway_process(
+        ["check-config", str(paid_model_config(tmp_path, "http://127.0.0.1:1"))], {}
+    )
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0 and out.startswith("ok")
 
@@ -176,7 +159,7 @@ def test_serve_with_two_workers_shares_one_port(tmp_path: Path, provider: Thread
         [
             "serve",
             "--config",
-            str(_config(tmp_path, provider.url)),
+            str(paid_model_config(tmp_path, provider.url)),
             "--port",
             str(port),
             "--workers",
@@ -185,7 +168,7 @@ def test_serve_with_two_workers_shares_one_port(tmp_path: Path, provider: Thread
         {"GATEWAY_DATA_DIR": str(data_dir)},
     )
     try:
-        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 30)
+        assert wait_until(lambda: answers(f"http://127.0.0.1:{port}/readyz"), 30)
         pids: set[int] = set()
 
         def both_workers_answered() -> bool:
@@ -217,7 +200,7 @@ def test_two_workers_add_up_in_one_scrape(tmp_path: Path, provider: ThreadedServ
         [
             "serve",
             "--config",
-            str(_config(tmp_path, provider.url)),
+            str(paid_model_config(tmp_path, provider.url)),
             "--port",
             str(port),
             "--workers",
@@ -227,7 +210,7 @@ def test_two_workers_add_up_in_one_scrape(tmp_path: Path, provider: ThreadedServ
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        assert wait_until(lambda: _answers(base + "/readyz"), 30)
+        assert wait_until(lambda: answers(base + "/readyz"), 30)
         pids: set[int] = set()
         assert wait_until(lambda: pids.add(_get(base + "/healthz")[1]["pid"]) or len(pids) == 2, 30)
         admin = {"Authorization": "Bearer t0ken", "Content-Type": "application/json"}
@@ -255,11 +238,11 @@ def test_two_workers_add_up_in_one_scrape(tmp_path: Path, provider: ThreadedServ
 def test_metrics_on_their_own_port(tmp_path: Path, provider: ThreadedServer) -> None:
     port, metrics_port = free_port(), free_port()
     proc = gateway_process(
-        ["serve", "--config", str(_config(tmp_path, provider.url)), "--port", str(port)],
+        ["serve", "--config", str(paid_model_config(tmp_path, provider.url)), "--port", str(port)],
         {"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_METRICS_PORT": str(metrics_port)},
     )
     try:
-        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 20)
+        assert wait_until(lambda: answers(f"http://127.0.0.1:{port}/readyz"), 20)
         scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         assert b"gateway_build_info" in scrape.read()
         assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 404

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.redis_server import free_port
-from tests.processes import gateway_process, http_json, stop, wait_until
+from tests.processes import answers, gateway_process, http_json, paid_model_config, stop, wait_until
 from tests.support import ThreadedServer
 
 PROMETHEUS = shutil.which("prometheus")
@@ -36,21 +36,7 @@ def _query(base: str, expr: str) -> list[Any]:
 def test_prometheus_reads_the_sum_over_workers(tmp_path: Path, provider: ThreadedServer) -> None:
     assert PROMETHEUS is not None
     port, prom_port = free_port(), free_port()
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        textwrap.dedent(f"""
-        [[providers]]
-        name = "sim"
-        base_url = "{provider.url}/v1"
-        [[models]]
-        id = "test/paid"
-        provider = "sim"
-        upstream_model = "sim-gpt"
-        [models.pricing]
-        prompt = "0.00000015"
-        completion = "0.0000006"
-        """)
-    )
+    config = paid_model_config(tmp_path, provider.url)
     gateway = gateway_process(
         ["serve", "--config", str(config), "--port", str(port), "--workers", "2"],
         {"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_ADMIN_TOKEN": "t0ken"},
@@ -78,7 +64,7 @@ def test_prometheus_reads_the_sum_over_workers(tmp_path: Path, provider: Threade
     )
     base, prom_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{prom_port}"
     try:
-        assert wait_until(lambda: _ok(base + "/readyz"), 30)
+        assert wait_until(lambda: answers(base + "/readyz"), 30)
         admin = {"Authorization": "Bearer t0ken", "Content-Type": "application/json"}
         _, account = http_json(base + "/admin/v1/accounts", b'{"grant": "1.00"}', admin)
         _, key = http_json(f"{base}/admin/v1/accounts/{account['id']}/keys", b"{}", admin)
@@ -104,10 +90,3 @@ def test_prometheus_reads_the_sum_over_workers(tmp_path: Path, provider: Threade
         prom.send_signal(signal.SIGTERM)
         prom.wait(10)
         stop(gateway)
-
-
-def _ok(url: str) -> bool:
-    try:
-        return http_json(url)[0] == 200
-    except OSError:
-        return False

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.redis_server import free_port
-from tests.processes import gateway_process, http_json, stop, wait_until
+from tests.processes import answers, gateway_process, http_json, stop, wait_until
 from tests.support import ADMIN_TOKEN, ThreadedServer
 
 LIMITS = textwrap.dedent("""\
@@ -30,13 +30,6 @@ def _call(url: str, body: Any = None, token: str | None = None) -> tuple[int, di
         headers["Authorization"] = f"Bearer {token}"
     status, data = http_json(url, None if body is None else json.dumps(body).encode(), headers)
     return status, data
-
-
-def _ready(base: str) -> bool:
-    try:
-        return _call(base + "/readyz")[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -71,7 +64,7 @@ def two_gateways(
     bases = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         for base in bases:
-            assert wait_until(lambda b=base: _ready(b), 20), "gateway did not start"
+            assert wait_until(lambda b=base: answers(b + "/readyz"), 20), "gateway did not start"
         yield bases, limits, procs
     finally:
         for proc in procs:
