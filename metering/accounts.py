@@ -211,10 +211,6 @@ class AccountStore:
             usage_monthly=period("usage_monthly", "month", month),
         )
 
-    async def find_key(self, key_hash: str, now: float) -> ApiKey | None:
-        account_id = await self.account_of_key(key_hash)
-        return None if account_id is None else await self.get_key(account_id, key_hash, now)
-
     async def update_key(
         self,
         key_hash: str,

@@ -35,11 +35,6 @@ class Decision:
     refused: LimitState | None  # the limit that refused the request
     now: float
 
-    @property
-    def shadow_over(self) -> tuple[LimitState, ...]:
-        """Shadow limits this request went past: reported, never enforced."""
-        return tuple(s for s in self.states if s.limit.limit.shadow and s.over)
-
     def outcome(self, state: LimitState) -> str:
         if state is self.refused:
             return "limited"
