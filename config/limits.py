@@ -48,6 +48,7 @@ class Match(BaseModel):
 
     free: bool | None = None
     all: bool | None = None
+    invalid_key: bool | None = None  # requests whose API key does not exist (scope "client")
     model: str | None = Field(default=None, min_length=1, max_length=200)
     provider: str | None = Field(default=None, min_length=1, max_length=100)
 
@@ -56,20 +57,28 @@ class Match(BaseModel):
     def _from_word(cls, value: Any) -> Any:
         if value == "free":
             return {"free": True}
+        if value == "invalid_key":
+            return {"invalid_key": True}
         if value == "all":
             return {"all": True}
         if isinstance(value, str):
-            raise ValueError('must be "free", "all", { model = "glob" } or { provider = "name" }')
+            raise ValueError(
+                'must be "free", "all", "invalid_key", { model = "glob" } or { provider = "name" }'
+            )
         return value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Match":
-        chosen = [n for n in ("free", "all", "model", "provider") if getattr(self, n)]
+        chosen = [
+            n for n in ("free", "all", "model", "provider", "invalid_key") if getattr(self, n)
+        ]
         if len(chosen) != 1:
-            raise ValueError("give exactly one of free, all, model or provider")
+            raise ValueError("give exactly one of free, all, model, provider or invalid_key")
         return self
 
     def applies(self, model_id: str, provider: str, is_free: bool) -> bool:
+        if self.invalid_key:
+            return False  # counted at authentication, not at admission
         if self.all:
             return True
         if self.free:
@@ -84,12 +93,18 @@ class Limit(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")
     description: str | None = Field(default=None, max_length=200)
-    scope: Literal["account", "key"] = "account"
+    scope: Literal["account", "key", "client"] = "account"
     match: Match
     unit: Unit
     requests: int | None = Field(default=None, ge=0, le=MAX_REQUESTS)
     tiers: tuple[Tier, ...] = ()
     shadow: bool = False
+
+    @model_validator(mode="after")
+    def _client_scope(self) -> "Limit":
+        if (self.scope == "client") != bool(self.match.invalid_key):
+            raise ValueError('scope "client" goes with match "invalid_key", and only with it')
+        return self
 
     @model_validator(mode="after")
     def _count(self) -> "Limit":

@@ -17,6 +17,7 @@ from gateway.clock import Clock
 from gateway.errors import ApiError, error_middleware, json_response
 from gateway.expiry import expiry_sweeper
 from gateway.journal import JOURNAL, SettlementJournal, journal_replayer
+from gateway.key_guessing import KEY_GUESSING, KeyGuessing
 from gateway.limits import LIMITS, LimitsHolder, limits_reloader
 from gateway.metrics import SWITCH, metrics_endpoint, metrics_middleware
 from gateway.models import resolve_catalog
@@ -49,6 +50,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[MODELS] = resolve_catalog(settings.catalog())
     app[LIMITS] = LimitsHolder(settings.limits_file)
     app[JOURNAL] = SettlementJournal(settings.data_dir.resolve())
+    app[KEY_GUESSING] = KeyGuessing()
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(limits_reloader)
     app.cleanup_ctx.append(expiry_sweeper)

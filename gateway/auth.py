@@ -61,10 +61,16 @@ class KeyCache:
 
 
 async def authenticate(request: web.Request, cache: KeyCache) -> tuple[str, str]:
-    """(account id, key hash) for a bearer key that exists; its state is checked by the caller."""
+    """(account id, key hash) for a bearer key that exists; its state is checked by the caller.
+    An address that keeps sending unknown keys is slowed down (see gateway.key_guessing)."""
+    from gateway.key_guessing import KEY_GUESSING
+
+    guard = request.app[KEY_GUESSING]
+    guard.check(request)
     key_hash = key_hash_of(request)
     account_id = await cache.account_of(key_hash)
     if account_id is None:
+        await guard.failed(request)
         raise ApiError(401, "invalid API key", "invalid_api_key")
     return account_id, key_hash
 

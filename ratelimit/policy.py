@@ -72,6 +72,10 @@ class Policy:
                 self._memo[key] = found
         return found
 
+    def invalid_key_limits(self) -> tuple[CompiledLimit, ...]:
+        """Limits on requests with a key that does not exist, per client address."""
+        return tuple(c for c in self.limits if c.limit.match.invalid_key)
+
     def get(self, name: str) -> CompiledLimit | None:
         return self._by_name.get(name)
 

@@ -76,6 +76,16 @@ class RateLimitStore:
                     pipe.hset(key, name, value)
             await pipe.execute()
 
+    async def count_invalid_key(self, client: str, limit: CompiledLimit, now: float) -> int:
+        """One more request with an unknown key from `client`, in this limit's window."""
+        start = window_start(limit.unit, now)
+        key = f"gw:badkey:{limit.name}:{client}:{start}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, limit.unit.seconds + EXPIRY_SLACK_SECONDS)
+            count, _ = await pipe.execute()
+        return int(count)
+
     async def usage(
         self, account_id: str, key_hash: str, limit: CompiledLimit, purchased: int, now: float
     ) -> tuple[int, int]:

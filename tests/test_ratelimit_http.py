@@ -287,3 +287,40 @@ async def test_redis_lost_after_start_free_models_by_setting(
         "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
     )
     assert paid.status == 503
+
+
+GUESSING = """
+[[limits]]
+name = "invalid-keys"
+scope = "client"
+match = "invalid_key"
+unit = "minute"
+requests = 3
+"""
+
+
+async def test_key_guessing_is_slowed_down(make_client: MakeClient, tmp_path: Path) -> None:
+    limits = _write(tmp_path / "limits.toml", GUESSING)
+    client = await make_client(ManualClock(NOON + 20), limits_file=limits)
+    statuses = []
+    for i in range(5):
+        resp = await client.post(
+            "/api/v1/chat/completions",
+            json=chat("test/paid"),
+            headers=bearer(f"sk-gw-v1-guess-{i}"),
+        )
+        statuses.append(resp.status)
+    assert statuses == [401, 401, 401, 429, 429]
+    body = await resp.json()
+    assert body["error"]["metadata"]["limit"] == "invalid-keys"
+    assert resp.headers["Retry-After"] == "40"
+
+
+def test_client_scope_goes_with_invalid_key_only() -> None:
+    from config.errors import ConfigError
+    from config.limits import parse_limits
+
+    with pytest.raises(ConfigError, match="client"):
+        parse_limits(GUESSING.replace('match = "invalid_key"', 'match = "all"'), "f")
+    with pytest.raises(ConfigError, match="client"):
+        parse_limits(GUESSING.replace('scope = "client"', 'scope = "key"'), "f")
