@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     reservation_timeout_seconds: int = Field(default=900, gt=0)
     key_cache_seconds: float = Field(default=5.0, ge=0)
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
+    admission_timeout_seconds: float = Field(
+        default=0.25, gt=0, description="bound on the admission round trip: then 503"
+    )
     redis_appendfsync: Literal["always", "everysec", "no"] = "everysec"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = (
         "INFO"

@@ -122,6 +122,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 settings.rollup_days * SECONDS_PER_DAY,
             ),
             timeout=settings.redis_timeout_seconds,
+            admission_timeout=settings.admission_timeout_seconds,
             topup_pending_seconds=settings.topup_pending_hours * 3600,
         ),
         upstream=upstream,

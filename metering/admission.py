@@ -78,11 +78,13 @@ class Metering:
         ),
         timeout: float | None = None,
         topup_pending_seconds: float = 86_400,
+        admission_timeout: float | None = None,
     ) -> None:
         """`timeout` bounds each round trip (give the client no socket timeout then: redis-py
         wraps every socket write in a task of its own for that, on the hot path)."""
         self._redis = redis
         self._timeout = timeout
+        self._admission_timeout = admission_timeout or timeout
         self._scripts = scripts
         self._reservation_timeout_ms = int(reservation_timeout * 1000)
         self._record_ttl = record_ttl_seconds
@@ -104,7 +106,7 @@ class Metering:
         """`limit_keys`/`limit_args` are what the admission prelude's limit hooks read."""
         k = AccountKeys(account_id)
         now_ms = int(now * 1000)
-        async with self._bounded():
+        async with self._bounded(self._admission_timeout):
             reply = await self._scripts.admit(
                 keys=[
                     k.account,
@@ -189,12 +191,13 @@ class Metering:
         return keys, args
 
     @contextlib.asynccontextmanager
-    async def _bounded(self) -> AsyncIterator[None]:
+    async def _bounded(self, seconds: float | None = None) -> AsyncIterator[None]:
+        limit = seconds or self._timeout
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(limit):
                 yield
         except TimeoutError:
-            raise RedisTimeoutError(f"redis did not answer within {self._timeout} s") from None
+            raise RedisTimeoutError(f"redis did not answer within {limit} s") from None
 
     async def ensure_scripts(self) -> int:
         return await self._scripts.load()

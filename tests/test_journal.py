@@ -65,3 +65,38 @@ async def test_a_settlement_that_cannot_reach_redis_is_replayed_once(
         journal.append(UsageRecord.from_json(record.to_json()), 0)
         assert await journal.replay(c.app[SERVICES].metering) == 0
         assert Decimal((await account_state(c, account_id))["balance"]) == Decimal("1.00") - cost
+
+
+async def test_a_hung_redis_is_a_503_within_the_admission_bound(
+    own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import time
+
+    app = create_app(
+        make_settings(
+            own_redis.url,
+            provider.url,
+            data_dir=tmp_path / "data",
+            key_cache_seconds=600,
+            admission_timeout_seconds=0.25,
+        )
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        _, key = await new_account(c, purchase="1.00")
+        assert (
+            await c.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key))
+        ).status == 200
+        assert own_redis.process is not None
+        os.kill(own_redis.process.pid, signal.SIGSTOP)  # Redis hangs: no answer, no refusal
+        try:
+            started = time.monotonic()
+            resp = await c.post(
+                "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+        assert resp.status == 503
+        assert elapsed < 1.0
