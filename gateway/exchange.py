@@ -96,6 +96,19 @@ class Exchange:
             self._settlement = asyncio.ensure_future(self._settle())
         await asyncio.shield(self._settlement)
 
+    def _keep_for_later(self, record: UsageRecord, reason: str) -> None:
+        """Redis is away: journal the settlement, to be replayed once it answers. Only if even
+        that fails is the charge lost, and then loudly."""
+        if self.journal is not None:
+            try:
+                self.journal.append(record, self.clock.now())
+                return
+            except OSError as exc:
+                reason = f"{reason}, and the journal failed: {exc.strerror}"
+        log.error(
+            "settlement of %s (%d nanodollars) is lost: redis %s", record.id, record.cost, reason
+        )
+
     async def _settle(self) -> None:
         record = self.record()
         started = time.perf_counter()
@@ -105,15 +118,7 @@ class Exchange:
                 REDIS_SECONDS.labels("settle").observe(time.perf_counter() - started)
         except RedisError as exc:
             REDIS_ERRORS.labels("settle").inc()
-            if self.journal is not None:
-                self.journal.append(record, self.clock.now())  # replayed once Redis answers
-            else:
-                log.error(
-                    "settlement of %s (%d nanodollars) could not reach redis: %s",
-                    record.id,
-                    record.cost,
-                    type(exc).__name__,
-                )
+            self._keep_for_later(record, type(exc).__name__)
             return
         if result.applied and SWITCH.on:
             _count_usage(record)
