@@ -109,6 +109,9 @@ def make_settings(redis_url: str, provider_url: str, **overrides: Any) -> Settin
     providers, models = test_catalog(provider_url)
     values: dict[str, Any] = {
         "data_dir": tempfile.mkdtemp(prefix="gw-test-data-"),
+        # The tests' clients share the gateway's event loop; the 250 ms production bound on
+        # admission is tested on its own (test_journal) and would only add noise elsewhere.
+        "admission_timeout_seconds": 5.0,
         "redis_url": redis_url,
         "admin_token": ADMIN_TOKEN,
         "providers": providers,
