@@ -15,6 +15,7 @@ from pathlib import Path
 from config.catalog import ModelConfig, Pricing, ProviderConfig
 from config.settings import Settings
 from gateway.app import create_app
+from gateway.logs import configure as configure_logging
 from gateway.redis_server import RedisBinaryMissing, RedisServer, RedisStartFailed
 from gateway.server import install_uvloop, start_site, wait_for_stop_signal
 from gateway.simulated_provider import create_simulated_provider
@@ -58,6 +59,7 @@ def demo_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
 
 
 def run_demo(host: str, port: int) -> int:
+    configure_logging("INFO", "auto")  # readable lines in a terminal, JSON when piped
     data_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     try:
         redis = RedisServer(data_dir).start()
