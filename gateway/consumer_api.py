@@ -23,19 +23,27 @@ async def list_models(request: web.Request) -> web.Response:
     )
 
 
-async def holder(request: web.Request) -> tuple[ApiKey, Account]:
-    """The calling key and its account; a disabled or expired key reads nothing."""
+async def usable_key(request: web.Request) -> ApiKey:
+    """The calling key, read fresh: a missing, disabled or expired key reads nothing."""
     services = request.app[SERVICES]
     now = request.app[CLOCK].now()
     account_id, key_hash = await authenticate(request, services.keys)
     key = await services.accounts.get_key(account_id, key_hash, now)
-    account = await services.accounts.get_account(account_id)
-    if key is None or account is None:
+    if key is None:
         raise ApiError(401, "invalid API key", "invalid_api_key")
     if key.disabled:
         raise ApiError(401, "this API key is disabled", "invalid_api_key")
     if key.expires_at_ms is not None and key.expires_at_ms <= now * 1000:
         raise ApiError(401, "this API key has expired", "invalid_api_key")
+    return key
+
+
+async def holder(request: web.Request) -> tuple[ApiKey, Account]:
+    """The calling key and its account."""
+    key = await usable_key(request)
+    account = await request.app[SERVICES].accounts.get_account(key.account_id)
+    if account is None:
+        raise ApiError(401, "invalid API key", "invalid_api_key")
     return key, account
 
 

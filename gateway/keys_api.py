@@ -7,7 +7,7 @@ key cannot make another management key: only the operator can.
 
 from aiohttp import web
 
-from gateway.auth import authenticate
+from gateway.consumer_api import usable_key
 from gateway.errors import ApiError, bad_request, json_response
 from gateway.json_input import json_object
 from gateway.key_input import key_changes, new_key_fields
@@ -20,16 +20,7 @@ MAX_PAGE = 100
 
 
 async def _manager(request: web.Request) -> ApiKey:
-    services = request.app[SERVICES]
-    now = request.app[CLOCK].now()
-    account_id, key_hash = await authenticate(request, services.keys)
-    key = await services.accounts.get_key(account_id, key_hash, now)
-    if (
-        key is None
-        or key.disabled
-        or (key.expires_at_ms is not None and key.expires_at_ms <= now * 1000)
-    ):
-        raise ApiError(401, "invalid, disabled or expired API key", "invalid_api_key")
+    key = await usable_key(request)
     if not key.management:
         raise ApiError(403, "managing keys needs a management key", "forbidden")
     return key

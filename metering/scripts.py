@@ -10,25 +10,22 @@ def lua_source(name: str) -> str:
     return resources.files("metering").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
-_source = lua_source
-
-
 class Scripts:
     """`admission_prelude` defines the admission script's limit hooks (see lua/admit.lua); the
     gateway passes the rate limiter's, and without one there are no limits."""
 
     def __init__(self, redis: "Redis", admission_prelude: str | None = None) -> None:
-        prelude = admission_prelude if admission_prelude is not None else _source("no_limits")
+        prelude = admission_prelude if admission_prelude is not None else lua_source("no_limits")
         self.admit: AsyncScript = redis.register_script(
-            prelude + _source("release_stale") + _source("admit")
+            prelude + lua_source("release_stale") + lua_source("admit")
         )
-        self.settle: AsyncScript = redis.register_script(_source("settle"))
-        self.purchase: AsyncScript = redis.register_script(_source("purchase"))
-        money_preludes = _source("release_stale") + _source("unused")
+        self.settle: AsyncScript = redis.register_script(lua_source("settle"))
+        self.purchase: AsyncScript = redis.register_script(lua_source("purchase"))
+        money_preludes = lua_source("release_stale") + lua_source("unused")
         self.all: tuple[AsyncScript, ...] = ()
-        self.refund: AsyncScript = redis.register_script(money_preludes + _source("refund"))
-        self.expire: AsyncScript = redis.register_script(money_preludes + _source("expire"))
-        self.create_account: AsyncScript = redis.register_script(_source("create_account"))
+        self.refund: AsyncScript = redis.register_script(money_preludes + lua_source("refund"))
+        self.expire: AsyncScript = redis.register_script(money_preludes + lua_source("expire"))
+        self.create_account: AsyncScript = redis.register_script(lua_source("create_account"))
         self.all = (
             self.admit,
             self.settle,
