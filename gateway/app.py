@@ -163,5 +163,6 @@ async def readyz(request: web.Request) -> web.Response:
             "models": len(request.app[MODELS]),
             "limits": limits,
             "scripts_loaded_now": loaded,
+            "journal_pending": request.app[JOURNAL].pending(),
         }
     )

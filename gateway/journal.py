@@ -2,9 +2,12 @@
 replayed when Redis answers again; the settlement script is idempotent on the generation id, so a
 replay never charges twice.
 
-One file per process (`settlements-<pid>.jsonl` in the data directory). A process replays its own
-file and the files of processes that are gone (a gateway killed mid-load), each under an
-exclusive lock, so two processes never replay one file at the same time.
+One file per process (`settlements-<pid>.jsonl` in the data directory) that only its process
+appends to. To replay its own file, a process first renames it to a batch
+(`settlements-batch-<pid>-<ns>.jsonl`), so that no append ever waits on a replay that is waiting
+on Redis: an append is synchronous, and waiting there would stop the event loop the replay needs.
+Batches, and the files of processes that are gone (a gateway killed mid-load), are replayed by
+whichever process locks them first, so two processes never replay one file at the same time.
 """
 
 import asyncio
@@ -12,6 +15,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -47,7 +51,7 @@ class SettlementJournal:
         )
 
     def files(self) -> list[Path]:
-        """This process's journal and those of processes that are gone."""
+        """This process's journal, batches, and the journals of processes that are gone."""
         if not self.directory.is_dir():
             return []
         out = []
@@ -57,10 +61,26 @@ class SettlementJournal:
                 out.append(path)
         return out
 
+    def _rotate_own(self) -> None:
+        """Move what this process journaled so far into a batch; appends start a new file."""
+        try:
+            journal = self.path.open("r+b")
+        except FileNotFoundError:
+            return
+        with journal:
+            fcntl.flock(journal, fcntl.LOCK_EX)  # an append in another thread or a replay elsewhere
+            if os.fstat(journal.fileno()).st_size == 0:
+                return
+            batch = self.directory / f"{PREFIX}batch-{os.getpid()}-{time.time_ns()}.jsonl"
+            os.rename(self.path, batch)
+
     async def replay(self, metering: Metering) -> int:
         """Settle what the journals hold; what still fails stays for the next pass."""
+        self._rotate_own()
         applied = 0
         for path in self.files():
+            if path == self.path:
+                continue
             with path.open("r+b") as journal:
                 try:
                     fcntl.flock(journal, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -78,13 +98,13 @@ class SettlementJournal:
                     except RedisError:
                         left.append(line)
                 journal.seek(0)
-                journal.truncate()
+                journal.truncate()  # a process that opened it before the unlink reads nothing
                 journal.write(b"".join(line + b"\n" for line in left))
                 journal.flush()
                 os.fsync(journal.fileno())
-            if not left and path != self.path:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+                if not left:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
         if applied:
             log.info("replayed %d journaled settlements", applied)
         return applied

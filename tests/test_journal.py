@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.journal import JOURNAL
+from gateway.journal import JOURNAL, SettlementJournal
 from gateway.redis_server import RedisServer, free_port
 from gateway.state import SERVICES
 from metering.usage import UsageRecord
@@ -100,3 +100,42 @@ async def test_a_hung_redis_is_a_503_within_the_admission_bound(
             os.kill(own_redis.process.pid, signal.SIGCONT)
         assert resp.status == 503
         assert elapsed < 1.0
+
+
+async def test_a_settlement_is_journaled_while_a_replay_waits_on_redis(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """A replay waiting on a hung Redis must not hold up a new journal entry: the append is
+    synchronous, so waiting there would stop the event loop the replay itself needs."""
+    import os
+    import signal
+
+    from redis.asyncio import Redis
+
+    from metering.admission import Metering
+    from metering.scripts import Scripts
+    from tests.support import usage_record
+
+    redis = Redis.from_url(own_redis.url, decode_responses=True)
+    metering = Metering(
+        redis, Scripts(redis), reservation_timeout=60, record_ttl_seconds=3600, timeout=5.0
+    )
+    journal = SettlementJournal(tmp_path / "journal")
+    journal.append(usage_record("acct", "kh", "gen-acct-1", 100), 1.0)
+    assert own_redis.process is not None
+    os.kill(own_redis.process.pid, signal.SIGSTOP)  # the replay's settlement now waits
+    try:
+        replay = asyncio.ensure_future(journal.replay(metering))
+        await asyncio.sleep(0.3)
+        assert not replay.done()
+        append = asyncio.ensure_future(
+            asyncio.to_thread(journal.append, usage_record("acct", "kh", "gen-acct-2", 100), 2.0)
+        )
+        await asyncio.wait({append}, timeout=3.0)
+        assert append.done(), "a new settlement waited for a replay that waits for Redis"
+        assert not replay.done()
+        assert journal.pending() == 2
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+    await replay
+    await redis.aclose()
