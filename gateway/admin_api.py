@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway.auth import admin_token_matches
 from gateway.errors import ApiError, bad_request, json_response
-from gateway.json_input import bool_field, json_object, text_field, usd_field
+from gateway.json_input import bool_field, json_object, read_body, text_field, usd_field
 from gateway.key_input import key_changes, new_key_fields
 from gateway.limits import LIMITS
 from gateway.metrics import REFUNDS, count_purchase
@@ -79,7 +79,7 @@ async def get_account(request: web.Request) -> web.Response:
 async def put_auto_topup(request: web.Request) -> web.Response:
     """`{"threshold": "5.00", "amount": "20.00"}` turns it on, `null` (or `{}`) off."""
     account_id = await _existing_account(request)
-    raw = await request.read()
+    raw = await read_body(request)
     body = {} if raw.strip() in (b"", b"null") else await json_object(request)
     settings = request.app[SETTINGS]
     threshold = usd_field(body, "threshold", max_decimals=2, maximum=settings.max_purchase)

@@ -18,6 +18,7 @@ from gateway.auth import authenticate
 from gateway.errors import ApiError, json_response
 from gateway.exchange import Exchange
 from gateway.journal import JOURNAL
+from gateway.json_input import read_body
 from gateway.metrics import (
     ACCESS_FIELDS,
     INFLIGHT,
@@ -156,7 +157,7 @@ async def _handle(
             f"request body is larger than {settings.max_body_bytes} bytes",
             max_bytes=settings.max_body_bytes,
         )
-    req = parse_completion_request(await request.read(), kind)
+    req = parse_completion_request(await read_body(request), kind)
     model = request.app[MODELS].get(req.model)
     if model is None:
         raise ApiError(
@@ -239,7 +240,7 @@ async def _forward(
             continue
         exchange.first_byte_at = time.monotonic()
         if response.status != 200:
-            await raise_provider_error(response, provider.name)
+            await raise_provider_error(response, provider.name, upstream.redact)
         return response
     assert failure is not None
     status = 408 if failure.kind == "timeout" else 502

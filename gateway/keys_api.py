@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.consumer_api import usable_key
 from gateway.errors import ApiError, bad_request, json_response
-from gateway.json_input import json_object
+from gateway.json_input import bool_field, json_object
 from gateway.key_input import key_changes, new_key_fields
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from gateway.views import key_admin_view
@@ -61,7 +61,7 @@ async def list_keys(request: web.Request) -> web.Response:
 async def create_key(request: web.Request) -> web.Response:
     manager = await _manager(request)
     body = await json_object(request)
-    if body.get("management"):
+    if bool_field(body, "management"):
         raise ApiError(403, "only the operator can create management keys", "forbidden")
     now = request.app[CLOCK].now()
     fields = new_key_fields(body, request.app[SETTINGS].max_purchase, now)

@@ -10,13 +10,45 @@ batches, at most ACCESS_FLUSH_SECONDS late (and on exit).
 import asyncio
 import atexit
 import logging
+import re
 import sys
 import time
 from typing import Any, BinaryIO
 
 import orjson
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 ACCESS = logging.getLogger("gateway.access")
+_QUOTED = re.compile(r"[:'\"\n]")
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (a bad header line, one too long, a body whose
+    encoding is broken) at ERROR with a traceback whose message quotes the offending bytes, so an
+    API key in a broken Authorization line would reach the log, and anyone could fill the error
+    log. Such a record becomes one INFO line that names the problem and quotes nothing; so does
+    a client that hung up mid-request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            what = _QUOTED.split(exc.message or "", maxsplit=1)[0].strip()[:80]
+            problem = f"{type(exc).__name__}: {what}" if what else type(exc).__name__
+        elif isinstance(exc, web.RequestPayloadError):
+            problem = "RequestPayloadError: the body cannot be decoded"
+        elif isinstance(exc, ConnectionResetError):
+            problem = "the client closed the connection mid-request"
+        else:
+            return True
+        record.msg, record.args = "malformed HTTP request refused (%s)", (problem,)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+# Installed when the gateway is imported, so that every server it runs (and every test) has it.
+logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
 
 
 class JsonFormatter(logging.Formatter):

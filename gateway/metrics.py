@@ -6,6 +6,7 @@ With `serve --workers N` every worker writes its samples to files in one directo
 is imported), and `/metrics` adds them up, so one scrape reads the sum over all workers.
 """
 
+import asyncio
 import os
 import secrets
 import time
@@ -165,6 +166,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away: its doing, not a 5xx of ours (nginx's number)
         raise
     finally:
         elapsed = time.perf_counter() - started

@@ -7,6 +7,8 @@ money (402), an unknown upstream model (404), and any 5xx; a provider's 429 (the
 limited upstream) is a 503 with a Retry-After.
 """
 
+from collections.abc import Callable
+
 import aiohttp
 import orjson
 
@@ -35,7 +37,11 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
         parts.append(piece)
 
 
-async def raise_provider_error(response: aiohttp.ClientResponse, provider: str) -> None:
+async def raise_provider_error(
+    response: aiohttp.ClientResponse, provider: str, redact: Callable[[str, str], str]
+) -> None:
+    """Raise the provider's refusal as ours; `redact(provider, text)` takes the provider's secret
+    out of its message, should the provider quote back what it was sent."""
     try:
         raw = await read_capped(response, MAX_ERROR_BYTES)
     except (aiohttp.ClientError, TimeoutError, AnswerTooLarge):
@@ -48,7 +54,7 @@ async def raise_provider_error(response: aiohttp.ClientResponse, provider: str) 
         detail = orjson.loads(raw)
         inner = detail.get("error") if isinstance(detail, dict) else None
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            message = f"{message}: {inner['message'][:2000]}"
+            message = f"{message}: {redact(provider, inner['message'])[:2000]}"
     except orjson.JSONDecodeError:
         pass
     headers: dict[str, str] = {}

@@ -1,8 +1,9 @@
 """Parse and check a completion request body before anything is reserved or forwarded.
 
 Only what the gateway itself relies on is checked (model, messages or prompt, stream, token limits,
-n, and the types of the common sampling numbers); everything else passes through to the provider
-untouched. Each problem is a 400 naming the field.
+n), and the common sampling numbers against their documented ranges, so that a request the provider
+would refuse reserves nothing; everything else passes through to the provider untouched. Each
+problem is a 400 naming the field.
 """
 
 import math
@@ -13,17 +14,24 @@ from gateway.errors import bad_request
 from gateway.json_input import parse_object
 
 Kind = Literal["chat", "completions"]
-_NUMBER_FIELDS = (
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "top_k",
-    "repetition_penalty",
-    "min_p",
-    "top_a",
-)
+INT64 = 2**63 - 1
+# The sampling numbers as OpenAI and OpenRouter document them: (lowest, highest, whole numbers).
+# A value outside would be refused by the provider anyway; refused here, nothing is reserved.
+_NUMBER_RANGES: dict[str, tuple[float, float, bool]] = {
+    "temperature": (0, 2, False),
+    "top_p": (0, 1, False),
+    "presence_penalty": (-2, 2, False),
+    "frequency_penalty": (-2, 2, False),
+    "repetition_penalty": (0, 2, False),
+    "min_p": (0, 1, False),
+    "top_a": (0, 1, False),
+    "top_k": (0, INT64, True),
+    "seed": (-INT64 - 1, INT64, True),
+    "top_logprobs": (0, 20, True),
+}
 MAX_CHOICES = 16
+MAX_LEGACY_LOGPROBS = 5  # /completions: how many log probabilities per token
+LOGIT_BIAS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +90,14 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
         raise bad_request(f"'n' must be an integer from 1 to {MAX_CHOICES}", "n")
 
-    for name in _NUMBER_FIELDS:
-        value = body.get(name)
-        if value is None:
-            continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
-            raise bad_request(f"'{name}' must be a finite number", name)
+    for name, (lowest, highest, whole) in _NUMBER_RANGES.items():
+        _check_number(body, name, lowest, highest, whole=whole)
+    if kind == "chat":
+        if body.get("logprobs") is not None and not isinstance(body["logprobs"], bool):
+            raise bad_request("'logprobs' must be true or false", "logprobs")
+    else:
+        _check_number(body, "logprobs", 0, MAX_LEGACY_LOGPROBS, whole=True)
+    _check_logit_bias(body.get("logit_bias"))
     best_of = body.get("best_of")
     if best_of is not None and (
         isinstance(best_of, bool) or not isinstance(best_of, int) or not 1 <= best_of <= MAX_CHOICES
@@ -108,6 +114,35 @@ def _prompt_count(prompt: Any) -> int:
     if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
         return len(prompt)
     return 1
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _check_number(
+    body: dict[str, Any], name: str, lowest: float, highest: float, *, whole: bool
+) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if not _is_number(value) or (whole and not isinstance(value, int)):
+        kind = "a whole number" if whole else "a finite number"
+        raise bad_request(f"'{name}' must be {kind} from {lowest} to {highest}", name)
+    if not lowest <= value <= highest:
+        raise bad_request(f"'{name}' must be from {lowest} to {highest}, got {value}", name)
+
+
+def _check_logit_bias(bias: Any) -> None:
+    if bias is None:
+        return
+    if not isinstance(bias, dict) or not all(
+        _is_number(v) and -LOGIT_BIAS <= v <= LOGIT_BIAS for v in bias.values()
+    ):
+        raise bad_request(
+            f"'logit_bias' must map token ids to numbers from {-LOGIT_BIAS} to {LOGIT_BIAS}",
+            "logit_bias",
+        )
 
 
 def _token_limit(body: dict[str, Any], name: str) -> int | None:

@@ -32,6 +32,7 @@ class Upstream:
         )
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._auth: dict[str, dict[str, str]] = {}
+        self._secrets: dict[str, str] = {}
         for name, provider in providers.items():
             secret = os.environ.get(provider.api_key_env) if provider.api_key_env else None
             if provider.api_key_env and not secret:
@@ -43,6 +44,7 @@ class Upstream:
             headers = {"Content-Type": "application/json"}
             if secret:
                 headers["Authorization"] = f"Bearer {secret}"
+                self._secrets[name] = secret
             self._auth[name] = headers
 
     async def start(self) -> None:
@@ -54,6 +56,11 @@ class Upstream:
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
             )
+
+    def redact(self, provider: str, text: str) -> str:
+        """`text` (a provider's own words) without the provider's secret, should it quote it."""
+        secret = self._secrets.get(provider)
+        return text.replace(secret, "[redacted]") if secret else text
 
     async def close(self) -> None:
         for session in self._sessions.values():

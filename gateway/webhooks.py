@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import ApiError, bad_request, json_response
-from gateway.json_input import text_field, usd_field
+from gateway.json_input import read_body, text_field, usd_field
 from gateway.metrics import REFUNDS, count_purchase
 from gateway.signing import SIGNATURE_HEADER, BadSignature, StaleSignature, verify
 from gateway.state import CLOCK, SERVICES, SETTINGS
@@ -39,7 +39,7 @@ async def payments(request: web.Request) -> web.Response:
         raise ApiError(404, "payment webhooks are off: set GATEWAY_PAYMENTS_WEBHOOK_SECRET")
     if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
         raise ApiError(413, f"webhook body is larger than {MAX_WEBHOOK_BYTES} bytes")
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         verify(
             secret.get_secret_value(),

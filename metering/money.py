@@ -4,11 +4,13 @@ Redis Lua numbers are doubles, exact only below 2**53; in nanodollars that is ab
 counter, so every amount a script adds or compares is checked against MAX_NANOS first.
 """
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+import re
+from decimal import ROUND_HALF_UP, Decimal
 
 NANOS_PER_USD = 10**9
 MAX_NANOS = 2**53 - 1
 _CENT = Decimal("0.01")
+_PLAIN = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 class AmountError(ValueError):
@@ -22,12 +24,10 @@ def parse_usd(text: object, *, max_decimals: int = 9, allow_zero: bool = False) 
     raw = str(text).strip()
     if not raw or len(raw) > 32:
         raise AmountError('must be a decimal string in USD, such as "10.00"')
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise AmountError(f"{raw!r} is not a decimal number") from None
-    if not value.is_finite() or "e" in raw.lower():
-        raise AmountError(f"{raw!r} is not a plain decimal number")
+    # Decimal() alone would also take "1e3", "NaN", "1_000" and digits of any script.
+    if not _PLAIN.fullmatch(raw):
+        raise AmountError(f'{raw!r} is not a plain decimal number, such as "10.00"')
+    value = Decimal(raw)
     if value < 0 or (value == 0 and not allow_zero):
         raise AmountError("must be positive" if not allow_zero else "must not be negative")
     exponent = value.as_tuple().exponent
