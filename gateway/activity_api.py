@@ -10,7 +10,7 @@ minute, hour, day or month; `group_by` model, provider or key.
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
@@ -76,6 +76,12 @@ def parse_query(request: web.Request, *, allow_account: bool = False) -> Query:
     return Query(start, end, granularity, group_by, filters)  # type: ignore[arg-type]
 
 
+# Times a query may name: no record is older than the epoch, and bucket arithmetic (a month
+# past `to`) must stay inside the years datetime can hold.
+EARLIEST = 0.0
+LATEST = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
+
+
 def _time(text: str | None, field: str, default: float) -> float:
     if not text:
         return default
@@ -85,7 +91,13 @@ def _time(text: str | None, field: str, default: float) -> float:
         raise bad_request(f"'{field}' is not an RFC 3339 time", field) from None
     if when.tzinfo is None:
         raise bad_request(f"'{field}' needs a time zone (Z for UTC)", field)
-    return when.timestamp()
+    try:
+        seconds = when.timestamp()
+    except (OverflowError, ValueError):  # 0001-01-01T00:00:00+01:00 is in the year 0
+        seconds = -1.0
+    if not EARLIEST <= seconds <= LATEST:
+        raise bad_request(f"'{field}' must be from 1970-01-01 to 9999-01-01 (UTC)", field)
+    return seconds
 
 
 def _totals(t: Totals) -> dict[str, Any]:
@@ -270,5 +282,8 @@ def _csv_line(values: list[Any]) -> bytes:
 
 
 def _stream_id(text: str) -> bool:
+    """A Redis stream id that a page can end before: two 64-bit numbers, above 0-0."""
     ms, _, seq = text.partition("-")
-    return ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit() and len(text) < 40
+    if not (ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit() and len(text) < 45):
+        return False
+    return int(ms) < 2**64 and int(seq) < 2**64 and (int(ms), int(seq)) != (0, 0)

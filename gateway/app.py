@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError
 
 from config.settings import Settings
-from gateway import activity_api, admin_api, completions, consumer_api, keys_api, webhooks
+from gateway import activity_api, admin_api, completions, consumer_api, keys_api, openapi, webhooks
 from gateway.auth import KeyCache
 from gateway.clock import Clock
 from gateway.errors import ApiError, error_middleware, json_response
@@ -64,6 +64,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(activity_api.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi.openapi_endpoint)
     if settings.metrics_port is None:
         app.router.add_get("/metrics", metrics_endpoint)
     return app

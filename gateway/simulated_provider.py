@@ -55,7 +55,8 @@ def count_prompt_tokens(body: dict[str, Any]) -> int:
             if isinstance(content, str):
                 chars += len(content)
             elif isinstance(content, list):
-                chars += sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
+                texts = (p.get("text") for p in content if isinstance(p, dict))
+                chars += sum(len(text) for text in texts if isinstance(text, str))
         return math.ceil(chars / 4) + 3 * len(body["messages"])
     prompt = body.get("prompt")
     return math.ceil(len(prompt) / 4) if isinstance(prompt, str) else 1

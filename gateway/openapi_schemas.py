@@ -1,0 +1,398 @@
+"""The `components` of the OpenAPI document (see gateway.openapi): the shapes of what the gateway
+answers and takes, the error format of billing-rules.md, and the security schemes.
+
+Written by hand beside the views (gateway.views) they describe; tests/test_openapi.py keeps the two
+true to each other by running schemathesis against a live gateway.
+"""
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+USD = {
+    "type": "string",
+    "pattern": r"^-?[0-9]+\.[0-9]{2,9}$",
+    "description": "US dollars as an exact decimal string",
+    "examples": ["10.00", "0.00001035"],
+}
+USD_INPUT = {
+    "type": "string",
+    "pattern": r"^[0-9]{1,9}(\.[0-9]{1,9})?$",
+    "description": "US dollars as a decimal string (never a float)",
+    "examples": ["5.00"],
+}
+CENTS_INPUT = {
+    "type": "string",
+    "pattern": r"^[0-9]{1,6}(\.[0-9]{1,2})?$",
+    "description": "US dollars in whole cents, positive, at most `max_purchase` (100000)",
+    "examples": ["10.00"],
+}
+TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+COUNT = {"type": "integer", "minimum": 0}
+LIMIT_RESET = {"type": ["string", "null"], "enum": ["daily", "weekly", "monthly", None]}
+LIMIT_RESET_INPUT = {
+    "type": ["string", "null"],
+    "enum": ["none", "daily", "weekly", "monthly", None],
+}
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: list[str], optional: dict[str, Any] | None = None, **props: Any) -> Schema:
+    """An object with `props` (those named in `required` must be present) and `optional` ones."""
+    return {
+        "type": "object",
+        "required": required,
+        "properties": {**props, **(optional or {})},
+    }
+
+
+def data_of(schema: Schema) -> Schema:
+    return obj(["data"], data=schema)
+
+
+def list_of(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+ERROR = obj(
+    ["error"],
+    error=obj(
+        ["code", "message", "metadata"],
+        code={"type": "integer", "minimum": 400, "maximum": 599},
+        message={"type": "string"},
+        metadata=obj(
+            ["error_type"],
+            error_type={
+                "type": "string",
+                "description": "machine-readable: payment_required, rate_limit_exceeded, "
+                "invalid_api_key, bad_request, not_found, ...",
+            },
+            field={"type": "string", "description": "the request field at fault (400s)"},
+        ),
+    ),
+)
+
+TOTALS = obj(
+    ["spend", "prompt_tokens", "completion_tokens", "reasoning_tokens", "requests"],
+    spend=USD,
+    prompt_tokens=COUNT,
+    completion_tokens=COUNT,
+    reasoning_tokens=COUNT,
+    requests=COUNT,
+)
+
+BUCKET = {
+    "allOf": [
+        TOTALS,
+        obj(
+            ["start"],
+            start=TIME,
+            model={"type": ["string", "null"]},
+            provider={"type": ["string", "null"]},
+            key={"type": ["string", "null"]},
+            account={"type": ["string", "null"]},
+        ),
+    ]
+}
+
+MODEL = obj(
+    ["id", "object", "owned_by", "providers", "pricing", "top_provider", "is_free"],
+    id={"type": "string"},
+    name={"type": "string"},
+    object={"const": "model"},
+    owned_by={"type": "string"},
+    providers={"type": "array", "items": {"type": "string"}},
+    context_length={"type": ["integer", "null"]},
+    pricing={
+        "type": "object",
+        "required": ["prompt", "completion", "request", "image"],
+        "additionalProperties": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
+        "description": "USD per token (or per request, per image), decimal strings as listed",
+    },
+    top_provider=obj(["max_completion_tokens"], max_completion_tokens=COUNT),
+    is_free={"type": "boolean"},
+)
+
+ACCOUNT = obj(
+    ["id", "name", "balance", "reserved", "available", "lifetime_purchases", "tier"],
+    {"auto_topup": {"oneOf": [{"type": "null"}, ref("AutoTopup")]}, "created_at": TIME},
+    id={"type": "string"},
+    name={"type": "string"},
+    balance=USD,
+    reserved=USD,
+    available=USD,
+    lifetime_purchases=USD,
+    granted=USD,
+    total_usage=USD,
+    refunded=USD,
+    expired=USD,
+    tier={"type": "string", "enum": ["basic", "plus"]},
+)
+
+AUTO_TOPUP = obj(
+    ["threshold", "amount", "request_outstanding"],
+    threshold=USD,
+    amount=USD,
+    request_outstanding={"type": "boolean"},
+)
+
+KEY = obj(
+    ["hash", "account_id", "name", "disabled", "management", "limit", "limit_reset", "usage"],
+    hash={"type": "string", "description": "sha256 of the secret, hex"},
+    account_id={"type": "string"},
+    name={"type": "string"},
+    disabled={"type": "boolean"},
+    management={"type": "boolean"},
+    limit={"oneOf": [USD, {"type": "null"}]},
+    limit_reset=LIMIT_RESET,
+    usage=USD,
+    created_at=TIME,
+    expires_at=NULLABLE_TIME,
+)
+
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+KEY_HOLDER = obj(
+    ["label", "usage", "limit", "limit_reset", "limit_remaining", "is_free_tier"],
+    label={"type": "string"},
+    usage={"type": "number"},
+    usage_daily={"type": "number"},
+    usage_weekly={"type": "number"},
+    usage_monthly={"type": "number"},
+    limit=NUMBER_OR_NULL,
+    limit_reset=LIMIT_RESET,
+    limit_remaining=NUMBER_OR_NULL,
+    is_free_tier={"type": "boolean"},
+    is_management_key={"type": "boolean"},
+    free_model_daily_requests={
+        "oneOf": [
+            {"type": "null"},
+            obj(
+                ["limit", "remaining", "used"],
+                limit={"type": ["integer", "null"]},
+                remaining={"type": ["integer", "null"]},
+                used=COUNT,
+            ),
+        ]
+    },
+)
+
+GENERATION = obj(
+    ["id", "model", "provider_name", "tokens_prompt", "tokens_completion", "total_cost"],
+    id={"type": "string"},
+    model={"type": "string"},
+    provider_name={"type": "string"},
+    api_key_hash={"type": "string"},
+    tokens_prompt=COUNT,
+    tokens_completion=COUNT,
+    native_tokens_cached=COUNT,
+    native_tokens_reasoning=COUNT,
+    total_cost={"type": "number", "description": "USD charged"},
+    total_cost_usd=USD,
+    latency={"type": "integer", "description": "ms from the request to the first byte"},
+    generation_time={"type": "integer", "description": "ms from the first to the last byte"},
+    streamed={"type": "boolean"},
+    cancelled={"type": "boolean"},
+    finish_reason={"type": ["string", "null"]},
+    status={"type": "integer"},
+    usage_source={"type": "string", "enum": ["provider", "estimated", "none"]},
+    created_at=TIME,
+)
+
+PURCHASE = obj(
+    ["id", "account_id", "amount", "fee", "total_charged", "method", "created_at"],
+    id={"type": "string"},
+    account_id={"type": "string"},
+    amount=USD,
+    fee=USD,
+    total_charged=USD,
+    method={"type": "string", "enum": ["card", "alipay", "crypto"]},
+    idempotency_key={"type": "string"},
+    created_at=TIME,
+)
+
+LEDGER_ENTRY = obj(
+    ["id", "kind", "amount", "created_at"],
+    id={"type": "string"},
+    kind={"type": "string", "enum": ["grant", "purchase", "refund", "expiry", "usage"]},
+    amount={**USD, "description": "signed: credit positive, debit negative"},
+    created_at=TIME,
+    ref={"type": "string"},
+)
+
+LIMIT_OVERRIDE = {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "unlimited"}]}
+LIMITS = obj(
+    ["account_id", "overrides", "limits"],
+    account_id={"type": "string"},
+    overrides={"type": "object", "additionalProperties": LIMIT_OVERRIDE},
+    limits={"type": "array", "items": {"type": "string"}},
+)
+
+USAGE = obj(
+    ["prompt_tokens", "completion_tokens", "total_tokens", "cost"],
+    prompt_tokens=COUNT,
+    completion_tokens=COUNT,
+    total_tokens=COUNT,
+    cost={"type": "number", "description": "USD charged"},
+)
+
+COMPLETION = obj(
+    ["id", "model", "usage"],
+    id={"type": "string", "description": "the generation id (also X-Generation-Id)"},
+    model={"type": "string", "description": "the catalog id the client sent"},
+    provider={"type": "string"},
+    choices={"type": "array"},
+    usage=USAGE,
+)
+
+_TOKENS = {"type": ["integer", "null"], "minimum": 1}
+_CHOICES = {"type": ["integer", "null"], "minimum": 1, "maximum": 16}
+_SAMPLING = {
+    name: {"type": ["number", "null"]}
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+}
+_COMPLETION_COMMON = {
+    "model": {"type": "string", "minLength": 1, "description": "a catalog id, see /api/v1/models"},
+    "stream": {"type": ["boolean", "null"]},
+    "stream_options": {"type": ["object", "null"]},
+    "max_tokens": _TOKENS,
+    "max_completion_tokens": _TOKENS,
+    "n": _CHOICES,
+    **_SAMPLING,
+}
+CHAT_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "description": "OpenAI chat completions; fields not listed pass through to the provider",
+    "properties": {
+        **_COMPLETION_COMMON,
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": obj(
+                ["role"],
+                role={"type": "string"},
+                content={"type": ["string", "array", "null"]},
+            ),
+        },
+    },
+}
+PROMPT_ITEM = {"type": ["string", "integer", "array"]}
+TEXT_REQUEST = {
+    "type": "object",
+    "required": ["model", "prompt"],
+    "description": "OpenAI (legacy) completions; fields not listed pass through to the provider",
+    "properties": {
+        **_COMPLETION_COMMON,
+        "best_of": _CHOICES,
+        "prompt": {
+            "oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": PROMPT_ITEM}]
+        },
+    },
+}
+
+NEW_KEY: Schema = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "limit": {"oneOf": [USD_INPUT, {"type": "null"}]},
+        "limit_reset": LIMIT_RESET_INPUT,
+        "expires_at": {**NULLABLE_TIME, "description": "RFC 3339 with a zone, in the future"},
+        "management": {
+            "type": ["boolean", "null"],
+            "description": "a management key (the operator's admin API only; 403 elsewhere)",
+        },
+    },
+}
+KEY_CHANGES = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        name: schema for name, schema in NEW_KEY["properties"].items() if name != "management"
+    }
+    | {"disabled": {"type": ["boolean", "null"]}},
+}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": ERROR,
+    "Usd": USD,
+    "Totals": TOTALS,
+    "Bucket": BUCKET,
+    "Model": MODEL,
+    "Account": ACCOUNT,
+    "AutoTopup": AUTO_TOPUP,
+    "Key": KEY,
+    "KeyHolder": KEY_HOLDER,
+    "Generation": GENERATION,
+    "Purchase": PURCHASE,
+    "LedgerEntry": LEDGER_ENTRY,
+    "Limits": LIMITS,
+    "Completion": COMPLETION,
+    "ChatCompletionRequest": CHAT_REQUEST,
+    "CompletionRequest": TEXT_REQUEST,
+    "NewKey": NEW_KEY,
+    "KeyChanges": KEY_CHANGES,
+}
+
+_ERRORS = {
+    400: "Bad request: the message and `metadata.field` say what is wrong",
+    401: "Missing, unknown, disabled or expired credentials",
+    402: "Not enough credits, or the key's credit limit reached",
+    403: "Forbidden for this credential (or the admin API is off)",
+    404: "No such record, model or account",
+    408: "The provider timed out before any output",
+    409: "Conflict: the message and `metadata` say why",
+    413: "Request body too large",
+    429: "Rate limited: the message says which limit and how to lift it",
+    502: "The provider failed or sent garbage (not charged)",
+    503: "The store or the provider is unavailable; try again shortly",
+}
+_RETRY_AFTER = {"description": "seconds to wait", "schema": {"type": "string"}}
+_RATE_HEADERS = {
+    name: {"description": description, "schema": {"type": "string"}}
+    for name, description in (
+        ("X-RateLimit-Limit", "requests the limit allows in its window"),
+        ("X-RateLimit-Remaining", "requests left in the window"),
+        ("X-RateLimit-Reset", "end of the window, epoch milliseconds"),
+    )
+}
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _ERRORS[status],
+        "content": {"application/json": {"schema": ref("Error")}},
+    }
+    if status == 429:
+        response["headers"] = {"Retry-After": {**_RETRY_AFTER, "required": True}, **_RATE_HEADERS}
+    return response
+
+
+RESPONSES = {str(status): _error_response(status) for status in _ERRORS}
+
+SECURITY_SCHEMES = {
+    "apiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key of an account (`sk-gw-v1-...`), from the admin API",
+    },
+    "managementKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A management key: an API key made with `management: true` by the "
+        "operator; it manages its account's keys and cannot call models",
+    },
+    "adminToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "GATEWAY_ADMIN_TOKEN (the admin API is off, 403, without it)",
+    },
+    "metricsToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`metrics_token`, when set; /metrics is open otherwise",
+    },
+}
