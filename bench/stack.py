@@ -15,10 +15,12 @@ from gateway.redis_server import RedisServer, free_port
 PAID_MODELS = ["fault/paid", "fault/fast"]
 FREE_MODELS = ["fault/free:free"]
 STREAM_MODEL = "fault/long-stream"
+SLOW_MODEL = "fault/slow"  # answers after 2 s
 
 
 def catalog_toml(path: Path, provider_url: str) -> Path:
-    """Paid models that answer at once or after 50 ms, a free one, and a long stream."""
+    """Paid models that answer at once, after 50 ms or after 2 s, a free one, a long stream,
+    and a flood (a stream of 200 MB, as fast as it is read)."""
     pricing = '[models.pricing]\nprompt = "0.00000015"\ncompletion = "0.0000006"\n'
     path.write_text(
         textwrap.dedent(f"""\
@@ -51,6 +53,22 @@ def catalog_toml(path: Path, provider_url: str) -> Path:
         id = "fault/long-stream"
         provider = "sim"
         upstream_model = "sim-slowstream"
+        max_output_tokens = 1000
+        """)
+        + pricing
+        + textwrap.dedent("""
+        [[models]]
+        id = "fault/slow"
+        provider = "sim"
+        upstream_model = "sim-slow"
+        max_output_tokens = 100
+        """)
+        + pricing
+        + textwrap.dedent("""
+        [[models]]
+        id = "fault/flood"
+        provider = "sim"
+        upstream_model = "sim-flood"
         max_output_tokens = 1000
         """)
         + pricing

@@ -50,7 +50,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * MiB, gt=0)
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_read_timeout: float = Field(default=300.0, gt=0)
+    upstream_total_timeout: float = Field(
+        default=900.0, gt=0, description="bound on one whole provider answer, streams included"
+    )
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    client_write_timeout: float = Field(
+        default=60.0, gt=0, description="a client that takes no bytes this long is dropped"
+    )
     reservation_timeout_seconds: int = Field(default=900, gt=0)
     key_cache_seconds: float = Field(default=5.0, ge=0)
     redis_timeout_seconds: float = Field(default=2.0, gt=0)

@@ -1,6 +1,7 @@
 """Admission of one completion request: the worst case to reserve, the limits it counts against,
 and the one admission script call; a refusal becomes the 401, 402 or 429 that explains itself."""
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from gateway.metrics import (
 from gateway.models import ResolvedModel
 from gateway.request_body import CompletionRequest
 from gateway.state import CLOCK, SERVICES, SETTINGS
-from metering.admission import AdmissionResult, Refusal
+from metering.admission import AdmissionResult, Metering, Refusal
 from metering.money import MAX_NANOS, format_usd
 from metering.usage import new_generation_id
 from ratelimit.decision import Decision, decide
@@ -67,6 +68,7 @@ async def admit(
         )
     except RedisError as exc:
         REDIS_ERRORS.labels("admit").inc()
+        _release_later(services.metering, account_id, generation_id)
         if model.is_free and request.app[SETTINGS].admit_free_models_without_redis:
             log.warning("redis unavailable (%s): free model admitted unchecked", type(exc).__name__)
             return Admitted(generation_id, 0)
@@ -94,6 +96,27 @@ async def admit(
             PAYMENT_REQUIRED.labels(str(error.metadata.get("reason", "other"))).inc()
         raise error
     return Admitted(generation_id, reserve, headers)
+
+
+_RELEASES: set["asyncio.Task[None]"] = set()
+
+
+def _release_later(metering: Metering, account_id: str, generation_id: str) -> None:
+    """The admission may have run though its reply never came (a timeout, a lost connection):
+    give back what it may hold now, not at its expiry."""
+    task = asyncio.create_task(_release(metering, account_id, generation_id))
+    _RELEASES.add(task)
+    task.add_done_callback(_RELEASES.discard)
+
+
+async def _release(metering: Metering, account_id: str, generation_id: str) -> None:
+    for attempt in range(3):
+        try:
+            await metering.release(account_id, generation_id)
+            return
+        except RedisError:
+            await asyncio.sleep(0.5 * (attempt + 1))
+    log.warning("reservation of %s is left to expire (redis unreachable)", generation_id)
 
 
 def _record(decision: Decision, account_id: str) -> None:

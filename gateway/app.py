@@ -106,6 +106,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         settings.catalog().providers,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
+        total_timeout=settings.upstream_total_timeout,
     )
     await upstream.start()
     app[SERVICES] = Services(

@@ -257,7 +257,14 @@ async def _complete(
 ) -> web.Response:
     try:
         raw = await read_capped(upstream, MAX_ANSWER_BYTES)
-    except (aiohttp.ClientError, TimeoutError, AnswerTooLarge) as exc:
+    except TimeoutError as exc:
+        raise ApiError(
+            408,
+            f"provider {exchange.provider_name} did not finish its answer in time",
+            "timeout",
+            provider_name=exchange.provider_name,
+        ) from exc
+    except (aiohttp.ClientError, AnswerTooLarge) as exc:
         raise ApiError(
             502,
             f"provider {exchange.provider_name} broke off its answer",

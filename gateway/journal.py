@@ -97,6 +97,8 @@ class SettlementJournal:
                         applied += int(result.applied)
                     except RedisError:
                         left.append(line)
+                if lines and len(left) == len(lines):
+                    continue  # nothing settled: leave the file as it is
                 journal.seek(0)
                 journal.truncate()  # a process that opened it before the unlink reads nothing
                 journal.write(b"".join(line + b"\n" for line in left))

@@ -32,6 +32,9 @@ REPLY = [
     "called.",
 ]
 LONG_REPLY_WORDS = 400
+FLOOD_CHUNKS = 50_000
+FLOOD_PIECE = "flood " * 680
+TRICKLE_BYTES = 12_000
 BEHAVIOURS = {
     "sim-slow": "waits `slow_seconds` before answering",
     "sim-delay": "waits 50 ms before answering (for races)",
@@ -41,6 +44,8 @@ BEHAVIOURS = {
     "sim-nousage": "never reports usage",
     "sim-overuse": "reports 10,000 more prompt tokens than it was sent (a hidden system prompt)",
     "sim-slowstream": f"streams {LONG_REPLY_WORDS} words, one every 20 ms",
+    "sim-flood": f"streams {FLOOD_CHUNKS} chunks of 4 KB as fast as the reader takes them",
+    "sim-trickle": "sends one byte every 50 ms, for up to ten minutes, then answers",
 }
 STATS = web.AppKey("stats", dict[str, int])
 SLOW_SECONDS = web.AppKey("slow_seconds", float)
@@ -63,6 +68,8 @@ def count_prompt_tokens(body: dict[str, Any]) -> int:
 
 
 def _words(model: str, max_tokens: int | None) -> list[str]:
+    if model == "sim-flood":
+        return [FLOOD_PIECE] * FLOOD_CHUNKS  # whatever max_tokens said
     words = REPLY * 40 if model == "sim-slowstream" else REPLY
     words = words[:LONG_REPLY_WORDS]
     return words[:max_tokens] if max_tokens else words
@@ -98,6 +105,8 @@ async def _completion(request: web.Request) -> web.StreamResponse:
             else (f"simulated error {status}")
         )
         return web.json_response({"error": {"message": message}}, status=status)
+    if model == "sim-trickle":
+        return await _trickle(request, bool(body.get("stream")))
     if model == "sim-drop" and not body.get("stream"):
         assert request.transport is not None
         request.transport.abort()
@@ -166,6 +175,7 @@ async def _stream(
             )
             part["finish_reason"] = None
             await response.write(chunk([part]))
+            stats["chunks_sent"] += 1
             if model == "sim-drop" and i == 1:
                 assert request.transport is not None
                 request.transport.abort()
@@ -184,9 +194,22 @@ async def _stream(
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         stats["streams_completed"] += 1
-    except (ConnectionResetError, asyncio.CancelledError):
+    except (ConnectionError, asyncio.CancelledError):  # reset, or lost while draining
         stats["streams_aborted"] += 1
         raise
+    return response
+
+
+async def _trickle(request: web.Request, stream: bool) -> web.StreamResponse:
+    """A provider that never quite stops: one byte at a time, each well within a read timeout."""
+    content_type = "text/event-stream" if stream else "application/json"
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    await response.prepare(request)
+    for _ in range(TRICKLE_BYTES):
+        await response.write(b":" if stream else b" ")
+        await asyncio.sleep(0.05)
+    await response.write(b"\n\n" if stream else b"{}")
+    await response.write_eof()
     return response
 
 
@@ -204,6 +227,7 @@ def create_simulated_provider(slow_seconds: float = 2.0) -> web.Application:
         "streams_completed": 0,
         "streams_aborted": 0,
         "streams_dropped": 0,
+        "chunks_sent": 0,
     }
     app[SLOW_SECONDS] = slow_seconds
     for prefix in ("/v1", ""):

@@ -3,6 +3,10 @@
 When the client goes away, the upstream request is closed at once, and the account is charged for
 what the provider sent until then: its usage if it got that far, else one token per content chunk
 (nothing when no content came). A long stream keeps its reservation alive as it goes.
+
+A client that reads slowly slows the relay down (each write waits for the socket to drain, so
+the provider's stream waits too, and memory stays flat); one that takes no bytes at all for
+`client_write_timeout` seconds is treated as gone.
 """
 
 import asyncio
@@ -62,6 +66,18 @@ async def _relay(
 ) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     failure: str | None = None
+
+    async def send(data: bytes) -> None:
+        try:
+            async with asyncio.timeout(settings.client_write_timeout):
+                await response.write(data)
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError(
+                "the client took no bytes within the write timeout"
+            ) from None
+
     # A long stream keeps its reservation: it would otherwise be released as if orphaned.
     renew_every = settings.reservation_timeout_seconds / 3
     renew_at = time.monotonic() + renew_every
@@ -71,7 +87,7 @@ async def _relay(
         ):
             out = KEEPALIVE if piece is None else relay.feed(piece)
             if out:
-                await response.write(out)
+                await send(out)
             if relay.done:
                 break
             if time.monotonic() > renew_at:
@@ -80,7 +96,7 @@ async def _relay(
         else:
             tail = relay.end()
             if tail:
-                await response.write(tail)
+                await send(tail)
     except ConnectionResetError:
         # The client is gone: stop the provider now and bill what it generated so far.
         _client_gone(upstream, exchange, relay)
@@ -103,9 +119,8 @@ async def _relay(
     await exchange.settle()
     try:
         if failure is not None:
-            await response.write(relay.error_chunk(failure))
-        await response.write(relay.final_chunk())
-        await response.write(DONE)
+            await send(relay.error_chunk(failure))
+        await send(relay.final_chunk() + DONE)
         await response.write_eof()
     except ConnectionResetError:
         exchange.cancelled = True

@@ -24,11 +24,17 @@ class UpstreamFailure(Exception):
 
 class Upstream:
     def __init__(
-        self, providers: dict[str, ProviderConfig], *, connect_timeout: float, read_timeout: float
+        self,
+        providers: dict[str, ProviderConfig],
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        total_timeout: float | None = None,
     ) -> None:
         self._providers = providers
+        # sock_read catches a provider gone silent, total one that trickles bytes forever.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+            total=total_timeout, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._auth: dict[str, dict[str, str]] = {}

@@ -26,6 +26,9 @@ class Scripts:
         self.refund: AsyncScript = redis.register_script(money_preludes + lua_source("refund"))
         self.expire: AsyncScript = redis.register_script(money_preludes + lua_source("expire"))
         self.create_account: AsyncScript = redis.register_script(lua_source("create_account"))
+        self.release: AsyncScript = redis.register_script(
+            lua_source("release_stale") + lua_source("release")
+        )
         self.all = (
             self.admit,
             self.settle,
@@ -33,6 +36,7 @@ class Scripts:
             self.create_account,
             self.refund,
             self.expire,
+            self.release,
         )
 
     async def load(self) -> int:

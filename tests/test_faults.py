@@ -3,6 +3,7 @@ Redis killed outright, the gateway killed outright. Afterwards every answered re
 exactly once at the cost its client was told, and the books add up (bench/audit.py)."""
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import aiohttp
 import pytest
 
 from bench.audit import problems, read_books
-from bench.stack import FREE_MODELS, PAID_MODELS, Stack
+from bench.stack import FREE_MODELS, PAID_MODELS, SLOW_MODEL, Stack
 from bench.traffic import NO_ANSWER, Mix, Traffic
 from gateway.redis_server import find_binaries
 
@@ -62,6 +63,14 @@ async def _settled(stack: Stack, key: str) -> None:
     async with aiohttp.ClientSession() as session:
         await nudge.one(session)
     assert nudge.outcomes[0].status == 200, nudge.outcomes
+
+
+def _journaled_bytes(directory: Path) -> int:
+    total = 0
+    for path in directory.glob("settlements-*.jsonl"):
+        with contextlib.suppress(FileNotFoundError):  # replayed and removed just now
+            total += path.stat().st_size
+    return total
 
 
 def _traffic(stack: Stack, key: str, **kw: object) -> Traffic:
@@ -126,26 +135,23 @@ async def test_gateway_killed_mid_load_with_settlements_in_its_journal(stack: St
     account_id, key = stack.new_account(purchase="20")
     traffic = _traffic(stack, key, request_timeout=5.0)
     load = asyncio.create_task(traffic.run(4.0))
-    await asyncio.sleep(1.5)
-    await asyncio.to_thread(stack.kill_redis)  # answers in flight now settle into the journal
+    # Slow answers are surely in flight when Redis goes: their settlements go to the journal.
+    slow = Traffic(stack.url, key, Mix(paid_models=[SLOW_MODEL], stream_share=0), concurrency=4)
+    slow_load = asyncio.create_task(slow.run(0.5))
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(stack.kill_redis)
     journals = stack.workdir / "data"
-    for _ in range(100):
-        if any(p.stat().st_size for p in journals.glob("settlements-*.jsonl")):
-            break
-        await asyncio.sleep(0.05)
-    assert any(p.stat().st_size for p in journals.glob("settlements-*.jsonl"))
+    slow_outcomes = await asyncio.wait_for(slow_load, 15)  # answered, settled into the journal
+    assert any(o.status == 200 for o in slow_outcomes), slow_outcomes
+    assert _journaled_bytes(journals) > 0
     await asyncio.to_thread(stack.kill_gateway)  # SIGKILL, with its journal not yet replayed
-    outcomes = await load
+    outcomes = [*await load, *slow_outcomes]
     await asyncio.to_thread(stack.redis.start)
     await asyncio.to_thread(stack.start_gateway)  # replays the dead process's journal
     await _settled(stack, key)
 
-    journaled = [o for o in outcomes if o.status == 200]
-    assert journaled
     books = await read_books(stack.url, stack.admin_token, account_id, key)
     assert problems(books, outcomes) == []
-    assert not list(journals.glob("settlements-*.jsonl")) or all(
-        p.stat().st_size == 0 for p in journals.glob("settlements-*.jsonl")
-    )
+    assert _journaled_bytes(journals) == 0
     replayed = [line for line in stack.gateway_logs() if "replayed" in line]
     assert replayed, "the new process did not say it replayed the journal"

@@ -1,0 +1,154 @@
+"""Clients that read slowly or not at all, and providers that never finish: the gateway applies
+backpressure (its memory stays flat while a provider floods a stalled reader), drops a client that
+takes no bytes for `client_write_timeout`, bounds a provider's whole answer by
+`upstream_total_timeout`, and charges what was generated, no more."""
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bench.audit import problems, read_books
+from bench.stack import Stack
+from gateway.app import create_app
+from gateway.redis_server import find_binaries
+from gateway.simulated_provider import FLOOD_CHUNKS
+from tests.support import ThreadedServer, account_state, bearer, chat, make_settings, new_account
+
+pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
+
+WRITE_TIMEOUT = 4
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path, gateway_env={"GATEWAY_CLIENT_WRITE_TIMEOUT": str(WRITE_TIMEOUT)})
+    try:
+        yield s.start()
+    finally:
+        s.stop()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def provider_stats(url: str) -> dict[str, int]:
+    async with aiohttp.ClientSession() as session, session.get(url + "/_sim/stats") as resp:
+        stats: dict[str, int] = await resp.json()
+        return stats
+
+
+async def test_a_stalled_reader_pauses_the_provider_and_is_dropped(stack: Stack) -> None:
+    assert stack.gateway is not None
+    account_id, key = stack.new_account(purchase="20")
+    host, port = stack.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # a reader that stalls
+    sock.connect((host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    body = orjson.dumps(chat("fault/flood", stream=True))
+    writer.write(
+        b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+        + f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    generation_id = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"x-generation-id:")
+    )
+    await asyncio.wait_for(reader.readexactly(4096), 10)  # the stream has begun; now stall
+    await asyncio.sleep(1.0)
+    rss_before = rss_bytes(stack.gateway.pid)
+    sent_before = (await provider_stats(stack.provider_url))["chunks_sent"]
+    await asyncio.sleep(1.5)
+    rss_after = rss_bytes(stack.gateway.pid)
+    sent_after = (await provider_stats(stack.provider_url))["chunks_sent"]
+    # Backpressure reached the provider: it is stuck well short of its 200 MB ...
+    assert sent_after == sent_before, (sent_before, sent_after)
+    assert sent_after < FLOOD_CHUNKS // 10
+    # ... and the gateway holds no more than socket buffers' worth.
+    assert rss_after - rss_before < 8 * 1024 * 1024, (rss_before, rss_after)
+
+    # After client_write_timeout without progress, the gateway hangs up and stops the provider.
+    await asyncio.sleep(WRITE_TIMEOUT)
+    for _ in range(100_000):
+        try:
+            piece = await asyncio.wait_for(reader.read(65536), 10)
+        except ConnectionResetError:
+            break
+        if not piece:
+            break
+    writer.close()
+    stats = await provider_stats(stack.provider_url)
+    assert stats["chunks_sent"] < FLOOD_CHUNKS // 10
+    for _ in range(100):
+        if (await provider_stats(stack.provider_url))["streams_aborted"] >= 1:
+            break
+        await asyncio.sleep(0.1)
+    assert (await provider_stats(stack.provider_url))["streams_aborted"] == 1, (
+        await provider_stats(stack.provider_url),
+        stack.gateway_logs()[-5:],
+    )
+
+    # Charged for what the provider generated, recorded as cancelled; the books add up.
+    books = await read_books(stack.url, stack.admin_token, account_id, key)
+    assert books.record_costs[generation_id] > 0
+    assert problems(books, []) == []
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{stack.url}/api/v1/generation",
+            params={"id": generation_id},
+            headers=bearer(key),
+        ) as resp,
+    ):
+        record = (await resp.json())["data"]
+    assert record["cancelled"] is True
+
+
+@pytest.fixture
+async def trickle_client(redis_url: str, provider: ThreadedServer) -> TestClient:
+    app = create_app(make_settings(redis_url, provider.url, upstream_total_timeout=1.5))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c
+
+
+async def test_a_provider_that_trickles_forever_is_cut_off(trickle_client: TestClient) -> None:
+    client = trickle_client
+    account_id, key = await new_account(client, purchase="1.00")
+    started = time.monotonic()
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/trickle"), headers=bearer(key)
+    )
+    assert resp.status == 408
+    assert (await resp.json())["error"]["code"] == 408
+    assert time.monotonic() - started < 5
+
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/trickle", stream=True), headers=bearer(key)
+    )
+    assert resp.status == 200
+    text = (await resp.read()).decode()
+    assert "timeout" in text or "timed out" in text, text[-500:]
+    assert text.rstrip().endswith("data: [DONE]")
+    assert time.monotonic() - started < 10
+
+    state = await account_state(client, account_id)
+    assert state["reserved"] == "0.00"
+    assert Decimal(state["total_usage"]) == 0  # nothing was generated, nothing is charged
