@@ -16,6 +16,7 @@ import aiohttp
 from bench.traffic import Outcome
 
 NANOS = Decimal(1_000_000_000)
+NOTHING_GENERATED = frozenset({402, 408, 429, 502, 503})  # answers that must cost nothing
 
 
 def nanos(usd: str) -> int:
@@ -99,4 +100,13 @@ def problems(books: Books, outcomes: list[Outcome]) -> list[str]:
     ]
     if mispriced:
         found.append(f"{len(mispriced)} clients were told another cost: {mispriced[:5]}")
+    charged_for_nothing = [
+        (o.status, o.generation_id, books.record_costs[o.generation_id])
+        for o in outcomes
+        if o.status in NOTHING_GENERATED
+        and o.generation_id in books.record_costs
+        and books.record_costs[o.generation_id] != 0
+    ]
+    if charged_for_nothing:
+        found.append(f"failed requests were charged: {charged_for_nothing[:5]}")
     return found

@@ -25,11 +25,10 @@ import orjson
 
 from bench import new_event_loop
 from bench.audit import problems, read_books
-from bench.stack import FREE_MODELS, PAID_MODELS, Stack
+from bench.stack import FREE_MODELS, PAID_MODELS, Stack, rss_bytes
 from bench.traffic import HUNG_UP, Mix, Outcome, Traffic
 
 WORST_CASE_NANOS = 61_000  # fault/paid's reservation for a short prompt, about: 100 x 600 + prompt
-EXPLAINED_ERRORS: tuple[str, ...] = ()  # error-level log lines that a soak may show, none yet
 
 
 @dataclass
@@ -51,13 +50,6 @@ class SoakReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 async def _admin(
@@ -139,8 +131,12 @@ async def _books(stack: Stack, account_id: str, key: str):  # type: ignore[no-un
     return await read_books(stack.url, stack.admin_token, account_id, key)
 
 
-async def run_soak(workdir: Path, seconds: float, race: int) -> SoakReport:
+async def run_soak(workdir: Path, seconds: float, race: int, *, strict: bool = True) -> SoakReport:
+    """`strict`: the bounds of `make soak`; without it (the 30 s run inside `make test`, on a
+    machine busy with other work) load shedding may reach 5% and memory may grow by 10%, while
+    the books must be as exact as ever."""
     report = SoakReport(seconds=seconds)
+    shed_percent, growth = (1, 1.05) if strict else (5, 1.10)
     stack = Stack(workdir).start()
     assert stack.gateway is not None
     try:
@@ -166,19 +162,17 @@ async def run_soak(workdir: Path, seconds: float, race: int) -> SoakReport:
         report.requests = len(outcomes)
         for o in outcomes:
             report.statuses[str(o.status)] = report.statuses.get(str(o.status), 0) + 1
-        report.problems += _check_outcomes(outcomes)
+        report.problems += _check_outcomes(outcomes, shed_percent)
         report.problems += await _race(stack, race, report)
         await _quiet(stack)
         report.problems += problems(await _books(stack, account_id, key), outcomes)
-        if report.rss_warm_mb and report.rss_end_mb > report.rss_warm_mb * 1.05:
+        if report.rss_warm_mb and report.rss_end_mb > report.rss_warm_mb * growth:
             report.problems.append(
                 f"memory grew {report.rss_warm_mb:.1f} -> {report.rss_end_mb:.1f} MB after warm-up"
             )
-        report.error_lines = [
-            line
-            for line in stack.gateway_logs()
-            if '"level":"error"' in line and not any(e in line for e in EXPLAINED_ERRORS)
-        ][:20]
+        report.error_lines = [line for line in stack.gateway_logs() if '"level":"error"' in line][
+            :20
+        ]
         if report.error_lines:
             report.problems.append(f"{len(report.error_lines)} unexplained error lines in the log")
     finally:
@@ -186,7 +180,7 @@ async def run_soak(workdir: Path, seconds: float, race: int) -> SoakReport:
     return report
 
 
-def _check_outcomes(outcomes: list[Outcome]) -> list[str]:
+def _check_outcomes(outcomes: list[Outcome], shed_percent: int) -> list[str]:
     """What a client may see under load: answers, free-model limits, hang-ups, and now and then
     a 503 where admission took longer than its bound (load shed, nothing held); never another
     5xx, never a dropped connection."""
@@ -195,8 +189,8 @@ def _check_outcomes(outcomes: list[Outcome]) -> list[str]:
     if odd:
         found.append(f"statuses other than 200, 429, 503 and hang-ups: {odd}")
     shed = sum(o.status == 503 for o in outcomes)
-    if shed * 100 > len(outcomes):
-        found.append(f"{shed} of {len(outcomes)} requests shed with 503 (over 1%)")
+    if shed * 100 > len(outcomes) * shed_percent:
+        found.append(f"{shed} of {len(outcomes)} requests shed with 503 (over {shed_percent}%)")
     return found
 
 

@@ -5,7 +5,6 @@ each of which a test can stop, kill and start again.
 
 import secrets
 import signal
-import textwrap
 from pathlib import Path
 
 from bench.procs import Child, python_child
@@ -18,62 +17,29 @@ STREAM_MODEL = "fault/long-stream"
 SLOW_MODEL = "fault/slow"  # answers after 2 s
 
 
+# id -> (the simulated provider's behaviour, max_output_tokens; None: a free model)
+MODELS: dict[str, tuple[str, int | None]] = {
+    "fault/paid": ("sim-delay", 100),  # answers after 50 ms
+    "fault/fast": ("sim-gpt", 100),
+    "fault/free:free": ("sim-free", None),
+    "fault/long-stream": ("sim-slowstream", 1000),  # 400 words, one every 20 ms
+    "fault/slow": ("sim-slow", 100),  # answers after 2 s
+    "fault/flood": ("sim-flood", 1000),  # 200 MB of stream, as fast as it is read
+}
+
+
 def catalog_toml(path: Path, provider_url: str) -> Path:
-    """Paid models that answer at once, after 50 ms or after 2 s, a free one, a long stream,
-    and a flood (a stream of 200 MB, as fast as it is read)."""
-    pricing = '[models.pricing]\nprompt = "0.00000015"\ncompletion = "0.0000006"\n'
-    path.write_text(
-        textwrap.dedent(f"""\
-        [[providers]]
-        name = "sim"
-        base_url = "{provider_url}/v1"
-
-        [[models]]
-        id = "fault/paid"
-        provider = "sim"
-        upstream_model = "sim-delay"
-        max_output_tokens = 100
-        """)
-        + pricing
-        + textwrap.dedent("""
-        [[models]]
-        id = "fault/fast"
-        provider = "sim"
-        upstream_model = "sim-gpt"
-        max_output_tokens = 100
-        """)
-        + pricing
-        + textwrap.dedent("""
-        [[models]]
-        id = "fault/free:free"
-        provider = "sim"
-        upstream_model = "sim-free"
-
-        [[models]]
-        id = "fault/long-stream"
-        provider = "sim"
-        upstream_model = "sim-slowstream"
-        max_output_tokens = 1000
-        """)
-        + pricing
-        + textwrap.dedent("""
-        [[models]]
-        id = "fault/slow"
-        provider = "sim"
-        upstream_model = "sim-slow"
-        max_output_tokens = 100
-        """)
-        + pricing
-        + textwrap.dedent("""
-        [[models]]
-        id = "fault/flood"
-        provider = "sim"
-        upstream_model = "sim-flood"
-        max_output_tokens = 1000
-        """)
-        + pricing
-    )
+    blocks = [f'[[providers]]\nname = "sim"\nbase_url = "{provider_url}/v1"\n']
+    for model_id, (upstream, max_output) in MODELS.items():
+        block = f'[[models]]\nid = "{model_id}"\nprovider = "sim"\nupstream_model = "{upstream}"\n'
+        if max_output is not None:
+            block += f"max_output_tokens = {max_output}\n" + PRICING
+        blocks.append(block)
+    path.write_text("\n".join(blocks))
     return path
+
+
+PRICING = '[models.pricing]\nprompt = "0.00000015"\ncompletion = "0.0000006"\n'
 
 
 LIMITS = """\
@@ -89,6 +55,18 @@ match = "free"
 unit = "day"
 requests = 1000000
 """
+
+
+def rss_bytes(pid: int) -> int:
+    """The process's resident memory, from /proc (0 where it cannot be read)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 class Stack:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import ApiError
 from gateway.limits import LIMITS
@@ -68,7 +69,8 @@ async def admit(
         )
     except RedisError as exc:
         REDIS_ERRORS.labels("admit").inc()
-        _release_later(services.metering, account_id, generation_id)
+        if reserve and isinstance(exc, RedisTimeoutError):  # it may have run all the same
+            _release_later(services.metering, account_id, generation_id, now)
         if model.is_free and request.app[SETTINGS].admit_free_models_without_redis:
             log.warning("redis unavailable (%s): free model admitted unchecked", type(exc).__name__)
             return Admitted(generation_id, 0)
@@ -99,20 +101,23 @@ async def admit(
 
 
 _RELEASES: set["asyncio.Task[None]"] = set()
+MAX_PENDING_RELEASES = 1000
 
 
-def _release_later(metering: Metering, account_id: str, generation_id: str) -> None:
-    """The admission may have run though its reply never came (a timeout, a lost connection):
-    give back what it may hold now, not at its expiry."""
-    task = asyncio.create_task(_release(metering, account_id, generation_id))
+def _release_later(metering: Metering, account_id: str, generation_id: str, now: float) -> None:
+    """Give back at once what the admission may hold, rather than at its expiry. Bounded: while
+    Redis is away the releases would only add to its backlog; the rest expire by themselves."""
+    if len(_RELEASES) >= MAX_PENDING_RELEASES:
+        return
+    task = asyncio.create_task(_release(metering, account_id, generation_id, now))
     _RELEASES.add(task)
     task.add_done_callback(_RELEASES.discard)
 
 
-async def _release(metering: Metering, account_id: str, generation_id: str) -> None:
-    for attempt in range(3):
+async def _release(metering: Metering, account_id: str, generation_id: str, now: float) -> None:
+    for attempt in range(2):
         try:
-            await metering.release(account_id, generation_id)
+            await metering.release(account_id, generation_id, now)
             return
         except RedisError:
             await asyncio.sleep(0.5 * (attempt + 1))

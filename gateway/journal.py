@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 from aiohttp import web
@@ -41,11 +42,15 @@ class SettlementJournal:
         """Durable before the caller answers: written and fsync'd."""
         self.directory.mkdir(parents=True, exist_ok=True)
         line = orjson.dumps({"record": record.to_json(), "now": now}) + b"\n"
-        with self.path.open("ab") as journal:
-            fcntl.flock(journal, fcntl.LOCK_EX)
-            journal.write(line)
-            journal.flush()
-            os.fsync(journal.fileno())
+        for _ in range(100):
+            with self.path.open("ab") as journal:
+                fcntl.flock(journal, fcntl.LOCK_EX)
+                if not _is_at(journal, self.path):
+                    continue  # rotated into a batch between the open and the lock: reopen
+                journal.write(line)
+                journal.flush()
+                os.fsync(journal.fileno())
+                break
         log.warning(
             "settlement of %s journaled (redis unreachable): %d nanodollars", record.id, record.cost
         )
@@ -68,48 +73,75 @@ class SettlementJournal:
         except FileNotFoundError:
             return
         with journal:
-            fcntl.flock(journal, fcntl.LOCK_EX)  # an append in another thread or a replay elsewhere
-            if os.fstat(journal.fileno()).st_size == 0:
+            fcntl.flock(journal, fcntl.LOCK_EX)
+            if os.fstat(journal.fileno()).st_size == 0 or not _is_at(journal, self.path):
                 return
-            batch = self.directory / f"{PREFIX}batch-{os.getpid()}-{time.time_ns()}.jsonl"
-            os.rename(self.path, batch)
+            os.rename(self.path, self._new_batch())
+            _sync_dir(self.directory)
+
+    def _new_batch(self) -> Path:
+        return self.directory / f"{PREFIX}batch-{os.getpid()}-{time.time_ns()}.jsonl"
 
     async def replay(self, metering: Metering) -> int:
-        """Settle what the journals hold; what still fails stays for the next pass."""
+        """Settle what the journals hold; what still fails stays for the next pass (which starts
+        again at the first line not settled: replaying a line twice is harmless)."""
         self._rotate_own()
         applied = 0
         for path in self.files():
-            if path == self.path:
-                continue
-            with path.open("r+b") as journal:
-                try:
-                    fcntl.flock(journal, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                lines = [line for line in journal.read().splitlines() if line.strip()]
-                left: list[bytes] = []
-                for line in lines:
-                    entry = orjson.loads(line)
-                    try:
-                        result = await metering.settle(
-                            UsageRecord.from_json(entry["record"]), float(entry["now"])
-                        )
-                        applied += int(result.applied)
-                    except RedisError:
-                        left.append(line)
-                if lines and len(left) == len(lines):
-                    continue  # nothing settled: leave the file as it is
-                journal.seek(0)
-                journal.truncate()  # a process that opened it before the unlink reads nothing
-                journal.write(b"".join(line + b"\n" for line in left))
-                journal.flush()
-                os.fsync(journal.fileno())
-                if not left:
-                    with contextlib.suppress(OSError):
-                        path.unlink()
+            if path != self.path:
+                applied += await self._replay_file(path, metering)
         if applied:
             log.info("replayed %d journaled settlements", applied)
         return applied
+
+    async def _replay_file(self, path: Path, metering: Metering) -> int:
+        try:
+            journal = path.open("rb")
+        except FileNotFoundError:
+            return 0  # another process replayed it meanwhile
+        with journal:
+            try:
+                fcntl.flock(journal, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # another process is replaying it
+            if not _is_at(journal, path):
+                return 0  # replayed (removed or rewritten) while this process waited
+            lines = [line for line in journal.read().splitlines() if line.strip()]
+            applied = 0
+            for n, line in enumerate(lines):
+                entry = _decode(line)
+                if entry is None:
+                    self._set_aside(line)
+                    continue
+                try:
+                    result = await metering.settle(*entry)
+                except RedisError:
+                    if n:
+                        self._keep(path, lines[n:])
+                    raise
+                applied += int(result.applied)
+            path.unlink()
+            _sync_dir(self.directory)
+            return applied
+
+    def _keep(self, path: Path, lines: list[bytes]) -> None:
+        """What is left of a batch, written whole to a new file that then replaces it: a crash
+        at any moment leaves either the old batch or the new one, never a part."""
+        temporary = path.with_suffix(".tmp")
+        with temporary.open("wb") as rest:
+            rest.write(b"".join(line + b"\n" for line in lines))
+            rest.flush()
+            os.fsync(rest.fileno())
+        os.replace(temporary, path)
+        _sync_dir(self.directory)
+
+    def _set_aside(self, line: bytes) -> None:
+        """A line that cannot be read (a torn write) goes where an operator can look at it."""
+        with (self.directory / "unreadable-settlements.jsonl").open("ab") as aside:
+            aside.write(line + b"\n")
+            aside.flush()
+            os.fsync(aside.fileno())
+        log.error("an unreadable journal line was set aside in unreadable-settlements.jsonl")
 
     def pending(self) -> int:
         total = 0
@@ -117,6 +149,31 @@ class SettlementJournal:
             with contextlib.suppress(OSError):
                 total += sum(1 for line in path.read_bytes().splitlines() if line.strip())
         return total
+
+
+def _decode(line: bytes) -> tuple[UsageRecord, float] | None:
+    try:
+        entry = orjson.loads(line)
+        return UsageRecord.from_json(entry["record"]), float(entry["now"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _is_at(journal: BinaryIO, path: Path) -> bool:
+    """The open file is still the one at `path` (not renamed, replaced or removed since)."""
+    try:
+        return os.fstat(journal.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _sync_dir(directory: Path) -> None:
+    """A rename or removal is durable once its directory is."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _alive(pid: int) -> bool:
@@ -147,6 +204,8 @@ async def journal_replayer(app: web.Application) -> AsyncIterator[None]:
                     await journal.replay(app[SERVICES].metering)
                 except RedisError as exc:
                     log.warning("journal replay skipped: redis %s", type(exc).__name__)
+                except Exception:
+                    log.exception("journal replay failed; trying again in %s s", interval)
             await asyncio.sleep(interval)
 
     task = asyncio.create_task(loop())

@@ -8,6 +8,7 @@ chunk that carries `usage` is held back so that it can be sent last with `cost` 
 """
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,8 +35,9 @@ class ProviderStreamBroken(Exception):
 
 
 class SseRelay:
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: Exchange, redact: Callable[[bytes], bytes] | None = None) -> None:
         self.exchange = exchange
+        self.redact = redact  # takes the provider's secret out, should an event quote it
         self.buffer = b""
         self.content_chunks = 0
         self.done = False
@@ -64,7 +66,8 @@ class SseRelay:
                 out.append(emitted)
         if len(self.buffer) > MAX_EVENT_BYTES:
             raise ProviderStreamBroken("the provider sent an SSE event over 1 MiB")
-        return b"".join(out)
+        emitted = b"".join(out)
+        return self.redact(emitted) if self.redact is not None else emitted
 
     def end(self) -> bytes:
         """At the end of the provider's stream: a held CR was a line end after all."""

@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway.exchange import Exchange
 from gateway.metrics import OPEN_STREAMS
 from gateway.sse_relay import ProviderStreamBroken, SseRelay
-from gateway.state import SETTINGS
+from gateway.state import SERVICES, SETTINGS
 
 log = logging.getLogger("gateway.streaming")
 
@@ -31,7 +31,9 @@ DONE = b"data: [DONE]\n\n"
 async def relay_stream(
     request: web.Request, upstream: aiohttp.ClientResponse, exchange: Exchange
 ) -> web.StreamResponse:
-    relay = SseRelay(exchange)
+    relay = SseRelay(
+        exchange, request.app[SERVICES].upstream.stream_redactor(exchange.provider_name)
+    )
     response = web.StreamResponse(
         status=200,
         headers={
@@ -139,9 +141,11 @@ async def _pieces(upstream: aiohttp.ClientResponse, keepalive: float, read_timeo
     silent = 0.0
     while True:
         try:
-            async with asyncio.timeout(keepalive):
+            async with asyncio.timeout(keepalive) as quiet:
                 piece = await upstream.content.readany()
         except TimeoutError:
+            if not quiet.expired():
+                raise  # the client's own timeouts: the whole answer took too long
             silent += keepalive
             if silent >= read_timeout:
                 raise TimeoutError("provider sent nothing within the read timeout") from None
@@ -155,7 +159,7 @@ async def _pieces(upstream: aiohttp.ClientResponse, keepalive: float, read_timeo
 
 def _describe(exc: BaseException, provider: str) -> str:
     if isinstance(exc, TimeoutError):
-        return f"provider {provider} stopped sending (timeout)"
+        return f"provider {provider} timed out (silent too long, or the answer took too long)"
     if isinstance(exc, ProviderStreamBroken):
         return f"provider {provider} sent a malformed stream"
     return f"provider {provider} broke off the stream"

@@ -6,6 +6,7 @@ The upstream address comes only from the catalog: a request can choose a model, 
 
 import logging
 import os
+from collections.abc import Callable
 
 import aiohttp
 
@@ -67,6 +68,14 @@ class Upstream:
         """`text` (a provider's own words) without the provider's secret, should it quote it."""
         secret = self._secrets.get(provider)
         return text.replace(secret, "[redacted]") if secret else text
+
+    def stream_redactor(self, provider: str) -> "Callable[[bytes], bytes] | None":
+        """For a provider's stream: the same, on bytes (None when there is no secret)."""
+        secret = self._secrets.get(provider)
+        if not secret:
+            return None
+        raw = secret.encode()
+        return lambda data: data.replace(raw, b"[redacted]") if raw in data else data
 
     async def close(self) -> None:
         for session in self._sessions.values():

@@ -202,15 +202,16 @@ class Metering:
     async def ensure_scripts(self) -> int:
         return await self._scripts.load()
 
-    async def release(self, account_id: str, generation_id: str) -> bool:
-        """Give back a reservation whose admission reply never came (the script may have run
-        all the same); True when one was held."""
+    async def release(self, account_id: str, generation_id: str, now: float) -> None:
+        """Give back a reservation whose admission reply never came (the script may have run,
+        or may yet run: a late admission of this id then takes nothing)."""
         k = AccountKeys(account_id)
+        tombstone_until = int(now * 1000) + self._reservation_timeout_ms
         async with self._bounded():
-            held = await self._scripts.release(
-                keys=[k.account, k.reservations, k.reservation_expiry], args=[generation_id]
+            await self._scripts.release(
+                keys=[k.account, k.reservations, k.reservation_expiry],
+                args=[generation_id, tombstone_until],
             )
-        return bool(held)
 
     async def renew(self, account_id: str, generation_id: str, now: float) -> None:
         """Push back the expiry of a reservation still in use (a long stream); a settled or

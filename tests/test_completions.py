@@ -419,7 +419,6 @@ async def test_admin_token_with_undecodable_bytes_is_a_401_not_a_crash(
 
 async def test_ready_reloads_scripts_a_restarted_redis_forgot(client: TestClient) -> None:
     from gateway.state import SERVICES
-
     from metering.scripts import Scripts
 
     await client.app[SERVICES].redis.script_flush()

@@ -146,3 +146,38 @@ async def test_a_settlement_is_journaled_while_a_replay_waits_on_redis(
         os.kill(own_redis.process.pid, signal.SIGCONT)
     await replay
     await redis.aclose()
+
+
+async def test_two_processes_replaying_one_journal_settle_each_line_once(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Workers share the data directory: whichever locks a dead process's journal (or a batch)
+    first replays it, the other finds it gone or busy and carries on; a torn line is set aside,
+    not a reason to stop."""
+    from redis.asyncio import Redis
+
+    from metering.accounts import AccountStore
+    from metering.admission import Metering
+    from metering.scripts import Scripts
+    from tests.support import usage_record
+
+    redis = Redis.from_url(own_redis.url, decode_responses=True)
+    scripts = Scripts(redis)
+    account = await AccountStore(redis, scripts).create_account("j", 10**9, 1.0)
+    metering = Metering(redis, scripts, reservation_timeout=60, record_ttl_seconds=3600)
+    directory = tmp_path / "journal"
+    first, second = SettlementJournal(directory), SettlementJournal(directory)
+    second.path = directory / "settlements-999999999.jsonl"  # a process that is gone
+    for n in range(40):
+        (first if n % 2 else second).append(usage_record(account.id, "kh", f"g-{n}", 1000), 1.0)
+    with second.path.open("ab") as torn:
+        torn.write(b'{"record": "{\\"id\\": \n')
+    second.path = directory / "settlements-1.jsonl"  # the second replayer: a live process
+    results = await asyncio.gather(first.replay(metering), second.replay(metering))
+    results += (await first.replay(metering),)
+    assert sum(results) == 40
+    assert first.pending() == 0
+    state = await AccountStore(redis, scripts).get_account(account.id)
+    assert state is not None and state.usage == 40 * 1000
+    assert (directory / "unreadable-settlements.jsonl").read_bytes().count(b"\n") == 1
+    await redis.aclose()

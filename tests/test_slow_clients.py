@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bench.audit import problems, read_books
-from bench.stack import Stack
+from bench.stack import Stack, rss_bytes
 from gateway.app import create_app
 from gateway.redis_server import find_binaries
 from gateway.simulated_provider import FLOOD_CHUNKS
@@ -34,13 +34,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield s.start()
     finally:
         s.stop()
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 async def provider_stats(url: str) -> dict[str, int]:
@@ -124,7 +117,15 @@ async def test_a_stalled_reader_pauses_the_provider_and_is_dropped(stack: Stack)
 
 @pytest.fixture
 async def trickle_client(redis_url: str, provider: ThreadedServer) -> TestClient:
-    app = create_app(make_settings(redis_url, provider.url, upstream_total_timeout=1.5))
+    app = create_app(
+        make_settings(
+            redis_url,
+            provider.url,
+            upstream_total_timeout=1.5,
+            upstream_read_timeout=30,
+            stream_keepalive_seconds=0.5,
+        )
+    )
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
 
@@ -145,7 +146,8 @@ async def test_a_provider_that_trickles_forever_is_cut_off(trickle_client: TestC
     )
     assert resp.status == 200
     text = (await resp.read()).decode()
-    assert "timeout" in text or "timed out" in text, text[-500:]
+    assert "timed out" in text, text[-500:]
+    assert text.count("keep-alive") < 5  # cut off at once, not after a burst of keep-alives
     assert text.rstrip().endswith("data: [DONE]")
     assert time.monotonic() - started < 10
 

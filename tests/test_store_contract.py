@@ -145,3 +145,25 @@ async def test_a_repeated_admission_reserves_once(stores: tuple[AccountStore, Me
     await metering.settle(usage_record(account.id, key.hash, gid, 100), NOW)
     state = await accounts.get_account(account.id)
     assert state is not None and (state.balance, state.reserved) == (900, 0)
+
+
+async def test_a_released_admission_holds_nothing_even_if_it_runs_late(
+    stores: tuple[AccountStore, Metering],
+) -> None:
+    """The gateway gave up waiting for an admission (503): it releases the id. Whether the
+    admission ran before the release or reaches Redis after it, nothing stays held."""
+    accounts, metering = stores
+    account = await accounts.create_account("c", 1_000, NOW)
+    _, key = await accounts.create_key(account.id, "k", NOW)
+    ran_first, runs_late = new_generation_id(account.id), new_generation_id(account.id)
+    await metering.admit(account.id, key.hash, ran_first, 600, paid=True, now=NOW)
+    await metering.release(account.id, ran_first, NOW)
+    await metering.release(account.id, runs_late, NOW)
+    await metering.admit(account.id, key.hash, runs_late, 600, paid=True, now=NOW)
+    state = await accounts.get_account(account.id)
+    assert state is not None and (state.balance, state.reserved) == (1_000, 0)
+    # The whole balance is there for the next request; the tombstones go at their expiry.
+    whole = await metering.admit(
+        account.id, key.hash, new_generation_id(account.id), 1_000, paid=True, now=NOW + 61
+    )
+    assert whole.admitted and whole.reserved == 1_000

@@ -1,4 +1,10 @@
--- Release one reservation now (see release_one in release_stale.lua); idempotent: a settled or
--- released one is gone already. KEYS[1] account  KEYS[2] reservations  KEYS[3] expiry zset
--- ARGV[1] generation id. Returns 1 when something was held.
-return release_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+-- Release one reservation now: the gateway gave up waiting for its admission's reply, so the
+-- admission may have run, or may still run later (its command can reach Redis after this one).
+-- What it holds goes back, and a tombstone (the id held at 0, until ARGV[2]) makes a late
+-- admission of the same id a retry that takes nothing; release_stale clears the tombstone.
+-- KEYS[1] account  KEYS[2] reservations  KEYS[3] expiry zset
+-- ARGV[1] generation id  ARGV[2] tombstone expiry ms. Returns 1 when something was held.
+local held = release_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], 0)
+redis.call('ZADD', KEYS[3], tonumber(ARGV[2]), ARGV[1])
+return held

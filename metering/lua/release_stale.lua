@@ -5,11 +5,14 @@
 local function release_one(account_key, reservations_key, expiry_key, gid)
   local held = redis.call('HGET', reservations_key, gid)
   if held then
-    redis.call('HINCRBY', account_key, 'reserved', -tonumber(held))
+    local amount = tonumber(held)
+    if amount ~= 0 then  -- 0: a tombstone (release.lua); Redis refuses an increment of "-0"
+      redis.call('HINCRBY', account_key, 'reserved', -amount)
+    end
     redis.call('HDEL', reservations_key, gid)
   end
   redis.call('ZREM', expiry_key, gid)
-  return held and 1 or 0
+  return (held and tonumber(held) ~= 0) and 1 or 0
 end
 
 local function release_stale(account_key, reservations_key, expiry_key, now)
