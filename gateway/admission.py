@@ -18,6 +18,7 @@ from gateway.metrics import (
     REDIS_ERRORS,
     REDIS_SECONDS,
     SWITCH,
+    labelled,
 )
 from gateway.models import ResolvedModel
 from gateway.request_body import CompletionRequest
@@ -76,7 +77,7 @@ async def admit(
             return Admitted(generation_id, 0)
         raise
     if SWITCH.on:
-        REDIS_SECONDS.labels("admit").observe(time.perf_counter() - started)
+        labelled(REDIS_SECONDS, "admit").observe(time.perf_counter() - started)
     headers: dict[str, str] = {}
     counted = result.admitted or result.refusal is Refusal.RATE_LIMITED
     if limits and result.limit_counts and counted:
@@ -129,7 +130,7 @@ def _record(decision: Decision, account_id: str) -> None:
     states = (decision.refused,) if decision.refused is not None else decision.states
     for state in states:
         outcome = decision.outcome(state)
-        RATELIMIT_DECISIONS.labels(state.limit.name, outcome).inc()
+        labelled(RATELIMIT_DECISIONS, state.limit.name, outcome).inc()
         if outcome == "shadow_limited":
             log.info(
                 "shadow limit %s exceeded by account %s: %d of %d",

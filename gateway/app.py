@@ -26,6 +26,7 @@ from gateway.topup import topup_worker
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
+from metering.batching import ScriptBatcher
 from metering.generations import Generations
 from metering.ledger import Ledger
 from metering.outbox import Outbox
@@ -101,6 +102,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         socket_connect_timeout=settings.redis_timeout_seconds,
         max_connections=1024,
     )
+    batcher = ScriptBatcher(hot, timeout=settings.redis_timeout_seconds)
     accounts = AccountStore(redis, Scripts(redis))
     upstream = Upstream(
         settings.catalog().providers,
@@ -125,6 +127,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             ),
             timeout=settings.redis_timeout_seconds,
             admission_timeout=settings.admission_timeout_seconds,
+            batcher=batcher,
             topup_pending_seconds=settings.topup_pending_hours * 3600,
         ),
         upstream=upstream,
@@ -139,6 +142,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await upstream.close()
+        await batcher.aclose()
         await hot.aclose()
         await redis.aclose()
 

@@ -29,6 +29,7 @@ from gateway.metrics import (
     TTFT_SECONDS,
     UPSTREAM_ERRORS,
     UPSTREAM_SECONDS,
+    labelled,
 )
 from gateway.models import ResolvedModel
 from gateway.provider_errors import (
@@ -102,18 +103,18 @@ def _observe(outcome: Outcome, received: float) -> None:
     exchange = outcome.exchange
     if exchange is not None and exchange.provider_name:
         outcome.provider = exchange.provider_name
-    REQUESTS.labels(
-        outcome.model, outcome.provider, f"{outcome.status // 100}xx", outcome.error_type
+    labelled(
+        REQUESTS, outcome.model, outcome.provider, f"{outcome.status // 100}xx", outcome.error_type
     ).inc()
     total = time.monotonic() - received
     REQUEST_SECONDS.observe(total)
     if exchange is None or exchange.sent_at is None:
         return
     upstream = (exchange.done_at or time.monotonic()) - exchange.sent_at
-    UPSTREAM_SECONDS.labels(outcome.provider).observe(upstream)
+    labelled(UPSTREAM_SECONDS, outcome.provider).observe(upstream)
     OVERHEAD_SECONDS.observe(max(total - upstream, 0.0))
     if exchange.streamed and exchange.first_byte_at is not None:
-        TTFT_SECONDS.labels(outcome.provider).observe(exchange.first_byte_at - received)
+        labelled(TTFT_SECONDS, outcome.provider).observe(exchange.first_byte_at - received)
 
 
 def _access_fields(outcome: Outcome) -> dict[str, object]:

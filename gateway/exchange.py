@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from gateway.clock import Clock
 from gateway.journal import SettlementJournal
-from gateway.metrics import REDIS_ERRORS, REDIS_SECONDS, SPEND, SWITCH, TOKENS
+from gateway.metrics import REDIS_ERRORS, REDIS_SECONDS, SPEND, SWITCH, TOKENS, labelled
 from gateway.models import ResolvedModel
 from metering.admission import Metering
 from metering.money import NANOS_PER_USD
@@ -115,7 +115,7 @@ class Exchange:
         try:
             result = await self.metering.settle(record, self.clock.now())
             if SWITCH.on:
-                REDIS_SECONDS.labels("settle").observe(time.perf_counter() - started)
+                labelled(REDIS_SECONDS, "settle").observe(time.perf_counter() - started)
         except RedisError as exc:
             REDIS_ERRORS.labels("settle").inc()
             self._keep_for_later(record, type(exc).__name__)
@@ -135,6 +135,6 @@ def _count_usage(record: UsageRecord) -> None:
         ("reasoning", record.native_tokens_reasoning),
     ):
         if count:
-            TOKENS.labels(*labels, kind).inc(count)
+            labelled(TOKENS, *labels, kind).inc(count)
     if record.cost:
-        SPEND.labels(*labels).inc(record.cost / NANOS_PER_USD)
+        labelled(SPEND, *labels).inc(record.cost / NANOS_PER_USD)

@@ -11,6 +11,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -51,6 +52,19 @@ SECONDS = (
     120,
     300,
 )
+
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, remembered: labels come from the catalog and fixed lists, so
+    the children are few, and prometheus-client's own lookup costs several µs a call."""
+    key = (id(metric), values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child
+
 
 BUILD = Gauge(
     "gateway_build_info", "The running version (value 1)", ["version"], multiprocess_mode="max"
@@ -175,8 +189,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         if SWITCH.on:
-            HTTP_REQUESTS.labels(route, f"{status // 100}xx").inc()
-            HTTP_DURATION.labels(route).observe(elapsed)
+            labelled(HTTP_REQUESTS, route, f"{status // 100}xx").inc()
+            labelled(HTTP_DURATION, route).observe(elapsed)
         if route not in QUIET_ROUTES:
             access(
                 {

@@ -11,17 +11,21 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from metering.batching import ScriptBatcher
 from metering.layout import OUTBOX_INDEX, AccountKeys
 from metering.outbox import new_event_id
 from metering.periods import period_stamps
 from metering.rollups import GRANULARITIES, bucket_start, field_prefix
 from metering.scripts import Scripts
 from metering.usage import UsageRecord
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
 
 
 class Refusal(StrEnum):
@@ -79,10 +83,12 @@ class Metering:
         timeout: float | None = None,
         topup_pending_seconds: float = 86_400,
         admission_timeout: float | None = None,
+        batcher: ScriptBatcher | None = None,
     ) -> None:
         """`timeout` bounds each round trip (give the client no socket timeout then: redis-py
         wraps every socket write in a task of its own for that, on the hot path)."""
         self._redis = redis
+        self._batcher = batcher
         self._timeout = timeout
         self._admission_timeout = admission_timeout or timeout
         self._scripts = scripts
@@ -106,25 +112,20 @@ class Metering:
         """`limit_keys`/`limit_args` are what the admission prelude's limit hooks read."""
         k = AccountKeys(account_id)
         now_ms = int(now * 1000)
-        async with self._bounded(self._admission_timeout):
-            reply = await self._scripts.admit(
-                keys=[
-                    k.account,
-                    k.api_key(key_hash),
-                    k.reservations,
-                    k.reservation_expiry,
-                    *limit_keys,
-                ],
-                args=[
-                    now_ms,
-                    generation_id,
-                    reserve,
-                    now_ms + self._reservation_timeout_ms,
-                    "1" if paid else "0",
-                    *period_stamps(now),
-                    *(limit_args or (0,)),
-                ],
-            )
+        reply = await self._run(
+            self._scripts.admit,
+            [k.account, k.api_key(key_hash), k.reservations, k.reservation_expiry, *limit_keys],
+            [
+                now_ms,
+                generation_id,
+                reserve,
+                now_ms + self._reservation_timeout_ms,
+                "1" if paid else "0",
+                *period_stamps(now),
+                *(limit_args or (0,)),
+            ],
+            self._admission_timeout,
+        )
         status, balance, reserved, refused, counts = reply[:5]
         refusal = None if status == "ok" else Refusal(status)
         return AdmissionResult(
@@ -139,8 +140,7 @@ class Metering:
 
     async def settle(self, record: UsageRecord, now: float) -> SettlementResult:
         keys, args = self._settle_inputs(record, now)
-        async with self._bounded():
-            reply = await self._scripts.settle(keys=keys, args=args)
+        reply = await self._run(self._scripts.settle, keys, args, self._timeout)
         topup = len(reply) > 2 and int(reply[2]) == 1
         if topup:  # so the delivery worker finds it; a crash before this is caught by its scan
             await self._redis.zadd(OUTBOX_INDEX, {record.account_id: now})
@@ -189,6 +189,15 @@ class Metering:
             self._topup_pending_ms,
         ]
         return keys, args
+
+    async def _run(
+        self, script: "AsyncScript", keys: list[str], args: list[Any], bound: float | None
+    ) -> Any:
+        """One script call within `bound` seconds (else RedisTimeoutError)."""
+        if self._batcher is not None:
+            return await self._batcher.call(script, keys, args, bound)
+        async with self._bounded(bound):
+            return await script(keys=keys, args=args)
 
     @contextlib.asynccontextmanager
     async def _bounded(self, seconds: float | None = None) -> AsyncIterator[None]:

@@ -24,10 +24,22 @@ _SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
 
 def bucket_start(granularity: Granularity, when: float) -> int:
     if granularity == "month":
-        t = datetime.fromtimestamp(when, UTC)
-        return int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp())
+        return _month_start(when)
     size = _SECONDS[granularity]
     return int(when // size) * size
+
+
+_month: list[int] = [0, 0]  # [start, next start) of the month asked for last: every settlement asks
+
+
+def _month_start(when: float) -> int:
+    start, end = _month
+    if start <= when < end:
+        return start
+    t = datetime.fromtimestamp(when, UTC)
+    start = int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp())
+    _month[:] = [start, next_bucket("month", start)]
+    return start
 
 
 def next_bucket(granularity: Granularity, start: int) -> int:

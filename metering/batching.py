@@ -1,0 +1,179 @@
+"""The request path's script calls, batched: the admissions and settlements that arrive in one turn
+of the event loop go to Redis as one write on one connection, and their replies are read back in
+order. Under load that spreads a round trip's fixed costs (a pool checkout, a syscall each way,
+redis-py's per-command machinery) over many requests; unloaded, a call waits for nothing but the
+current loop turn.
+
+Every script sent this way is idempotent on its generation id, which is what makes the one retry
+safe: a batch that meets a dead connection (Redis restarted since it was last used) is sent again,
+whole, on a new one. A caller that stops waiting (its own time bound) leaves its reply to be read
+and dropped, so a connection never goes back to the idle list with a reply still unread.
+"""
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.connection import AbstractConnection
+    from redis.commands.core import AsyncScript
+
+MAX_BATCH = 128  # calls in one write
+MAX_IDLE = 16  # connections kept between batches
+
+
+class _Call:
+    __slots__ = ("args", "future", "keys", "script")
+
+    def __init__(
+        self,
+        script: "AsyncScript",
+        keys: Sequence[str],
+        args: Sequence[Any],
+        future: "asyncio.Future[Any]",
+    ) -> None:
+        self.script, self.keys, self.args, self.future = script, keys, args, future
+
+
+def pack_command(*values: Any) -> bytes:
+    """One command in the Redis protocol (RESP), built in one go: str as UTF-8, numbers as
+    their decimal text."""
+    out = [b"*%d\r\n" % len(values)]
+    for value in values:
+        part = value if isinstance(value, bytes) else str(value).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+class ScriptBatcher:
+    def __init__(self, redis: "Redis", *, timeout: float) -> None:
+        """`timeout` bounds one batch's round trip: past it, its connection is dropped."""
+        self._pool = redis.connection_pool
+        self._timeout = timeout
+        self._queue: list[_Call] = []
+        self._flush_scheduled = False
+        self._idle: list[AbstractConnection] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def call(
+        self,
+        script: "AsyncScript",
+        keys: Sequence[str],
+        args: Sequence[Any],
+        bound: float | None = None,
+    ) -> Any:
+        """The script's reply, or RedisTimeoutError after `bound` seconds (a timer on the
+        reply, cheaper than asyncio.timeout's cancellation of the waiting task)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append(_Call(script, keys, args, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        timer = None if bound is None else loop.call_later(bound, _expire, future, bound)
+        try:
+            return await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        queue, self._queue = self._queue, []
+        for start in range(0, len(queue), MAX_BATCH):
+            task = asyncio.ensure_future(self._run(queue[start : start + MAX_BATCH]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Call]) -> None:
+        """Send, read, answer; a dead connection gets one retry on a new one, and scripts a
+        restarted Redis forgot are loaded in the retry's own write (SCRIPT LOAD first)."""
+        reload: list[AsyncScript] = []
+        for attempt in range(3):
+            packed = b"".join(
+                [pack_command(b"SCRIPT", b"LOAD", s.script) for s in reload]
+                + [
+                    pack_command(b"EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args)
+                    for c in batch
+                ]
+            )
+            connection = self._idle.pop() if self._idle else self._new_connection()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    replies = await self._round_trip(connection, packed, len(reload) + len(batch))
+            except ConnectionError as exc:
+                await connection.disconnect(nowait=True)
+                if attempt == 0:
+                    continue  # a dead connection: once more on a new one
+                _fail(batch, exc)
+                return
+            except TimeoutError:
+                await connection.disconnect(nowait=True)
+                _fail(batch, RedisTimeoutError(f"redis did not answer within {self._timeout} s"))
+                return
+            except BaseException as exc:
+                await connection.disconnect(nowait=True)
+                _fail(batch, exc)
+                raise
+            if len(self._idle) < MAX_IDLE:
+                self._idle.append(connection)
+            else:
+                await connection.disconnect()
+            replies = replies[len(reload) :]
+            forgotten = [
+                c for c, r in zip(batch, replies, strict=True) if isinstance(r, NoScriptError)
+            ]
+            if forgotten and attempt < 2:
+                reload = list({id(c.script): c.script for c in forgotten}.values())
+                _answer([(c, r) for c, r in zip(batch, replies, strict=True) if c not in forgotten])
+                batch = forgotten  # they did not run: send them again, after their scripts
+                continue
+            _answer(list(zip(batch, replies, strict=True)))
+            return
+
+    def _new_connection(self) -> "AbstractConnection":
+        connection: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        return connection
+
+    @staticmethod
+    async def _round_trip(connection: "AbstractConnection", packed: bytes, count: int) -> list[Any]:
+        await connection.send_packed_command(packed, check_health=False)
+        replies: list[Any] = []
+        for _ in range(count):
+            try:
+                replies.append(await connection.read_response(disconnect_on_error=False))
+            except ResponseError as exc:  # the script's own error: the next reply follows
+                replies.append(exc)
+        return replies
+
+    async def aclose(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        for connection in self._idle:
+            await connection.disconnect()
+        self._idle.clear()
+
+
+def _answer(pairs: list[tuple[_Call, Any]]) -> None:
+    for call, reply in pairs:
+        if call.future.done():
+            continue  # its caller stopped waiting
+        if isinstance(reply, ResponseError):
+            call.future.set_exception(reply)
+        else:
+            call.future.set_result(reply)
+
+
+def _expire(future: "asyncio.Future[Any]", bound: float) -> None:
+    if not future.done():
+        future.set_exception(RedisTimeoutError(f"redis did not answer within {bound} s"))
+
+
+def _fail(batch: list[_Call], exc: BaseException) -> None:
+    for call in batch:
+        if not call.future.done():
+            call.future.set_exception(exc)

@@ -1,0 +1,84 @@
+"""The request path's script batcher (metering/batching.py) against a real Redis: many calls in
+one write each get their own reply, a script's error stays its own, a restarted Redis (dead
+connections, forgotten scripts) is invisible to callers, and a caller that stops waiting never
+leaves a stale reply for the next one."""
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.redis_server import RedisServer, find_binaries, free_port
+from metering.batching import ScriptBatcher
+
+pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
+
+ECHO = "return {KEYS[1], ARGV[1]}"
+FAIL = "return redis.error_reply('ERR failing on purpose ' .. ARGV[1])"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    s = RedisServer(tmp_path / "redis", port=free_port()).start()
+    yield s
+    s.stop()
+
+
+async def test_one_write_many_replies_each_to_its_caller(server: RedisServer) -> None:
+    redis = Redis.from_url(server.url, decode_responses=True)
+    batcher = ScriptBatcher(redis, timeout=5)
+    echo, fail = redis.register_script(ECHO), redis.register_script(FAIL)
+    try:
+        calls = [
+            batcher.call(fail if n % 10 == 3 else echo, [f"k{n}"], [n], 5.0) for n in range(300)
+        ]
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+        for n, reply in enumerate(replies):
+            if n % 10 == 3:
+                assert isinstance(reply, ResponseError) and f"purpose {n}" in str(reply)
+            else:
+                assert reply == [f"k{n}", str(n)]
+    finally:
+        await batcher.aclose()
+        await redis.aclose()
+
+
+async def test_a_restarted_redis_is_invisible_to_callers(server: RedisServer) -> None:
+    redis = Redis.from_url(server.url, decode_responses=True)
+    batcher = ScriptBatcher(redis, timeout=5)
+    echo = redis.register_script(ECHO)
+    try:
+        assert await batcher.call(echo, ["a"], [1], 5.0) == ["a", "1"]
+        server.stop()
+        server.start()  # every idle connection is dead, and the script is forgotten
+        replies = await asyncio.gather(*(batcher.call(echo, ["b"], [n], 5.0) for n in range(20)))
+        assert replies == [["b", str(n)] for n in range(20)]
+    finally:
+        await batcher.aclose()
+        await redis.aclose()
+
+
+async def test_a_caller_that_stops_waiting_leaves_no_stale_reply(server: RedisServer) -> None:
+    redis = Redis.from_url(server.url, decode_responses=True)
+    batcher = ScriptBatcher(redis, timeout=5)
+    echo = redis.register_script(ECHO)
+    try:
+        assert await batcher.call(echo, ["warm"], [0], 5.0) == ["warm", "0"]
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(RedisTimeoutError):
+                await batcher.call(echo, ["late"], [1], 0.2)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        for n in range(10):  # the late reply was read and dropped by its batch, not by these
+            assert await batcher.call(echo, ["next"], [n], 5.0) == ["next", str(n)]
+    finally:
+        await batcher.aclose()
+        await redis.aclose()
