@@ -30,55 +30,55 @@ async def server(tmp_path: Path) -> AsyncIterator[RedisServer]:
     s.stop()
 
 
-async def test_one_write_many_replies_each_to_its_caller(server: RedisServer) -> None:
+@pytest.fixture
+async def batcher(server: RedisServer) -> AsyncIterator[tuple[ScriptBatcher, Redis]]:
     redis = Redis.from_url(server.url, decode_responses=True)
     batcher = ScriptBatcher(redis, timeout=5)
+    yield batcher, redis
+    await batcher.aclose()
+    await redis.aclose()
+
+
+async def test_one_write_many_replies_each_to_its_caller(
+    batcher: tuple[ScriptBatcher, Redis],
+) -> None:
+    calls, redis = batcher
     echo, fail = redis.register_script(ECHO), redis.register_script(FAIL)
-    try:
-        calls = [
-            batcher.call(fail if n % 10 == 3 else echo, [f"k{n}"], [n], 5.0) for n in range(300)
-        ]
-        replies = await asyncio.gather(*calls, return_exceptions=True)
-        for n, reply in enumerate(replies):
-            if n % 10 == 3:
-                assert isinstance(reply, ResponseError) and f"purpose {n}" in str(reply)
-            else:
-                assert reply == [f"k{n}", str(n)]
-    finally:
-        await batcher.aclose()
-        await redis.aclose()
+    replies = await asyncio.gather(
+        *(calls.call(fail if n % 10 == 3 else echo, [f"k{n}"], [n], 5.0) for n in range(300)),
+        return_exceptions=True,
+    )
+    for n, reply in enumerate(replies):
+        if n % 10 == 3:
+            assert isinstance(reply, ResponseError) and f"purpose {n}" in str(reply)
+        else:
+            assert reply == [f"k{n}", str(n)]
 
 
-async def test_a_restarted_redis_is_invisible_to_callers(server: RedisServer) -> None:
-    redis = Redis.from_url(server.url, decode_responses=True)
-    batcher = ScriptBatcher(redis, timeout=5)
+async def test_a_restarted_redis_is_invisible_to_callers(
+    server: RedisServer, batcher: tuple[ScriptBatcher, Redis]
+) -> None:
+    calls, redis = batcher
     echo = redis.register_script(ECHO)
-    try:
-        assert await batcher.call(echo, ["a"], [1], 5.0) == ["a", "1"]
-        server.stop()
-        server.start()  # every idle connection is dead, and the script is forgotten
-        replies = await asyncio.gather(*(batcher.call(echo, ["b"], [n], 5.0) for n in range(20)))
-        assert replies == [["b", str(n)] for n in range(20)]
-    finally:
-        await batcher.aclose()
-        await redis.aclose()
+    assert await calls.call(echo, ["a"], [1], 5.0) == ["a", "1"]
+    server.stop()
+    server.start()  # every idle connection is dead, and the script is forgotten
+    replies = await asyncio.gather(*(calls.call(echo, ["b"], [n], 5.0) for n in range(20)))
+    assert replies == [["b", str(n)] for n in range(20)]
 
 
-async def test_a_caller_that_stops_waiting_leaves_no_stale_reply(server: RedisServer) -> None:
-    redis = Redis.from_url(server.url, decode_responses=True)
-    batcher = ScriptBatcher(redis, timeout=5)
+async def test_a_caller_that_stops_waiting_leaves_no_stale_reply(
+    server: RedisServer, batcher: tuple[ScriptBatcher, Redis]
+) -> None:
+    calls, redis = batcher
     echo = redis.register_script(ECHO)
+    assert await calls.call(echo, ["warm"], [0], 5.0) == ["warm", "0"]
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
     try:
-        assert await batcher.call(echo, ["warm"], [0], 5.0) == ["warm", "0"]
-        assert server.process is not None
-        os.kill(server.process.pid, signal.SIGSTOP)
-        try:
-            with pytest.raises(RedisTimeoutError):
-                await batcher.call(echo, ["late"], [1], 0.2)
-        finally:
-            os.kill(server.process.pid, signal.SIGCONT)
-        for n in range(10):  # the late reply was read and dropped by its batch, not by these
-            assert await batcher.call(echo, ["next"], [n], 5.0) == ["next", str(n)]
+        with pytest.raises(RedisTimeoutError):
+            await calls.call(echo, ["late"], [1], 0.2)
     finally:
-        await batcher.aclose()
-        await redis.aclose()
+        os.kill(server.process.pid, signal.SIGCONT)
+    for n in range(10):  # the late reply was read and dropped by its batch, not by these
+        assert await calls.call(echo, ["next"], [n], 5.0) == ["next", str(n)]
