@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 MAX_BATCH = 128  # calls in one write
 MAX_IDLE = 16  # connections kept between batches
+MAX_IN_FLIGHT = 64  # batches (and so connections) out at once
 
 
 class _Call:
@@ -82,18 +83,29 @@ class ScriptBatcher:
                 timer.cancel()
 
     def _flush(self) -> None:
+        """Send what is queued, unless MAX_IN_FLIGHT batches are still out (a Redis that hangs):
+        then the queue waits for one of them to end (its callers' own bounds still run)."""
         self._flush_scheduled = False
-        queue, self._queue = self._queue, []
-        for start in range(0, len(queue), MAX_BATCH):
-            task = asyncio.ensure_future(self._run(queue[start : start + MAX_BATCH]))
+        while self._queue and len(self._running) < MAX_IN_FLIGHT:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            task = asyncio.ensure_future(self._run(batch))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: "asyncio.Task[None]") -> None:
+        self._running.discard(task)
+        if self._queue and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _run(self, batch: list[_Call]) -> None:
         """Send, read, answer; a dead connection gets one retry on a new one, and scripts a
         restarted Redis forgot are loaded in the retry's own write (SCRIPT LOAD first)."""
+        batch = [c for c in batch if not c.future.done()]  # queued past their callers' bound
         reload: list[AsyncScript] = []
         for attempt in range(3):
+            if not batch:
+                return
             packed = b"".join(
                 [pack_command(b"SCRIPT", b"LOAD", s.script) for s in reload]
                 + [

@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.redis_server import RedisServer, find_binaries, free_port
-from metering.batching import ScriptBatcher
+from metering.batching import MAX_IN_FLIGHT, ScriptBatcher
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
 
@@ -82,3 +82,26 @@ async def test_a_caller_that_stops_waiting_leaves_no_stale_reply(
         os.kill(server.process.pid, signal.SIGCONT)
     for n in range(10):  # the late reply was read and dropped by its batch, not by these
         assert await calls.call(echo, ["next"], [n], 5.0) == ["next", str(n)]
+
+
+async def test_a_hung_redis_holds_a_bounded_number_of_connections(
+    server: RedisServer, batcher: tuple[ScriptBatcher, Redis]
+) -> None:
+    """Calls keep coming while Redis hangs: each caller gets its timeout, the batcher keeps at
+    most MAX_IN_FLIGHT batches (connections) out, and all is well once Redis answers again."""
+    calls, redis = batcher
+    echo = redis.register_script(ECHO)
+    assert await calls.call(echo, ["warm"], [0], 5.0) == ["warm", "0"]
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        waiting = []
+        for n in range(300):  # one call per loop turn: a batch each, but for the bound
+            waiting.append(asyncio.ensure_future(calls.call(echo, ["hung"], [n], 0.3)))
+            await asyncio.sleep(0)
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(o, RedisTimeoutError) for o in outcomes)
+        assert len(calls._running) <= MAX_IN_FLIGHT
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    assert await calls.call(echo, ["after"], [1], 5.0) == ["after", "1"]
