@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
 
 from gateway.app import create_app
 from gateway.clock import ManualClock
 from gateway.redis_server import RedisServer, ServerBinary, find_binaries, free_port
 from gateway.simulated_provider import create_simulated_provider
+from tests.hostile import WEBHOOK_SECRET as HOSTILE_WEBHOOK_SECRET
 from tests.support import PROVIDER_SECRET, ThreadedServer, make_settings
 
 os.environ.setdefault("SIM_PROVIDER_KEY", PROVIDER_SECRET)
@@ -69,3 +71,21 @@ async def client(redis_url: str, provider: ThreadedServer) -> AsyncIterator[Test
     app = create_app(make_settings(redis_url, provider.url))
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
+
+
+# The hostile-input tests' gateway (payment webhooks on) and a raw Redis client (bytes in and
+# out: DUMP needs it).
+@pytest.fixture
+async def hc(redis_url: str, provider: ThreadedServer) -> AsyncIterator[TestClient]:
+    settings = make_settings(
+        redis_url, provider.url, payments_webhook_secret=HOSTILE_WEBHOOK_SECRET
+    )
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+        yield c
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    raw = Redis.from_url(redis_url)  # bytes in, bytes out: DUMP needs it
+    yield raw
+    await raw.aclose()

@@ -10,32 +10,16 @@ import asyncio
 import gzip
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from gateway.app import create_app
-from tests.support import ThreadedServer, admin_headers, bearer, make_settings, new_account
-from tests.test_hostile_input import CHAT, state_of
+from tests.hostile import CHAT, state_of
+from tests.support import ThreadedServer, admin_headers, bearer, new_account
 
 WAIT = 10.0  # the bound on every wait for the server
-
-
-@pytest.fixture
-async def hc(redis_url: str, provider: ThreadedServer) -> AsyncIterator[TestClient]:
-    settings = make_settings(redis_url, provider.url, payments_webhook_secret="whsec-http-41c9")
-    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
-        yield c
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    raw = Redis.from_url(redis_url)  # bytes in, bytes out: DUMP needs it
-    yield raw
-    await raw.aclose()
 
 
 async def _exchange(

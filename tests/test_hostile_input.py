@@ -9,20 +9,17 @@ test_fuzz.py fuzzes the body parser in-process; here every request goes over HTT
 itself is in test_hostile_http.py."""
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from gateway.app import create_app
 from gateway.signing import sign
-from tests.support import ThreadedServer, admin_headers, bearer, make_settings, new_account
+from tests.hostile import CHAT, WEBHOOK_SECRET, state_of
+from tests.support import ThreadedServer, admin_headers, bearer, new_account
 
-WEBHOOK_SECRET = "whsec-hostile-8e2d"
 PARSE_FAILS = ["1e400", "-1e400", "NaN", "Infinity", "-Infinity", "1e999999", "0x10", "+1"]
 HUGE = ["123456789012345678901234567890", "-123456789012345678901234567890"]  # become floats
 NOT_NUMBERS = ['"7"', "true", "false", "[]", "[1]", "{}", '{"a": 1}']
@@ -55,7 +52,6 @@ USD_BAD = [
         ]
     ),
 ]
-CHAT = {"model": "test/paid", "messages": [{"role": "user", "content": "Hello"}]}
 COMPLETION = {"model": "test/paid", "prompt": "Hello"}
 PROBABILITY = ["-0.01", "1.01", "-1"]
 # Per field, what it must refuse beyond what JSON cannot hold and what is not a number.
@@ -76,34 +72,6 @@ COMPLETION_FIELDS: dict[str, list[str]] = {
     "top_logprobs": ["-1", "21", "1.5"],
 }
 LOGIT_BIAS_BAD = ['{"50256": 101}', '{"50256": -101}', '{"50256": "x"}', '{"1": null}', "[]", "1"]
-
-
-@pytest.fixture
-async def hc(redis_url: str, provider: ThreadedServer) -> AsyncIterator[TestClient]:
-    settings = make_settings(redis_url, provider.url, payments_webhook_secret=WEBHOOK_SECRET)
-    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
-        yield c
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    raw = Redis.from_url(redis_url)  # bytes in, bytes out: DUMP needs it
-    yield raw
-    await raw.aclose()
-
-
-async def state_of(redis: Redis, provider: ThreadedServer, account_id: str) -> dict[str, Any]:
-    """Every Redis key of the account, dumped; the account list; the provider's request count."""
-    dumped = {}
-    async for name in redis.scan_iter(match=f"gw:{{a:{account_id}}}:*", count=1000):
-        dumped[name] = await redis.dump(name)
-    async with aiohttp.ClientSession() as session:
-        stats = await (await session.get(provider.url + "/_sim/stats")).json()
-    return {
-        "keys": dumped,
-        "accounts": await redis.zcard("gw:accounts"),
-        "provider_requests": stats["requests"],
-    }
 
 
 def _body(base: dict[str, Any], field: str, literal: str) -> bytes:
