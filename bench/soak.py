@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 
 from bench import new_event_loop
-from bench.audit import problems, read_books
+from bench.audit import Books, problems, read_books
 from bench.stack import FREE_MODELS, PAID_MODELS, Stack, rss_bytes
 from bench.traffic import HUNG_UP, Mix, Outcome, Traffic
 
@@ -97,8 +97,8 @@ async def _memory(pid: int, warm_at: float, until: float, report: SoakReport) ->
 
 
 async def _max_rate(stack: Stack, key: str) -> float:
-    probe = Traffic(stack.url, key, Mix(paid_models=PAID_MODELS[1:], stream_share=0), seed=3)
-    probe.concurrency = 16
+    mix = Mix(paid_models=PAID_MODELS[1:], stream_share=0)
+    probe = Traffic(stack.url, key, mix, concurrency=16, seed=3)
     started = time.monotonic()
     outcomes = await probe.run(5.0)
     return sum(o.status == 200 for o in outcomes) / (time.monotonic() - started)
@@ -108,8 +108,8 @@ async def _race(stack: Stack, n: int, report: SoakReport) -> list[str]:
     """n requests at once on an account that can afford 10: never more than it has."""
     grant = f"{WORST_CASE_NANOS * 10 / 1e9:.9f}"
     account_id, key = stack.new_account(grant=grant)
-    racers = Traffic(stack.url, key, Mix(paid_models=[PAID_MODELS[0]], stream_share=0), seed=5)
-    racers.concurrency = 100
+    mix = Mix(paid_models=[PAID_MODELS[0]], stream_share=0)
+    racers = Traffic(stack.url, key, mix, concurrency=100, seed=5)
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=racers.concurrency),
         timeout=aiohttp.ClientTimeout(total=120),
@@ -127,7 +127,7 @@ async def _race(stack: Stack, n: int, report: SoakReport) -> list[str]:
     return found
 
 
-async def _books(stack: Stack, account_id: str, key: str):  # type: ignore[no-untyped-def]
+async def _books(stack: Stack, account_id: str, key: str) -> Books:
     return await read_books(stack.url, stack.admin_token, account_id, key)
 
 

@@ -2,19 +2,36 @@
 back, exactly once."""
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
 
 from gateway.app import create_app
 from gateway.journal import JOURNAL, SettlementJournal
 from gateway.redis_server import RedisServer, free_port
 from gateway.state import SERVICES
+from metering.accounts import AccountStore
+from metering.admission import Metering
+from metering.scripts import Scripts
 from metering.usage import UsageRecord
-from tests.support import ThreadedServer, account_state, bearer, chat, make_settings, new_account
+from tests.support import (
+    ThreadedServer,
+    account_state,
+    bearer,
+    chat,
+    make_settings,
+    new_account,
+    usage_record,
+)
 
 
 @pytest.fixture
@@ -24,18 +41,28 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture
+async def own_metering(own_redis: RedisServer) -> AsyncIterator[tuple[Redis, Scripts, Metering]]:
+    """The metering a replay settles through, on that Redis, without a gateway."""
+    redis = Redis.from_url(own_redis.url, decode_responses=True)
+    scripts = Scripts(redis)
+    metering = Metering(
+        redis, scripts, reservation_timeout=60, record_ttl_seconds=3600, timeout=5.0
+    )
+    yield redis, scripts, metering
+    await redis.aclose()
+
+
+def _app(
+    own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path, **kw: Any
+) -> web.Application:
+    return create_app(make_settings(own_redis.url, provider.url, data_dir=tmp_path / "data", **kw))
+
+
 async def test_a_settlement_that_cannot_reach_redis_is_replayed_once(
     own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path
 ) -> None:
-    app = create_app(
-        make_settings(
-            own_redis.url,
-            provider.url,
-            data_dir=tmp_path / "data",
-            journal_replay_seconds=0.1,
-            redis_timeout_seconds=0.5,
-        )
-    )
+    app = _app(own_redis, provider, tmp_path, journal_replay_seconds=0.1, redis_timeout_seconds=0.5)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         account_id, key = await new_account(c, purchase="1.00")
         call = asyncio.ensure_future(
@@ -70,19 +97,7 @@ async def test_a_settlement_that_cannot_reach_redis_is_replayed_once(
 async def test_a_hung_redis_is_a_503_within_the_admission_bound(
     own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path
 ) -> None:
-    import os
-    import signal
-    import time
-
-    app = create_app(
-        make_settings(
-            own_redis.url,
-            provider.url,
-            data_dir=tmp_path / "data",
-            key_cache_seconds=600,
-            admission_timeout_seconds=0.25,
-        )
-    )
+    app = _app(own_redis, provider, tmp_path, key_cache_seconds=600, admission_timeout_seconds=0.25)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         account_id, key = await new_account(c, purchase="1.00")
         assert (
@@ -110,23 +125,11 @@ async def test_a_hung_redis_is_a_503_within_the_admission_bound(
 
 
 async def test_a_settlement_is_journaled_while_a_replay_waits_on_redis(
-    own_redis: RedisServer, tmp_path: Path
+    own_redis: RedisServer, own_metering: tuple[Redis, Scripts, Metering], tmp_path: Path
 ) -> None:
     """A replay waiting on a hung Redis must not hold up a new journal entry: the append is
     synchronous, so waiting there would stop the event loop the replay itself needs."""
-    import os
-    import signal
-
-    from redis.asyncio import Redis
-
-    from metering.admission import Metering
-    from metering.scripts import Scripts
-    from tests.support import usage_record
-
-    redis = Redis.from_url(own_redis.url, decode_responses=True)
-    metering = Metering(
-        redis, Scripts(redis), reservation_timeout=60, record_ttl_seconds=3600, timeout=5.0
-    )
+    _, _, metering = own_metering
     journal = SettlementJournal(tmp_path / "journal")
     journal.append(usage_record("acct", "kh", "gen-acct-1", 100), 1.0)
     assert own_redis.process is not None
@@ -145,26 +148,16 @@ async def test_a_settlement_is_journaled_while_a_replay_waits_on_redis(
     finally:
         os.kill(own_redis.process.pid, signal.SIGCONT)
     await replay
-    await redis.aclose()
 
 
 async def test_two_processes_replaying_one_journal_settle_each_line_once(
-    own_redis: RedisServer, tmp_path: Path
+    own_metering: tuple[Redis, Scripts, Metering], tmp_path: Path
 ) -> None:
     """Workers share the data directory: whichever locks a dead process's journal (or a batch)
     first replays it, the other finds it gone or busy and carries on; a torn line is set aside,
     not a reason to stop."""
-    from redis.asyncio import Redis
-
-    from metering.accounts import AccountStore
-    from metering.admission import Metering
-    from metering.scripts import Scripts
-    from tests.support import usage_record
-
-    redis = Redis.from_url(own_redis.url, decode_responses=True)
-    scripts = Scripts(redis)
+    redis, scripts, metering = own_metering
     account = await AccountStore(redis, scripts).create_account("j", 10**9, 1.0)
-    metering = Metering(redis, scripts, reservation_timeout=60, record_ttl_seconds=3600)
     directory = tmp_path / "journal"
     first, second = SettlementJournal(directory), SettlementJournal(directory)
     second.path = directory / "settlements-999999999.jsonl"  # a process that is gone
@@ -180,4 +173,3 @@ async def test_two_processes_replaying_one_journal_settle_each_line_once(
     state = await AccountStore(redis, scripts).get_account(account.id)
     assert state is not None and state.usage == 40 * 1000
     assert (directory / "unreadable-settlements.jsonl").read_bytes().count(b"\n") == 1
-    await redis.aclose()
