@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from bench import new_event_loop
+from gateway.serve import tune_garbage_collector
 
 UPSTREAM = web.AppKey("upstream", str)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="the mock provider's root URL")
     args = parser.parse_args()
+    tune_garbage_collector()  # as the gateway does: the floor gets every trick it can use
     web.run_app(
         create_app(args.upstream),
         host=args.host,

@@ -8,7 +8,6 @@ is imported), and `/metrics` adds them up, so one scrape reads the sum over all 
 
 import asyncio
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,6 +26,7 @@ from prometheus_client import (
 from gateway import __version__
 from gateway.logs import access
 from metering.accounts import Purchase
+from metering.ids import random_hex
 from metering.money import NANOS_PER_USD
 
 # Fine enough to read a 1 ms overhead, wide enough for a long generation.
@@ -162,7 +162,7 @@ def _request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_.") for c in given):
         return given
-    return secrets.token_hex(8)
+    return random_hex(8)
 
 
 @web.middleware

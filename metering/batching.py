@@ -11,16 +11,21 @@ and dropped, so a connection never goes back to the idle list with a reply still
 """
 
 import asyncio
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
+import hiredis
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from metering.pipelined import PipelinedConnection
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.asyncio.connection import AbstractConnection
     from redis.commands.core import AsyncScript
+
+# hiredis packs a command in C; its stub types the tuple as one element long.
+pack_command = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
 
 MAX_BATCH = 128  # calls in one write
 MAX_IDLE = 16  # connections kept between batches
@@ -40,16 +45,6 @@ class _Call:
         self.script, self.keys, self.args, self.future = script, keys, args, future
 
 
-def pack_command(*values: Any) -> bytes:
-    """One command in the Redis protocol (RESP), built in one go: str as UTF-8, numbers as
-    their decimal text."""
-    out = [b"*%d\r\n" % len(values)]
-    for value in values:
-        part = value if isinstance(value, bytes) else str(value).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
-    return b"".join(out)
-
-
 class ScriptBatcher:
     def __init__(self, redis: "Redis", *, timeout: float) -> None:
         """`timeout` bounds one batch's round trip: past it, its connection is dropped."""
@@ -57,7 +52,7 @@ class ScriptBatcher:
         self._timeout = timeout
         self._queue: list[_Call] = []
         self._flush_scheduled = False
-        self._idle: list[AbstractConnection] = []
+        self._idle: list[PipelinedConnection] = []
         self._running: set[asyncio.Task[None]] = set()
 
     async def call(
@@ -107,34 +102,40 @@ class ScriptBatcher:
             if not batch:
                 return
             packed = b"".join(
-                [pack_command(b"SCRIPT", b"LOAD", s.script) for s in reload]
+                [pack_command((b"SCRIPT", b"LOAD", s.script)) for s in reload]
                 + [
-                    pack_command(b"EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args)
+                    pack_command((b"EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args))
                     for c in batch
                 ]
             )
-            connection = self._idle.pop() if self._idle else self._new_connection()
             try:
-                async with asyncio.timeout(self._timeout):
-                    replies = await self._round_trip(connection, packed, len(reload) + len(batch))
+                connection = await self._connection()
             except ConnectionError as exc:
-                await connection.disconnect(nowait=True)
+                _fail(batch, exc)
+                return
+            except TimeoutError:
+                _fail(batch, RedisTimeoutError(f"redis did not answer within {self._timeout} s"))
+                return
+            try:
+                replies = await self._round_trip(connection, packed, len(reload) + len(batch))
+            except ConnectionError as exc:
+                connection.close()
                 if attempt == 0:
                     continue  # a dead connection: once more on a new one
                 _fail(batch, exc)
                 return
-            except TimeoutError:
-                await connection.disconnect(nowait=True)
-                _fail(batch, RedisTimeoutError(f"redis did not answer within {self._timeout} s"))
+            except RedisTimeoutError as exc:
+                connection.close()
+                _fail(batch, exc)
                 return
             except BaseException as exc:
-                await connection.disconnect(nowait=True)
+                connection.close()
                 _fail(batch, exc)
                 raise
-            if len(self._idle) < MAX_IDLE:
+            if len(self._idle) < MAX_IDLE and not connection.closed:
                 self._idle.append(connection)
             else:
-                await connection.disconnect()
+                connection.close()
             replies = replies[len(reload) :]
             forgotten = [
                 c for c, r in zip(batch, replies, strict=True) if isinstance(r, NoScriptError)
@@ -147,26 +148,32 @@ class ScriptBatcher:
             _answer(list(zip(batch, replies, strict=True)))
             return
 
-    def _new_connection(self) -> "AbstractConnection":
-        connection: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-        return connection
+    async def _connection(self) -> PipelinedConnection:
+        """An idle connection still open, else a new one (connected within the batch bound)."""
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed:
+                return connection
+        handshake = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        return await asyncio.wait_for(PipelinedConnection.open(handshake), self._timeout)
 
-    @staticmethod
-    async def _round_trip(connection: "AbstractConnection", packed: bytes, count: int) -> list[Any]:
-        await connection.send_packed_command(packed, check_health=False)
-        replies: list[Any] = []
-        for _ in range(count):
-            try:
-                replies.append(await connection.read_response(disconnect_on_error=False))
-            except ResponseError as exc:  # the script's own error: the next reply follows
-                replies.append(exc)
-        return replies
+    async def _round_trip(self, connection: PipelinedConnection, packed: bytes, count: int) -> Any:
+        """The replies, or RedisTimeoutError after the batch bound (the connection is then out
+        of step with its replies: the caller closes it)."""
+        replies = connection.send(packed, count)
+        timer = asyncio.get_running_loop().call_later(
+            self._timeout, _expire, replies, self._timeout
+        )
+        try:
+            return await replies
+        finally:
+            timer.cancel()
 
     async def aclose(self) -> None:
         for task in list(self._running):
             task.cancel()
         for connection in self._idle:
-            await connection.disconnect()
+            connection.close()
         self._idle.clear()
 
 

@@ -7,7 +7,6 @@ processes may deliver: a short lease per account keeps two from sending the same
 and receivers dedupe on the event id anyway.
 """
 
-import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from metering.ids import random_hex
 from metering.layout import ACCOUNT_INDEX, OUTBOX_INDEX, AccountKeys
 from metering.money import usd_to_nanos
 from metering.scripts import lua_source
@@ -23,7 +23,7 @@ DELIVERY_LEASE_MS = 30_000
 
 
 def new_event_id(account_id: str) -> str:
-    return f"evt-{account_id}-{secrets.token_hex(8)}"
+    return f"evt-{account_id}-{random_hex(8)}"
 
 
 @dataclass(frozen=True, slots=True)

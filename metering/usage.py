@@ -4,14 +4,15 @@ A generation id carries its account id (`gen-<account>-<random>`), so a record i
 account's slot without an index, and another account's id simply finds nothing.
 """
 
-import secrets
 from dataclasses import dataclass
 
 import orjson
 
+from metering.ids import random_hex
+
 
 def new_generation_id(account_id: str) -> str:
-    return f"gen-{account_id}-{secrets.token_hex(10)}"
+    return f"gen-{account_id}-{random_hex(10)}"
 
 
 def account_of_generation(generation_id: str) -> str | None:

@@ -105,3 +105,33 @@ async def test_a_hung_redis_holds_a_bounded_number_of_connections(
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
     assert await calls.call(echo, ["after"], [1], 5.0) == ["after", "1"]
+
+
+@pytest.mark.parametrize("socket", ["tcp", "unix"])
+async def test_the_urls_password_and_database_hold_on_batched_connections(
+    tmp_path: Path, socket: str
+) -> None:
+    """The batcher's connections are opened by redis-py (AUTH, SELECT) and then read by the
+    gateway's own parser: the script runs as the URL's user, in the URL's database."""
+    server = RedisServer(tmp_path / "redis", port=free_port() if socket == "tcp" else None).start()
+    try:
+        admin = Redis.from_url(server.url, decode_responses=True)
+        await admin.config_set("requirepass", "s3cret")
+        await admin.aclose()
+        base = server.url.split("?")[0].rsplit("/", 1)[0] if socket == "tcp" else server.url
+        if socket == "tcp":
+            url = base.replace("redis://", "redis://:s3cret@") + "/3"
+        else:
+            url = base.replace("unix://", "unix://:s3cret@").replace("db=0", "db=3")
+        redis = Redis.from_url(url, decode_responses=True)
+        batcher = ScriptBatcher(redis, timeout=5)
+        put = redis.register_script("redis.call('SET', KEYS[1], ARGV[1]) return 'stored'")
+        assert await batcher.call(put, ["where"], ["é" * 3], 5.0) == "stored"
+        assert await redis.get("where") == "é" * 3
+        await batcher.aclose()
+        await redis.aclose()
+        in_db0 = Redis.from_url(url.replace("/3", "/0").replace("db=3", "db=0"))
+        assert await in_db0.exists("where") == 0
+        await in_db0.aclose()
+    finally:
+        server.stop()

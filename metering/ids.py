@@ -1,0 +1,30 @@
+"""Random parts of ids made on the request path (generation, event and request ids).
+
+The bytes are the operating system's (os.urandom), as secrets.token_hex would give, but fetched
+4 KiB at a time: one getrandom call per request was about 4% of the gateway's time under load. A
+forked child starts with an empty pool, so two workers never hand out the same bytes. Not for
+secrets that grant access (API keys): those still come from `secrets` directly.
+"""
+
+import os
+
+_POOL_BYTES = 4096
+_pool = b""
+_used = 0
+
+
+def random_hex(nbytes: int) -> str:
+    """`nbytes` fresh random bytes as 2 * nbytes hex digits."""
+    global _pool, _used
+    if _used + nbytes > len(_pool):
+        _pool, _used = os.urandom(max(_POOL_BYTES, nbytes)), 0
+    start, _used = _used, _used + nbytes
+    return _pool[start:_used].hex()
+
+
+def _forget_pool() -> None:
+    global _pool, _used
+    _pool, _used = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
