@@ -21,6 +21,7 @@ from gateway.key_guessing import KEY_GUESSING, KeyGuessing
 from gateway.limits import LIMITS, LimitsHolder, limits_reloader
 from gateway.metrics import SWITCH, metrics_endpoint, metrics_middleware
 from gateway.models import resolve_catalog
+from gateway.settling import SETTLING, Settling, settled_reads
 from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS, Services
 from gateway.topup import topup_worker
 from gateway.upstream import Upstream
@@ -42,7 +43,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     if not settings.redis_url:
         raise ValueError("create_app needs settings.redis_url (serve starts the embedded Redis)")
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, admin_api.admin_guard],
+        middlewares=[metrics_middleware, error_middleware, admin_api.admin_guard, settled_reads],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -52,6 +53,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[LIMITS] = LimitsHolder(settings.limits_file)
     app[JOURNAL] = SettlementJournal(settings.data_dir.resolve())
     app[KEY_GUESSING] = KeyGuessing()
+    app[SETTLING] = Settling()
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(limits_reloader)
     app.cleanup_ctx.append(expiry_sweeper)
@@ -141,6 +143,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app[SETTLING].wait(settings.redis_timeout_seconds + 1)
         await upstream.close()
         await batcher.aclose()
         await hot.aclose()

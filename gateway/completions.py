@@ -40,6 +40,7 @@ from gateway.provider_errors import (
 )
 from gateway.provider_usage import parse_usage, usage_with_cost
 from gateway.request_body import CompletionRequest, Kind, parse_completion_request
+from gateway.settling import SETTLING
 from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS
 from gateway.streaming import relay_stream
 from gateway.upstream import UpstreamFailure
@@ -184,6 +185,7 @@ async def _handle(
         response_headers=admitted.headers,
         started=received,
         journal=request.app[JOURNAL],
+        settling=request.app[SETTLING],
     )
     outcome.exchange = exchange
     try:

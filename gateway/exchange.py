@@ -12,6 +12,7 @@ from gateway.clock import Clock
 from gateway.journal import SettlementJournal
 from gateway.metrics import REDIS_ERRORS, REDIS_SECONDS, SPEND, SWITCH, TOKENS, labelled
 from gateway.models import ResolvedModel
+from gateway.settling import Settling
 from metering.admission import Metering
 from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339
@@ -40,10 +41,12 @@ class Exchange:
     finish_reason: str | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     journal: "SettlementJournal | None" = None
+    settling: "Settling | None" = None
     sent_at: float | None = None  # the request left for the provider (the last try of several)
     first_byte_at: float | None = None
     done_at: float | None = None
     _settlement: "asyncio.Task[None] | None" = None
+    _handed_off: "asyncio.Future[None] | None" = None
 
     @property
     def cost(self) -> int:
@@ -90,11 +93,19 @@ class Exchange:
             )
 
     async def settle(self) -> None:
-        """Settle once; shielded, so a cancelled handler still finishes writing its charge."""
+        """Settle once, in a task of its own (a cancelled handler still gets its charge written).
+        Returns once the settlement is handed off: written to Redis, or done (applied or
+        journaled); Redis's reply is waited for in the background (see gateway/settling.py)."""
         if self._settlement is None:
             self.done_at = self.done_at or time.monotonic()
-            self._settlement = asyncio.ensure_future(self._settle())
-        await asyncio.shield(self._settlement)
+            loop = asyncio.get_running_loop()
+            self._handed_off = loop.create_future()
+            self._settlement = loop.create_task(self._settle(self._handed_off))
+            if self.settling is not None:
+                self.settling.add(self._settlement)
+        assert self._handed_off is not None
+        if not self._handed_off.done():
+            await self._handed_off  # a cancelled wait cancels only this future, not the task
 
     def _keep_for_later(self, record: UsageRecord, reason: str) -> None:
         """Redis is away: journal the settlement, to be replayed once it answers. Only if even
@@ -109,17 +120,20 @@ class Exchange:
             "settlement of %s (%d nanodollars) is lost: redis %s", record.id, record.cost, reason
         )
 
-    async def _settle(self) -> None:
+    async def _settle(self, handed_off: "asyncio.Future[None]") -> None:
         record = self.record()
         started = time.perf_counter()
         try:
-            result = await self.metering.settle(record, self.clock.now())
+            result = await self.metering.settle(record, self.clock.now(), sent=handed_off)
             if SWITCH.on:
                 labelled(REDIS_SECONDS, "settle").observe(time.perf_counter() - started)
         except RedisError as exc:
             REDIS_ERRORS.labels("settle").inc()
             self._keep_for_later(record, type(exc).__name__)
             return
+        finally:
+            if not handed_off.done():
+                handed_off.set_result(None)
         if result.applied and SWITCH.on:
             _count_usage(record)
         if not result.applied:

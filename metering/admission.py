@@ -138,9 +138,12 @@ class Metering:
             int(reply[6]) if len(reply) > 6 else -1,
         )
 
-    async def settle(self, record: UsageRecord, now: float) -> SettlementResult:
+    async def settle(
+        self, record: UsageRecord, now: float, *, sent: "asyncio.Future[None] | None" = None
+    ) -> SettlementResult:
+        """`sent`, when given, is resolved as soon as the script is written to Redis."""
         keys, args = self._settle_inputs(record, now)
-        reply = await self._run(self._scripts.settle, keys, args, self._timeout)
+        reply = await self._run(self._scripts.settle, keys, args, self._timeout, sent)
         topup = len(reply) > 2 and int(reply[2]) == 1
         if topup:  # so the delivery worker finds it; a crash before this is caught by its scan
             await self._redis.zadd(OUTBOX_INDEX, {record.account_id: now})
@@ -191,11 +194,16 @@ class Metering:
         return keys, args
 
     async def _run(
-        self, script: "AsyncScript", keys: list[str], args: list[Any], bound: float | None
+        self,
+        script: "AsyncScript",
+        keys: list[str],
+        args: list[Any],
+        bound: float | None,
+        sent: "asyncio.Future[None] | None" = None,
     ) -> Any:
         """One script call within `bound` seconds (else RedisTimeoutError)."""
         if self._batcher is not None:
-            return await self._batcher.call(script, keys, args, bound)
+            return await self._batcher.call(script, keys, args, bound, sent)
         async with self._bounded(bound):
             return await script(keys=keys, args=args)
 

@@ -33,7 +33,7 @@ MAX_IN_FLIGHT = 64  # batches (and so connections) out at once
 
 
 class _Call:
-    __slots__ = ("args", "future", "keys", "script")
+    __slots__ = ("args", "future", "keys", "script", "sent")
 
     def __init__(
         self,
@@ -41,8 +41,10 @@ class _Call:
         keys: Sequence[str],
         args: Sequence[Any],
         future: "asyncio.Future[Any]",
+        sent: "asyncio.Future[None] | None",
     ) -> None:
         self.script, self.keys, self.args, self.future = script, keys, args, future
+        self.sent = sent
 
 
 class ScriptBatcher:
@@ -61,12 +63,14 @@ class ScriptBatcher:
         keys: Sequence[str],
         args: Sequence[Any],
         bound: float | None = None,
+        sent: "asyncio.Future[None] | None" = None,
     ) -> Any:
         """The script's reply, or RedisTimeoutError after `bound` seconds (a timer on the
-        reply, cheaper than asyncio.timeout's cancellation of the waiting task)."""
+        reply, cheaper than asyncio.timeout's cancellation of the waiting task). `sent`, when
+        given, is resolved once the call is written to Redis."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Call(script, keys, args, future))
+        self._queue.append(_Call(script, keys, args, future, sent))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -117,7 +121,9 @@ class ScriptBatcher:
                 _fail(batch, RedisTimeoutError(f"redis did not answer within {self._timeout} s"))
                 return
             try:
-                replies = await self._round_trip(connection, packed, len(reload) + len(batch))
+                replies = await self._round_trip(
+                    connection, packed, len(reload) + len(batch), batch
+                )
             except ConnectionError as exc:
                 connection.close()
                 if attempt == 0:
@@ -157,10 +163,15 @@ class ScriptBatcher:
         handshake = self._pool.make_connection()  # type: ignore[no-untyped-call]
         return await asyncio.wait_for(PipelinedConnection.open(handshake), self._timeout)
 
-    async def _round_trip(self, connection: PipelinedConnection, packed: bytes, count: int) -> Any:
+    async def _round_trip(
+        self, connection: PipelinedConnection, packed: bytes, count: int, batch: list[_Call]
+    ) -> Any:
         """The replies, or RedisTimeoutError after the batch bound (the connection is then out
         of step with its replies: the caller closes it)."""
         replies = connection.send(packed, count)
+        for call in batch:
+            if call.sent is not None and not call.sent.done():
+                call.sent.set_result(None)
         timer = asyncio.get_running_loop().call_later(
             self._timeout, _expire, replies, self._timeout
         )

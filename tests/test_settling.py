@@ -1,0 +1,113 @@
+"""A completion is answered once its settlement is written to Redis, not once Redis replied
+(gateway/settling.py). The books must not show the difference: reads that follow an answer see
+its charge, and a gateway that shuts down right after answering still lands every settlement.
+
+Redis is made slow to settle with CLIENT PAUSE WRITE, sent by the provider while it answers: the
+admission has run by then, the settlement script waits in Redis, and reads still go through.
+"""
+
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.redis_server import RedisServer, find_binaries, free_port
+from gateway.settling import SETTLING
+from tests.support import ThreadedServer, bearer, chat, make_settings, new_account
+
+pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
+PAUSE_MS = 1500
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", port=free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pausing_provider(own_redis: RedisServer) -> Iterator[ThreadedServer]:
+    """Answers like a provider, after pausing Redis's writes: the settlement comes next."""
+
+    async def complete(request: web.Request) -> web.Response:
+        with redis.Redis.from_url(own_redis.url) as r:
+            r.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
+        return web.json_response(
+            {
+                "id": "up-1",
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Hi"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", complete)
+    server = ThreadedServer(app).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def gateway(
+    own_redis: RedisServer, pausing_provider: ThreadedServer, tmp_path: Path
+) -> AsyncIterator[TestClient]:
+    settings = make_settings(own_redis.url, pausing_provider.url, data_dir=tmp_path / "data")
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as client:
+        yield client
+
+
+def _usage_in_redis(url: str, account_id: str) -> int:
+    with redis.Redis.from_url(url, decode_responses=True) as r:
+        return int(r.hget(f"gw:{{a:{account_id}}}:acct", "usage") or 0)
+
+
+async def test_reads_after_an_answer_see_its_charge(
+    gateway: TestClient, own_redis: RedisServer
+) -> None:
+    account_id, key = await new_account(gateway, purchase="1.00")
+    resp = await gateway.post(
+        "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+    )
+    assert resp.status == 200
+    cost = Decimal(str((await resp.json())["usage"]["cost"]))
+    assert cost > 0
+    # Answered while the settlement still waits in Redis...
+    assert _usage_in_redis(own_redis.url, account_id) == 0
+    assert len(gateway.app[SETTLING]) == 1
+    # ...and yet the client's next read finds the charge, to the nanodollar.
+    credits = await (await gateway.get("/api/v1/credits", headers=bearer(key))).json()
+    assert Decimal(str(credits["data"]["total_usage"])) == cost
+    generation = await gateway.get(
+        f"/api/v1/generation?id={resp.headers['X-Generation-Id']}", headers=bearer(key)
+    )
+    assert generation.status == 200
+    assert Decimal(str((await generation.json())["data"]["total_cost"])) == cost
+
+
+async def test_a_shutdown_right_after_an_answer_still_lands_its_settlement(
+    own_redis: RedisServer, pausing_provider: ThreadedServer, tmp_path: Path
+) -> None:
+    settings = make_settings(own_redis.url, pausing_provider.url, data_dir=tmp_path / "data")
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as client:
+        account_id, key = await new_account(client, purchase="1.00")
+        resp = await client.post(
+            "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+        )
+        assert resp.status == 200
+        cost_usd = Decimal(str((await resp.json())["usage"]["cost"]))
+        assert _usage_in_redis(own_redis.url, account_id) == 0
+    # The app is closed: it waited for the settlement before closing its connections.
+    assert Decimal(_usage_in_redis(own_redis.url, account_id)) / 10**9 == cost_usd
