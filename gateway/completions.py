@@ -64,7 +64,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await handle_completion(request, "completions")
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What the metrics record of one completion request, whatever way it ends."""
 

@@ -22,7 +22,7 @@ from metering.usage import UsageRecord
 log = logging.getLogger("gateway.exchange")
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     metering: Metering
     clock: Clock
@@ -48,13 +48,12 @@ class Exchange:
     _settlement: "asyncio.Task[None] | None" = None
     _handed_off: "asyncio.Future[None] | None" = None
 
-    @property
-    def cost(self) -> int:
-        return 0 if self.usage is None else self.model.prices.cost_nanos(self.usage)
+    cost: int = 0  # nanodollars, set with the usage by charge()
 
     def charge(self, usage: TokenUsage, source: str) -> None:
         self.usage = usage
         self.usage_source = source
+        self.cost = self.model.prices.cost_nanos(usage)
 
     def record(self) -> UsageRecord:
         done = self.done_at or time.monotonic()

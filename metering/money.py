@@ -49,10 +49,9 @@ def nanos_to_usd(nanos: int) -> Decimal:
 
 def format_usd(nanos: int) -> str:
     """At least two decimals, no trailing zeros past them: 10.00, 0.00000015."""
-    value = nanos_to_usd(nanos)
-    text = f"{value:.9f}".rstrip("0")
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(2, '0')}"
+    whole, frac = divmod(abs(nanos), NANOS_PER_USD)  # integers: on every access log line
+    sign = "-" if nanos < 0 else ""
+    return f"{sign}{whole}.{f'{frac:09d}'.rstrip('0').ljust(2, '0')}"
 
 
 def nanos_to_number(nanos: int) -> float:
