@@ -11,7 +11,7 @@ and dropped, so a connection never goes back to the idle list with a reply still
 """
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
@@ -55,7 +55,7 @@ class ScriptBatcher:
         self._queue: list[_Call] = []
         self._flush_scheduled = False
         self._idle: list[PipelinedConnection] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Future[Any]] = set()  # batch tasks, and replies awaited
 
     async def call(
         self,
@@ -83,35 +83,90 @@ class ScriptBatcher:
 
     def _flush(self) -> None:
         """Send what is queued, unless MAX_IN_FLIGHT batches are still out (a Redis that hangs):
-        then the queue waits for one of them to end (its callers' own bounds still run)."""
+        then the queue waits for one of them to end (its callers' own bounds still run).
+
+        On an idle connection a batch is written here and now, and its replies are taken by a
+        callback: no task, no extra turn of the loop. Without one (or to retry), a task
+        connects first."""
         self._flush_scheduled = False
         while self._queue and len(self._running) < MAX_IN_FLIGHT:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            task = asyncio.ensure_future(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._batch_done)
+            batch = [c for c in batch if not c.future.done()]  # queued past their bound
+            if not batch:
+                continue
+            connection = self._idle_connection()
+            if connection is None:
+                self._start(self._run(batch))
+            else:
+                self._send(connection, batch)
 
-    def _batch_done(self, task: "asyncio.Task[None]") -> None:
+    def _start(self, run: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(run)
+        self._running.add(task)
+        task.add_done_callback(self._batch_done)
+
+    def _send(self, connection: PipelinedConnection, batch: list[_Call]) -> None:
+        replies = connection.send(_pack(batch, []), len(batch))
+        _mark_sent(batch)
+        timer = asyncio.get_running_loop().call_later(
+            self._timeout, _expire, replies, self._timeout
+        )
+        self._running.add(replies)
+        replies.add_done_callback(lambda done: self._replies_came(done, connection, batch, timer))
+
+    def _replies_came(
+        self,
+        replies: "asyncio.Future[list[Any]]",
+        connection: PipelinedConnection,
+        batch: list[_Call],
+        timer: asyncio.TimerHandle,
+    ) -> None:
+        timer.cancel()
+        self._running.discard(replies)
+        exc = ConnectionError("batch cancelled") if replies.cancelled() else replies.exception()
+        if exc is None:
+            self._keep(connection)
+            pairs = list(zip(batch, replies.result(), strict=True))
+            forgotten = [c for c, r in pairs if isinstance(r, NoScriptError)]
+            _answer([(c, r) for c, r in pairs if c not in forgotten])
+            if forgotten:  # a restarted Redis: load the scripts, then send these again
+                reload = list({id(c.script): c.script for c in forgotten}.values())
+                self._start(self._run(forgotten, reload, first_attempt=1))
+        elif isinstance(exc, ConnectionError) and not replies.cancelled():
+            connection.close()
+            self._start(self._run(batch, first_attempt=1))  # once more, on a new connection
+        else:
+            connection.close()
+            _fail(batch, exc)
+        self._flush_later()
+
+    def _batch_done(self, task: "asyncio.Future[None]") -> None:
         self._running.discard(task)
+        self._flush_later()
+
+    def _flush_later(self) -> None:
         if self._queue and not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _run(self, batch: list[_Call]) -> None:
-        """Send, read, answer; a dead connection gets one retry on a new one, and scripts a
-        restarted Redis forgot are loaded in the retry's own write (SCRIPT LOAD first)."""
-        batch = [c for c in batch if not c.future.done()]  # queued past their callers' bound
-        reload: list[AsyncScript] = []
-        for attempt in range(3):
+    def _keep(self, connection: PipelinedConnection) -> None:
+        if len(self._idle) < MAX_IDLE and not connection.closed:
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    async def _run(
+        self, batch: list[_Call], reload: "list[AsyncScript] | None" = None, first_attempt: int = 0
+    ) -> None:
+        """Connect, send, read, answer; a dead connection gets one retry on a new one, and
+        scripts a restarted Redis forgot are loaded in the retry's own write (SCRIPT LOAD
+        first)."""
+        reload = reload or []
+        for attempt in range(first_attempt, 3):
+            batch = [c for c in batch if not c.future.done()]
             if not batch:
                 return
-            packed = b"".join(
-                [pack_command((b"SCRIPT", b"LOAD", s.script)) for s in reload]
-                + [
-                    pack_command((b"EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args))
-                    for c in batch
-                ]
-            )
+            packed = _pack(batch, reload)
             try:
                 connection = await self._connection()
             except ConnectionError as exc:
@@ -138,10 +193,7 @@ class ScriptBatcher:
                 connection.close()
                 _fail(batch, exc)
                 raise
-            if len(self._idle) < MAX_IDLE and not connection.closed:
-                self._idle.append(connection)
-            else:
-                connection.close()
+            self._keep(connection)
             replies = replies[len(reload) :]
             forgotten = [
                 c for c, r in zip(batch, replies, strict=True) if isinstance(r, NoScriptError)
@@ -154,12 +206,18 @@ class ScriptBatcher:
             _answer(list(zip(batch, replies, strict=True)))
             return
 
-    async def _connection(self) -> PipelinedConnection:
-        """An idle connection still open, else a new one (connected within the batch bound)."""
+    def _idle_connection(self) -> PipelinedConnection | None:
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed:
                 return connection
+        return None
+
+    async def _connection(self) -> PipelinedConnection:
+        """An idle connection still open, else a new one (connected within the batch bound)."""
+        idle = self._idle_connection()
+        if idle is not None:
+            return idle
         handshake = self._pool.make_connection()  # type: ignore[no-untyped-call]
         return await asyncio.wait_for(PipelinedConnection.open(handshake), self._timeout)
 
@@ -169,9 +227,7 @@ class ScriptBatcher:
         """The replies, or RedisTimeoutError after the batch bound (the connection is then out
         of step with its replies: the caller closes it)."""
         replies = connection.send(packed, count)
-        for call in batch:
-            if call.sent is not None and not call.sent.done():
-                call.sent.set_result(None)
+        _mark_sent(batch)
         timer = asyncio.get_running_loop().call_later(
             self._timeout, _expire, replies, self._timeout
         )
@@ -183,9 +239,23 @@ class ScriptBatcher:
     async def aclose(self) -> None:
         for task in list(self._running):
             task.cancel()
+        await asyncio.sleep(0)  # their callbacks close the connections they were using
         for connection in self._idle:
             connection.close()
         self._idle.clear()
+
+
+def _pack(batch: list[_Call], reload: "list[AsyncScript]") -> bytes:
+    return b"".join(
+        [pack_command((b"SCRIPT", b"LOAD", s.script)) for s in reload]
+        + [pack_command((b"EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args)) for c in batch]
+    )
+
+
+def _mark_sent(batch: list[_Call]) -> None:
+    for call in batch:
+        if call.sent is not None and not call.sent.done():
+            call.sent.set_result(None)
 
 
 def _answer(pairs: list[tuple[_Call, Any]]) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from ratelimit.policy import UNLIMITED, CompiledLimit
-from ratelimit.windows import seconds_until_reset, window_reset
+from ratelimit.windows import Unit, seconds_until_reset, window_reset
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +47,21 @@ class Decision:
         enforced = [s for s in self.states if not s.limit.limit.shadow and s.allowed != UNLIMITED]
         if self.refused is not None:
             state = self.refused
+        elif len(enforced) == 1:
+            state = enforced[0]
         elif enforced:
             state = min(enforced, key=lambda s: (s.remaining, -s.limit.unit.seconds))
         else:
             return {}
         unit = state.limit.unit
         wait = seconds_until_reset(unit, self.now)
+        remaining = state.remaining
         headers = {
             "X-RateLimit-Limit": str(state.allowed),
-            "X-RateLimit-Remaining": str(state.remaining),
+            "X-RateLimit-Remaining": str(remaining),
             "X-RateLimit-Reset": str(window_reset(unit, self.now) * 1000),
-            "RateLimit-Policy": ", ".join(
-                f'"{s.limit.name}";q={s.allowed};w={s.limit.unit.seconds}' for s in enforced
-            ),
-            "RateLimit": f'"{state.limit.name}";r={state.remaining};t={wait}',
+            "RateLimit-Policy": ", ".join([_policy_item(s.limit, s.allowed) for s in enforced]),
+            "RateLimit": f'"{state.limit.name}";r={remaining};t={wait}',
         }
         if self.refused is not None:
             headers["Retry-After"] = str(wait)
@@ -81,6 +82,21 @@ class Decision:
         wait = seconds_until_reset(limit.unit, self.now)
         resets = _clock(window_reset(limit.unit, self.now))
         return f"{label} reached; it resets in {wait} s, at {resets} UTC"
+
+
+_POLICY_ITEMS: dict[tuple[str, int, Unit], str] = {}
+
+
+def _policy_item(limit: CompiledLimit, allowed: int) -> str:
+    """`"name";q=allowed;w=seconds`, made once per limit and allowance (on every answer)."""
+    key = (limit.name, allowed, limit.unit)
+    item = _POLICY_ITEMS.get(key)
+    if item is None:
+        if len(_POLICY_ITEMS) > 4096:  # renamed limits pile up over reloads: start afresh
+            _POLICY_ITEMS.clear()
+        item = f'"{limit.name}";q={allowed};w={limit.unit.seconds}'
+        _POLICY_ITEMS[key] = item
+    return item
 
 
 def describe(limit: CompiledLimit, allowed: int) -> str:

@@ -4,7 +4,7 @@ Compiled once per limits file: a limit's tiers in nanodollars of lifetime purcha
 window unit, and a memo of the limits that apply to each (model, provider) pair.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from config.limits import Limit, LimitsFile
@@ -19,6 +19,7 @@ class CompiledLimit:
     limit: Limit
     unit: Unit
     tiers: tuple[tuple[int, int], ...]  # (min lifetime purchases in nanodollars, requests)
+    _tiers_text: str = field(default="", init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -39,8 +40,14 @@ class CompiledLimit:
                 return floor, requests
         return None
 
-    def tiers_arg(self) -> str:
-        return ";".join(f"{floor}:{requests}" for floor, requests in self.tiers)
+    @property
+    def tiers_text(self) -> str:
+        """The tiers as the admission script reads them: `floor:requests;floor:requests`."""
+        return self._tiers_text
+
+    def __post_init__(self) -> None:
+        text = ";".join(f"{floor}:{requests}" for floor, requests in self.tiers)
+        object.__setattr__(self, "_tiers_text", text)
 
 
 def _nanos(usd: Decimal) -> int:

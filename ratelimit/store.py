@@ -50,9 +50,18 @@ def admission_inputs(
     args: list[str | int] = [len(limits)]
     for limit in limits:
         keys.append(counter_key(account_id, key_hash, limit, now))
-        ttl = limit.unit.seconds + EXPIRY_SLACK_SECONDS
-        args += [limit.name, "1" if limit.limit.shadow else "0", ttl, limit.tiers_arg()]
+        args += _limit_args(limit)
     return ScriptInputs(keys, args)
+
+
+def _limit_args(limit: CompiledLimit) -> tuple[str | int, ...]:
+    """What the prelude reads of one limit (the tiers text is made once, with the limit)."""
+    return (
+        limit.name,
+        "1" if limit.limit.shadow else "0",
+        limit.unit.seconds + EXPIRY_SLACK_SECONDS,
+        limit.tiers_text,
+    )
 
 
 class RateLimitStore:

@@ -16,10 +16,10 @@ class Unit(StrEnum):
 
     @property
     def seconds(self) -> int:
-        return _SECONDS[self]
+        return _SECONDS[self._value_]  # by the plain string: an Enum member hashes in Python
 
 
-_SECONDS = {Unit.SECOND: 1, Unit.MINUTE: 60, Unit.HOUR: 3600, Unit.DAY: 86_400}
+_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
 
 
 def window_start(unit: Unit, now: float) -> int:

@@ -67,6 +67,26 @@ async def test_a_restarted_redis_is_invisible_to_callers(
     assert replies == [["b", str(n)] for n in range(20)]
 
 
+async def test_scripts_flushed_under_a_live_connection_are_loaded_again(
+    batcher: tuple[ScriptBatcher, Redis],
+) -> None:
+    """SCRIPT FLUSH (or a failover) while the batcher's connections stay open: the calls that
+    meet NOSCRIPT are sent again after their scripts, and each caller gets its own reply."""
+    calls, redis = batcher
+    echo, fail = redis.register_script(ECHO), redis.register_script(FAIL)
+    assert await calls.call(echo, ["warm"], [0], 5.0) == ["warm", "0"]
+    await redis.script_flush()
+    replies = await asyncio.gather(
+        *(calls.call(fail if n % 5 == 1 else echo, [f"k{n}"], [n], 5.0) for n in range(40)),
+        return_exceptions=True,
+    )
+    for n, reply in enumerate(replies):
+        if n % 5 == 1:
+            assert isinstance(reply, ResponseError) and f"purpose {n}" in str(reply)
+        else:
+            assert reply == [f"k{n}", str(n)]
+
+
 async def test_a_caller_that_stops_waiting_leaves_no_stale_reply(
     server: RedisServer, batcher: tuple[ScriptBatcher, Redis]
 ) -> None:
