@@ -143,7 +143,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await app[SETTLING].wait(settings.redis_timeout_seconds + 1)
+        await app[SETTLING].drain(2 * settings.redis_timeout_seconds + 1)
         await upstream.close()
         await batcher.aclose()
         await hot.aclose()

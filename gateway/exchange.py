@@ -93,8 +93,9 @@ class Exchange:
 
     async def settle(self) -> None:
         """Settle once, in a task of its own (a cancelled handler still gets its charge written).
-        Returns once the settlement is handed off: written to Redis, or done (applied or
-        journaled); Redis's reply is waited for in the background (see gateway/settling.py)."""
+        Returns once the settlement is handed off: in the kernel's buffer of a Redis connection
+        that has answered before, or done (applied or journaled); Redis's reply is then waited
+        for in the background (see gateway/settling.py)."""
         if self._settlement is None:
             self.done_at = self.done_at or time.monotonic()
             loop = asyncio.get_running_loop()
@@ -129,6 +130,15 @@ class Exchange:
         except RedisError as exc:
             REDIS_ERRORS.labels("settle").inc()
             self._keep_for_later(record, type(exc).__name__)
+            return
+        except asyncio.CancelledError:
+            # The gateway is closing with the reply still out: the journal keeps the charge (a
+            # replay of a settlement Redis did apply changes nothing).
+            self._keep_for_later(record, "was cut off by shutdown")
+            raise
+        except Exception:
+            log.exception("settlement of %s failed unexpectedly; journaled", record.id)
+            self._keep_for_later(record, "failed unexpectedly")
             return
         finally:
             if not handed_off.done():

@@ -141,12 +141,14 @@ class Metering:
     async def settle(
         self, record: UsageRecord, now: float, *, sent: "asyncio.Future[None] | None" = None
     ) -> SettlementResult:
-        """`sent`, when given, is resolved as soon as the script is written to Redis."""
+        """`sent`, when given, is resolved once the script is handed to the kernel on a
+        connection that has answered before (see ScriptBatcher.call); else it stays pending."""
         keys, args = self._settle_inputs(record, now)
         reply = await self._run(self._scripts.settle, keys, args, self._timeout, sent)
         topup = len(reply) > 2 and int(reply[2]) == 1
         if topup:  # so the delivery worker finds it; a crash before this is caught by its scan
-            await self._redis.zadd(OUTBOX_INDEX, {record.account_id: now})
+            async with self._bounded():
+                await self._redis.zadd(OUTBOX_INDEX, {record.account_id: now})
         return SettlementResult(reply[0] == "ok", int(reply[1]), topup)
 
     async def settle_many(self, settlements: Sequence[tuple[UsageRecord, float]]) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from metering.pipelined import PipelinedConnection
@@ -56,6 +56,7 @@ class ScriptBatcher:
         self._flush_scheduled = False
         self._idle: list[PipelinedConnection] = []
         self._running: set[asyncio.Future[Any]] = set()  # batch tasks, and replies awaited
+        self._closed = False
 
     async def call(
         self,
@@ -68,6 +69,8 @@ class ScriptBatcher:
         """The script's reply, or RedisTimeoutError after `bound` seconds (a timer on the
         reply, cheaper than asyncio.timeout's cancellation of the waiting task). `sent`, when
         given, is resolved once the call is written to Redis."""
+        if self._closed:
+            raise ConnectionError("the gateway is closing its redis connections")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(_Call(script, keys, args, future, sent))
@@ -89,6 +92,8 @@ class ScriptBatcher:
         callback: no task, no extra turn of the loop. Without one (or to retry), a task
         connects first."""
         self._flush_scheduled = False
+        if self._closed:
+            return
         while self._queue and len(self._running) < MAX_IN_FLIGHT:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             batch = [c for c in batch if not c.future.done()]  # queued past their bound
@@ -107,7 +112,7 @@ class ScriptBatcher:
 
     def _send(self, connection: PipelinedConnection, batch: list[_Call]) -> None:
         replies = connection.send(_pack(batch, []), len(batch))
-        _mark_sent(batch)
+        _mark_sent(batch, connection, replies)
         timer = asyncio.get_running_loop().call_later(
             self._timeout, _expire, replies, self._timeout
         )
@@ -131,21 +136,27 @@ class ScriptBatcher:
             _answer([(c, r) for c, r in pairs if c not in forgotten])
             if forgotten:  # a restarted Redis: load the scripts, then send these again
                 reload = list({id(c.script): c.script for c in forgotten}.values())
-                self._start(self._run(forgotten, reload, first_attempt=1))
+                self._retry(forgotten, reload)
         elif isinstance(exc, ConnectionError) and not replies.cancelled():
             connection.close()
-            self._start(self._run(batch, first_attempt=1))  # once more, on a new connection
+            self._retry(batch, [])  # once more, on a new connection
         else:
             connection.close()
             _fail(batch, exc)
         self._flush_later()
+
+    def _retry(self, batch: list[_Call], reload: "list[AsyncScript]") -> None:
+        if self._closed:
+            _fail(batch, ConnectionError("the gateway is closing its redis connections"))
+        else:
+            self._start(self._run(batch, reload, first_attempt=1))
 
     def _batch_done(self, task: "asyncio.Future[None]") -> None:
         self._running.discard(task)
         self._flush_later()
 
     def _flush_later(self) -> None:
-        if self._queue and not self._flush_scheduled:
+        if self._queue and not self._flush_scheduled and not self._closed:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -169,12 +180,18 @@ class ScriptBatcher:
             packed = _pack(batch, reload)
             try:
                 connection = await self._connection()
-            except ConnectionError as exc:
-                _fail(batch, exc)
-                return
             except TimeoutError:
                 _fail(batch, RedisTimeoutError(f"redis did not answer within {self._timeout} s"))
                 return
+            except RedisError as exc:  # refused, its own timeout, AUTH or SELECT refused
+                _fail(batch, exc)
+                return
+            except Exception as exc:
+                _fail(batch, ConnectionError(f"cannot connect to redis ({type(exc).__name__})"))
+                return
+            except BaseException:
+                _fail(batch, ConnectionError("the gateway is closing its redis connections"))
+                raise
             try:
                 replies = await self._round_trip(
                     connection, packed, len(reload) + len(batch), batch
@@ -191,7 +208,8 @@ class ScriptBatcher:
                 return
             except BaseException as exc:
                 connection.close()
-                _fail(batch, exc)
+                closing = isinstance(exc, asyncio.CancelledError)
+                _fail(batch, ConnectionError("the gateway is closing") if closing else exc)
                 raise
             self._keep(connection)
             replies = replies[len(reload) :]
@@ -227,7 +245,7 @@ class ScriptBatcher:
         """The replies, or RedisTimeoutError after the batch bound (the connection is then out
         of step with its replies: the caller closes it)."""
         replies = connection.send(packed, count)
-        _mark_sent(batch)
+        _mark_sent(batch, connection, replies)
         timer = asyncio.get_running_loop().call_later(
             self._timeout, _expire, replies, self._timeout
         )
@@ -237,6 +255,9 @@ class ScriptBatcher:
             timer.cancel()
 
     async def aclose(self) -> None:
+        self._closed = True
+        _fail(self._queue, ConnectionError("the gateway is closing its redis connections"))
+        self._queue = []
         for task in list(self._running):
             task.cancel()
         await asyncio.sleep(0)  # their callbacks close the connections they were using
@@ -252,7 +273,14 @@ def _pack(batch: list[_Call], reload: "list[AsyncScript]") -> bytes:
     )
 
 
-def _mark_sent(batch: list[_Call]) -> None:
+def _mark_sent(
+    batch: list[_Call], connection: PipelinedConnection, replies: "asyncio.Future[Any]"
+) -> None:
+    """Tell the callers that asked (`sent`) their call will reach Redis whatever happens to
+    this process now; on a fresh connection, or one whose write is still buffered, they wait
+    for the reply instead."""
+    if replies.done() or not connection.delivered:
+        return
     for call in batch:
         if call.sent is not None and not call.sent.done():
             call.sent.set_result(None)
@@ -262,7 +290,7 @@ def _answer(pairs: list[tuple[_Call, Any]]) -> None:
     for call, reply in pairs:
         if call.future.done():
             continue  # its caller stopped waiting
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, RedisError):  # an error reply, in its place
             call.future.set_exception(reply)
         else:
             call.future.set_result(reply)

@@ -8,11 +8,21 @@ one `gets()` in C: about a tenth of the gateway's time under load went to readin
 """
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.exceptions import ConnectionError, InvalidResponse, NoScriptError, ResponseError
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    InvalidResponse,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection
@@ -26,9 +36,26 @@ class _Pending:
         self.replies: list[Any] = []
 
 
+def _typed(error: ResponseError) -> RedisError:
+    """The classes redis-py gives the error replies that callers tell apart."""
+    text = str(error)
+    for prefix, kind in _ERROR_CLASSES:
+        if text.startswith(prefix):
+            return kind(text[len(prefix) :].lstrip() or text)
+    return error
+
+
+_ERROR_CLASSES: tuple[tuple[str, type[RedisError]], ...] = (
+    ("NOSCRIPT", NoScriptError),
+    ("LOADING", BusyLoadingError),
+    ("READONLY", ReadOnlyError),
+    ("OOM", OutOfMemoryError),
+)
+
+
 class PipelinedConnection(asyncio.Protocol):
-    """Send with `send(packed, count)`; its future gets the `count` replies, a script's error
-    reply as a ResponseError in its place (NOSCRIPT as NoScriptError)."""
+    """Send with `send(packed, count)`; its future gets the `count` replies, an error reply as a
+    RedisError in its place (NOSCRIPT, LOADING, READONLY and OOM as redis-py's classes)."""
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader(
@@ -36,13 +63,19 @@ class PipelinedConnection(asyncio.Protocol):
         )
         self._pending: deque[_Pending] = deque()
         self._transport: asyncio.Transport | None = None
+        self.answered = False  # a whole batch of replies came back on it
         self._writer: asyncio.StreamWriter | None = None  # held: its __del__ closes the transport
         self.closed = False
 
     @classmethod
     async def open(cls, handshake: "AbstractConnection") -> "PipelinedConnection":
         """Connect `handshake` (a redis-py connection made by the pool) and take it over."""
-        await handshake.connect()  # type: ignore[no-untyped-call]
+        try:
+            await handshake.connect()  # type: ignore[no-untyped-call]
+        except BaseException:  # refused, timed out, cancelled: leave no socket behind
+            with contextlib.suppress(Exception):
+                await handshake.disconnect(nowait=True)
+            raise
         writer: asyncio.StreamWriter | None = getattr(handshake, "_writer", None)
         if writer is None:
             await handshake.disconnect()
@@ -67,6 +100,17 @@ class PipelinedConnection(asyncio.Protocol):
         self._transport.write(packed)
         return future
 
+    @property
+    def delivered(self) -> bool:
+        """What was sent is all in the kernel, on a connection Redis has answered on before: it
+        reaches Redis even if this process dies now."""
+        return (
+            self.answered
+            and not self.closed
+            and self._transport is not None
+            and self._transport.get_write_buffer_size() == 0
+        )
+
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         reader.feed(data)
@@ -77,15 +121,16 @@ class PipelinedConnection(asyncio.Protocol):
                 if reply is False:
                     return
                 head = pending[0]
-                if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
-                    reply = NoScriptError(str(reply))
+                if isinstance(reply, ResponseError):
+                    reply = _typed(reply)
                 head.replies.append(reply)
                 if len(head.replies) == head.count:
                     pending.popleft()
+                    self.answered = True
                     if not head.future.done():
                         head.future.set_result(head.replies)
-        except InvalidResponse as exc:
-            self._fail(ConnectionError(f"redis sent an unreadable reply: {exc}"))
+        except Exception as exc:  # a protocol error, a reply that is not UTF-8
+            self._fail(ConnectionError(f"redis sent an unreadable reply ({type(exc).__name__})"))
             self.close()
             return
         if reader.gets() is not False:  # a reply nobody asked for: the stream is out of step

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.redis_server import RedisServer, find_binaries, free_port
@@ -155,3 +155,30 @@ async def test_the_urls_password_and_database_hold_on_batched_connections(
         await in_db0.aclose()
     finally:
         server.stop()
+
+
+async def test_a_batch_past_the_batchers_bound_fails_and_drops_its_connection(
+    server: RedisServer,
+) -> None:
+    """A caller without a bound of its own still gets an answer when Redis hangs: the batch's
+    bound fails it, and the connection (now out of step with its replies) is not used again."""
+    redis = Redis.from_url(server.url, decode_responses=True)
+    calls = ScriptBatcher(redis, timeout=0.3)
+    try:
+        echo = redis.register_script(ECHO)
+        assert await calls.call(echo, ["warm"], [0]) == ["warm", "0"]  # leaves an idle one
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(5):
+                with pytest.raises(RedisTimeoutError):
+                    await calls.call(echo, ["late"], [1])
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        for n in range(10):
+            assert await calls.call(echo, ["next"], [n], 5.0) == ["next", str(n)]
+    finally:
+        await calls.aclose()
+        await redis.aclose()
+    with pytest.raises(ConnectionError):  # closed: refused at once, never queued
+        await calls.call(echo, ["after"], [0], 1.0)

@@ -6,6 +6,7 @@ Redis is made slow to settle with CLIENT PAUSE WRITE, sent by the provider while
 admission has run by then, the settlement script waits in Redis, and reads still go through.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -87,6 +88,9 @@ async def test_reads_after_an_answer_see_its_charge(
     # Answered while the settlement still waits in Redis...
     assert _usage_in_redis(own_redis.url, account_id) == 0
     assert len(gateway.app[SETTLING]) == 1
+    # Probes do not wait for it...
+    assert (await gateway.get("/healthz")).status == 200
+    assert len(gateway.app[SETTLING]) == 1
     # ...and yet the client's next read finds the charge, to the nanodollar.
     credits = await (await gateway.get("/api/v1/credits", headers=bearer(key))).json()
     assert Decimal(str(credits["data"]["total_usage"])) == cost
@@ -111,3 +115,30 @@ async def test_a_shutdown_right_after_an_answer_still_lands_its_settlement(
         assert _usage_in_redis(own_redis.url, account_id) == 0
     # The app is closed: it waited for the settlement before closing its connections.
     assert Decimal(_usage_in_redis(own_redis.url, account_id)) / 10**9 == cost_usd
+
+
+async def test_a_settlement_redis_holds_past_shutdown_is_journaled_and_lands_once(
+    own_redis: RedisServer, pausing_provider: ThreadedServer, tmp_path: Path
+) -> None:
+    """The answer went out; Redis then holds the settlement longer than the gateway may wait
+    while it shuts down. The charge goes to the journal, and the next process lands it once."""
+    settings = make_settings(
+        own_redis.url, pausing_provider.url, data_dir=tmp_path / "data", redis_timeout_seconds=0.5
+    )
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as client:
+        account_id, key = await new_account(client, purchase="1.00")
+        resp = await client.post(
+            "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+        )
+        assert resp.status == 200
+        cost_nanos = int(Decimal(str((await resp.json())["usage"]["cost"])) * 10**9)
+    assert _usage_in_redis(own_redis.url, account_id) == 0  # still paused: not applied
+    journaled = [f.read_text() for f in (tmp_path / "data").glob("settlements-*.jsonl")]
+    assert sum(text.count("\n") for text in journaled) == 1  # but journaled
+    await asyncio.sleep(PAUSE_MS / 1000)  # Redis takes writes again
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")):
+        for _ in range(100):  # the replayer runs every journal_replay_seconds
+            if _usage_in_redis(own_redis.url, account_id):
+                break
+            await asyncio.sleep(0.1)
+    assert _usage_in_redis(own_redis.url, account_id) == cost_nanos
