@@ -178,7 +178,7 @@ class Metering:
         args = [
             record.id,
             record.cost,
-            record.to_json(),
+            record.to_json_bytes(),
             self._record_ttl,
             day,
             week,

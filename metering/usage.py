@@ -46,7 +46,11 @@ class UsageRecord:
     created_at_ms: int
 
     def to_json(self) -> str:
-        return orjson.dumps(self).decode()  # orjson reads dataclasses natively, and fast
+        return self.to_json_bytes().decode()
+
+    def to_json_bytes(self) -> bytes:
+        """As the settlement script stores it (no decode and re-encode on the request path)."""
+        return orjson.dumps(self)  # orjson reads dataclasses natively, and fast
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "UsageRecord":
