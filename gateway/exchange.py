@@ -121,8 +121,13 @@ class Exchange:
         )
 
     async def _settle(self, handed_off: "asyncio.Future[None]") -> None:
-        record = self.record()
         started = time.perf_counter()
+        try:
+            record = self.record()
+        except Exception:  # a bug: nothing to journal, but the handler must not wait forever
+            handed_off.set_result(None)
+            log.exception("settlement of %s could not be built; not charged", self.generation_id)
+            return
         try:
             result = await self.metering.settle(record, self.clock.now(), sent=handed_off)
             if SWITCH.on:

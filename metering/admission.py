@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from metering.batching import ScriptBatcher
@@ -146,9 +147,10 @@ class Metering:
         keys, args = self._settle_inputs(record, now)
         reply = await self._run(self._scripts.settle, keys, args, self._timeout, sent)
         topup = len(reply) > 2 and int(reply[2]) == 1
-        if topup:  # so the delivery worker finds it; a crash before this is caught by its scan
-            async with self._bounded():
-                await self._redis.zadd(OUTBOX_INDEX, {record.account_id: now})
+        if topup:  # so the delivery worker finds it soon; its periodic scan finds it anyway
+            with contextlib.suppress(RedisError):
+                async with self._bounded():
+                    await self._redis.zadd(OUTBOX_INDEX, {record.account_id: now})
         return SettlementResult(reply[0] == "ok", int(reply[1]), topup)
 
     async def settle_many(self, settlements: Sequence[tuple[UsageRecord, float]]) -> int:

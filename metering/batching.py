@@ -68,7 +68,8 @@ class ScriptBatcher:
     ) -> Any:
         """The script's reply, or RedisTimeoutError after `bound` seconds (a timer on the
         reply, cheaper than asyncio.timeout's cancellation of the waiting task). `sent`, when
-        given, is resolved once the call is written to Redis."""
+        given, is resolved once the call has left this process for good (see
+        PipelinedConnection.delivered); where that cannot be known it stays pending."""
         if self._closed:
             raise ConnectionError("the gateway is closing its redis connections")
         loop = asyncio.get_running_loop()
@@ -101,14 +102,14 @@ class ScriptBatcher:
                 continue
             connection = self._idle_connection()
             if connection is None:
-                self._start(self._run(batch))
+                self._start(self._run(batch), batch)
             else:
                 self._send(connection, batch)
 
-    def _start(self, run: Coroutine[Any, Any, None]) -> None:
+    def _start(self, run: Coroutine[Any, Any, None], batch: list[_Call]) -> None:
         task = asyncio.ensure_future(run)
         self._running.add(task)
-        task.add_done_callback(self._batch_done)
+        task.add_done_callback(lambda done: self._batch_done(done, batch))
 
     def _send(self, connection: PipelinedConnection, batch: list[_Call]) -> None:
         replies = connection.send(_pack(batch, []), len(batch))
@@ -149,10 +150,12 @@ class ScriptBatcher:
         if self._closed:
             _fail(batch, ConnectionError("the gateway is closing its redis connections"))
         else:
-            self._start(self._run(batch, reload, first_attempt=1))
+            self._start(self._run(batch, reload, first_attempt=1), batch)
 
-    def _batch_done(self, task: "asyncio.Future[None]") -> None:
+    def _batch_done(self, task: "asyncio.Future[None]", batch: list[_Call]) -> None:
         self._running.discard(task)
+        if task.cancelled():  # perhaps before its first step, when none of its handlers ran
+            _fail(batch, ConnectionError("the gateway is closing its redis connections"))
         self._flush_later()
 
     def _flush_later(self) -> None:

@@ -9,6 +9,9 @@ one `gets()` in C: about a tenth of the gateway's time under load went to readin
 
 import asyncio
 import contextlib
+import fcntl
+import socket
+import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +56,22 @@ _ERROR_CLASSES: tuple[tuple[str, type[RedisError]], ...] = (
 )
 
 
+_SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
+
+
+def _socket_of(transport: asyncio.BaseTransport) -> tuple[str, int | None]:
+    if transport.get_extra_info("sslcontext") is not None or not sys.platform.startswith("linux"):
+        return "other", None
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return "other", None
+    if sock.family == socket.AF_UNIX:
+        return "unix", sock.fileno()
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        return "tcp", sock.fileno()
+    return "other", None
+
+
 class PipelinedConnection(asyncio.Protocol):
     """Send with `send(packed, count)`; its future gets the `count` replies, an error reply as a
     RedisError in its place (NOSCRIPT, LOADING, READONLY and OOM as redis-py's classes)."""
@@ -65,6 +84,8 @@ class PipelinedConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.answered = False  # a whole batch of replies came back on it
         self._writer: asyncio.StreamWriter | None = None  # held: its __del__ closes the transport
+        self._socket_kind = "other"  # unix | tcp | other (TLS, or unknown)
+        self._fileno: int | None = None
         self.closed = False
 
     @classmethod
@@ -83,6 +104,7 @@ class PipelinedConnection(asyncio.Protocol):
         pipe = cls()
         pipe._writer = writer
         transport = writer.transport
+        pipe._socket_kind, pipe._fileno = _socket_of(transport)
         transport.set_protocol(pipe)
         # The transport is the pipe's now: redis-py's handle must not close it as "unclosed".
         handshake._writer = handshake._reader = None
@@ -102,14 +124,27 @@ class PipelinedConnection(asyncio.Protocol):
 
     @property
     def delivered(self) -> bool:
-        """What was sent is all in the kernel, on a connection Redis has answered on before: it
-        reaches Redis even if this process dies now."""
-        return (
-            self.answered
-            and not self.closed
-            and self._transport is not None
-            and self._transport.get_write_buffer_size() == 0
-        )
+        """What was sent has left this process for good, on a connection Redis has answered on
+        before: it reaches Redis even if this process dies now.
+
+        On a unix socket, bytes the kernel accepted are in Redis's own queue. On TCP they may still
+        wait in this socket's send queue (Redis's window full), and a process that dies with
+        replies unread resets the connection, dropping what was not sent: so nothing may be left
+        unsent (SIOCOUTQNSD, Linux). Through TLS, or where that cannot be asked, never: the
+        caller then waits for the reply."""
+        if not self.answered or self.closed or self._transport is None:
+            return False
+        if self._transport.get_write_buffer_size() != 0:
+            return False
+        if self._socket_kind == "unix":
+            return True
+        if self._socket_kind == "tcp" and self._fileno is not None:
+            try:
+                unsent = fcntl.ioctl(self._fileno, _SIOCOUTQNSD, b"\0\0\0\0")
+            except OSError:
+                return False
+            return int.from_bytes(unsent, sys.byteorder) == 0
+        return False
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader

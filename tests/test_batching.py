@@ -15,7 +15,8 @@ from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.redis_server import RedisServer, find_binaries, free_port
-from metering.batching import MAX_IN_FLIGHT, ScriptBatcher
+from metering.batching import MAX_IN_FLIGHT, ScriptBatcher, pack_command
+from metering.pipelined import PipelinedConnection
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
 
@@ -182,3 +183,36 @@ async def test_a_batch_past_the_batchers_bound_fails_and_drops_its_connection(
         await redis.aclose()
     with pytest.raises(ConnectionError):  # closed: refused at once, never queued
         await calls.call(echo, ["after"], [0], 1.0)
+
+
+@pytest.mark.parametrize("socket", ["tcp", "unix"])
+async def test_a_write_counts_as_delivered_only_once_nothing_of_it_is_left_here(
+    tmp_path: Path, socket: str
+) -> None:
+    """`delivered` lets a completion be answered before Redis replies to its settlement: it must
+    mean the bytes have left this process for Redis's side, even while Redis is not reading."""
+    server = RedisServer(tmp_path / "redis", port=free_port() if socket == "tcp" else None).start()
+    assert server.process is not None
+    redis = Redis.from_url(server.url, decode_responses=True)
+    connection = await PipelinedConnection.open(redis.connection_pool.make_connection())
+    try:
+        assert not connection.delivered  # it has never answered
+        assert await connection.send(pack_command((b"PING",)), 1) == ["PONG"]
+        assert connection.delivered
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            small = connection.send(pack_command((b"SET", b"small", b"x")), 1)
+            await asyncio.sleep(0.05)
+            assert connection.delivered  # in Redis's receive queue, though Redis is stopped
+            big = connection.send(pack_command((b"SET", b"big", b"x" * 32 * 1024 * 1024)), 1)
+            await asyncio.sleep(0.05)
+            assert not connection.delivered  # most of 32 MB cannot have left
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert await small == ["OK"]
+        assert await big == ["OK"]
+        assert connection.delivered
+    finally:
+        connection.close()
+        await redis.aclose()
+        server.stop()
