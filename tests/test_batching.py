@@ -40,20 +40,31 @@ async def batcher(server: RedisServer) -> AsyncIterator[tuple[ScriptBatcher, Red
     await redis.aclose()
 
 
+async def _each_caller_gets_its_own_reply(
+    calls: ScriptBatcher, redis: Redis, *, count: int, failing_every: int
+) -> None:
+    """`count` calls in one go, every `failing_every`-th a script that fails: each caller gets
+    its own reply or its own script's error."""
+    echo, fail = redis.register_script(ECHO), redis.register_script(FAIL)
+    replies = await asyncio.gather(
+        *(
+            calls.call(fail if n % failing_every == 1 else echo, [f"k{n}"], [n], 5.0)
+            for n in range(count)
+        ),
+        return_exceptions=True,
+    )
+    for n, reply in enumerate(replies):
+        if n % failing_every == 1:
+            assert isinstance(reply, ResponseError) and f"purpose {n}" in str(reply)
+        else:
+            assert reply == [f"k{n}", str(n)]
+
+
 async def test_one_write_many_replies_each_to_its_caller(
     batcher: tuple[ScriptBatcher, Redis],
 ) -> None:
     calls, redis = batcher
-    echo, fail = redis.register_script(ECHO), redis.register_script(FAIL)
-    replies = await asyncio.gather(
-        *(calls.call(fail if n % 10 == 3 else echo, [f"k{n}"], [n], 5.0) for n in range(300)),
-        return_exceptions=True,
-    )
-    for n, reply in enumerate(replies):
-        if n % 10 == 3:
-            assert isinstance(reply, ResponseError) and f"purpose {n}" in str(reply)
-        else:
-            assert reply == [f"k{n}", str(n)]
+    await _each_caller_gets_its_own_reply(calls, redis, count=300, failing_every=10)
 
 
 async def test_a_restarted_redis_is_invisible_to_callers(
@@ -74,18 +85,9 @@ async def test_scripts_flushed_under_a_live_connection_are_loaded_again(
     """SCRIPT FLUSH (or a failover) while the batcher's connections stay open: the calls that
     meet NOSCRIPT are sent again after their scripts, and each caller gets its own reply."""
     calls, redis = batcher
-    echo, fail = redis.register_script(ECHO), redis.register_script(FAIL)
-    assert await calls.call(echo, ["warm"], [0], 5.0) == ["warm", "0"]
+    assert await calls.call(redis.register_script(ECHO), ["warm"], [0], 5.0) == ["warm", "0"]
     await redis.script_flush()
-    replies = await asyncio.gather(
-        *(calls.call(fail if n % 5 == 1 else echo, [f"k{n}"], [n], 5.0) for n in range(40)),
-        return_exceptions=True,
-    )
-    for n, reply in enumerate(replies):
-        if n % 5 == 1:
-            assert isinstance(reply, ResponseError) and f"purpose {n}" in str(reply)
-        else:
-            assert reply == [f"k{n}", str(n)]
+    await _each_caller_gets_its_own_reply(calls, redis, count=40, failing_every=5)
 
 
 async def test_a_caller_that_stops_waiting_leaves_no_stale_reply(
