@@ -38,7 +38,7 @@ bench: install
 	@command -v wrk >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq >/dev/null && apt-get install -y -qq wrk >/dev/null)) ) || \
 	  echo "wrk is not installed and could not be installed; bench uses its own load generator"
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 bench-activity: install
 	$(BIN)/python -m bench.activity

@@ -114,6 +114,10 @@ def format_table(results: dict[str, Any]) -> str:
     ratio = results.get("throughput_ratio")
     if ratio is not None:
         lines.append(f"gateway / floor throughput: {ratio:.2f}x  (floor = bare aiohttp proxy)")
+    ratios = results.get("throughput_ratios")
+    if ratios:
+        each = ", ".join(f"{r:.2f}" for r in ratios)
+        lines.append(f"  each round: {each}; the table shows the median round")
     lines += ["", "CPU of each process during each measured run, % of one core (wrk not shown):"]
     procs = list(next(iter(results["load"].values()))["cpu_percent"])
     lines.append("  " + _row(["under load", *procs], [31] + [8] * len(procs)))

@@ -133,13 +133,31 @@ class Bench:
         self.client_counted += 1 + a.sequential + a.sequential_warmup + a.ttfb + a.ttfb_warmup
 
     def throughput(self, use_wrk: bool) -> None:
+        """`--rounds` times the three load runs, in turns; the table shows the round with the
+        median gateway/floor ratio, and every round's ratio (this VM's noise is that large)."""
+        rounds = [self._load_round(use_wrk, n) for n in range(self.args.rounds)]
+        ratios = [
+            r["gateway"]["rps"] / r["bare"]["rps"] if r["bare"]["rps"] else 0.0 for r in rounds
+        ]
+        middle = sorted(range(len(rounds)), key=ratios.__getitem__)[(len(rounds) - 1) // 2]
+        self.results["load"] = rounds[middle]
+        self.results["throughput_ratio"] = ratios[middle]
+        if len(rounds) > 1:
+            self.results["load_rounds"] = rounds
+            self.results["throughput_ratios"] = ratios
+
+    def _load_round(self, use_wrk: bool, number: int) -> dict[str, Any]:
         a = self.args
         reports: dict[str, Any] = {}
         assert self.redis is not None and self.redis.process is not None
         pids = {child.name: child.pid for child in self.children}
         pids["redis"] = self.redis.process.pid
+        turn = f"round {number + 1} of {a.rounds}: " if a.rounds > 1 else ""
         for name, (url, model, auth) in self.targets().items():
-            log(f"load: {name} ({a.warmup:g} s warm-up + {a.duration:g} s, {a.connections} conns)")
+            log(
+                f"load: {turn}{name} ({a.warmup:g} s warm-up + {a.duration:g} s, "
+                f"{a.connections} conns)"
+            )
             cpu = CpuMeter(pids)
             warm, report = load.measure(
                 url,
@@ -156,9 +174,7 @@ class Bench:
                 for r in (warm, report):
                     if r is not None:
                         self.client_counted += r.requests - r.non2xx
-        self.results["load"] = reports
-        floor = reports["bare"]["rps"]
-        self.results["throughput_ratio"] = reports["gateway"]["rps"] / floor if floor else None
+        return reports
 
     def metering_check(self) -> None:
         """The gateway really metered: its account's usage is whole requests at the listed price,
@@ -230,6 +246,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="then profile the gateway under load with py-spy"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="load runs of all three targets, in turns; the median round is reported",
+    )
     parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes")
     parser.add_argument(
         "--gateway-env",
@@ -244,8 +266,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.duration, args.warmup = 2.0, 1.0
         args.sequential, args.sequential_warmup, args.ttfb, args.ttfb_warmup = 100, 20, 30, 5
-    if args.duration <= 0 or args.connections <= 0:
-        parser.error("--duration and --connections must be positive")
+    if args.duration <= 0 or args.connections <= 0 or args.rounds <= 0:
+        parser.error("--duration, --connections and --rounds must be positive")
     return args
 
 
@@ -272,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_tool": "wrk" if use_wrk else "bench.loadgen",
             "sequential_warmup": args.sequential_warmup,
             "gateway_workers": args.gateway_workers,
+            "rounds": args.rounds,
         }
         try:
             bench.start()
