@@ -4,9 +4,10 @@ connections, forgotten scripts) is invisible to callers, and a caller that stops
 leaves a stale reply for the next one."""
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,17 @@ async def batcher(server: RedisServer) -> AsyncIterator[tuple[ScriptBatcher, Red
     yield batcher, redis
     await batcher.aclose()
     await redis.aclose()
+
+
+@contextlib.contextmanager
+def _hung(server: RedisServer) -> Iterator[None]:
+    """Redis stopped (SIGSTOP): it takes connections and bytes, and answers nothing."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
 
 
 async def _each_caller_gets_its_own_reply(
@@ -96,13 +108,8 @@ async def test_a_caller_that_stops_waiting_leaves_no_stale_reply(
     calls, redis = batcher
     echo = redis.register_script(ECHO)
     assert await calls.call(echo, ["warm"], [0], 5.0) == ["warm", "0"]
-    assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
-        with pytest.raises(RedisTimeoutError):
-            await calls.call(echo, ["late"], [1], 0.2)
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
+    with _hung(server), pytest.raises(RedisTimeoutError):
+        await calls.call(echo, ["late"], [1], 0.2)
     for n in range(10):  # the late reply was read and dropped by its batch, not by these
         assert await calls.call(echo, ["next"], [n], 5.0) == ["next", str(n)]
 
@@ -115,9 +122,7 @@ async def test_a_hung_redis_holds_a_bounded_number_of_connections(
     calls, redis = batcher
     echo = redis.register_script(ECHO)
     assert await calls.call(echo, ["warm"], [0], 5.0) == ["warm", "0"]
-    assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
+    with _hung(server):
         waiting = []
         for n in range(300):  # one call per loop turn: a batch each, but for the bound
             waiting.append(asyncio.ensure_future(calls.call(echo, ["hung"], [n], 0.3)))
@@ -125,8 +130,6 @@ async def test_a_hung_redis_holds_a_bounded_number_of_connections(
         outcomes = await asyncio.gather(*waiting, return_exceptions=True)
         assert all(isinstance(o, RedisTimeoutError) for o in outcomes)
         assert len(calls._running) <= MAX_IN_FLIGHT
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
     assert await calls.call(echo, ["after"], [1], 5.0) == ["after", "1"]
 
 
@@ -170,14 +173,9 @@ async def test_a_batch_past_the_batchers_bound_fails_and_drops_its_connection(
     try:
         echo = redis.register_script(ECHO)
         assert await calls.call(echo, ["warm"], [0]) == ["warm", "0"]  # leaves an idle one
-        assert server.process is not None
-        os.kill(server.process.pid, signal.SIGSTOP)
-        try:
+        with _hung(server), pytest.raises(RedisTimeoutError):
             async with asyncio.timeout(5):
-                with pytest.raises(RedisTimeoutError):
-                    await calls.call(echo, ["late"], [1])
-        finally:
-            os.kill(server.process.pid, signal.SIGCONT)
+                await calls.call(echo, ["late"], [1])
         for n in range(10):
             assert await calls.call(echo, ["next"], [n], 5.0) == ["next", str(n)]
     finally:
@@ -194,23 +192,19 @@ async def test_a_write_counts_as_delivered_only_once_nothing_of_it_is_left_here(
     """`delivered` lets a completion be answered before Redis replies to its settlement: it must
     mean the bytes have left this process for Redis's side, even while Redis is not reading."""
     server = RedisServer(tmp_path / "redis", port=free_port() if socket == "tcp" else None).start()
-    assert server.process is not None
     redis = Redis.from_url(server.url, decode_responses=True)
     connection = await PipelinedConnection.open(redis.connection_pool.make_connection())
     try:
         assert not connection.delivered  # it has never answered
         assert await connection.send(pack_command((b"PING",)), 1) == ["PONG"]
         assert connection.delivered
-        os.kill(server.process.pid, signal.SIGSTOP)
-        try:
+        with _hung(server):
             small = connection.send(pack_command((b"SET", b"small", b"x")), 1)
             await asyncio.sleep(0.05)
             assert connection.delivered  # in Redis's receive queue, though Redis is stopped
             big = connection.send(pack_command((b"SET", b"big", b"x" * 32 * 1024 * 1024)), 1)
             await asyncio.sleep(0.05)
             assert not connection.delivered  # most of 32 MB cannot have left
-        finally:
-            os.kill(server.process.pid, signal.SIGCONT)
         assert await small == ["OK"]
         assert await big == ["OK"]
         assert connection.delivered
