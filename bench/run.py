@@ -57,7 +57,8 @@ class Bench:
 
     def start(self) -> None:
         log("starting Redis (AOF everysec), mock provider, bare proxy, gateway")
-        self.redis = RedisServer(self.workdir / "redis", port=free_port()).start()
+        port = None if self.args.redis_socket == "unix" else free_port()
+        self.redis = RedisServer(self.workdir / "redis", port=port).start()
         mock_port, bare_port, gateway_port = free_port(), free_port(), free_port()
         self.mock_url = f"http://127.0.0.1:{mock_port}"
         self.bare_url = f"http://127.0.0.1:{bare_port}"
@@ -251,6 +252,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="load runs of all three targets, in turns; the median round is reported",
+    )
+    parser.add_argument(
+        "--redis-socket",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="how the gateway reaches Redis: loopback TCP, or a unix socket as in embedded mode",
     )
     parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes")
     parser.add_argument(

@@ -5,6 +5,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -45,7 +47,6 @@ class Exchange:
     sent_at: float | None = None  # the request left for the provider (the last try of several)
     first_byte_at: float | None = None
     done_at: float | None = None
-    _settlement: "asyncio.Task[None] | None" = None
     _handed_off: "asyncio.Future[None] | None" = None
 
     cost: int = 0  # nanodollars, set with the usage by charge()
@@ -92,20 +93,17 @@ class Exchange:
             )
 
     async def settle(self) -> None:
-        """Settle once, in a task of its own (a cancelled handler still gets its charge written).
-        Returns once the settlement is handed off: in the kernel's buffer of a Redis connection
-        that has answered before, or done (applied or journaled); Redis's reply is then waited
-        for in the background (see gateway/settling.py)."""
-        if self._settlement is None:
+        """Settle once (a cancelled handler still gets its charge written). Returns once the
+        settlement is handed off: in the kernel's buffer of a Redis connection that has answered
+        before, or done (applied or journaled); Redis's reply is then taken by a callback (see
+        gateway/settling.py). No task: on an unloaded gateway the script is written at once and
+        this returns without waiting for a turn of the loop."""
+        if self._handed_off is None:
             self.done_at = self.done_at or time.monotonic()
-            loop = asyncio.get_running_loop()
-            self._handed_off = loop.create_future()
-            self._settlement = loop.create_task(self._settle(self._handed_off))
-            if self.settling is not None:
-                self.settling.add(self._settlement)
-        assert self._handed_off is not None
+            self._handed_off = asyncio.get_running_loop().create_future()
+            self._send_settlement(self._handed_off)
         if not self._handed_off.done():
-            await self._handed_off  # a cancelled wait cancels only this future, not the task
+            await self._handed_off  # a cancelled wait cancels only this future, not the settlement
 
     def _keep_for_later(self, record: UsageRecord, reason: str) -> None:
         """Redis is away: journal the settlement, to be replayed once it answers. Only if even
@@ -120,36 +118,56 @@ class Exchange:
             "settlement of %s (%d nanodollars) is lost: redis %s", record.id, record.cost, reason
         )
 
-    async def _settle(self, handed_off: "asyncio.Future[None]") -> None:
-        started = time.perf_counter()
+    def _send_settlement(self, handed_off: "asyncio.Future[None]") -> None:
         try:
             record = self.record()
         except Exception:  # a bug: nothing to journal, but the handler must not wait forever
             handed_off.set_result(None)
             log.exception("settlement of %s could not be built; not charged", self.generation_id)
             return
+        started = time.perf_counter()
         try:
-            result = await self.metering.settle(record, self.clock.now(), sent=handed_off)
-            if SWITCH.on:
-                labelled(REDIS_SECONDS, "settle").observe(time.perf_counter() - started)
-        except RedisError as exc:
+            reply = self.metering.send_settlement(record, self.clock.now(), sent=handed_off)
+        except RedisError as exc:  # the batcher is closing
             REDIS_ERRORS.labels("settle").inc()
             self._keep_for_later(record, type(exc).__name__)
+            handed_off.set_result(None)
             return
-        except asyncio.CancelledError:
+        reply.add_done_callback(partial(self._settled, record, started, handed_off))
+        if self.settling is not None:
+            self.settling.add(reply)
+
+    def _settled(
+        self,
+        record: UsageRecord,
+        started: float,
+        handed_off: "asyncio.Future[None]",
+        reply: "asyncio.Future[Any]",
+    ) -> None:
+        if not handed_off.done():
+            handed_off.set_result(None)
+        exc = None if reply.cancelled() else reply.exception()
+        if reply.cancelled():
             # The gateway is closing with the reply still out: the journal keeps the charge (a
             # replay of a settlement Redis did apply changes nothing).
             self._keep_for_later(record, "was cut off by shutdown")
-            raise
+            return
+        if isinstance(exc, RedisError):
+            REDIS_ERRORS.labels("settle").inc()
+            self._keep_for_later(record, type(exc).__name__)
+            return
+        try:
+            if exc is not None:
+                raise exc
+            result = self.metering.settled(record, reply.result(), self.clock.now())
         except Exception:
             log.exception("settlement of %s failed unexpectedly; journaled", record.id)
             self._keep_for_later(record, "failed unexpectedly")
             return
-        finally:
-            if not handed_off.done():
-                handed_off.set_result(None)
-        if result.applied and SWITCH.on:
-            _count_usage(record)
+        if SWITCH.on:
+            labelled(REDIS_SECONDS, "settle").observe(time.perf_counter() - started)
+            if result.applied:
+                _count_usage(record)
         if not result.applied:
             log.warning("generation %s was already settled; not charged twice", record.id)
 

@@ -16,18 +16,19 @@ connections; one cut off even so is journaled and replayed at the next start.
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 
 class Settling:
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # replies from Redis still to come
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def add(self, task: "asyncio.Task[None]") -> None:
+    def add(self, task: "asyncio.Future[Any]") -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

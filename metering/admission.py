@@ -97,6 +97,7 @@ class Metering:
         self._record_ttl = record_ttl_seconds
         self._rollup_seconds = rollup_seconds
         self._topup_pending_ms = int(topup_pending_seconds * 1000)
+        self._background: set[asyncio.Future[None]] = set()
 
     async def admit(
         self,
@@ -142,16 +143,35 @@ class Metering:
     async def settle(
         self, record: UsageRecord, now: float, *, sent: "asyncio.Future[None] | None" = None
     ) -> SettlementResult:
-        """`sent`, when given, is resolved once the script is handed to the kernel on a
-        connection that has answered before (see ScriptBatcher.call); else it stays pending."""
+        return self.settled(record, await self.send_settlement(record, now, sent=sent), now)
+
+    def send_settlement(
+        self, record: UsageRecord, now: float, *, sent: "asyncio.Future[None] | None" = None
+    ) -> "asyncio.Future[Any]":
+        """The settlement script on its way: the future of its raw reply, for `settled()`.
+        Without a coroutine or a task on the batcher's path (a completion's last step).
+        `sent`, when given, is resolved once the script is handed to the kernel on a connection
+        that has answered before (see ScriptBatcher.submit); else it stays pending."""
         keys, args = self._settle_inputs(record, now)
-        reply = await self._run(self._scripts.settle, keys, args, self._timeout, sent)
+        if self._batcher is not None:
+            return self._batcher.submit(self._scripts.settle, keys, args, self._timeout, sent)
+        return asyncio.ensure_future(self._run(self._scripts.settle, keys, args, self._timeout))
+
+    def settled(self, record: UsageRecord, reply: Any, now: float) -> SettlementResult:
+        """What the settlement script's reply says. A settlement that asked for an auto top-up
+        also puts its account in the delivery worker's index, in the background: the worker's
+        periodic scan finds it anyway."""
         topup = len(reply) > 2 and int(reply[2]) == 1
-        if topup:  # so the delivery worker finds it soon; its periodic scan finds it anyway
-            with contextlib.suppress(RedisError):
-                async with self._bounded():
-                    await self._redis.zadd(OUTBOX_INDEX, {record.account_id: now})
+        if topup:
+            task = asyncio.ensure_future(self._index_topup(record.account_id, now))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return SettlementResult(reply[0] == "ok", int(reply[1]), topup)
+
+    async def _index_topup(self, account_id: str, now: float) -> None:
+        with contextlib.suppress(RedisError):
+            async with self._bounded():
+                await self._redis.zadd(OUTBOX_INDEX, {account_id: now})
 
     async def settle_many(self, settlements: Sequence[tuple[UsageRecord, float]]) -> int:
         """Settle records in one pipeline (seeding and back-fills): the same script, applied

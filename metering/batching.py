@@ -33,7 +33,7 @@ MAX_IN_FLIGHT = 64  # batches (and so connections) out at once
 
 
 class _Call:
-    __slots__ = ("args", "future", "keys", "script", "sent")
+    __slots__ = ("args", "future", "keys", "script", "sent", "timer")
 
     def __init__(
         self,
@@ -45,6 +45,7 @@ class _Call:
     ) -> None:
         self.script, self.keys, self.args, self.future = script, keys, args, future
         self.sent = sent
+        self.timer: asyncio.TimerHandle | None = None  # the caller's own bound
 
 
 class ScriptBatcher:
@@ -66,24 +67,33 @@ class ScriptBatcher:
         bound: float | None = None,
         sent: "asyncio.Future[None] | None" = None,
     ) -> Any:
-        """The script's reply, or RedisTimeoutError after `bound` seconds (a timer on the
-        reply, cheaper than asyncio.timeout's cancellation of the waiting task). `sent`, when
-        given, is resolved once the call has left this process for good (see
+        """The script's reply (see submit)."""
+        return await self.submit(script, keys, args, bound, sent)
+
+    def submit(
+        self,
+        script: "AsyncScript",
+        keys: Sequence[str],
+        args: Sequence[Any],
+        bound: float | None = None,
+        sent: "asyncio.Future[None] | None" = None,
+    ) -> "asyncio.Future[Any]":
+        """The future of the script's reply, failed with RedisTimeoutError after `bound` seconds
+        (a timer on the reply, cheaper than asyncio.timeout's cancellation of a waiting task).
+        `sent`, when given, is resolved once the call has left this process for good (see
         PipelinedConnection.delivered); where that cannot be known it stays pending."""
         if self._closed:
             raise ConnectionError("the gateway is closing its redis connections")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Call(script, keys, args, future, sent))
+        call = _Call(script, keys, args, future, sent)
+        if bound is not None:
+            call.timer = loop.call_later(bound, _expire, future, bound)
+        self._queue.append(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        timer = None if bound is None else loop.call_later(bound, _expire, future, bound)
-        try:
-            return await future
-        finally:
-            if timer is not None:
-                timer.cancel()
+        return future
 
     def _flush(self) -> None:
         """Send what is queued, unless MAX_IN_FLIGHT batches are still out (a Redis that hangs):
@@ -291,6 +301,8 @@ def _mark_sent(
 
 def _answer(pairs: list[tuple[_Call, Any]]) -> None:
     for call, reply in pairs:
+        if call.timer is not None:
+            call.timer.cancel()
         if call.future.done():
             continue  # its caller stopped waiting
         if isinstance(reply, RedisError):  # an error reply, in its place
@@ -306,5 +318,7 @@ def _expire(future: "asyncio.Future[Any]", bound: float) -> None:
 
 def _fail(batch: list[_Call], exc: BaseException) -> None:
     for call in batch:
+        if call.timer is not None:
+            call.timer.cancel()
         if not call.future.done():
             call.future.set_exception(exc)

@@ -7,9 +7,10 @@ admission has run by then, the settlement script waits in Redis, and reads still
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import pytest
 import redis
@@ -23,6 +24,7 @@ from tests.support import ThreadedServer, bearer, chat, make_settings, new_accou
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
 PAUSE_MS = 1500
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -99,6 +101,42 @@ async def test_reads_after_an_answer_see_its_charge(
     )
     assert generation.status == 200
     assert Decimal(str((await generation.json())["data"]["total_cost"])) == cost
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_answer_does_not_wait_for_redis_to_apply_the_settlement(
+    loop: str, own_redis: RedisServer, pausing_provider: ThreadedServer, tmp_path: Path
+) -> None:
+    """On both event loops (`gateway serve` runs on uvloop, the tests' own loop is asyncio's):
+    each has its own write path, and the answer may leave only once the settlement's bytes are
+    in the kernel on a connection that has answered before."""
+    runner = _runner(loop)
+
+    async def scenario() -> tuple[int, int, Decimal]:
+        settings = make_settings(own_redis.url, pausing_provider.url, data_dir=tmp_path / "data")
+        async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as client:
+            account_id, key = await new_account(client, purchase="1.00")
+            resp = await client.post(
+                "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+            )
+            assert resp.status == 200
+            cost = Decimal(str((await resp.json())["usage"]["cost"]))
+            applied_at_answer = _usage_in_redis(own_redis.url, account_id)
+            out_at_answer = len(client.app[SETTLING])
+        return applied_at_answer, out_at_answer, cost
+
+    applied_at_answer, out_at_answer, cost = runner(scenario())
+    assert (applied_at_answer, out_at_answer) == (0, 1)  # answered; Redis still holds the script
+    with redis.Redis.from_url(own_redis.url, decode_responses=True) as r:
+        usage = sum(int(r.hget(k, "usage") or 0) for k in r.scan_iter("gw:{a:*}:acct"))
+    assert Decimal(usage) / 10**9 == cost  # and it landed before the gateway closed
+
+
+def _runner(loop: str) -> Callable[[Coroutine[Any, Any, T]], T]:
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        return cast(Callable[[Coroutine[Any, Any, T]], T], uvloop.run)
+    return asyncio.run
 
 
 async def test_a_shutdown_right_after_an_answer_still_lands_its_settlement(
