@@ -19,9 +19,10 @@ from gateway.expiry import expiry_sweeper
 from gateway.journal import JOURNAL, SettlementJournal, journal_replayer
 from gateway.key_guessing import KEY_GUESSING, KeyGuessing
 from gateway.limits import LIMITS, LimitsHolder, limits_reloader
-from gateway.metrics import SWITCH, metrics_endpoint, metrics_middleware
+from gateway.metrics import SWITCH, metrics_endpoint
+from gateway.middleware import gateway_middleware
 from gateway.models import resolve_catalog
-from gateway.settling import SETTLING, Settling, settled_reads
+from gateway.settling import SETTLING, Settling
 from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS, Services
 from gateway.topup import topup_worker
 from gateway.upstream import Upstream
@@ -43,7 +44,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     if not settings.redis_url:
         raise ValueError("create_app needs settings.redis_url (serve starts the embedded Redis)")
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, admin_api.admin_guard, settled_reads],
+        middlewares=[gateway_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

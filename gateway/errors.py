@@ -89,35 +89,41 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
+    except Exception as exc:
+        return error_response(request, exc)
+
+
+def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The JSON error answer for what a handler raised; re-raises what is not an error to answer
+    (a redirect, a client that went away)."""
+    if isinstance(exc, ApiError):
         return exc.response()
-    except RedisError as exc:
+    if isinstance(exc, RedisError):
         log.warning(
             "redis unavailable on %s %s: %s", request.method, request.path, type(exc).__name__
         )
         return ApiError(
             503, "the gateway's store is unavailable; try again shortly", "service_unavailable"
         ).response()
-    except web.HTTPRequestEntityTooLarge:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         from gateway.state import SETTINGS
 
         limit = request.app[SETTINGS].max_body_bytes
         return ApiError(
             413, f"request body is larger than {limit} bytes", max_bytes=limit
         ).response()
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         message = {404: "no such endpoint", 405: f"method {request.method} not allowed here"}.get(
             exc.status, exc.reason
         )
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return ApiError(exc.status, message, headers=headers).response()
-    except (ConnectionResetError, OSError):
+    if isinstance(exc, OSError):
         if request.transport is None or request.transport.is_closing():
-            raise  # the client went away; nothing to answer
-        log.exception("unexpected I/O error on %s %s", request.method, request.path)
+            raise exc  # the client went away; nothing to answer
+        log.error("unexpected I/O error on %s %s", request.method, request.path, exc_info=exc)
         return ApiError(500, "internal error", "internal_error").response()
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return ApiError(500, "internal error", "internal_error").response()
+    log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+    return ApiError(500, "internal error", "internal_error").response()

@@ -6,10 +6,7 @@ With `serve --workers N` every worker writes its samples to files in one directo
 is imported), and `/metrics` adds them up, so one scrape reads the sum over all workers.
 """
 
-import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -136,7 +133,6 @@ OUTBOX_EVENTS = Gauge(
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Provider failures", ["provider", "kind"]
 )
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Switch:
@@ -158,50 +154,32 @@ REQUEST_ID = web.RequestKey("request_id", str)
 ACCESS_FIELDS = web.RequestKey("access_fields", dict)  # what a handler adds to its log line
 
 
-def _request_id(request: web.Request) -> str:
+def request_id_of(request: web.Request) -> str:
+    """The caller's X-Request-Id when it is short and plain, else a new one."""
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_.") for c in given):
         return given
     return random_hex(8)
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Counts and times every request, and writes its one access log line."""
-    started = time.perf_counter()
-    request_id = _request_id(request)
-    request[REQUEST_ID] = request_id
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        if not response.prepared:
-            response.headers["X-Request-Id"] = request_id
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = 499  # the client went away: its doing, not a 5xx of ours (nginx's number)
-        raise
-    finally:
-        elapsed = time.perf_counter() - started
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        if SWITCH.on:
-            labelled(HTTP_REQUESTS, route, f"{status // 100}xx").inc()
-            labelled(HTTP_DURATION, route).observe(elapsed)
-        if route not in QUIET_ROUTES:
-            access(
-                {
-                    "request_id": request_id,
-                    "method": request.method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    **request.get(ACCESS_FIELDS, {}),
-                }
-            )
+def observe_request(request: web.Request, request_id: str, status: int, elapsed: float) -> None:
+    """Counts and times one answered request, and writes its one access log line."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    if SWITCH.on:
+        labelled(HTTP_REQUESTS, route, f"{status // 100}xx").inc()
+        labelled(HTTP_DURATION, route).observe(elapsed)
+    if route not in QUIET_ROUTES:
+        access(
+            {
+                "request_id": request_id,
+                "method": request.method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+                **request.get(ACCESS_FIELDS, {}),
+            }
+        )
 
 
 QUIET_ROUTES = frozenset({"/metrics", "/healthz", "/readyz"})

@@ -6,16 +6,16 @@ has answered before (so it reaches Redis even if this process dies at once), or 
 a round trip and tells it nothing: the cost it is told is computed before.
 
 Reads stay exact within a process: a GET waits for the settlements still out when it arrives
-(`settled_reads`), so credits, keys, activity, generations and metrics read settled books. With
-several workers, a read that another worker serves is not held back: it sees the charge once Redis
-has run the settlement, normally within a millisecond of the answer but not guaranteed before it.
+(`settle_before_reading`), so credits, keys, activity, generations and metrics read settled books.
+With several workers, a read that another worker serves is not held back: it sees the charge once
+Redis has run the settlement, normally within a millisecond of the answer but not guaranteed before
+it.
 On the way out, the gateway waits (bounded) for every settlement before it closes its Redis
 connections; one cut off even so is journaled and replayed at the next start.
 """
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -45,16 +45,14 @@ class Settling:
 
 
 SETTLING = web.AppKey("settling", Settling)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def settled_reads(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def settle_before_reading(request: web.Request) -> None:
+    """A GET that reads the books waits (bounded) for the settlements out when it arrives."""
     if request.method == "GET" and _reads_books(request.path):
         settling = request.app[SETTLING]
         if settling:
             await settling.wait(SETTLED_READ_WAIT_SECONDS)
-    return await handler(request)
 
 
 def _reads_books(path: str) -> bool:

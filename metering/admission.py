@@ -114,20 +114,22 @@ class Metering:
         """`limit_keys`/`limit_args` are what the admission prelude's limit hooks read."""
         k = AccountKeys(account_id)
         now_ms = int(now * 1000)
-        reply = await self._run(
-            self._scripts.admit,
-            [k.account, k.api_key(key_hash), k.reservations, k.reservation_expiry, *limit_keys],
-            [
-                now_ms,
-                generation_id,
-                reserve,
-                now_ms + self._reservation_timeout_ms,
-                "1" if paid else "0",
-                *period_stamps(now),
-                *(limit_args or (0,)),
-            ],
-            self._admission_timeout,
-        )
+        keys = [k.account, k.api_key(key_hash), k.reservations, k.reservation_expiry, *limit_keys]
+        args = [
+            now_ms,
+            generation_id,
+            reserve,
+            now_ms + self._reservation_timeout_ms,
+            "1" if paid else "0",
+            *period_stamps(now),
+            *(limit_args or (0,)),
+        ]
+        if self._batcher is not None:  # straight to the batcher's future: no frame in between
+            reply = await self._batcher.submit(
+                self._scripts.admit, keys, args, self._admission_timeout
+            )
+        else:
+            reply = await self._run(self._scripts.admit, keys, args, self._admission_timeout)
         status, balance, reserved, refused, counts = reply[:5]
         refusal = None if status == "ok" else Refusal(status)
         return AdmissionResult(
@@ -227,7 +229,7 @@ class Metering:
     ) -> Any:
         """One script call within `bound` seconds (else RedisTimeoutError)."""
         if self._batcher is not None:
-            return await self._batcher.call(script, keys, args, bound, sent)
+            return await self._batcher.submit(script, keys, args, bound, sent)
         async with self._bounded(bound):
             return await script(keys=keys, args=args)
 

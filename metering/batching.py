@@ -59,17 +59,6 @@ class ScriptBatcher:
         self._running: set[asyncio.Future[Any]] = set()  # batch tasks, and replies awaited
         self._closed = False
 
-    async def call(
-        self,
-        script: "AsyncScript",
-        keys: Sequence[str],
-        args: Sequence[Any],
-        bound: float | None = None,
-        sent: "asyncio.Future[None] | None" = None,
-    ) -> Any:
-        """The script's reply (see submit)."""
-        return await self.submit(script, keys, args, bound, sent)
-
     def submit(
         self,
         script: "AsyncScript",

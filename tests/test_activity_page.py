@@ -92,8 +92,10 @@ async def test_the_page_shows_what_the_api_says(
             await _wait_text(page, "#t-requests", str(all_totals["requests"]))
             assert await page.text_content("#t-spend") == "$" + all_totals["spend"]
             assert key not in page.url  # the key is never in a URL
-            rows = await page.locator("#recent tbody tr").count()
-            assert rows == 6
+            # The recent generations come from a second call, after the totals are shown.
+            await page.wait_for_function(
+                "() => document.querySelectorAll('#recent tbody tr').length === 6", timeout=10_000
+            )
             shot = os.environ.get("ACTIVITY_SCREENSHOT") or str(tmp_path / "activity.png")
             await page.screenshot(path=shot, full_page=True)
 

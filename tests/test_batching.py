@@ -60,7 +60,7 @@ async def _each_caller_gets_its_own_reply(
     echo, fail = redis.register_script(ECHO), redis.register_script(FAIL)
     replies = await asyncio.gather(
         *(
-            calls.call(fail if n % failing_every == 1 else echo, [f"k{n}"], [n], 5.0)
+            calls.submit(fail if n % failing_every == 1 else echo, [f"k{n}"], [n], 5.0)
             for n in range(count)
         ),
         return_exceptions=True,
@@ -84,10 +84,10 @@ async def test_a_restarted_redis_is_invisible_to_callers(
 ) -> None:
     calls, redis = batcher
     echo = redis.register_script(ECHO)
-    assert await calls.call(echo, ["a"], [1], 5.0) == ["a", "1"]
+    assert await calls.submit(echo, ["a"], [1], 5.0) == ["a", "1"]
     server.stop()
     server.start()  # every idle connection is dead, and the script is forgotten
-    replies = await asyncio.gather(*(calls.call(echo, ["b"], [n], 5.0) for n in range(20)))
+    replies = await asyncio.gather(*(calls.submit(echo, ["b"], [n], 5.0) for n in range(20)))
     assert replies == [["b", str(n)] for n in range(20)]
 
 
@@ -97,7 +97,7 @@ async def test_scripts_flushed_under_a_live_connection_are_loaded_again(
     """SCRIPT FLUSH (or a failover) while the batcher's connections stay open: the calls that
     meet NOSCRIPT are sent again after their scripts, and each caller gets its own reply."""
     calls, redis = batcher
-    assert await calls.call(redis.register_script(ECHO), ["warm"], [0], 5.0) == ["warm", "0"]
+    assert await calls.submit(redis.register_script(ECHO), ["warm"], [0], 5.0) == ["warm", "0"]
     await redis.script_flush()
     await _each_caller_gets_its_own_reply(calls, redis, count=40, failing_every=5)
 
@@ -107,11 +107,11 @@ async def test_a_caller_that_stops_waiting_leaves_no_stale_reply(
 ) -> None:
     calls, redis = batcher
     echo = redis.register_script(ECHO)
-    assert await calls.call(echo, ["warm"], [0], 5.0) == ["warm", "0"]
+    assert await calls.submit(echo, ["warm"], [0], 5.0) == ["warm", "0"]
     with _hung(server), pytest.raises(RedisTimeoutError):
-        await calls.call(echo, ["late"], [1], 0.2)
+        await calls.submit(echo, ["late"], [1], 0.2)
     for n in range(10):  # the late reply was read and dropped by its batch, not by these
-        assert await calls.call(echo, ["next"], [n], 5.0) == ["next", str(n)]
+        assert await calls.submit(echo, ["next"], [n], 5.0) == ["next", str(n)]
 
 
 async def test_a_hung_redis_holds_a_bounded_number_of_connections(
@@ -121,16 +121,16 @@ async def test_a_hung_redis_holds_a_bounded_number_of_connections(
     most MAX_IN_FLIGHT batches (connections) out, and all is well once Redis answers again."""
     calls, redis = batcher
     echo = redis.register_script(ECHO)
-    assert await calls.call(echo, ["warm"], [0], 5.0) == ["warm", "0"]
+    assert await calls.submit(echo, ["warm"], [0], 5.0) == ["warm", "0"]
     with _hung(server):
         waiting = []
         for n in range(300):  # one call per loop turn: a batch each, but for the bound
-            waiting.append(asyncio.ensure_future(calls.call(echo, ["hung"], [n], 0.3)))
+            waiting.append(asyncio.ensure_future(calls.submit(echo, ["hung"], [n], 0.3)))
             await asyncio.sleep(0)
         outcomes = await asyncio.gather(*waiting, return_exceptions=True)
         assert all(isinstance(o, RedisTimeoutError) for o in outcomes)
         assert len(calls._running) <= MAX_IN_FLIGHT
-    assert await calls.call(echo, ["after"], [1], 5.0) == ["after", "1"]
+    assert await calls.submit(echo, ["after"], [1], 5.0) == ["after", "1"]
 
 
 @pytest.mark.parametrize("socket", ["tcp", "unix"])
@@ -152,7 +152,7 @@ async def test_the_urls_password_and_database_hold_on_batched_connections(
         redis = Redis.from_url(url, decode_responses=True)
         batcher = ScriptBatcher(redis, timeout=5)
         put = redis.register_script("redis.call('SET', KEYS[1], ARGV[1]) return 'stored'")
-        assert await batcher.call(put, ["where"], ["é" * 3], 5.0) == "stored"
+        assert await batcher.submit(put, ["where"], ["é" * 3], 5.0) == "stored"
         assert await redis.get("where") == "é" * 3
         await batcher.aclose()
         await redis.aclose()
@@ -172,17 +172,17 @@ async def test_a_batch_past_the_batchers_bound_fails_and_drops_its_connection(
     calls = ScriptBatcher(redis, timeout=0.3)
     try:
         echo = redis.register_script(ECHO)
-        assert await calls.call(echo, ["warm"], [0]) == ["warm", "0"]  # leaves an idle one
+        assert await calls.submit(echo, ["warm"], [0]) == ["warm", "0"]  # leaves an idle one
         with _hung(server), pytest.raises(RedisTimeoutError):
             async with asyncio.timeout(5):
-                await calls.call(echo, ["late"], [1])
+                await calls.submit(echo, ["late"], [1])
         for n in range(10):
-            assert await calls.call(echo, ["next"], [n], 5.0) == ["next", str(n)]
+            assert await calls.submit(echo, ["next"], [n], 5.0) == ["next", str(n)]
     finally:
         await calls.aclose()
         await redis.aclose()
     with pytest.raises(ConnectionError):  # closed: refused at once, never queued
-        await calls.call(echo, ["after"], [0], 1.0)
+        await calls.submit(echo, ["after"], [0], 1.0)
 
 
 @pytest.mark.parametrize("socket", ["tcp", "unix"])
