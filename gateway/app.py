@@ -145,6 +145,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[SETTLING].drain(2 * settings.redis_timeout_seconds + 1)
+        await app[SERVICES].metering.aclose(settings.redis_timeout_seconds)
         await upstream.close()
         await batcher.aclose()
         await hot.aclose()

@@ -96,8 +96,7 @@ class Exchange:
         """Settle once (a cancelled handler still gets its charge written). Returns once the
         settlement is handed off: in the kernel's buffer of a Redis connection that has answered
         before, or done (applied or journaled); Redis's reply is then taken by a callback (see
-        gateway/settling.py). No task: on an unloaded gateway the script is written at once and
-        this returns without waiting for a turn of the loop."""
+        gateway/settling.py), with no task of its own."""
         if self._handed_off is None:
             self.done_at = self.done_at or time.monotonic()
             self._handed_off = asyncio.get_running_loop().create_future()
@@ -131,6 +130,11 @@ class Exchange:
         except RedisError as exc:  # the batcher is closing
             REDIS_ERRORS.labels("settle").inc()
             self._keep_for_later(record, type(exc).__name__)
+            handed_off.set_result(None)
+            return
+        except Exception:  # a bug: the charge is journaled, and the handler must not wait forever
+            log.exception("settlement of %s failed unexpectedly; journaled", record.id)
+            self._keep_for_later(record, "failed unexpectedly")
             handed_off.set_result(None)
             return
         reply.add_done_callback(partial(self._settled, record, started, handed_off))

@@ -170,6 +170,16 @@ class Metering:
             task.add_done_callback(self._background.discard)
         return SettlementResult(reply[0] == "ok", int(reply[1]), topup)
 
+    async def aclose(self, timeout: float = 1.0) -> None:
+        """Let the top-up index writes still out finish (briefly), then drop the rest: the
+        delivery worker's scan finds their accounts anyway."""
+        if self._background:
+            _, left = await asyncio.wait(set(self._background), timeout=timeout)
+            for task in left:
+                task.cancel()
+            if left:
+                await asyncio.wait(left)
+
     async def _index_topup(self, account_id: str, now: float) -> None:
         with contextlib.suppress(RedisError):
             async with self._bounded():

@@ -96,7 +96,7 @@ class ScriptBatcher:
             return
         while self._queue and len(self._running) < MAX_IN_FLIGHT:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            batch = [c for c in batch if not c.future.done()]  # queued past their bound
+            batch = _live(batch)  # some may have been queued past their bound
             if not batch:
                 continue
             connection = self._idle_connection()
@@ -176,7 +176,7 @@ class ScriptBatcher:
         first)."""
         reload = reload or []
         for attempt in range(first_attempt, 3):
-            batch = [c for c in batch if not c.future.done()]
+            batch = _live(batch)
             if not batch:
                 return
             packed = _pack(batch, reload)
@@ -273,6 +273,17 @@ def _pack(batch: list[_Call], reload: "list[AsyncScript]") -> bytes:
         [pack_command((b"SCRIPT", b"LOAD", s.script)) for s in reload]
         + [pack_command((b"EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args)) for c in batch]
     )
+
+
+def _live(batch: list[_Call]) -> list[_Call]:
+    """The calls whose callers still wait; the others' timers are stopped."""
+    live = []
+    for call in batch:
+        if not call.future.done():
+            live.append(call)
+        elif call.timer is not None:
+            call.timer.cancel()
+    return live
 
 
 def _mark_sent(

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from gateway.redis_server import RedisServer, find_binaries, free_port
 from gateway.settling import SETTLING
+from metering.admission import Metering
 from tests.support import ThreadedServer, bearer, chat, make_settings, new_account
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
@@ -180,3 +181,26 @@ async def test_a_settlement_redis_holds_past_shutdown_is_journaled_and_lands_onc
                 break
             await asyncio.sleep(0.1)
     assert _usage_in_redis(own_redis.url, account_id) == cost_nanos
+
+
+async def test_a_settlement_that_cannot_be_sent_still_answers_and_is_journaled(
+    redis_url: str, provider: ThreadedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug between the answer and Redis (here: the settlement's inputs cannot be built) must
+    neither hang the client's request nor lose the charge: it goes to the journal."""
+    settings = make_settings(redis_url, provider.url, data_dir=tmp_path / "data")
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as client:
+        _, key = await new_account(client, purchase="1.00")
+
+        def broken(*args: object) -> None:
+            raise ValueError("a bug in the settlement's inputs")
+
+        monkeypatch.setattr(Metering, "_settle_inputs", broken)
+        resp = await asyncio.wait_for(
+            client.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)),
+            10,
+        )
+        assert resp.status == 200
+        generation_id = resp.headers["X-Generation-Id"]
+    journaled = "".join(f.read_text() for f in (tmp_path / "data").glob("settlements-*.jsonl"))
+    assert journaled.count("\n") == 1 and generation_id in journaled
