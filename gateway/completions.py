@@ -6,7 +6,9 @@ settlement script after. Auth reads a cached hash -> account mapping.
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -96,29 +98,42 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
     finally:
         if SWITCH.on:
             INFLIGHT.dec()
-            _observe(outcome, received)
-        request[ACCESS_FIELDS] = _access_fields(outcome)
+        # Counted and logged once the answer is on its way (see gateway.middleware).
+        observed: Callable[[], dict[str, object]] = partial(
+            _observed, outcome, received, time.monotonic()
+        )
+        request[ACCESS_FIELDS] = observed
 
 
-def _observe(outcome: Outcome, received: float) -> None:
+def _observed(outcome: Outcome, received: float, ended: float) -> dict[str, object]:
+    """The request's metrics, and the fields it adds to its access line."""
     exchange = outcome.exchange
     if exchange is not None and exchange.provider_name:
         outcome.provider = exchange.provider_name
+    upstream = None
+    if exchange is not None and exchange.sent_at is not None:
+        upstream = (exchange.done_at or ended) - exchange.sent_at
+    if SWITCH.on:
+        _observe(outcome, received, ended, upstream)
+    return _access_fields(outcome, upstream)
+
+
+def _observe(outcome: Outcome, received: float, ended: float, upstream: float | None) -> None:
     labelled(
         REQUESTS, outcome.model, outcome.provider, f"{outcome.status // 100}xx", outcome.error_type
     ).inc()
-    total = time.monotonic() - received
+    total = ended - received
     REQUEST_SECONDS.observe(total)
-    if exchange is None or exchange.sent_at is None:
+    if upstream is None:
         return
-    upstream = (exchange.done_at or time.monotonic()) - exchange.sent_at
+    exchange = outcome.exchange
     labelled(UPSTREAM_SECONDS, outcome.provider).observe(upstream)
     OVERHEAD_SECONDS.observe(max(total - upstream, 0.0))
-    if exchange.streamed and exchange.first_byte_at is not None:
+    if exchange is not None and exchange.streamed and exchange.first_byte_at is not None:
         labelled(TTFT_SECONDS, outcome.provider).observe(exchange.first_byte_at - received)
 
 
-def _access_fields(outcome: Outcome) -> dict[str, object]:
+def _access_fields(outcome: Outcome, upstream: float | None) -> dict[str, object]:
     fields: dict[str, object] = {
         "model": outcome.model,
         "provider": outcome.provider,
@@ -139,10 +154,8 @@ def _access_fields(outcome: Outcome) -> dict[str, object]:
                 "cost_usd": format_usd(exchange.cost),
             }
         )
-        if exchange.sent_at is not None:
-            fields["upstream_ms"] = round(
-                ((exchange.done_at or time.monotonic()) - exchange.sent_at) * 1000, 3
-            )
+        if upstream is not None:
+            fields["upstream_ms"] = round(upstream * 1000, 3)
     return fields
 
 

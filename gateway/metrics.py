@@ -7,6 +7,7 @@ is imported), and `/metrics` adds them up, so one scrape reads the sum over all 
 """
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -151,7 +152,8 @@ def count_purchase(purchase: Purchase) -> None:
 
 
 REQUEST_ID = web.RequestKey("request_id", str)
-ACCESS_FIELDS = web.RequestKey("access_fields", dict)  # what a handler adds to its log line
+# What a handler adds to its log line, made (with the handler's own metrics) once answered.
+ACCESS_FIELDS: web.RequestKey[Callable[[], dict[str, object]]] = web.RequestKey("access_fields")
 
 
 def request_id_of(request: web.Request) -> str:
@@ -163,12 +165,15 @@ def request_id_of(request: web.Request) -> str:
 
 
 def observe_request(request: web.Request, request_id: str, status: int, elapsed: float) -> None:
-    """Counts and times one answered request, and writes its one access log line."""
+    """Counts and times one answered request, and writes its one access log line. Called in
+    the loop's next turn, after the answer was written: none of this delays it."""
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     if SWITCH.on:
         labelled(HTTP_REQUESTS, route, f"{status // 100}xx").inc()
         labelled(HTTP_DURATION, route).observe(elapsed)
+    handler_fields = request.get(ACCESS_FIELDS)
+    extra = handler_fields() if handler_fields is not None else {}
     if route not in QUIET_ROUTES:
         access(
             {
@@ -177,7 +182,7 @@ def observe_request(request: web.Request, request_id: str, status: int, elapsed:
                 "route": route,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 3),
-                **request.get(ACCESS_FIELDS, {}),
+                **extra,
             }
         )
 

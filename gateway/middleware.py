@@ -44,4 +44,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = 499  # the client went away: its doing, not a 5xx of ours (nginx's number)
         raise
     finally:
-        observe_request(request, request_id, status, time.perf_counter() - started)
+        # After the answer: aiohttp writes it once this returns, in this turn of the loop.
+        asyncio.get_running_loop().call_soon(
+            observe_request, request, request_id, status, time.perf_counter() - started
+        )

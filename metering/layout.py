@@ -5,16 +5,16 @@ each script touches one slot and runs unchanged on Redis, Valkey and Redis Clust
 key-hash index and the account list live outside an account's slot, and no script touches them.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class AccountKeys:
     account_id: str
+    tag: str = field(init=False, repr=False, compare=False)  # a dozen keys a request use it
 
-    @property
-    def tag(self) -> str:
-        return f"gw:{{a:{self.account_id}}}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tag", f"gw:{{a:{self.account_id}}}")
 
     @property
     def account(self) -> str:
