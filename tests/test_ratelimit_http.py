@@ -191,9 +191,15 @@ shadow = true
 """
 
 
-async def test_operator_limits_per_key_and_shadow(make_client: MakeClient, tmp_path: Path) -> None:
-    from gateway.metrics import RATELIMIT_DECISIONS
+async def _shadow_limited(client: TestClient) -> float:
+    """gateway_ratelimit_decisions_total for watch-paid's shadow decisions, as scraped."""
+    text = await (await client.get("/metrics")).text()
+    wanted = 'gateway_ratelimit_decisions_total{limit="watch-paid",outcome="shadow_limited"} '
+    lines = [line for line in text.splitlines() if line.startswith(wanted)]
+    return float(lines[0].split()[-1]) if lines else 0.0
 
+
+async def test_operator_limits_per_key_and_shadow(make_client: MakeClient, tmp_path: Path) -> None:
     limits = _write(tmp_path / "limits.toml", PER_KEY)
     clock = ManualClock(NOON)
     client = await make_client(clock, limits_file=limits)
@@ -202,8 +208,7 @@ async def test_operator_limits_per_key_and_shadow(make_client: MakeClient, tmp_p
         f"/admin/v1/accounts/{account_id}/keys", json={"name": "b"}, headers=admin_headers()
     )
     key_b = (await resp.json())["key"]
-    shadow = RATELIMIT_DECISIONS.labels("watch-paid", "shadow_limited")
-    before = shadow._value.get()
+    before = await _shadow_limited(client)
     statuses = []
     for _ in range(4):
         resp = await client.post(
@@ -213,7 +218,7 @@ async def test_operator_limits_per_key_and_shadow(make_client: MakeClient, tmp_p
     assert statuses == [200, 200, 200, 429]
     body = await resp.json()
     assert body["error"]["message"].startswith("Key limit of 3 requests per minute reached")
-    assert shadow._value.get() - before == 2  # requests 2 and 3 passed the shadow limit of 1
+    assert await _shadow_limited(client) - before == 2  # requests 2 and 3 passed its limit of 1
     other = await client.post(
         "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key_b)
     )
