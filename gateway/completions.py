@@ -6,7 +6,7 @@ settlement script after. Auth reads a cached hash -> account mapping.
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -38,7 +38,6 @@ from gateway.provider_errors import (
     MAX_ANSWER_BYTES,
     AnswerTooLarge,
     raise_provider_error,
-    read_capped,
 )
 from gateway.provider_usage import parse_usage, usage_with_cost
 from gateway.request_body import CompletionRequest, Kind, parse_completion_request
@@ -201,11 +200,13 @@ async def _handle(
         settling=request.app[SETTLING],
     )
     outcome.exchange = exchange
+    deadlines = services.upstream.deadlines
     try:
         upstream = await _forward(request, exchange, req, kind)
         if req.stream:
+            deadlines.forget()  # a stream keeps to exchange.upstream_deadline as it relays
             return await relay_stream(request, upstream, exchange)
-        return await _complete(upstream, exchange, model)
+        return await _complete(upstream, exchange, model, services.upstream.read)
     except ApiError as exc:
         exchange.status = exc.status
         # The request was admitted and counted: its record and rate-limit state still apply.
@@ -218,6 +219,7 @@ async def _handle(
         exchange.status = 500
         raise
     finally:
+        deadlines.forget()
         await exchange.settle()
 
 
@@ -243,6 +245,7 @@ async def _forward(
     for i, provider in enumerate(providers):
         exchange.provider_name = provider.name
         exchange.sent_at = time.monotonic()
+        exchange.upstream_deadline = upstream.deadlines.watch()
         try:
             response = await upstream.post(provider, _UPSTREAM_PATHS[kind], payload)
         except UpstreamFailure as exc:
@@ -256,7 +259,7 @@ async def _forward(
             continue
         exchange.first_byte_at = time.monotonic()
         if response.status != 200:
-            await raise_provider_error(response, provider.name, upstream.redact)
+            await raise_provider_error(response, provider.name, upstream.redact, upstream.read)
         return response
     assert failure is not None
     status = 408 if failure.kind == "timeout" else 502
@@ -269,10 +272,13 @@ async def _forward(
 
 
 async def _complete(
-    upstream: aiohttp.ClientResponse, exchange: Exchange, model: ResolvedModel
+    upstream: aiohttp.ClientResponse,
+    exchange: Exchange,
+    model: ResolvedModel,
+    read: Callable[[aiohttp.ClientResponse, int], Awaitable[bytes]],
 ) -> web.Response:
     try:
-        raw = await read_capped(upstream, MAX_ANSWER_BYTES)
+        raw = await read(upstream, MAX_ANSWER_BYTES)
     except TimeoutError as exc:
         raise ApiError(
             408,

@@ -47,6 +47,7 @@ class Exchange:
     sent_at: float | None = None  # the request left for the provider (the last try of several)
     first_byte_at: float | None = None
     done_at: float | None = None
+    upstream_deadline: float | None = None  # event-loop time: the provider's whole answer by then
     _handed_off: "asyncio.Future[None] | None" = None
 
     cost: int = 0  # nanodollars, set with the usage by charge()

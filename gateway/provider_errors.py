@@ -7,7 +7,7 @@ money (402), an unknown upstream model (404), and any 5xx; a provider's 429 (the
 limited upstream) is a 503 with a Retry-After.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -38,12 +38,16 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
 
 
 async def raise_provider_error(
-    response: aiohttp.ClientResponse, provider: str, redact: Callable[[str, str], str]
+    response: aiohttp.ClientResponse,
+    provider: str,
+    redact: Callable[[str, str], str],
+    read: Callable[[aiohttp.ClientResponse, int], Awaitable[bytes]],
 ) -> None:
     """Raise the provider's refusal as ours; `redact(provider, text)` takes the provider's secret
-    out of its message, should the provider quote back what it was sent."""
+    out of its message, should the provider quote back what it was sent; `read(response, cap)`
+    reads it within the answer's deadline."""
     try:
-        raw = await read_capped(response, MAX_ERROR_BYTES)
+        raw = await read(response, MAX_ERROR_BYTES)
     except (aiohttp.ClientError, TimeoutError, AnswerTooLarge):
         raw = b""
     finally:

@@ -85,7 +85,10 @@ async def _relay(
     renew_at = time.monotonic() + renew_every
     try:
         async for piece in _pieces(
-            upstream, settings.stream_keepalive_seconds, settings.upstream_read_timeout
+            upstream,
+            settings.stream_keepalive_seconds,
+            settings.upstream_read_timeout,
+            exchange.upstream_deadline,
         ):
             out = KEEPALIVE if piece is None else relay.feed(piece)
             if out:
@@ -136,16 +139,24 @@ def _client_gone(upstream: aiohttp.ClientResponse, exchange: Exchange, relay: Ss
     relay.charge()
 
 
-async def _pieces(upstream: aiohttp.ClientResponse, keepalive: float, read_timeout: float) -> "Any":
-    """The provider's bytes as they come; None after each `keepalive` seconds of silence."""
+async def _pieces(
+    upstream: aiohttp.ClientResponse, keepalive: float, read_timeout: float, deadline: float | None
+) -> "Any":
+    """The provider's bytes as they come; None after each `keepalive` seconds of silence;
+    TimeoutError once the whole answer has taken past `deadline` (event-loop time)."""
+    loop = asyncio.get_running_loop()
     silent = 0.0
     while True:
+        quiet_until = loop.time() + keepalive
+        overdue = deadline is not None and deadline <= quiet_until
         try:
-            async with asyncio.timeout(keepalive) as quiet:
+            async with asyncio.timeout_at(deadline if overdue else quiet_until) as quiet:
                 piece = await upstream.content.readany()
         except TimeoutError:
             if not quiet.expired():
-                raise  # the client's own timeouts: the whole answer took too long
+                raise  # aiohttp's own read timeout
+            if overdue:
+                raise TimeoutError("the provider's whole answer took too long") from None
             silent += keepalive
             if silent >= read_timeout:
                 raise TimeoutError("provider sent nothing within the read timeout") from None

@@ -4,6 +4,7 @@ environment variable the catalog names (never from the catalog file, never logge
 The upstream address comes only from the catalog: a request can choose a model, never a host.
 """
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from collections.abc import Callable
 import aiohttp
 
 from config.catalog import ProviderConfig
+from gateway.deadlines import AnswerDeadlines
+from gateway.provider_errors import read_capped
 
 log = logging.getLogger("gateway.upstream")
 
@@ -33,10 +36,12 @@ class Upstream:
         total_timeout: float | None = None,
     ) -> None:
         self._providers = providers
-        # sock_read catches a provider gone silent, total one that trickles bytes forever.
+        # sock_read catches a provider gone silent; one that trickles bytes forever is cut off
+        # by `deadlines` (see gateway/deadlines.py: cheaper than aiohttp's own `total`).
         self._timeout = aiohttp.ClientTimeout(
-            total=total_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
+        self.deadlines = AnswerDeadlines(total_timeout)
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._auth: dict[str, dict[str, str]] = {}
         self._secrets: dict[str, str] = {}
@@ -55,6 +60,7 @@ class Upstream:
             self._auth[name] = headers
 
     async def start(self) -> None:
+        self.deadlines.start()
         for name in self._providers:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
             self._sessions[name] = aiohttp.ClientSession(
@@ -78,6 +84,7 @@ class Upstream:
         return lambda data: data.replace(raw, b"[redacted]") if raw in data else data
 
     async def close(self) -> None:
+        await self.deadlines.stop()
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
@@ -85,12 +92,18 @@ class Upstream:
     async def post(
         self, provider: ProviderConfig, path: str, body: bytes
     ) -> aiohttp.ClientResponse:
-        """POST to the provider; the caller reads and releases the response."""
+        """POST to the provider. Its whole answer is due `total_timeout` seconds from now: the
+        caller reads the rest with `read()` (or, for a stream, by `exchange.upstream_deadline`
+        after `deadlines.forget()`), and releases the response."""
         session = self._sessions[provider.name]
         try:
             return await session.post(
                 provider.base_url + path, data=body, headers=self._auth[provider.name]
             )
+        except asyncio.CancelledError:
+            if self.deadlines.took_too_long():
+                raise UpstreamFailure("timeout", f"provider {provider.name} timed out") from None
+            raise
         except TimeoutError:
             raise UpstreamFailure("timeout", f"provider {provider.name} timed out") from None
         except aiohttp.ClientConnectorError:
@@ -99,3 +112,15 @@ class Upstream:
             raise UpstreamFailure(
                 "protocol", f"provider {provider.name} failed: {type(exc).__name__}"
             ) from None
+
+    async def read(self, response: aiohttp.ClientResponse, cap: int) -> bytes:
+        """The rest of an answer `post` began, by its deadline (else TimeoutError), at most
+        `cap` bytes (else AnswerTooLarge)."""
+        try:
+            return await read_capped(response, cap)
+        except asyncio.CancelledError:
+            if self.deadlines.took_too_long():
+                raise TimeoutError("the provider's whole answer took too long") from None
+            raise
+        finally:
+            self.deadlines.forget()
