@@ -9,6 +9,9 @@ period late, which a bound of minutes does not notice.
 
 import asyncio
 import contextlib
+import logging
+
+log = logging.getLogger("gateway.deadlines")
 
 SWEEP_SECONDS = 1.0
 
@@ -23,6 +26,7 @@ class AnswerDeadlines:
     def start(self) -> None:
         if self.seconds is not None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+            self._sweeper.add_done_callback(_sweeper_ended)
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -49,15 +53,15 @@ class AnswerDeadlines:
             self._expired.discard(task)
 
     def took_too_long(self) -> bool:
-        """Whether the cancellation the current task is handling came from its deadline; if so
-        it is undone, and the caller raises a timeout instead."""
+        """Whether the cancellation the current task is handling came from its deadline alone;
+        if so it is undone, and the caller raises a timeout instead. Another cancellation that
+        came at the same time (a shutdown) still propagates."""
         task = asyncio.current_task()
         if task is None or task not in self._expired:
             return False
         self._expired.discard(task)
         self._due.pop(task, None)
-        task.uncancel()
-        return True
+        return task.uncancel() == 0
 
     async def _sweep(self) -> None:
         assert self.seconds is not None
@@ -66,7 +70,16 @@ class AnswerDeadlines:
         while True:  # until stop() cancels it
             await asyncio.sleep(period)
             now = loop.time()
-            overdue = [t for t, due in self._due.items() if due <= now and t not in self._expired]
+            overdue = [
+                t
+                for t, due in self._due.items()
+                if due <= now and t not in self._expired and not t.cancelling()
+            ]
             for task in overdue:
                 self._expired.add(task)
                 task.cancel()
+
+
+def _sweeper_ended(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the answer-deadline sweeper stopped: %r", task.exception())

@@ -47,3 +47,20 @@ async def test_no_bound_means_no_sweeper_and_no_deadline() -> None:
     assert deadlines.watch() is None
     assert await _answer(deadlines, 0.01) == "answered"
     await deadlines.stop()
+
+
+async def test_a_shutdown_that_lands_with_the_deadline_is_not_swallowed() -> None:
+    """The deadline and another cancellation hit the task in the same turn: the other one
+    must still propagate, not become a timeout."""
+    deadlines = AnswerDeadlines(0.2)
+    deadlines.start()
+    try:
+        task = asyncio.create_task(_answer(deadlines, 5))
+        await asyncio.sleep(0.01)
+        deadlines._expired.add(task)  # as the sweep does, in the same turn as the shutdown
+        task.cancel()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await deadlines.stop()
