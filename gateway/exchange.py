@@ -118,6 +118,10 @@ class Exchange:
             "settlement of %s (%d nanodollars) is lost: redis %s", record.id, record.cost, reason
         )
 
+    def _failed_unexpectedly(self, record: UsageRecord, exc: BaseException) -> None:
+        log.error("settlement of %s failed unexpectedly; journaled", record.id, exc_info=exc)
+        self._keep_for_later(record, "failed unexpectedly")
+
     def _send_settlement(self, handed_off: "asyncio.Future[None]") -> None:
         try:
             record = self.record()
@@ -133,9 +137,8 @@ class Exchange:
             self._keep_for_later(record, type(exc).__name__)
             handed_off.set_result(None)
             return
-        except Exception:  # a bug: the charge is journaled, and the handler must not wait forever
-            log.exception("settlement of %s failed unexpectedly; journaled", record.id)
-            self._keep_for_later(record, "failed unexpectedly")
+        except Exception as exc:  # a bug: journaled, and the handler must not wait forever
+            self._failed_unexpectedly(record, exc)
             handed_off.set_result(None)
             return
         reply.add_done_callback(partial(self._settled, record, started, handed_off))
@@ -151,12 +154,12 @@ class Exchange:
     ) -> None:
         if not handed_off.done():
             handed_off.set_result(None)
-        exc = None if reply.cancelled() else reply.exception()
         if reply.cancelled():
             # The gateway is closing with the reply still out: the journal keeps the charge (a
             # replay of a settlement Redis did apply changes nothing).
             self._keep_for_later(record, "was cut off by shutdown")
             return
+        exc = reply.exception()
         if isinstance(exc, RedisError):
             REDIS_ERRORS.labels("settle").inc()
             self._keep_for_later(record, type(exc).__name__)
@@ -165,9 +168,8 @@ class Exchange:
             if exc is not None:
                 raise exc
             result = self.metering.settled(record, reply.result(), self.clock.now())
-        except Exception:
-            log.exception("settlement of %s failed unexpectedly; journaled", record.id)
-            self._keep_for_later(record, "failed unexpectedly")
+        except Exception as failure:
+            self._failed_unexpectedly(record, failure)
             return
         if SWITCH.on:
             labelled(REDIS_SECONDS, "settle").observe(time.perf_counter() - started)
