@@ -33,6 +33,7 @@ from bench.scenario import (
 from gateway.redis_server import RedisServer, free_port
 
 NAMES = ("base", "changed")
+_JSON = {"Content-Type": "application/json"}
 
 
 def _start(workdir: Path) -> tuple[RedisServer, Child]:
@@ -161,9 +162,6 @@ def main(argv: list[str] | None = None) -> int:
                 child.stop()
             redis.stop()
     return 0
-
-
-_JSON = {"Content-Type": "application/json"}
 
 
 if __name__ == "__main__":

@@ -124,12 +124,7 @@ class Metering:
             *period_stamps(now),
             *(limit_args or (0,)),
         ]
-        if self._batcher is not None:  # straight to the batcher's future: no frame in between
-            reply = await self._batcher.submit(
-                self._scripts.admit, keys, args, self._admission_timeout
-            )
-        else:
-            reply = await self._run(self._scripts.admit, keys, args, self._admission_timeout)
+        reply = await self._run(self._scripts.admit, keys, args, self._admission_timeout)
         status, balance, reserved, refused, counts = reply[:5]
         refusal = None if status == "ok" else Refusal(status)
         return AdmissionResult(
