@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -34,6 +33,7 @@ from gateway.metrics import (
     labelled,
 )
 from gateway.models import ResolvedModel
+from gateway.provider_client import ProviderResponse, UpstreamBroken
 from gateway.provider_errors import (
     MAX_ANSWER_BYTES,
     AnswerTooLarge,
@@ -225,7 +225,7 @@ async def _handle(
 
 async def _forward(
     request: web.Request, exchange: Exchange, req: CompletionRequest, kind: Kind
-) -> aiohttp.ClientResponse:
+) -> ProviderResponse:
     """Send to the model's providers in fallback order; a 5xx or no answer moves to the next."""
     body: dict[str, Any] = dict(req.body)
     body["model"] = exchange.model.config.upstream_name
@@ -272,10 +272,10 @@ async def _forward(
 
 
 async def _complete(
-    upstream: aiohttp.ClientResponse,
+    upstream: ProviderResponse,
     exchange: Exchange,
     model: ResolvedModel,
-    read: Callable[[aiohttp.ClientResponse, int], Awaitable[bytes]],
+    read: Callable[[ProviderResponse, int], Awaitable[bytes]],
 ) -> web.Response:
     try:
         raw = await read(upstream, MAX_ANSWER_BYTES)
@@ -286,7 +286,7 @@ async def _complete(
             "timeout",
             provider_name=exchange.provider_name,
         ) from exc
-    except (aiohttp.ClientError, AnswerTooLarge) as exc:
+    except (UpstreamBroken, AnswerTooLarge) as exc:
         raise ApiError(
             502,
             f"provider {exchange.provider_name} broke off its answer",

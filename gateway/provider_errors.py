@@ -9,10 +9,10 @@ limited upstream) is a 503 with a Retry-After.
 
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 import orjson
 
 from gateway.errors import ApiError
+from gateway.provider_client import ProviderResponse, UpstreamBroken
 
 MAX_ERROR_BYTES = 64 * 1024
 MAX_ANSWER_BYTES = 32 * 1024 * 1024
@@ -23,12 +23,12 @@ class AnswerTooLarge(Exception):
     pass
 
 
-async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+async def read_capped(response: ProviderResponse, cap: int) -> bytes:
     """The whole body, or AnswerTooLarge past `cap` bytes (a provider cannot exhaust memory)."""
     parts: list[bytes] = []
     size = 0
     while True:
-        piece = await response.content.readany()
+        piece = await response.readany()
         if not piece:
             return b"".join(parts)
         size += len(piece)
@@ -38,17 +38,17 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
 
 
 async def raise_provider_error(
-    response: aiohttp.ClientResponse,
+    response: ProviderResponse,
     provider: str,
     redact: Callable[[str, str], str],
-    read: Callable[[aiohttp.ClientResponse, int], Awaitable[bytes]],
+    read: Callable[[ProviderResponse, int], Awaitable[bytes]],
 ) -> None:
     """Raise the provider's refusal as ours; `redact(provider, text)` takes the provider's secret
     out of its message, should the provider quote back what it was sent; `read(response, cap)`
     reads it within the answer's deadline."""
     try:
         raw = await read(response, MAX_ERROR_BYTES)
-    except (aiohttp.ClientError, TimeoutError, AnswerTooLarge):
+    except (UpstreamBroken, TimeoutError, AnswerTooLarge):
         raw = b""
     finally:
         response.release()
@@ -64,7 +64,7 @@ async def raise_provider_error(
     headers: dict[str, str] = {}
     if upstream == 429:
         status, message = 503, f"provider {provider} is busy (rate limited); try again shortly"
-        headers["Retry-After"] = response.headers.get("Retry-After", "1")[:16]
+        headers["Retry-After"] = (response.headers.get("Retry-After") or "1")[:16]
     elif upstream in _OPERATORS_PROBLEM:
         status, message = 502, f"provider {provider} cannot serve this model now ({upstream})"
     elif 400 <= upstream < 500:

@@ -14,11 +14,11 @@ import logging
 import time
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from gateway.exchange import Exchange
 from gateway.metrics import OPEN_STREAMS
+from gateway.provider_client import ProviderResponse, UpstreamBroken
 from gateway.sse_relay import ProviderStreamBroken, SseRelay
 from gateway.state import SERVICES, SETTINGS
 
@@ -29,7 +29,7 @@ DONE = b"data: [DONE]\n\n"
 
 
 async def relay_stream(
-    request: web.Request, upstream: aiohttp.ClientResponse, exchange: Exchange
+    request: web.Request, upstream: ProviderResponse, exchange: Exchange
 ) -> web.StreamResponse:
     relay = SseRelay(
         exchange, request.app[SERVICES].upstream.stream_redactor(exchange.provider_name)
@@ -61,7 +61,7 @@ async def relay_stream(
 
 async def _relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: ProviderResponse,
     exchange: Exchange,
     relay: SseRelay,
     response: web.StreamResponse,
@@ -110,7 +110,7 @@ async def _relay(
         # The same, where the server cancels handlers of lost connections (handler_cancellation).
         _client_gone(upstream, exchange, relay)
         raise
-    except (aiohttp.ClientError, TimeoutError, ProviderStreamBroken) as exc:
+    except (UpstreamBroken, TimeoutError, ProviderStreamBroken) as exc:
         failure = _describe(exc, exchange.provider_name)
         log.warning("stream %s: %s", exchange.generation_id, failure)
     finally:
@@ -132,7 +132,7 @@ async def _relay(
     return response
 
 
-def _client_gone(upstream: aiohttp.ClientResponse, exchange: Exchange, relay: SseRelay) -> None:
+def _client_gone(upstream: ProviderResponse, exchange: Exchange, relay: SseRelay) -> None:
     upstream.close()
     exchange.cancelled = True
     exchange.finish_reason = exchange.finish_reason or "cancelled"
@@ -140,7 +140,7 @@ def _client_gone(upstream: aiohttp.ClientResponse, exchange: Exchange, relay: Ss
 
 
 async def _pieces(
-    upstream: aiohttp.ClientResponse, keepalive: float, read_timeout: float, deadline: float | None
+    upstream: ProviderResponse, keepalive: float, read_timeout: float, deadline: float | None
 ) -> "Any":
     """The provider's bytes as they come; None after each `keepalive` seconds of silence;
     TimeoutError once the whole answer has taken past `deadline` (event-loop time)."""
@@ -151,10 +151,10 @@ async def _pieces(
         overdue = deadline is not None and deadline <= quiet_until
         try:
             async with asyncio.timeout_at(deadline if overdue else quiet_until) as quiet:
-                piece = await upstream.content.readany()
+                piece = await upstream.readany()
         except TimeoutError:
             if not quiet.expired():
-                raise  # aiohttp's own read timeout
+                raise  # the provider client's own read timeout
             if overdue:
                 raise TimeoutError("the provider's whole answer took too long") from None
             silent += keepalive

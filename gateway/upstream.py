@@ -1,5 +1,6 @@
-"""Calls to providers: one pooled aiohttp ClientSession per provider, its secret read from the
-environment variable the catalog names (never from the catalog file, never logged).
+"""Calls to providers: a pool of keep-alive connections per provider (gateway/provider_client.py),
+its secret read from the environment variable the catalog names (never from the catalog file,
+never logged).
 
 The upstream address comes only from the catalog: a request can choose a model, never a host.
 """
@@ -9,10 +10,9 @@ import logging
 import os
 from collections.abc import Callable
 
-import aiohttp
-
 from config.catalog import ProviderConfig
 from gateway.deadlines import AnswerDeadlines
+from gateway.provider_client import ProviderPool, ProviderResponse, UpstreamBroken
 from gateway.provider_errors import read_capped
 
 log = logging.getLogger("gateway.upstream")
@@ -36,13 +36,12 @@ class Upstream:
         total_timeout: float | None = None,
     ) -> None:
         self._providers = providers
-        # sock_read catches a provider gone silent; one that trickles bytes forever is cut off
-        # by `deadlines` (see gateway/deadlines.py: cheaper than aiohttp's own `total`).
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
+        # read_timeout catches a provider gone silent; one that trickles bytes forever is cut
+        # off by `deadlines` (see gateway/deadlines.py).
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self.deadlines = AnswerDeadlines(total_timeout)
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._pools: dict[str, ProviderPool] = {}
         self._auth: dict[str, dict[str, str]] = {}
         self._secrets: dict[str, str] = {}
         for name, provider in providers.items():
@@ -61,13 +60,13 @@ class Upstream:
 
     async def start(self) -> None:
         self.deadlines.start()
-        for name in self._providers:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-            self._sessions[name] = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
+        for name, provider in self._providers.items():
+            self._pools[name] = ProviderPool(
+                name,
+                provider.base_url,
+                self._auth[name],
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
             )
 
     def redact(self, provider: str, text: str) -> str:
@@ -85,35 +84,24 @@ class Upstream:
 
     async def close(self) -> None:
         await self.deadlines.stop()
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        for pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
 
-    async def post(
-        self, provider: ProviderConfig, path: str, body: bytes
-    ) -> aiohttp.ClientResponse:
+    async def post(self, provider: ProviderConfig, path: str, body: bytes) -> ProviderResponse:
         """POST to the provider. Its whole answer is due `total_timeout` seconds from now: the
         caller reads the rest with `read()` (or, for a stream, by `exchange.upstream_deadline`
         after `deadlines.forget()`), and releases the response."""
-        session = self._sessions[provider.name]
         try:
-            return await session.post(
-                provider.base_url + path, data=body, headers=self._auth[provider.name]
-            )
+            return await self._pools[provider.name].post(path, body)
         except asyncio.CancelledError:
             if self.deadlines.took_too_long():
                 raise UpstreamFailure("timeout", f"provider {provider.name} timed out") from None
             raise
-        except TimeoutError:
-            raise UpstreamFailure("timeout", f"provider {provider.name} timed out") from None
-        except aiohttp.ClientConnectorError:
-            raise UpstreamFailure("connect", f"provider {provider.name} is unreachable") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamFailure(
-                "protocol", f"provider {provider.name} failed: {type(exc).__name__}"
-            ) from None
+        except UpstreamBroken as exc:
+            raise UpstreamFailure(exc.kind, _failure_message(provider.name, exc)) from None
 
-    async def read(self, response: aiohttp.ClientResponse, cap: int) -> bytes:
+    async def read(self, response: ProviderResponse, cap: int) -> bytes:
         """The rest of an answer `post` began, by its deadline (else TimeoutError), at most
         `cap` bytes (else AnswerTooLarge)."""
         try:
@@ -124,3 +112,11 @@ class Upstream:
             raise
         finally:
             self.deadlines.forget()
+
+
+def _failure_message(provider: str, exc: UpstreamBroken) -> str:
+    if exc.kind == "timeout":
+        return f"provider {provider} timed out"
+    if exc.kind == "connect":
+        return f"provider {provider} is unreachable"
+    return f"provider {provider} failed: {exc}"

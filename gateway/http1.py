@@ -1,0 +1,205 @@
+"""HTTP/1.1 response framing (RFC 9112) for the provider client: the head, and where the body
+ends. No I/O here, so every rule can be tested on bytes alone.
+
+Strict where a lenient reading could split one answer into two or join two into one (a
+conflicting Content-Length, a malformed chunk size, bytes after the body): such an answer is a
+ProtocolViolation, and its connection is never used again.
+"""
+
+import zlib
+from dataclasses import dataclass
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_DECODED_PIECE = 1024 * 1024  # one decompression step's output, so a bomb cannot flood memory
+_NO_BODY = frozenset({204, 304})
+
+
+class ProtocolViolation(Exception):
+    """The provider's bytes are not an HTTP/1.1 answer we can frame safely."""
+
+
+class Headers:
+    """Response headers, read case-insensitively; a repeated header's values joined by ', '."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self._values = values  # lower-case name -> value
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._values.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._values.items())
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseHead:
+    status: int
+    reason: str
+    headers: Headers
+    keep_alive: bool  # the connection may carry another request once this body is read
+
+
+def parse_head(raw: bytes) -> ResponseHead:
+    """The status line and header fields, without the blank line that ends them."""
+    lines = raw.split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise ProtocolViolation(f"not an HTTP/1.x status line: {lines[0][:64]!r}")
+    values: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+            raise ProtocolViolation(f"malformed header line: {line[:64]!r}")
+        key = name.decode("latin-1").lower()
+        text = value.strip(b" \t").decode("latin-1")
+        values[key] = f"{values[key]}, {text}" if key in values else text
+    connection = values.get("connection", "").lower()
+    keep_alive = version == b"HTTP/1.1" and "close" not in connection
+    return ResponseHead(int(code), reason.decode("latin-1"), Headers(values), keep_alive)
+
+
+class Body:
+    """Where a body ends. `feed` takes the bytes that came and returns (payload, leftover):
+    leftover is what came after the body's end, and is only ever non-empty once `done`."""
+
+    done = False
+    reusable = True  # whether the connection's framing survives this body (see UntilClose)
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes]:
+        raise NotImplementedError
+
+    def eof(self) -> None:
+        """The connection ended: fine for a body that ends with it, else ProtocolViolation."""
+        if not self.done:
+            raise ProtocolViolation("the connection closed before the answer's end")
+
+
+class Empty(Body):
+    done = True
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes]:
+        return b"", data
+
+
+class Length(Body):
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self.done = size == 0
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes]:
+        if len(data) < self._left:
+            self._left -= len(data)
+            return data, b""
+        payload, rest = data[: self._left], data[self._left :]
+        self._left = 0
+        self.done = True
+        return payload, rest
+
+
+class UntilClose(Body):
+    reusable = False
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes]:
+        return data, b""
+
+    def eof(self) -> None:
+        self.done = True
+
+
+class Chunked(Body):
+    """Transfer-Encoding: chunked. Chunk extensions are skipped and trailers dropped."""
+
+    def __init__(self) -> None:
+        self._pending = b""  # an unfinished size line, chunk end or trailer line
+        self._left = 0  # bytes of the current chunk still to come
+        self._state = "size"  # size | data | data-end | trailer
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes]:
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        out: list[bytes] = []
+        at = 0
+        end = len(data)
+        while at < end and not self.done:
+            if self._state == "data":
+                take = min(self._left, end - at)
+                out.append(data[at : at + take])
+                at += take
+                self._left -= take
+                if self._left == 0:
+                    self._state = "data-end"
+                continue
+            eol = data.find(b"\r\n", at)
+            if eol < 0:
+                if end - at > 4096:
+                    raise ProtocolViolation("a chunk size or trailer line is too long")
+                self._pending = data[at:]
+                break
+            line = data[at:eol]
+            at = eol + 2
+            if self._state == "size":
+                self._left = _chunk_size(line)
+                self._state = "data" if self._left else "trailer"
+            elif self._state == "data-end":
+                if line:
+                    raise ProtocolViolation("a chunk is longer than its size")
+                self._state = "size"
+            elif not line:  # the blank line after the trailers: the end
+                self.done = True
+        return b"".join(out), data[at:] if self.done else b""
+
+
+def _chunk_size(line: bytes) -> int:
+    digits = line.split(b";", 1)[0].strip(b" \t")
+    if not digits or len(digits) > 16 or digits.strip(b"0123456789abcdefABCDEF"):
+        raise ProtocolViolation(f"malformed chunk size: {line[:32]!r}")
+    return int(digits, 16)
+
+
+def body_of(head: ResponseHead) -> Body:
+    """RFC 9112 section 6.3, for answers to POST."""
+    if head.status in _NO_BODY:
+        return Empty()
+    encoding = head.headers.get("transfer-encoding")
+    if encoding is not None:
+        if encoding.rsplit(",", 1)[-1].strip().lower() == "chunked":
+            return Chunked()
+        return UntilClose()
+    length = head.headers.get("content-length")
+    if length is None:
+        return UntilClose()
+    sizes = {part.strip() for part in length.split(",")}
+    size = sizes.pop() if len(sizes) == 1 else ""
+    if not size.isdigit() or len(size) > 18:
+        raise ProtocolViolation(f"invalid Content-Length: {length[:32]!r}")
+    return Length(int(size))
+
+
+class Decoder:
+    """Content-Encoding gzip or deflate, undone a bounded piece at a time."""
+
+    def __init__(self, encoding: str) -> None:
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise ProtocolViolation(f"unsupported Content-Encoding: {encoding[:32]!r}")
+        # 32 + MAX_WBITS: a gzip or zlib header, whichever it is.
+        self._zlib = zlib.decompressobj(32 + zlib.MAX_WBITS)
+        self.tail = b""  # input not yet decoded, held back to keep each piece bounded
+
+    def decode(self, data: bytes) -> bytes:
+        try:
+            out = self._zlib.decompress(self.tail + data, MAX_DECODED_PIECE)
+        except zlib.error as exc:
+            raise ProtocolViolation(f"undecodable compressed body: {exc}") from None
+        self.tail = self._zlib.unconsumed_tail
+        return out
+
+
+def decoder_for(head: ResponseHead) -> Decoder | None:
+    encoding = (head.headers.get("content-encoding") or "identity").strip().lower()
+    return None if encoding == "identity" else Decoder(encoding)

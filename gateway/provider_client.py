@@ -1,0 +1,384 @@
+"""The gateway's HTTP/1.1 client for providers: keep-alive connections per provider, a request
+written in one call, the answer framed by gateway/http1.py as it arrives.
+
+Why not aiohttp's ClientSession: its general machinery (request and response objects, cookie
+jar, auto headers, a task to write each body, timer contexts) cost about 200 µs of CPU a request
+in `make bench` on the development machine, more than all of the gateway's metering. A provider
+hop needs one thing: POST a JSON body to a fixed origin and relay the answer. Everything
+unusual a provider might send (1xx heads, chunked or compressed bodies, a body that ends with
+the connection, a connection closed while idle) is handled; what cannot be framed safely
+is a protocol failure, and that connection is closed.
+"""
+
+import asyncio
+import socket
+import ssl
+from collections import deque
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from gateway.http1 import (
+    MAX_HEAD_BYTES,
+    Body,
+    Decoder,
+    Headers,
+    ProtocolViolation,
+    body_of,
+    decoder_for,
+    parse_head,
+)
+
+HIGH_WATER = 256 * 1024  # unread answer bytes that pause reading from the provider
+IDLE_SECONDS = 30.0  # a kept-alive connection unused this long is closed, not reused
+
+
+class UpstreamBroken(Exception):
+    """The provider's connection failed or its bytes made no sense; `kind` says which
+    (connect | timeout | protocol)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class UpstreamSilent(UpstreamBroken, TimeoutError):
+    """The provider sent nothing for `upstream_read_timeout` seconds."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("timeout", message)
+
+
+class ProviderConnection(asyncio.Protocol):
+    """One connection, one request at a time. The answer's state lives here; a
+    ProviderResponse is the caller's handle on it."""
+
+    def __init__(self, pool: "ProviderPool") -> None:
+        self._pool = pool
+        self._loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._head = b""  # the answer's head as it arrives
+        self._head_ready: asyncio.Future[Headers] | None = None
+        self._status = 0
+        self._reason = ""
+        self._keep_alive = False
+        self._body: Body | None = None
+        self._decoder: Decoder | None = None
+        self._pieces: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._failure: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._busy = False  # a request is out and its answer not released
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._busy:
+            self.abort()  # bytes on an idle connection: its framing can no longer be trusted
+            return
+        if self._failure is not None:
+            return
+        if self._body is not None and self._body.done:
+            self._keep_alive = False  # bytes after a complete answer: this one stands, no reuse
+            return
+        try:
+            if self._body is None:
+                data = self._take_head(data)
+                if self._body is None:
+                    return
+            self._take_body(data)
+        except ProtocolViolation as exc:
+            self._fail(UpstreamBroken("protocol", str(exc)))
+
+    def eof_received(self) -> bool:
+        if self._busy and self._failure is None:
+            try:
+                if self._body is None:
+                    raise ProtocolViolation("the connection closed before the answer's head")
+                self._body.eof()
+                self._wake()
+            except ProtocolViolation as exc:
+                self._fail(UpstreamBroken("protocol", str(exc)))
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pool.forget(self)
+        if self._busy and self._failure is None and not (self._body and self._body.done):
+            self._fail(UpstreamBroken("protocol", "the provider closed the connection"))
+
+    def pause_writing(self) -> None:
+        """A request body the provider reads slowly waits in the transport's buffer (it is
+        at most the request size cap)."""
+
+    def resume_writing(self) -> None:
+        pass
+
+    # the request
+
+    async def request(self, head: bytes, body: bytes) -> "ProviderResponse":
+        assert self.transport is not None and not self._busy
+        self._busy = True
+        self._head = b""
+        self._body = self._decoder = self._failure = None
+        self._pieces.clear()
+        self._buffered = 0
+        ready: asyncio.Future[Headers] = self._loop.create_future()
+        self._head_ready = ready
+        self.transport.writelines((head, body))
+        timer = self._loop.call_later(self._pool.read_timeout, self._silent, ready)
+        try:
+            headers = await ready
+        finally:
+            timer.cancel()
+            self._head_ready = None
+        return ProviderResponse(self, self._status, self._reason, headers)
+
+    def _take_head(self, data: bytes) -> bytes:
+        """Consume head bytes; returns what follows the head (the body's first bytes)."""
+        while True:
+            buffered = self._head + data if self._head else data
+            end = buffered.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffered) > MAX_HEAD_BYTES:
+                    raise ProtocolViolation("the answer's head is too large")
+                self._head = buffered
+                return b""
+            head = parse_head(buffered[:end])
+            self._head, data = b"", buffered[end + 4 :]
+            if head.status < 200:  # 100 Continue, 103 Early Hints: the real head follows
+                if head.status == 101:
+                    raise ProtocolViolation("the provider switched protocols")
+                continue
+            self._status, self._reason, self._keep_alive = head.status, head.reason, head.keep_alive
+            self._decoder = decoder_for(head)
+            self._body = body_of(head)
+            if self._head_ready is not None and not self._head_ready.done():
+                self._head_ready.set_result(head.headers)
+            return data
+
+    def _take_body(self, data: bytes) -> None:
+        assert self._body is not None
+        if data:
+            payload, rest = self._body.feed(data)
+            if rest:
+                self._keep_alive = False  # bytes after the answer's end: no reuse
+            if payload:
+                self._pieces.append(payload)
+                self._buffered += len(payload)
+                if self._buffered > HIGH_WATER and not self._paused and self.transport:
+                    self._paused = True
+                    self.transport.pause_reading()
+        if self._pieces or self._body.done:
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _silent(self, waiting: "asyncio.Future[Any]") -> None:
+        if not waiting.done():
+            self._fail(
+                UpstreamSilent(f"the provider sent nothing within {self._pool.read_timeout:g} s")
+            )
+
+    def _fail(self, failure: UpstreamBroken) -> None:
+        if self._failure is None:
+            self._failure = failure
+        for waiting in (self._head_ready, self._waiter):
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(failure)
+        self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # the answer, through ProviderResponse
+
+    async def readany(self) -> bytes:
+        while True:
+            if self._decoder is not None and self._decoder.tail:
+                out = self._decoder.decode(b"")
+                if out:
+                    return out
+            if self._pieces:
+                raw = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
+                self._pieces.clear()
+                self._buffered = 0
+                if self._paused and not self.closed and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                out = raw if self._decoder is None else self._decoder.decode(raw)
+                if out:
+                    return out
+                continue
+            if self._failure is not None:
+                raise self._failure
+            if self._body is None or self._body.done:
+                return b""
+            await self._wait()
+
+    async def _wait(self) -> None:
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiter = waiter
+        timer = self._loop.call_later(self._pool.read_timeout, self._silent, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def release(self) -> None:
+        """Back to the pool when the whole answer was read and the framing allows another
+        request; else closed."""
+        if not self._busy:
+            return
+        self._busy = False
+        body = self._body
+        reusable = (
+            self._keep_alive
+            and self._failure is None
+            and not self._pieces
+            and body is not None
+            and body.done
+            and body.reusable
+            and (self._decoder is None or not self._decoder.tail)
+            and not self.closed
+        )
+        if reusable:
+            self._pool.keep(self)
+        else:
+            self.abort()
+
+
+class ProviderResponse:
+    """The caller's handle on one answer: its status and headers, `readany()` for the body
+    as it arrives (b"" at its end), then `release()` (or `close()` to stop it at once)."""
+
+    __slots__ = ("_connection", "headers", "reason", "status")
+
+    def __init__(
+        self, connection: ProviderConnection, status: int, reason: str, headers: Headers
+    ) -> None:
+        self._connection = connection
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+    async def readany(self) -> bytes:
+        return await self._connection.readany()
+
+    def release(self) -> None:
+        self._connection.release()
+
+    def close(self) -> None:
+        self._connection.abort()
+        self._connection.release()
+
+
+class ProviderPool:
+    """Keep-alive connections to one provider's origin, and the request head for each path
+    made once (the provider's secret goes in it: never logged, never in an error)."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        url = urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"provider {name}: base_url must be an http(s) URL")
+        self.name = name
+        self.read_timeout = read_timeout
+        self._connect_timeout = connect_timeout
+        self._host = url.hostname
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._tls = ssl.create_default_context() if url.scheme == "https" else None
+        self._prefix = url.path.rstrip("/")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        default_port = self._port == (443 if self._tls else 80)
+        authority = host if default_port else f"{host}:{self._port}"
+        fixed = {
+            "Host": authority,
+            "Accept": "*/*",
+            "Accept-Encoding": "gzip, deflate",
+            **headers,
+        }
+        self._fields = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
+        self._heads: dict[str, bytes] = {}
+        self._idle: list[ProviderConnection] = []
+        self._open: set[ProviderConnection] = set()
+        self.loop = asyncio.get_running_loop()
+
+    async def post(self, path: str, body: bytes) -> ProviderResponse:
+        """POST `body` to the provider's `path`; returns once the answer's head is in. Raises
+        UpstreamBroken; a cancelled call closes its connection."""
+        head = self._heads.get(path)
+        if head is None:
+            request_line = f"POST {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1")
+            head = self._heads[path] = request_line + self._fields
+        head += b"Content-Length: %d\r\n\r\n" % len(body)
+        connection = self._checkout() or await self._connect()
+        try:
+            return await connection.request(head, body)
+        except BaseException:
+            connection.abort()
+            connection.release()
+            raise
+
+    def _checkout(self) -> ProviderConnection | None:
+        now = self.loop.time()
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and now - connection.idle_since < IDLE_SECONDS:
+                return connection
+            connection.abort()
+        return None
+
+    async def _connect(self) -> ProviderConnection:
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, connection = await self.loop.create_connection(
+                    lambda: ProviderConnection(self),
+                    self._host,
+                    self._port,
+                    ssl=self._tls,
+                    server_hostname=self._host if self._tls else None,
+                )
+        except TimeoutError:
+            raise UpstreamBroken("timeout", "no connection within the connect timeout") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamBroken("connect", f"unreachable ({type(exc).__name__})") from None
+        self._open.add(connection)
+        return connection
+
+    def keep(self, connection: ProviderConnection) -> None:
+        now = connection.idle_since = self.loop.time()
+        if self._idle and now - self._idle[0].idle_since >= IDLE_SECONDS:
+            self._idle.pop(0).abort()  # the oldest, left over from a burst (one per call)
+        self._idle.append(connection)
+
+    def forget(self, connection: ProviderConnection) -> None:
+        self._open.discard(connection)
+        if connection in self._idle:
+            self._idle.remove(connection)
+
+    async def close(self) -> None:
+        for connection in list(self._open):
+            connection.abort()
+        self._idle.clear()
+        await asyncio.sleep(0)  # their connection_lost callbacks run
