@@ -12,6 +12,7 @@ from dataclasses import dataclass
 MAX_HEAD_BYTES = 64 * 1024
 MAX_DECODED_PIECE = 1024 * 1024  # one decompression step's output, so a bomb cannot flood memory
 _NO_BODY = frozenset({204, 304})
+_FORBIDDEN = (b"\r", b"\n", b"\0")  # inside a line: a header smuggled into another
 
 
 class ProtocolViolation(Exception):
@@ -50,12 +51,18 @@ def parse_head(raw: bytes) -> ResponseHead:
     version, _, rest = lines[0].partition(b" ")
     code, _, reason = rest.partition(b" ")
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise ProtocolViolation(f"not an HTTP/1.x status line: {lines[0][:64]!r}")
+        raise ProtocolViolation("not an HTTP/1.x status line")
     values: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
-            raise ProtocolViolation(f"malformed header line: {line[:64]!r}")
+        if (
+            not colon
+            or not name
+            or name != name.strip()
+            or line[:1] in (b" ", b"\t")
+            or any(c in line for c in _FORBIDDEN)
+        ):
+            raise ProtocolViolation("malformed header line")
         key = name.decode("latin-1").lower()
         text = value.strip(b" \t").decode("latin-1")
         values[key] = f"{values[key]}, {text}" if key in values else text
@@ -158,7 +165,7 @@ class Chunked(Body):
 def _chunk_size(line: bytes) -> int:
     digits = line.split(b";", 1)[0].strip(b" \t")
     if not digits or len(digits) > 16 or digits.strip(b"0123456789abcdefABCDEF"):
-        raise ProtocolViolation(f"malformed chunk size: {line[:32]!r}")
+        raise ProtocolViolation("malformed chunk size")
     return int(digits, 16)
 
 
@@ -169,35 +176,68 @@ def body_of(head: ResponseHead) -> Body:
     encoding = head.headers.get("transfer-encoding")
     if encoding is not None:
         if encoding.rsplit(",", 1)[-1].strip().lower() == "chunked":
-            return Chunked()
+            chunked = Chunked()
+            # With a Content-Length too, the answer was framed by a confused sender: read it
+            # as chunked, then retire the connection (RFC 9112 section 6.3).
+            chunked.reusable = "content-length" not in head.headers
+            return chunked
         return UntilClose()
     length = head.headers.get("content-length")
     if length is None:
         return UntilClose()
     sizes = {part.strip() for part in length.split(",")}
     size = sizes.pop() if len(sizes) == 1 else ""
-    if not size.isdigit() or len(size) > 18:
-        raise ProtocolViolation(f"invalid Content-Length: {length[:32]!r}")
+    if not (size.isascii() and size.isdigit()) or len(size) > 18:
+        raise ProtocolViolation("invalid Content-Length")
     return Length(int(size))
 
 
 class Decoder:
-    """Content-Encoding gzip or deflate, undone a bounded piece at a time."""
+    """Content-Encoding gzip or deflate, undone a bounded piece at a time. A gzip body of
+    several members is decoded whole; anything else after the compressed data is an error."""
 
     def __init__(self, encoding: str) -> None:
         if encoding not in ("gzip", "x-gzip", "deflate"):
-            raise ProtocolViolation(f"unsupported Content-Encoding: {encoding[:32]!r}")
-        # 32 + MAX_WBITS: a gzip or zlib header, whichever it is.
-        self._zlib = zlib.decompressobj(32 + zlib.MAX_WBITS)
+            raise ProtocolViolation("unsupported Content-Encoding")
+        self._raw_deflate_allowed = (
+            encoding == "deflate"
+        )  # some servers send it without zlib's header
+        self._started = False
+        self._zlib = zlib.decompressobj(_GZIP_OR_ZLIB)
         self.tail = b""  # input not yet decoded, held back to keep each piece bounded
 
     def decode(self, data: bytes) -> bytes:
+        pending = self.tail + data if self.tail else data
+        out: list[bytes] = []
+        room = MAX_DECODED_PIECE
+        for _ in range(len(pending) + 1):  # each turn consumes input or ends
+            if not pending or room <= 0:
+                break
+            if self._zlib.eof:
+                if not pending.startswith(b"\x1f\x8b"):
+                    raise ProtocolViolation("bytes after the compressed body")
+                self._zlib = zlib.decompressobj(_GZIP_OR_ZLIB)  # the next gzip member
+            piece = self._inflate(pending, room)
+            out.append(piece)
+            room -= len(piece)
+            pending = self._zlib.unused_data if self._zlib.eof else self._zlib.unconsumed_tail
+        self.tail = pending
+        return b"".join(out)
+
+    def _inflate(self, data: bytes, room: int) -> bytes:
         try:
-            out = self._zlib.decompress(self.tail + data, MAX_DECODED_PIECE)
-        except zlib.error as exc:
-            raise ProtocolViolation(f"undecodable compressed body: {exc}") from None
-        self.tail = self._zlib.unconsumed_tail
-        return out
+            piece = self._zlib.decompress(data, room)
+        except zlib.error:
+            if self._started or not self._raw_deflate_allowed:
+                raise ProtocolViolation("undecodable compressed body") from None
+            self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+            self._raw_deflate_allowed = False
+            return self._inflate(data, room)
+        self._started = True
+        return piece
+
+
+_GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS  # either header, whichever it is
 
 
 def decoder_for(head: ResponseHead) -> Decoder | None:

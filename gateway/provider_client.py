@@ -99,6 +99,7 @@ class ProviderConnection(asyncio.Protocol):
             self._fail(UpstreamBroken("protocol", str(exc)))
 
     def eof_received(self) -> bool:
+        self.closed = True  # an idle one is not checked out again, even before connection_lost
         if self._busy and self._failure is None:
             try:
                 if self._body is None:
@@ -150,6 +151,8 @@ class ProviderConnection(asyncio.Protocol):
             if end < 0:
                 if len(buffered) > MAX_HEAD_BYTES:
                     raise ProtocolViolation("the answer's head is too large")
+                if b"\n\n" in buffered:
+                    raise ProtocolViolation("the answer's head ends its lines without CR")
                 self._head = buffered
                 return b""
             head = parse_head(buffered[:end])
@@ -208,7 +211,7 @@ class ProviderConnection(asyncio.Protocol):
     async def readany(self) -> bytes:
         while True:
             if self._decoder is not None and self._decoder.tail:
-                out = self._decoder.decode(b"")
+                out = self._decode(b"")
                 if out:
                     return out
             if self._pieces:
@@ -218,7 +221,7 @@ class ProviderConnection(asyncio.Protocol):
                 if self._paused and not self.closed and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
-                out = raw if self._decoder is None else self._decoder.decode(raw)
+                out = raw if self._decoder is None else self._decode(raw)
                 if out:
                     return out
                 continue
@@ -227,6 +230,15 @@ class ProviderConnection(asyncio.Protocol):
             if self._body is None or self._body.done:
                 return b""
             await self._wait()
+
+    def _decode(self, raw: bytes) -> bytes:
+        assert self._decoder is not None
+        try:
+            return self._decoder.decode(raw)
+        except ProtocolViolation as exc:
+            failure = UpstreamBroken("protocol", str(exc))
+            self._fail(failure)
+            raise failure from None
 
     async def _wait(self) -> None:
         waiter: asyncio.Future[None] = self._loop.create_future()
@@ -288,7 +300,8 @@ class ProviderResponse:
 
 class ProviderPool:
     """Keep-alive connections to one provider's origin, and the request head for each path
-    made once (the provider's secret goes in it: never logged, never in an error)."""
+    made once (the provider's secret goes in it: never logged, never in an error). `tls`
+    replaces the system certificate store for an https origin (a private CA, tests)."""
 
     def __init__(
         self,
@@ -298,6 +311,7 @@ class ProviderPool:
         *,
         connect_timeout: float,
         read_timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -307,7 +321,7 @@ class ProviderPool:
         self._connect_timeout = connect_timeout
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._tls = ssl.create_default_context() if url.scheme == "https" else None
+        self._tls = (tls or ssl.create_default_context()) if url.scheme == "https" else None
         self._prefix = url.path.rstrip("/")
         host = f"[{self._host}]" if ":" in self._host else self._host
         default_port = self._port == (443 if self._tls else 80)
@@ -318,6 +332,9 @@ class ProviderPool:
             "Accept-Encoding": "gzip, deflate",
             **headers,
         }
+        for field, value in fixed.items():
+            if any(c in value for c in "\r\n\0"):  # would end the head early: a second request
+                raise ValueError(f"provider {name}: the {field} header has a line break in it")
         self._fields = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
         self._heads: dict[str, bytes] = {}
         self._idle: list[ProviderConnection] = []
@@ -344,7 +361,13 @@ class ProviderPool:
         now = self.loop.time()
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed and now - connection.idle_since < IDLE_SECONDS:
+            transport = connection.transport
+            if (
+                not connection.closed
+                and transport is not None
+                and not transport.is_closing()
+                and now - connection.idle_since < IDLE_SECONDS
+            ):
                 return connection
             connection.abort()
         return None

@@ -51,6 +51,9 @@ async def relay_stream(
         exchange.cancelled = True
         relay.charge()
         return response
+    except BaseException:
+        upstream.close()
+        raise
 
     OPEN_STREAMS.inc()
     try:

@@ -46,6 +46,7 @@ class Upstream:
         self._secrets: dict[str, str] = {}
         for name, provider in providers.items():
             secret = os.environ.get(provider.api_key_env) if provider.api_key_env else None
+            secret = secret.strip() if secret else secret  # a secret file's trailing newline
             if provider.api_key_env and not secret:
                 log.warning(
                     "provider %s: environment variable %s is not set; calling it without a key",
@@ -99,6 +100,8 @@ class Upstream:
                 raise UpstreamFailure("timeout", f"provider {provider.name} timed out") from None
             raise
         except UpstreamBroken as exc:
+            if exc.kind == "protocol":  # the provider's own bytes may be quoted: logs only
+                log.warning("provider %s: %s", provider.name, self.redact(provider.name, str(exc)))
             raise UpstreamFailure(exc.kind, _failure_message(provider.name, exc)) from None
 
     async def read(self, response: ProviderResponse, cap: int) -> bytes:
@@ -119,4 +122,4 @@ def _failure_message(provider: str, exc: UpstreamBroken) -> str:
         return f"provider {provider} timed out"
     if exc.kind == "connect":
         return f"provider {provider} is unreachable"
-    return f"provider {provider} failed: {exc}"
+    return f"provider {provider} sent an answer that is not valid HTTP, or closed the connection"

@@ -56,6 +56,8 @@ def test_keep_alive_follows_the_version_and_connection_field(raw: bytes, keep_al
         b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  folded",  # obsolete line folding
         b"HTTP/1.1 200 OK\r\nno colon here",
         b"HTTP/1.1 200 OK\r\n: no name",
+        b"HTTP/1.1 200 OK\r\nRetry-After: 1\nX-Smuggled: yes",  # a bare LF inside a line
+        b"HTTP/1.1 200 OK\r\nX-A: a\0b",
     ],
 )
 def test_a_malformed_head_is_refused(raw: bytes) -> None:
@@ -71,11 +73,13 @@ def test_the_body_rules_of_rfc_9112() -> None:
     assert isinstance(framing(b"HTTP/1.1 204 No Content\r\nContent-Length: 10"), Empty)
     assert isinstance(framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"), Chunked)
     both = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked"
-    assert isinstance(framing(both), Chunked)  # Transfer-Encoding wins
+    chunked_too = framing(both)
+    assert isinstance(chunked_too, Chunked)  # Transfer-Encoding wins,
+    assert not chunked_too.reusable  # and the confused connection is retired
     assert isinstance(framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip"), UntilClose)
     assert isinstance(framing(b"HTTP/1.1 200 OK"), UntilClose)
     assert isinstance(framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5"), Length)
-    for bad in (b"5, 6", b"-1", b"abc", b"9" * 30):
+    for bad in (b"5, 6", b"-1", b"abc", b"9" * 30, b"\xb2"):
         with pytest.raises(ProtocolViolation):
             framing(b"HTTP/1.1 200 OK\r\nContent-Length: " + bad)
 

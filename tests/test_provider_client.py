@@ -133,6 +133,8 @@ async def test_a_chunked_stream_arrives_piece_by_piece(scripted: Make) -> None:
     async def answer(writer: asyncio.StreamWriter, n: int) -> None:
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the client is waiting for the body when its first piece comes
         writer.write(b"7\r\ndata: 1\r\n")
         await writer.drain()
         await go_on.wait()
@@ -141,7 +143,8 @@ async def test_a_chunked_stream_arrives_piece_by_piece(scripted: Make) -> None:
     provider, pool = await scripted(answer, sends(json_answer(b"next")))
     response = await pool.post("/chat/completions", b"{}")
     assert response.status == 200
-    assert await response.readany() == b"data: 1"  # before the provider sent the rest
+    first = await asyncio.wait_for(response.readany(), 5)
+    assert first == b"data: 1"  # before the provider sent the rest
     go_on.set()
     assert await response.readany() == b"data: 2"
     assert await response.readany() == b""
@@ -186,6 +189,14 @@ async def test_bytes_after_an_answer_leave_it_whole_but_end_its_connection(scrip
         (sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", close=True), False),
         (sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", close=True), False),
         (sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nXYZ\r\n"), False),
+        (sends(b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok"), True),  # bare LF line ends
+        (sends(b"HTTP/1.1 429 No\r\nRetry-After: 1\nX-Smuggled: yes\r\n\r\n"), True),
+        (sends(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nok"), True),
+        (sends(json_answer(b"not gzip at all", b"Content-Encoding: gzip\r\n")), False),
+        (
+            sends(json_answer(gzip.compress(b"{}") + b"trailing", b"Content-Encoding: gzip\r\n")),
+            False,
+        ),
     ],
 )
 async def test_a_broken_answer_is_an_upstream_failure(
@@ -241,3 +252,24 @@ async def test_a_cancelled_request_closes_its_connection(scripted: Make) -> None
         await waiting
     assert await read_all(pool) == (200, b"later")
     assert provider.connections == 2
+
+
+async def test_a_gzip_body_of_several_members_is_decoded_whole(scripted: Make) -> None:
+    packed = gzip.compress(b'{"a": ') + gzip.compress(b"1}")
+    _, pool = await scripted(sends(json_answer(packed, b"Content-Encoding: gzip\r\n")))
+    assert await read_all(pool) == (200, b'{"a": 1}')
+
+
+def test_a_header_value_with_a_line_break_is_refused_without_quoting_it() -> None:
+    async def make() -> None:
+        ProviderPool(
+            "sim",
+            "http://127.0.0.1:9/v1",
+            {"Authorization": "Bearer sk-secret\n"},
+            connect_timeout=1,
+            read_timeout=1,
+        )
+
+    with pytest.raises(ValueError, match="Authorization") as refused:
+        asyncio.run(make())
+    assert "sk-secret" not in str(refused.value)
