@@ -1,6 +1,6 @@
-"""The provider client (gateway/provider_client.py) against a scripted provider on loopback: a
-real socket server that answers each request with exactly the bytes a test gives it, and counts
-the connections it was sent on."""
+"""The provider client (gateway/provider_client.py) against a scripted provider on loopback
+(tests/scripted_provider.py): every way a provider's answer can be framed, broken or left
+hanging, and when a connection may carry the next request."""
 
 import asyncio
 import gzip
@@ -9,55 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from gateway.provider_client import ProviderPool, UpstreamBroken, UpstreamSilent
+from tests.scripted_provider import Answer, ScriptedProvider, json_answer, read_all, sends
 
-Answer = Callable[[asyncio.StreamWriter, int], Awaitable[None]]
-Make = Callable[..., Awaitable[tuple["ScriptedProvider", ProviderPool]]]
-
-
-class ScriptedProvider:
-    """Answers the n-th request (from 0, over all connections) with `answers[n]`."""
-
-    def __init__(self, answers: list[Answer]) -> None:
-        self.answers = answers
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/v1"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-                self.requests.append(head + await reader.readexactly(length))
-                n = len(self.requests) - 1
-                await self.answers[n](writer, n)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
-def sends(*parts: bytes, close: bool = False, pause: float = 0.0) -> Answer:
-    async def answer(writer: asyncio.StreamWriter, n: int) -> None:
-        for part in parts:
-            writer.write(part)
-            await writer.drain()
-            await asyncio.sleep(pause)
-        if close:
-            writer.close()
-
-    return answer
-
-
-def json_answer(body: bytes, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
+Make = Callable[..., Awaitable[tuple[ScriptedProvider, ProviderPool]]]
 
 
 @pytest.fixture
@@ -82,22 +36,7 @@ async def scripted() -> AsyncIterator[Make]:
     yield make
     for provider, pool in made:
         await pool.close()
-        assert provider.server is not None
-        provider.server.close()
-
-
-async def read_all(pool: ProviderPool, body: bytes = b"{}") -> tuple[int, bytes]:
-    response = await pool.post("/chat/completions", body)
-    try:
-        out = b""
-        for _ in range(1000):
-            piece = await response.readany()
-            if not piece:
-                return response.status, out
-            out += piece
-        raise AssertionError("the answer did not end")
-    finally:
-        response.release()
+        await provider.stop()
 
 
 async def test_a_request_is_sent_whole_and_its_connection_kept_alive(scripted: Make) -> None:
@@ -130,7 +69,7 @@ async def test_connection_close_and_a_body_ending_with_the_connection_end_reuse(
 async def test_a_chunked_stream_arrives_piece_by_piece(scripted: Make) -> None:
     go_on = asyncio.Event()
 
-    async def answer(writer: asyncio.StreamWriter, n: int) -> None:
+    async def answer(writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         await writer.drain()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.provider_client import ProviderPool, UpstreamBroken
+from tests.scripted_provider import WAIT, Answer, ScriptedProvider, json_answer, read_all, sends
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(
@@ -22,7 +23,6 @@ pytestmark = pytest.mark.skipif(
 
 NEW_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")  # fast to make
 SECRET = "Bearer sk-tls-test-secret"
-WAIT = 5.0  # seconds: the bound on every wait, all on loopback
 
 # One config for every certificate: the CA, the provider's (127.0.0.1 and localhost), and one
 # the same CA signed for another name only. Key identifiers and critical constraints keep the
@@ -110,67 +110,31 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     )
 
 
+def server_context(identity: Identity) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(identity.cert, identity.key)
+    return context
+
+
 @pytest.fixture
 def trusting(certificates: Certificates) -> ssl.SSLContext:
     """A client context that trusts the throwaway CA (and nothing else)."""
     return ssl.create_default_context(cafile=str(certificates.ca))
 
 
-Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
-
-
-class TlsProvider:
-    """An https provider on 127.0.0.1 that answers the n-th request (over all connections)
-    with `answers[n]`, and counts the connections whose TLS handshake completed."""
-
-    def __init__(self, identity: Identity, answers: list[Answer]) -> None:
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(identity.cert, identity.key)
-        self.answers = answers
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self._writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"https://127.0.0.1:{port}/v1"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._writers.append(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-                self.requests.append(head + await reader.readexactly(length))
-                await self.answers[len(self.requests) - 1](writer)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, OSError):  # ssl.SSLError is an OSError
-            pass
-        finally:
-            writer.close()
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in self._writers:
-            writer.transport.abort()  # a handler still waiting on its test ends too
-        await asyncio.wait_for(self.server.wait_closed(), WAIT)
-
-
-Make = Callable[..., Awaitable[tuple[TlsProvider, ProviderPool]]]
+Make = Callable[..., Awaitable[tuple[ScriptedProvider, ProviderPool]]]
 
 
 @pytest.fixture
 async def provide(certificates: Certificates) -> AsyncIterator[Make]:
-    made: list[tuple[TlsProvider, ProviderPool]] = []
+    made: list[tuple[ScriptedProvider, ProviderPool]] = []
 
     async def make(
         *answers: Answer, tls: ssl.SSLContext | None, identity: Identity | None = None
-    ) -> tuple[TlsProvider, ProviderPool]:
-        provider = TlsProvider(identity or certificates.provider, list(answers))
+    ) -> tuple[ScriptedProvider, ProviderPool]:
+        provider = ScriptedProvider(
+            list(answers), server_context(identity or certificates.provider)
+        )
         url = await provider.start()
         pool = ProviderPool(
             "tls-sim",
@@ -187,31 +151,6 @@ async def provide(certificates: Certificates) -> AsyncIterator[Make]:
     for provider, pool in made:
         await pool.close()
         await provider.stop()
-
-
-def sends(data: bytes) -> Answer:
-    async def answer(writer: asyncio.StreamWriter) -> None:
-        writer.write(data)
-
-    return answer
-
-
-def json_answer(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-
-
-async def read_all(pool: ProviderPool, body: bytes = b"{}") -> tuple[int, bytes]:
-    response = await asyncio.wait_for(pool.post("/chat/completions", body), WAIT)
-    try:
-        out = b""
-        for _ in range(1000):
-            piece = await asyncio.wait_for(response.readany(), WAIT)
-            if not piece:
-                return response.status, out
-            out += piece
-        raise AssertionError("the answer did not end")
-    finally:
-        response.release()
 
 
 async def test_a_provider_with_a_private_ca_answers_over_one_kept_alive_connection(
