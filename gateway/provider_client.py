@@ -3,11 +3,11 @@ written in one call, the answer framed by gateway/http1.py as it arrives.
 
 Why not aiohttp's ClientSession: its general machinery (request and response objects, cookie
 jar, auto headers, a task to write each body, timer contexts) was about a fifth of the gateway's
-CPU per request under `make bench` (README, Performance), more than admission or settlement. A provider
-hop needs one thing: POST a JSON body to a fixed origin and relay the answer. Everything
-unusual a provider might send (1xx heads, chunked or compressed bodies, a body that ends with
-the connection, a connection closed while idle) is handled; what cannot be framed safely
-is a protocol failure, and that connection is closed.
+CPU per request under `make bench` (README, Performance), more than admission or settlement.
+A provider hop needs one thing: POST a JSON body to a fixed origin and relay the answer.
+Everything unusual a provider might send (1xx heads, chunked or compressed bodies, a body that
+ends with the connection, a connection closed while idle) is handled; what cannot be framed
+safely is a protocol failure, and that connection is closed.
 """
 
 import asyncio
