@@ -33,9 +33,6 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._values
 
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._values.items())
-
 
 @dataclass(slots=True, frozen=True)
 class ResponseHead:

@@ -23,6 +23,7 @@ from gateway.http1 import (
     Decoder,
     Headers,
     ProtocolViolation,
+    ResponseHead,
     body_of,
     decoder_for,
     parse_head,
@@ -59,9 +60,7 @@ class ProviderConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._head = b""  # the answer's head as it arrives
-        self._head_ready: asyncio.Future[Headers] | None = None
-        self._status = 0
-        self._reason = ""
+        self._head_ready: asyncio.Future[ResponseHead] | None = None
         self._keep_alive = False
         self._body: Body | None = None
         self._decoder: Decoder | None = None
@@ -116,13 +115,6 @@ class ProviderConnection(asyncio.Protocol):
         if self._busy and self._failure is None and not (self._body and self._body.done):
             self._fail(UpstreamBroken("protocol", "the provider closed the connection"))
 
-    def pause_writing(self) -> None:
-        """A request body the provider reads slowly waits in the transport's buffer (it is
-        at most the request size cap)."""
-
-    def resume_writing(self) -> None:
-        pass
-
     # the request
 
     async def request(self, head: bytes, body: bytes) -> "ProviderResponse":
@@ -132,16 +124,18 @@ class ProviderConnection(asyncio.Protocol):
         self._body = self._decoder = self._failure = None
         self._pieces.clear()
         self._buffered = 0
-        ready: asyncio.Future[Headers] = self._loop.create_future()
+        ready: asyncio.Future[ResponseHead] = self._loop.create_future()
         self._head_ready = ready
+        # Written whole: a body the provider reads slowly waits in the transport's buffer (it is
+        # at most the request size cap).
         self.transport.writelines((head, body))
         timer = self._loop.call_later(self._pool.read_timeout, self._silent, ready)
         try:
-            headers = await ready
+            answer = await ready
         finally:
             timer.cancel()
             self._head_ready = None
-        return ProviderResponse(self, self._status, self._reason, headers)
+        return ProviderResponse(self, answer.status, answer.headers)
 
     def _take_head(self, data: bytes) -> bytes:
         """Consume head bytes; returns what follows the head (the body's first bytes)."""
@@ -161,11 +155,11 @@ class ProviderConnection(asyncio.Protocol):
                 if head.status == 101:
                     raise ProtocolViolation("the provider switched protocols")
                 continue
-            self._status, self._reason, self._keep_alive = head.status, head.reason, head.keep_alive
+            self._keep_alive = head.keep_alive
             self._decoder = decoder_for(head)
             self._body = body_of(head)
             if self._head_ready is not None and not self._head_ready.done():
-                self._head_ready.set_result(head.headers)
+                self._head_ready.set_result(head)
             return data
 
     def _take_body(self, data: bytes) -> None:
@@ -277,14 +271,11 @@ class ProviderResponse:
     """The caller's handle on one answer: its status and headers, `readany()` for the body
     as it arrives (b"" at its end), then `release()` (or `close()` to stop it at once)."""
 
-    __slots__ = ("_connection", "headers", "reason", "status")
+    __slots__ = ("_connection", "headers", "status")
 
-    def __init__(
-        self, connection: ProviderConnection, status: int, reason: str, headers: Headers
-    ) -> None:
+    def __init__(self, connection: ProviderConnection, status: int, headers: Headers) -> None:
         self._connection = connection
         self.status = status
-        self.reason = reason
         self.headers = headers
 
     async def readany(self) -> bytes:
