@@ -23,7 +23,7 @@ from gateway.metrics import SWITCH, metrics_endpoint
 from gateway.middleware import gateway_middleware
 from gateway.models import resolve_catalog
 from gateway.settling import SETTLING, Settling
-from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS, Services
+from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS, Services, Serving
 from gateway.topup import topup_worker
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
@@ -55,6 +55,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[JOURNAL] = SettlementJournal(settings.data_dir.resolve())
     app[KEY_GUESSING] = KeyGuessing()
     app[SETTLING] = Settling()
+    app[SERVING] = Serving()
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(limits_reloader)
     app.cleanup_ctx.append(expiry_sweeper)
@@ -105,7 +106,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         socket_connect_timeout=settings.redis_timeout_seconds,
         max_connections=1024,
     )
-    batcher = ScriptBatcher(hot, timeout=settings.redis_timeout_seconds)
+    batcher = ScriptBatcher(hot, timeout=settings.redis_timeout_seconds, alone=app[SERVING].alone)
     accounts = AccountStore(redis, Scripts(redis))
     upstream = Upstream(
         settings.catalog().providers,

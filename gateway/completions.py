@@ -42,7 +42,7 @@ from gateway.provider_errors import (
 from gateway.provider_usage import parse_usage, usage_with_cost
 from gateway.request_body import CompletionRequest, Kind, parse_completion_request
 from gateway.settling import SETTLING
-from gateway.state import CLOCK, MODELS, SERVICES, SETTINGS
+from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS
 from gateway.streaming import relay_stream
 from gateway.upstream import UpstreamFailure
 from metering.estimate import estimate_prompt_tokens
@@ -79,6 +79,8 @@ class Outcome:
 async def handle_completion(request: web.Request, kind: Kind) -> web.StreamResponse:
     outcome = Outcome()
     received = time.monotonic()
+    serving = request.app[SERVING]
+    serving.count += 1
     if SWITCH.on:
         INFLIGHT.inc()
     try:
@@ -95,6 +97,7 @@ async def handle_completion(request: web.Request, kind: Kind) -> web.StreamRespo
         outcome.status, outcome.error_type = 500, "internal_error"
         raise
     finally:
+        serving.count -= 1
         if SWITCH.on:
             INFLIGHT.dec()
         # Counted and logged once the answer is on its way (see gateway.middleware).

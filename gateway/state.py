@@ -33,7 +33,22 @@ class Services:
     generations: Generations
 
 
+class Serving:
+    """Completion requests this process is serving now. When there is one, the request path's
+    Redis calls are written at once rather than batched at the end of the loop turn: no other
+    request's call could join them."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def alone(self) -> bool:
+        return self.count <= 1
+
+
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 MODELS = web.AppKey("models", dict[str, ResolvedModel])
 SERVICES = web.AppKey("services", Services)
+SERVING = web.AppKey("serving", Serving)

@@ -1,8 +1,8 @@
 """The request path's script calls, batched: the admissions and settlements that arrive in one turn
 of the event loop go to Redis as one write on one connection, and their replies are read back in
 order. Under load that spreads a round trip's fixed costs (a pool checkout, a syscall each way,
-redis-py's per-command machinery) over many requests; unloaded, a call waits for nothing but the
-current loop turn.
+redis-py's per-command machinery) over many requests. Unloaded (the caller says it is alone, and
+nothing is out), a call is written at once, in its caller's own step.
 
 Every script sent this way is idempotent on its generation id, which is what makes the one retry
 safe: a batch that meets a dead connection (Redis restarted since it was last used) is sent again,
@@ -49,8 +49,13 @@ class _Call:
 
 
 class ScriptBatcher:
-    def __init__(self, redis: "Redis", *, timeout: float) -> None:
-        """`timeout` bounds one batch's round trip: past it, its connection is dropped."""
+    def __init__(
+        self, redis: "Redis", *, timeout: float, alone: Callable[[], bool] | None = None
+    ) -> None:
+        """`timeout` bounds one batch's round trip: past it, its connection is dropped.
+        `alone` says whether the caller is the only one about (one request being served): its
+        call is then written at once when nothing is out, not at the end of the loop turn."""
+        self._alone = alone
         self._pool = redis.connection_pool
         self._timeout = timeout
         self._queue: list[_Call] = []
@@ -78,6 +83,11 @@ class ScriptBatcher:
         call = _Call(script, keys, args, future, sent)
         if bound is not None:
             call.timer = loop.call_later(bound, _expire, future, bound)
+        if self._alone is not None and not self._queue and not self._running and self._alone():
+            connection = self._idle_connection()
+            if connection is not None:  # no batch for it to join: saves a turn of the loop
+                self._send(connection, [call])
+                return future
         self._queue.append(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -292,11 +302,11 @@ def _mark_sent(
     """Tell the callers that asked (`sent`) their call will reach Redis whatever happens to
     this process now; on a fresh connection, or one whose write is still buffered, they wait
     for the reply instead."""
-    if replies.done() or not connection.delivered:
+    waiting = [call.sent for call in batch if call.sent is not None and not call.sent.done()]
+    if not waiting or replies.done() or not connection.delivered:  # delivered costs a syscall
         return
-    for call in batch:
-        if call.sent is not None and not call.sent.done():
-            call.sent.set_result(None)
+    for sent in waiting:
+        sent.set_result(None)
 
 
 def _answer(pairs: list[tuple[_Call, Any]]) -> None:

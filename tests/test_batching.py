@@ -212,3 +212,33 @@ async def test_a_write_counts_as_delivered_only_once_nothing_of_it_is_left_here(
         connection.close()
         await redis.aclose()
         server.stop()
+
+
+async def test_a_lone_caller_is_written_at_once_and_a_crowd_is_batched(
+    server: RedisServer,
+) -> None:
+    """Unloaded, a settlement is handed to the kernel in its caller's own step (no wait for the
+    end of the loop turn before the answer can go out); with others about, calls wait for the
+    turn's batch."""
+    redis = Redis.from_url(server.url, decode_responses=True)
+    alone = [True]
+    calls = ScriptBatcher(redis, timeout=5, alone=lambda: alone[0])
+    echo = redis.register_script(ECHO)
+    loop = asyncio.get_running_loop()
+    try:
+        assert await calls.submit(echo, ["warm"], [0], 5.0) == ["warm", "0"]
+        await asyncio.sleep(0)  # the first batch's task (it opened the connection) ends
+        sent: asyncio.Future[None] = loop.create_future()
+        reply = calls.submit(echo, ["lone"], [1], 5.0, sent)
+        assert sent.done()  # before this coroutine gave the loop a turn
+        assert await reply == ["lone", "1"]
+
+        alone[0] = False
+        sent = loop.create_future()
+        reply = calls.submit(echo, ["crowd"], [2], 5.0, sent)
+        assert not sent.done()  # it waits for the others of this turn
+        assert await reply == ["crowd", "2"]
+        assert sent.done()
+    finally:
+        await calls.aclose()
+        await redis.aclose()
