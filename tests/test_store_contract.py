@@ -9,7 +9,9 @@ from redis.asyncio import Redis
 
 from metering.accounts import AccountStore, AmountTooLarge, IdempotencyConflict
 from metering.admission import Metering, Refusal
+from metering.layout import AccountKeys
 from metering.money import MAX_NANOS
+from metering.rollups import GRANULARITIES, bucket_start
 from metering.scripts import Scripts
 from metering.usage import new_generation_id
 from tests.support import usage_record
@@ -167,3 +169,28 @@ async def test_a_released_admission_holds_nothing_even_if_it_runs_late(
         account.id, key.hash, new_generation_id(account.id), 1_000, paid=True, now=NOW + 61
     )
     assert whole.admitted and whole.reserved == 1_000
+
+
+async def test_every_activity_bucket_expires_after_its_retention(
+    any_redis_url: str, stores: tuple[AccountStore, Metering]
+) -> None:
+    """A bucket's expiry is set when a (model, provider, key) first appears in it, so a bucket
+    never outlives its retention by more than its own length, and never lives forever."""
+    accounts, metering = stores
+    account = await accounts.create_account("c", 1_000_000, NOW)
+    _, key = await accounts.create_key(account.id, "k", NOW)
+    for model in ("m", "m", "other", "m"):
+        gid = new_generation_id(account.id)
+        await metering.settle(
+            replace(usage_record(account.id, key.hash, gid, 10), model=model), NOW
+        )
+    redis = Redis.from_url(any_redis_url, decode_responses=True)
+    try:
+        retention = dict(zip(GRANULARITIES, (7, 90, 730, 730), strict=True))
+        for granularity in GRANULARITIES:
+            bucket = AccountKeys(account.id).rollup(granularity, bucket_start(granularity, NOW))
+            assert await redis.exists(bucket)
+            ttl = await redis.ttl(bucket)
+            assert retention[granularity] * 86_400 - 60 < ttl <= retention[granularity] * 86_400
+    finally:
+        await redis.aclose()
