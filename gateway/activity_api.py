@@ -197,6 +197,7 @@ GENERATION_COLUMNS = (
     "tokens_completion",
     "native_tokens_cached",
     "native_tokens_reasoning",
+    "num_media_prompt",
     "total_cost_usd",
     "latency",
     "generation_time",

@@ -24,6 +24,7 @@ from gateway.models import ResolvedModel
 from gateway.request_body import CompletionRequest
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.admission import AdmissionResult, Metering, Refusal
+from metering.estimate import PromptEstimate
 from metering.money import MAX_NANOS, format_usd
 from metering.usage import new_generation_id
 from ratelimit.decision import Decision, decide
@@ -45,12 +46,13 @@ async def admit(
     key_hash: str,
     model: ResolvedModel,
     req: CompletionRequest,
-    prompt_estimate: int,
+    prompt: PromptEstimate,
 ) -> Admitted:
     services = request.app[SERVICES]
     now = request.app[CLOCK].now()
     max_out = req.output_limit(model.config.max_output_tokens) * req.completions
-    reserve = 0 if model.is_free else model.prices.worst_case_nanos(prompt_estimate, max_out)
+    worst = model.prices.worst_case_nanos(prompt.tokens, max_out, prompt.images)
+    reserve = 0 if model.is_free else worst
     if reserve > MAX_NANOS:
         raise ApiError(402, "this request's worst-case cost is too large; lower max_tokens")
     generation_id = new_generation_id(account_id)
@@ -94,7 +96,7 @@ async def admit(
                 limit=decision.refused.limit.name if decision.refused else None,
             )
     if not result.admitted:
-        error = _refusal_error(result, model, reserve, prompt_estimate, req.completions)
+        error = _refusal_error(result, model, reserve, prompt, req.completions)
         if error.status == 402:
             PAYMENT_REQUIRED.labels(str(error.metadata.get("reason", "other"))).inc()
         raise error
@@ -145,7 +147,7 @@ def _refusal_error(
     admission: AdmissionResult,
     model: ResolvedModel,
     reserve: int,
-    prompt_estimate: int,
+    prompt: PromptEstimate,
     completions: int,
 ) -> ApiError:
     refusal = admission.refusal
@@ -173,13 +175,15 @@ def _refusal_error(
             f"This request may cost up to ${format_usd(reserve)}, more than this key's credit "
             f"limit leaves (${format_usd(left)}); raise the key's limit, wait for it to reset, "
             f"or ask for fewer max_tokens (you can afford "
-            f"{model.prices.affordable_output(left, prompt_estimate, completions)}).",
+            f"{model.prices.affordable_output(left, prompt.tokens, completions, prompt.images)}).",
             "payment_required",
             reason="key_limit",
             limit_remaining=format_usd(left),
         )
     available = max(admission.available, 0)
-    affordable = model.prices.affordable_output(available, prompt_estimate, completions)
+    affordable = model.prices.affordable_output(
+        available, prompt.tokens, completions, prompt.images
+    )
     return ApiError(
         402,
         f"This request requires more credits, or fewer max_tokens. It may cost up to "

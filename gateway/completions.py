@@ -45,7 +45,7 @@ from gateway.settling import SETTLING
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS
 from gateway.streaming import relay_stream
 from gateway.upstream import UpstreamFailure
-from metering.estimate import estimate_prompt_tokens
+from metering.estimate import estimate_prompt
 from metering.money import format_usd
 from metering.pricing import TokenUsage
 
@@ -184,8 +184,8 @@ async def _handle(
         )
     outcome.model, outcome.provider = model.id, model.providers[0].name
 
-    prompt_estimate = estimate_prompt_tokens(req.body, req.size)
-    admitted = await admit(request, account_id, key_hash, model, req, prompt_estimate)
+    prompt = estimate_prompt(req.body, req.size)
+    admitted = await admit(request, account_id, key_hash, model, req, prompt)
     generation_id = admitted.generation_id
 
     exchange = Exchange(
@@ -196,7 +196,8 @@ async def _handle(
         key_hash=key_hash,
         generation_id=generation_id,
         streamed=req.stream,
-        prompt_estimate=prompt_estimate,
+        prompt_estimate=prompt.tokens,
+        images=prompt.images,
         response_headers=admitted.headers,
         started=received,
         journal=request.app[JOURNAL],

@@ -4,7 +4,7 @@ settlement it gets whatever happens (success, provider failure, client gone, a b
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -34,6 +34,7 @@ class Exchange:
     generation_id: str
     streamed: bool
     prompt_estimate: int
+    images: int = 0  # input images: the gateway counts them, providers do not report them
     started: float = field(default_factory=time.monotonic)
     provider_name: str = ""
     usage: TokenUsage | None = None
@@ -53,6 +54,9 @@ class Exchange:
     cost: int = 0  # nanodollars, set with the usage by charge()
 
     def charge(self, usage: TokenUsage, source: str) -> None:
+        """`source`: "provider" (its usage), "estimated" (ours), "none" (nothing came: free)."""
+        if source != "none" and usage.images != self.images:
+            usage = replace(usage, images=self.images)  # the prompt's images were read
         self.usage = usage
         self.usage_source = source
         self.cost = self.model.prices.cost_nanos(usage)
@@ -83,6 +87,7 @@ class Exchange:
             usage_source=self.usage_source,
             created_at=rfc3339(wall),
             created_at_ms=int(wall * 1000),
+            num_media_prompt=usage.images,
         )
 
     async def renew_reservation(self) -> None:

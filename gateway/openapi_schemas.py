@@ -190,6 +190,7 @@ GENERATION = obj(
     tokens_completion=COUNT,
     native_tokens_cached=COUNT,
     native_tokens_reasoning=COUNT,
+    num_media_prompt={"type": "integer", "description": "input images, at the image price"},
     total_cost={"type": "number", "description": "USD charged"},
     total_cost_usd=USD,
     latency={"type": "integer", "description": "ms from the request to the first byte"},

@@ -139,6 +139,7 @@ def generation_view(record: UsageRecord) -> dict[str, Any]:
         "tokens_completion": record.tokens_completion,
         "native_tokens_cached": record.native_tokens_cached,
         "native_tokens_reasoning": record.native_tokens_reasoning,
+        "num_media_prompt": record.num_media_prompt,
         "total_cost": nanos_to_number(record.cost),
         "total_cost_usd": format_usd(record.cost),
         "latency": record.latency_ms,

@@ -6,22 +6,29 @@ bytes, plus a few tokens of framing per message. A BPE token is at least one byt
 text and English averages about four, so this covers the real prompt in practice without
 refusing requests the balance can carry; a token id in a prompt array takes at least two bytes
 ("7,"), so it counts at least once. Image parts are the exception: a base64 image is mostly bytes,
-so its bytes are left out and it counts IMAGE_TOKENS whatever its encoding.
+so its bytes are left out and it counts IMAGE_TOKENS whatever its encoding. The image parts are
+counted too: a model's listed `image` price is per input image, and providers do not report it.
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 TOKENS_PER_MESSAGE = 4
 IMAGE_TOKENS = 1500
 _IMAGE_TYPES = ("image_url", "input_image", "image")
 
 
-def estimate_prompt_tokens(body: dict[str, Any], body_bytes: int) -> int:
+class PromptEstimate(NamedTuple):
+    tokens: int
+    images: int  # image parts in the messages' content
+
+
+def estimate_prompt(body: dict[str, Any], body_bytes: int) -> PromptEstimate:
     messages = body.get("messages")
     messages = messages if isinstance(messages, list) else []
     images, image_bytes = _images(messages)
     text_bytes = max(body_bytes - image_bytes, 0)
-    return -(-text_bytes // 2) + TOKENS_PER_MESSAGE * len(messages) + IMAGE_TOKENS * images
+    tokens = -(-text_bytes // 2) + TOKENS_PER_MESSAGE * len(messages) + IMAGE_TOKENS * images
+    return PromptEstimate(tokens, images)
 
 
 def _images(messages: list[Any]) -> tuple[int, int]:

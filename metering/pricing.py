@@ -75,8 +75,7 @@ class PriceTable:
         written = min(max(u.cache_write, 0), u.prompt - cached)
         plain_prompt = u.prompt - cached - written
         reasoning = min(max(u.reasoning, 0), u.completion)
-        attos = plain_prompt * self.prompt + u.completion * self.completion + self.request
-        attos += u.images * self.image
+        attos = plain_prompt * self.prompt + u.completion * self.completion + self._fixed(u.images)
         attos += cached * (self.prompt if self.cache_read is None else self.cache_read)
         attos += written * (self.prompt if self.cache_write is None else self.cache_write)
         if self.reasoning is not None:
@@ -87,23 +86,35 @@ class PriceTable:
         """Exact cost, rounded half up once to the nanodollar."""
         return (self.cost_attos(u) + ATTOS_PER_NANO // 2) // ATTOS_PER_NANO
 
-    def worst_case_nanos(self, prompt_tokens: int, max_completion_tokens: int) -> int:
+    def worst_case_nanos(
+        self, prompt_tokens: int, max_completion_tokens: int, images: int = 0
+    ) -> int:
         """What a request may cost at most, rounded up: what admission reserves."""
         attos = (
             prompt_tokens * self._worst_prompt_price
             + max_completion_tokens * self._worst_output_price
-            + self.request
+            + self._fixed(images)
         )
         return -(-attos // ATTOS_PER_NANO)
 
-    def affordable_output(self, available: int, prompt_tokens: int, completions: int) -> int:
+    def affordable_output(
+        self, available: int, prompt_tokens: int, completions: int, images: int = 0
+    ) -> int:
         """The largest max_tokens whose worst case (for `completions` completions) fits in
         `available` nanodollars: the inverse of worst_case_nanos."""
         out_price = self._worst_output_price * max(completions, 1)
-        spare = available * ATTOS_PER_NANO - prompt_tokens * self._worst_prompt_price - self.request
+        spare = (
+            available * ATTOS_PER_NANO
+            - prompt_tokens * self._worst_prompt_price
+            - self._fixed(images)
+        )
         if not out_price:
             return 0
         return max(spare // out_price, 0)
+
+    def _fixed(self, images: int) -> int:
+        """What does not depend on tokens: the per-request price, and the input images'."""
+        return self.request + images * self.image
 
     @property
     def _worst_output_price(self) -> int:

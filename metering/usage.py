@@ -44,6 +44,7 @@ class UsageRecord:
     usage_source: str  # "provider", "estimated" (counted chunks) or "none"
     created_at: str
     created_at_ms: int
+    num_media_prompt: int = 0  # input images, each charged the model's image price (if listed)
 
     def to_json(self) -> str:
         return self.to_json_bytes().decode()

@@ -17,6 +17,7 @@ ADMIN_TOKEN = "test-admin-token-5f1e"
 PROVIDER_SECRET = "sk-provider-secret-never-shown-7d3a"
 PROMPT_PRICE = Decimal("0.00000015")
 COMPLETION_PRICE = Decimal("0.0000006")
+IMAGE_PRICE = Decimal("0.001")  # per input image, for test/vision
 
 
 class ThreadedServer:
@@ -65,6 +66,7 @@ class ThreadedServer:
 
 
 PAID = Pricing(prompt=PROMPT_PRICE, completion=COMPLETION_PRICE)
+VISION = Pricing(prompt=PROMPT_PRICE, completion=COMPLETION_PRICE, image=IMAGE_PRICE)
 
 
 def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelConfig]]:
@@ -84,6 +86,13 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
 
     models = [
         paid("test/paid", "sim-gpt", max_output_tokens=1000),
+        ModelConfig(
+            id="test/vision",
+            provider="sim",
+            upstream_model="sim-gpt",
+            pricing=VISION,
+            max_output_tokens=100,
+        ),
         ModelConfig(id="test/free:free", provider="sim", upstream_model="sim-free"),
         paid("test/slow", "sim-slow"),
         paid("test/delay", "sim-delay", max_output_tokens=100),

@@ -8,6 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from tests.support import (
     COMPLETION_PRICE,
+    IMAGE_PRICE,
     PROMPT_PRICE,
     PROVIDER_SECRET,
     ThreadedServer,
@@ -430,3 +431,56 @@ async def test_ready_reloads_scripts_a_restarted_redis_forgot(client: TestClient
         "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
     )
     assert resp.status == 200
+
+
+def _with_images(count: int, stream: bool = False) -> dict[str, object]:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 4000}}
+    content = [{"type": "text", "text": "What is in these pictures?"}, *[image] * count]
+    return {
+        "model": "test/vision",
+        "messages": [{"role": "user", "content": content}],
+        "stream": stream,
+    }
+
+
+async def test_input_images_are_charged_the_listed_image_price(client: TestClient) -> None:
+    """Providers report no image count: the gateway counts the image parts it forwards, charges
+    each the model's listed image price, and reserves for them before forwarding."""
+    account_id, key = await new_account(client, purchase="1.00")
+    resp = await client.post("/api/v1/chat/completions", json=_with_images(2), headers=bearer(key))
+    assert resp.status == 200, await resp.text()
+    usage = (await resp.json())["usage"]
+    cost = listed_cost(usage) + 2 * IMAGE_PRICE
+    assert Decimal(str(usage["cost"])) == cost
+    record = await client.get(
+        f"/api/v1/generation?id={resp.headers['X-Generation-Id']}", headers=bearer(key)
+    )
+    data = (await record.json())["data"]
+    assert data["num_media_prompt"] == 2 and Decimal(data["total_cost_usd"]) == cost
+
+    streamed = await client.post(
+        "/api/v1/chat/completions", json=_with_images(1, stream=True), headers=bearer(key)
+    )
+    text = await streamed.text()
+    assert streamed.status == 200 and "data: [DONE]" in text
+    state = await account_state(client, account_id)
+    spent = Decimal("1.00") - Decimal(state["balance"])
+    assert spent > cost + IMAGE_PRICE  # the stream's one image, besides its tokens
+    assert state["reserved"] == "0.00"
+
+
+async def test_images_the_balance_cannot_cover_are_refused_before_forwarding(
+    client: TestClient,
+) -> None:
+    """$0.005 covers the text of the request and five images, not ten: the worst case counts
+    every image at its price, so the request is refused rather than charged into the red."""
+    low_id, low_key = await new_account(client, grant="0.005")
+    refused = await client.post(
+        "/api/v1/chat/completions", json=_with_images(10), headers=bearer(low_key)
+    )
+    assert refused.status == 402, await refused.text()
+    error = (await refused.json())["error"]
+    assert Decimal(error["metadata"]["required"]) > Decimal("0.010")
+    assert error["metadata"]["affordable_max_tokens"] == 0
+    state = await account_state(client, low_id)
+    assert Decimal(state["balance"]) == Decimal("0.005") and state["reserved"] == "0.00"

@@ -1,9 +1,10 @@
+from dataclasses import replace
 from decimal import Decimal
 
 import orjson
 
 from config.catalog import Pricing
-from metering.estimate import estimate_prompt_tokens
+from metering.estimate import estimate_prompt
 from metering.pricing import PriceTable, TokenUsage
 
 MINI = PriceTable.from_pricing(
@@ -61,7 +62,7 @@ def test_free_model_costs_nothing() -> None:
 
 
 def _estimate(body: dict[str, object]) -> int:
-    return estimate_prompt_tokens(body, len(orjson.dumps(body)))
+    return estimate_prompt(body, len(orjson.dumps(body))).tokens
 
 
 def test_prompt_estimate_is_generous_and_skips_image_bytes() -> None:
@@ -82,6 +83,7 @@ def test_prompt_estimate_is_generous_and_skips_image_bytes() -> None:
         ]
     }
     assert 1500 < _estimate(image) < 1600
+    assert estimate_prompt(image, len(orjson.dumps(image))).images == 1
 
 
 def test_prompt_estimate_counts_tools_and_token_ids() -> None:
@@ -91,3 +93,19 @@ def test_prompt_estimate_counts_tools_and_token_ids() -> None:
     ]
     assert _estimate({"messages": [{"role": "user", "content": "hi"}], "tools": tools}) > 50_000
     assert _estimate({"prompt": list(range(500_000))}) >= 500_000
+
+
+def test_input_images_cost_their_listed_price_in_the_charge_and_the_worst_case() -> None:
+    vision = PriceTable.from_pricing(
+        Pricing(
+            prompt=Decimal("0.00000015"), completion=Decimal("0.0000006"), image=Decimal("0.001")
+        )
+    )
+    text = TokenUsage(prompt=10, completion=100)
+    assert vision.cost_nanos(replace(text, images=3)) == vision.cost_nanos(text) + 3_000_000
+    assert (
+        vision.worst_case_nanos(10, 100, images=3) == vision.worst_case_nanos(10, 100) + 3_000_000
+    )
+    # What 3 images leave of $0.004 buys (0.004 - 0.003 - 10 x 0.00000015) / 0.0000006 tokens.
+    assert vision.affordable_output(4_000_000, 10, 1, images=3) == 1664
+    assert vision.affordable_output(2_000_000, 10, 1, images=3) == 0
