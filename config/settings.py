@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     client_write_timeout: float = Field(
         default=60.0, gt=0, description="a client that takes no bytes this long is dropped"
     )
+    client_read_timeout: float = Field(
+        default=60.0, gt=0, description="a request body still arriving after this long is a 408"
+    )
+    client_idle_timeout: float = Field(
+        default=75.0,
+        gt=0,
+        description="a connection with no request under way is closed after this long, "
+        "one whose request head is still arriving included",
+    )
     reservation_timeout_seconds: int = Field(default=900, gt=0)
     key_cache_seconds: float = Field(default=5.0, ge=0)
     redis_timeout_seconds: float = Field(default=2.0, gt=0)

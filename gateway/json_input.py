@@ -1,6 +1,7 @@
 """Small, strict readers for JSON request bodies of the admin and key APIs (each problem a 400
 naming its field)."""
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -23,10 +24,20 @@ async def json_object(request: web.Request) -> dict[str, Any]:
 
 async def read_body(request: web.Request) -> bytes:
     """The whole body. One that cannot be decoded (broken gzip or chunked framing) is a 400, one
-    over the cap a 413, and a client that hung up before sending all of it a 499: the client's
-    doing each time, never a 500 in the metrics and the error log."""
+    over the cap a 413, one still arriving after `client_read_timeout` a 408, and a client that
+    hung up before sending all of it a 499: the client's doing each time, never a 500 in the
+    metrics and the error log."""
     try:
-        return await request.read()
+        if request.content.is_eof():  # the usual case: it came with the head, nothing to wait for
+            return await request.read()
+        limit = request.app[SETTINGS].client_read_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await request.read()
+        except TimeoutError:
+            raise ApiError(
+                408, f"the request body did not arrive within {limit:g} s", "timeout"
+            ) from None
     except web.RequestPayloadError:
         raise bad_request(
             "the request body cannot be read: its Content-Encoding or chunked framing is broken"

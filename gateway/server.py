@@ -5,8 +5,11 @@ import contextlib
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
+
+from gateway.state import SETTINGS
 
 Ready = Callable[[int], Awaitable[None]]
 
@@ -34,7 +37,13 @@ async def start_site(
     app: web.Application, host: str, port: int, *, reuse_port: bool = False
 ) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner and the port actually bound (for port 0)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    settings = app.get(SETTINGS)  # the simulated provider has none: aiohttp's defaults
+    # keepalive_timeout also bounds a request head that trickles in: aiohttp closes a connection
+    # that is still waiting for a whole request when it fires (its default is an hour).
+    idle: dict[str, Any] = {"keepalive_timeout": settings.client_idle_timeout} if settings else {}
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=10.0, **idle
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
     await site.start()

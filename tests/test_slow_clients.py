@@ -19,6 +19,7 @@ from bench.audit import problems, read_books
 from bench.stack import Stack, rss_bytes
 from gateway.app import create_app
 from gateway.redis_server import find_binaries
+from gateway.server import start_site
 from gateway.simulated_provider import FLOOD_CHUNKS
 from tests.support import ThreadedServer, account_state, bearer, chat, make_settings, new_account
 
@@ -154,3 +155,70 @@ async def test_a_provider_that_trickles_forever_is_cut_off(trickle_client: TestC
     state = await account_state(client, account_id)
     assert state["reserved"] == "0.00"
     assert Decimal(state["total_usage"]) == 0  # nothing was generated, nothing is charged
+
+
+async def _read_until_closed(reader: asyncio.StreamReader, bound: float) -> bytes:
+    """Everything the server sends until it closes the connection (bounded)."""
+    answer = b""
+    deadline = time.monotonic() + bound
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            piece = await asyncio.wait_for(reader.read(65536), left)
+        except (ConnectionError, TimeoutError):
+            break
+        if not piece:
+            break
+        answer += piece
+    return answer
+
+
+async def test_a_request_head_that_trickles_in_is_cut_off(
+    redis_url: str, provider: ThreadedServer
+) -> None:
+    """Slowloris: a client that sends its request head a byte at a time holds a connection for
+    `client_idle_timeout` at most (aiohttp's own default is an hour), as does an idle one."""
+    app = create_app(make_settings(redis_url, provider.url, client_idle_timeout=1.0))
+    runner, port = await start_site(app, "127.0.0.1", 0)
+    try:
+        for trickle in (b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n", b""):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            started = time.monotonic()
+            for byte in trickle:  # one byte every 0.05 s: the head is never done within 1 s
+                if writer.is_closing() or reader.at_eof():
+                    break
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.05)
+            closed = await _read_until_closed(reader, 10.0)
+            elapsed = time.monotonic() - started
+            writer.close()
+            assert closed == b"" and reader.at_eof()  # closed without an answer
+            assert 0.9 < elapsed < 5.0, elapsed
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_body_that_trickles_in_is_a_408_and_admits_nothing(
+    redis_url: str, provider: ThreadedServer
+) -> None:
+    app = create_app(make_settings(redis_url, provider.url, client_read_timeout=0.5))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        account_id, key = await new_account(client, purchase="1.00")
+        body = orjson.dumps(chat("test/paid"))
+        head = (
+            b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nAuthorization: Bearer " + key.encode() + b"\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+        started = time.monotonic()
+        writer.write(head + body[:10])  # and never the rest
+        answer_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+        assert answer_head.startswith(b"HTTP/1.1 408"), answer_head
+        length = int(answer_head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        error = orjson.loads(await asyncio.wait_for(reader.readexactly(length), 10.0))["error"]
+        assert time.monotonic() - started < 5.0
+        writer.close()
+        assert error["metadata"]["error_type"] == "timeout"
+        assert "did not arrive within 0.5 s" in error["message"]
+        state = await account_state(client, account_id)
+        assert state["reserved"] == "0.00" and state["balance"] == "1.00"
