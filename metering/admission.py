@@ -271,5 +271,7 @@ class Metering:
             )
 
     async def generation(self, account_id: str, generation_id: str) -> UsageRecord | None:
-        raw = await self._redis.get(AccountKeys(account_id).generation(generation_id))
+        k = AccountKeys(account_id)
+        keys = [k.generation(generation_id), k.usage_stream]
+        raw = await self._run(self._scripts.generation, keys, [], self._timeout)
         return None if raw is None else UsageRecord.from_json(raw)

@@ -20,6 +20,7 @@ class Scripts:
             prelude + lua_source("release_stale") + lua_source("admit")
         )
         self.settle: AsyncScript = redis.register_script(lua_source("settle"))
+        self.generation: AsyncScript = redis.register_script(lua_source("generation"))
         self.purchase: AsyncScript = redis.register_script(lua_source("purchase"))
         money_preludes = lua_source("release_stale") + lua_source("unused")
         self.all: tuple[AsyncScript, ...] = ()
@@ -32,6 +33,7 @@ class Scripts:
         self.all = (
             self.admit,
             self.settle,
+            self.generation,
             self.purchase,
             self.create_account,
             self.refund,

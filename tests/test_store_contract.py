@@ -194,3 +194,28 @@ async def test_every_activity_bucket_expires_after_its_retention(
             assert retention[granularity] * 86_400 - 60 < ttl <= retention[granularity] * 86_400
     finally:
         await redis.aclose()
+
+
+async def test_a_record_is_stored_once_and_found_by_its_generation_id(
+    any_redis_url: str, stores: tuple[AccountStore, Metering]
+) -> None:
+    """The record lives in the account's stream; its generation key holds only the entry id (so
+    a million records cost one copy of each). A key written whole, before that, still reads."""
+    accounts, metering = stores
+    account = await accounts.create_account("c", 1_000_000, NOW)
+    _, key = await accounts.create_key(account.id, "k", NOW)
+    gid = new_generation_id(account.id)
+    record = usage_record(account.id, key.hash, gid, 250)
+    assert (await metering.settle(record, NOW)).applied
+    assert await metering.generation(account.id, gid) == record
+    assert await metering.generation(account.id, new_generation_id(account.id)) is None
+    redis = Redis.from_url(any_redis_url, decode_responses=True)
+    try:
+        pointer = await redis.get(AccountKeys(account.id).generation(gid))
+        assert pointer is not None and len(pointer) < 32 < len(record.to_json())
+        old_style = new_generation_id(account.id)
+        older = replace(record, id=old_style, cost=7)
+        await redis.set(AccountKeys(account.id).generation(old_style), older.to_json(), ex=60)
+        assert await metering.generation(account.id, old_style) == older
+    finally:
+        await redis.aclose()

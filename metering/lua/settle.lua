@@ -40,12 +40,14 @@ if cost > 0 then
 else
   balance = tonumber(redis.call('HGET', KEYS[1], 'balance') or '0')
 end
-redis.call('SET', KEYS[5], ARGV[3], 'EX', tonumber(ARGV[4]))
 -- Raw records are kept for the retention period (ARGV[8] ms), trimmed a little at a time; the
--- stream's ids are the server's clock, so the cut-off is too.
+-- stream's ids are the server's clock, so the cut-off is too. The record is stored once, in the
+-- stream: the generation's key holds its entry id, for lookups by id (and as the proof that it was
+-- applied). "~" trims only whole nodes of entries past the cut-off, so an entry outlives its key.
 local t = redis.call('TIME')
 local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[8])
-redis.call('XADD', KEYS[6], 'MINID', '~', math.max(oldest, 0), '*', 'r', ARGV[3])
+local entry = redis.call('XADD', KEYS[6], 'MINID', '~', math.max(oldest, 0), '*', 'r', ARGV[3])
+redis.call('SET', KEYS[5], entry, 'EX', tonumber(ARGV[4]))
 
 -- Rollups for the Activity charts, per minute, hour, day and month (KEYS[9..12]), by
 -- (model, provider, key) (ARGV[11], a field prefix): requests, spend, prompt, completion and
