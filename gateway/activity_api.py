@@ -197,7 +197,6 @@ GENERATION_COLUMNS = (
     "tokens_completion",
     "native_tokens_cached",
     "native_tokens_reasoning",
-    "num_media_prompt",
     "total_cost_usd",
     "latency",
     "generation_time",
@@ -205,6 +204,7 @@ GENERATION_COLUMNS = (
     "cancelled",
     "finish_reason",
     "status",
+    "num_media_prompt",
 )
 
 

@@ -185,6 +185,8 @@ async def _handle(
     outcome.model, outcome.provider = model.id, model.providers[0].name
 
     prompt = estimate_prompt(req.body, req.size)
+    if kind != "chat":  # a stray `messages` on /completions never reaches the model as images
+        prompt = prompt._replace(images=0)
     admitted = await admit(request, account_id, key_hash, model, req, prompt)
     generation_id = admitted.generation_id
 

@@ -484,3 +484,14 @@ async def test_images_the_balance_cannot_cover_are_refused_before_forwarding(
     assert error["metadata"]["affordable_max_tokens"] == 0
     state = await account_state(client, low_id)
     assert Decimal(state["balance"]) == Decimal("0.005") and state["reserved"] == "0.00"
+
+
+async def test_legacy_completions_are_not_charged_for_images_in_a_stray_messages_field(
+    client: TestClient,
+) -> None:
+    _, key = await new_account(client, purchase="1.00")
+    body = {**_with_images(3), "prompt": "Say hi"}
+    resp = await client.post("/api/v1/completions", json=body, headers=bearer(key))
+    assert resp.status == 200, await resp.text()
+    usage = (await resp.json())["usage"]
+    assert Decimal(str(usage["cost"])) == listed_cost(usage)  # tokens only

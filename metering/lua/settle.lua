@@ -50,17 +50,15 @@ local entry = redis.call('XADD', KEYS[6], 'MINID', '~', math.max(oldest, 0), '*'
 redis.call('SET', KEYS[5], entry, 'EX', tonumber(ARGV[4]))
 
 -- Rollups for the Activity charts, per minute, hour, day and month (KEYS[9..12]), by
--- (model, provider, key) (ARGV[11], a field prefix): requests, spend, prompt, completion and
--- reasoning tokens. Each bucket expires after its granularity's retention (ARGV[15..18]), set
--- when a (model, provider, key) first appears in it: a bucket's first field is such a one.
-local metrics = {{'s', ARGV[2]}, {'p', ARGV[12]}, {'c', ARGV[13]}, {'r', ARGV[14]}}
+-- (model, provider, key) (ARGV[11], a field prefix): spend, prompt, completion and reasoning
+-- tokens, and requests. Each bucket expires after its granularity's retention (ARGV[15..18]),
+-- counted from its last write (a retention shorter than the bucket must not cut it mid-use).
+local metrics = {{'s', ARGV[2]}, {'p', ARGV[12]}, {'c', ARGV[13]}, {'r', ARGV[14]}, {'n', '1'}}
 for i = 9, 12 do
-  if redis.call('HINCRBY', KEYS[i], ARGV[11] .. 'n', 1) == 1 then
-    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[6 + i]))
-  end
   for _, m in ipairs(metrics) do
     if m[2] ~= '0' then redis.call('HINCRBY', KEYS[i], ARGV[11] .. m[1], m[2]) end
   end
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[6 + i]))
 end
 
 -- Auto top-up: below the threshold, queue one request for a purchase in the account's outbox,
