@@ -10,7 +10,6 @@ batches, at most ACCESS_FLUSH_SECONDS late (and on exit).
 import asyncio
 import atexit
 import logging
-import re
 import sys
 import time
 from typing import Any, BinaryIO
@@ -19,8 +18,9 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from gateway.malformed import describe
+
 ACCESS = logging.getLogger("gateway.access")
-_QUOTED = re.compile(r"[:'\"\n]")
 
 
 class MalformedRequestFilter(logging.Filter):
@@ -33,8 +33,7 @@ class MalformedRequestFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            what = _QUOTED.split(exc.message or "", maxsplit=1)[0].strip()[:80]
-            problem = f"{type(exc).__name__}: {what}" if what else type(exc).__name__
+            problem = describe(exc)
         elif isinstance(exc, web.RequestPayloadError):
             problem = "RequestPayloadError: the body cannot be decoded"
         elif isinstance(exc, ConnectionResetError):

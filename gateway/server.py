@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.malformed import GatewayRunner
 from gateway.state import SETTINGS
 
 Ready = Callable[[int], Awaitable[None]]
@@ -41,7 +42,7 @@ async def start_site(
     # keepalive_timeout also bounds a request head that trickles in: aiohttp closes a connection
     # that is still waiting for a whole request when it fires (its default is an hour).
     idle: dict[str, Any] = {"keepalive_timeout": settings.client_idle_timeout} if settings else {}
-    runner = web.AppRunner(
+    runner = GatewayRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=10.0, **idle
     )
     await runner.setup()

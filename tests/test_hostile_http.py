@@ -9,14 +9,18 @@ written and no 5xx is counted in the metrics. aiohttp's log line for such a requ
 import asyncio
 import gzip
 import logging
+import secrets
 import time
+from pathlib import Path
 
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from gateway.redis_server import free_port
 from tests.hostile import CHAT, state_of
+from tests.processes import answers, gateway_process, paid_model_config, stop, wait_until
 from tests.support import ThreadedServer, admin_headers, bearer, new_account
 
 WAIT = 10.0  # the bound on every wait for the server
@@ -210,3 +214,55 @@ async def test_broken_requests_leave_one_quiet_log_line(
     assert all(r.levelname == "INFO" and r.exc_info is None for r in server_lines)
     assert key not in caplog.text and key[len("sk-gw-v1-") :][:16] not in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def _quotes(answer: bytes, secret: bytes) -> bool:
+    """The secret, whole or any 16-byte piece of it, is in the answer."""
+    return any(secret[i : i + 16] in answer for i in range(max(len(secret) - 15, 1)))
+
+
+async def test_unparsable_heads_are_json_errors_that_quote_no_header(tmp_path: Path) -> None:
+    """A real `gateway serve` on a raw socket: a request whose header block aiohttp cannot parse
+    is answered in the JSON error shape, and no header value (the API key least of all) is in it.
+    aiohttp's own answer is plain text that quotes the raw line, key included."""
+    key = b"sk-gw-v1-" + secrets.token_hex(24).encode()
+    admin = secrets.token_hex(16)
+    port = free_port()
+    proc = gateway_process(
+        [
+            "serve",
+            "--config",
+            str(paid_model_config(tmp_path, "http://127.0.0.1:9")),
+            "--port",
+            str(port),
+        ],
+        {"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_ADMIN_TOKEN": admin},
+    )
+    try:
+        ready = await asyncio.to_thread(
+            wait_until, lambda: answers(f"http://127.0.0.1:{port}/healthz"), 30
+        )
+        assert ready, "gateway serve did not start"
+        auth = b"Authorization: Bearer " + key
+        cases = {
+            "a control byte after the key": [auth + b"\x01"],
+            "no colon, the key in the line": [b"Authorization Bearer " + key],
+            "space before the colon": [auth.replace(b":", b" :", 1)],
+            "a line over the limit": [auth + b"A" * 100_000],
+            "the admin token, broken": [b"Authorization: Bearer " + admin.encode() + b"\x7f"],
+            "a folded line after the key": [auth, b" folded"],
+        }
+        for name, headers in cases.items():
+            status, answer = await _exchange(port, _request(headers, b"{}"))
+            assert status in (400, 431), (name, answer[:300])
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert b"application/json" in head.lower(), (name, answer[:300])
+            error = orjson.loads(body)["error"]
+            assert error["code"] == status and error["metadata"]["error_type"] == "bad_request"
+            assert not _quotes(answer, key), (name, answer[:300])
+            assert not _quotes(answer, admin.encode()), (name, answer[:300])
+            assert b"Bearer" not in answer and b"Traceback" not in answer, name
+    finally:
+        stop(proc)
+    log = proc.stderr.read() if proc.stderr else ""
+    assert key.decode()[9:25] not in log and admin[:16] not in log
