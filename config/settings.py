@@ -128,6 +128,16 @@ class Settings(BaseSettings):
     def catalog(self) -> Catalog:
         return Catalog(self.providers, self.models)
 
+    def own_secrets(self) -> list[str]:
+        """The gateway's own secrets: no answer relayed from a provider may carry one."""
+        held = (
+            self.admin_token,
+            self.payments_webhook_secret,
+            self.topup_webhook_secret,
+            self.metrics_token,
+        )
+        return [s.get_secret_value() for s in held if s is not None and s.get_secret_value()]
+
     @property
     def admin_enabled(self) -> bool:
         return bool(self.admin_token and self.admin_token.get_secret_value())

@@ -113,6 +113,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
         total_timeout=settings.upstream_total_timeout,
+        other_secrets=settings.own_secrets(),
     )
     await upstream.start()
     app[SERVICES] = Services(

@@ -6,7 +6,7 @@ settlement script after. Auth reads a cached hash -> account mapping.
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.admission import admit
 from gateway.auth import authenticate
-from gateway.errors import ApiError, json_response
+from gateway.errors import ApiError
 from gateway.exchange import Exchange
 from gateway.journal import JOURNAL
 from gateway.json_input import read_body
@@ -44,7 +44,7 @@ from gateway.request_body import CompletionRequest, Kind, parse_completion_reque
 from gateway.settling import SETTLING
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS
 from gateway.streaming import relay_stream
-from gateway.upstream import UpstreamFailure
+from gateway.upstream import Upstream, UpstreamFailure
 from metering.estimate import estimate_prompt
 from metering.money import format_usd
 from metering.pricing import TokenUsage
@@ -212,7 +212,7 @@ async def _handle(
         if req.stream:
             deadlines.forget()  # a stream keeps to exchange.upstream_deadline as it relays
             return await relay_stream(request, upstream, exchange)
-        return await _complete(upstream, exchange, model, services.upstream.read)
+        return await _complete(upstream, exchange, model, services.upstream)
     except ApiError as exc:
         exchange.status = exc.status
         # The request was admitted and counted: its record and rate-limit state still apply.
@@ -265,7 +265,9 @@ async def _forward(
             continue
         exchange.first_byte_at = time.monotonic()
         if response.status != 200:
-            await raise_provider_error(response, provider.name, upstream.redact, upstream.read)
+            await raise_provider_error(
+                response, provider.name, upstream.redactor.text, upstream.read
+            )
         return response
     assert failure is not None
     status = 408 if failure.kind == "timeout" else 502
@@ -278,13 +280,10 @@ async def _forward(
 
 
 async def _complete(
-    upstream: ProviderResponse,
-    exchange: Exchange,
-    model: ResolvedModel,
-    read: Callable[[ProviderResponse, int], Awaitable[bytes]],
+    upstream: ProviderResponse, exchange: Exchange, model: ResolvedModel, caller: Upstream
 ) -> web.Response:
     try:
-        raw = await read(upstream, MAX_ANSWER_BYTES)
+        raw = await caller.read(upstream, MAX_ANSWER_BYTES)
     except TimeoutError as exc:
         raise ApiError(
             408,
@@ -325,8 +324,10 @@ async def _complete(
     data["model"] = model.id
     data["provider"] = exchange.provider_name
     data["usage"] = usage_with_cost(data.get("usage"), tokens, exchange.cost)
-    return json_response(
-        data, headers={**exchange.response_headers, "X-Generation-Id": exchange.generation_id}
+    return web.Response(  # the provider's answer, re-encoded, with every secret taken out
+        body=caller.redactor.bytes(orjson.dumps(data)),
+        content_type="application/json",
+        headers={**exchange.response_headers, "X-Generation-Id": exchange.generation_id},
     )
 
 

@@ -40,11 +40,11 @@ async def read_capped(response: ProviderResponse, cap: int) -> bytes:
 async def raise_provider_error(
     response: ProviderResponse,
     provider: str,
-    redact: Callable[[str, str], str],
+    redact: Callable[[str], str],
     read: Callable[[ProviderResponse, int], Awaitable[bytes]],
 ) -> None:
-    """Raise the provider's refusal as ours; `redact(provider, text)` takes the provider's secret
-    out of its message, should the provider quote back what it was sent; `read(response, cap)`
+    """Raise the provider's refusal as ours; `redact(text)` takes every secret out of its
+    message, should the provider quote back what it was sent; `read(response, cap)`
     reads it within the answer's deadline."""
     try:
         raw = await read(response, MAX_ERROR_BYTES)
@@ -58,7 +58,7 @@ async def raise_provider_error(
         detail = orjson.loads(raw)
         inner = detail.get("error") if isinstance(detail, dict) else None
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            message = f"{message}: {redact(provider, inner['message'])[:2000]}"
+            message = f"{message}: {redact(inner['message'])[:2000]}"
     except orjson.JSONDecodeError:
         pass
     headers: dict[str, str] = {}

@@ -5,16 +5,17 @@ Each event is cut at its blank line (LF, CRLF or CR line ends, split anywhere ac
 generation id and the catalog id, content chunks are counted, `finish_reason` is noted, and the
 chunk that carries `usage` is held back so that it can be sent last with `cost` added, just before
 `data: [DONE]`. Comments and other fields pass through. Memory is one partial event (bounded).
+Every configured secret is taken out of what passes, across events too (gateway/redaction.py).
 """
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from gateway.exchange import Exchange
 from gateway.provider_usage import parse_usage, usage_with_cost
+from gateway.redaction import Redactor
 from metering.pricing import TokenUsage
 
 MAX_EVENT_BYTES = 1024 * 1024
@@ -35,9 +36,10 @@ class ProviderStreamBroken(Exception):
 
 
 class SseRelay:
-    def __init__(self, exchange: Exchange, redact: Callable[[bytes], bytes] | None = None) -> None:
+    def __init__(self, exchange: Exchange, redactor: Redactor | None = None) -> None:
         self.exchange = exchange
-        self.redact = redact  # takes the provider's secret out, should an event quote it
+        self.redactor = redactor if redactor is not None and redactor.secrets else None
+        self.texts = self.redactor.stream() if self.redactor is not None else None
         self.buffer = b""
         self.content_chunks = 0
         self.done = False
@@ -66,8 +68,7 @@ class SseRelay:
                 out.append(emitted)
         if len(self.buffer) > MAX_EVENT_BYTES:
             raise ProviderStreamBroken("the provider sent an SSE event over 1 MiB")
-        emitted = b"".join(out)
-        return self.redact(emitted) if self.redact is not None else emitted
+        return self._out(b"".join(out))
 
     def end(self) -> bytes:
         """At the end of the provider's stream: a held CR was a line end after all."""
@@ -96,8 +97,10 @@ class SseRelay:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             chunk = None
-        if not isinstance(chunk, dict):
+        if chunk is None:
             return prefix + b"data: " + data + b"\n\n"  # not ours to judge: passed on as sent
+        if not isinstance(chunk, dict):  # written anew: its escapes could spell out a secret
+            return prefix + b"data: " + orjson.dumps(chunk) + b"\n\n"
         self._note(chunk)
         usage = chunk.get("usage")
         tokens = parse_usage(usage) if isinstance(usage, dict) else None
@@ -105,6 +108,8 @@ class SseRelay:
             self.usage_chunk, self.usage = chunk, tokens
             return None
         self._swap(chunk)
+        if self.texts is not None:
+            self.texts.chunk(chunk)
         return prefix + b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def _note(self, chunk: dict[str, Any]) -> None:
@@ -146,6 +151,24 @@ class SseRelay:
         else:
             self.exchange.charge(TokenUsage(), "none")
 
+    def kept_back(self) -> bytes:
+        """The streamed text kept back in case it began a secret, as one more chunk (or
+        nothing): sent before the last chunks, once the provider's stream is over."""
+        choices = self.texts.flush() if self.texts is not None else []
+        if not choices:
+            return b""
+        chunk = {
+            "id": self.exchange.generation_id,
+            "object": self.object_name,
+            "created": self.created,
+            "model": self.exchange.model.id,
+            "choices": choices,
+        }
+        return self._out(b"data: " + orjson.dumps(chunk) + b"\n\n")
+
+    def _out(self, data: bytes) -> bytes:
+        return self.redactor.bytes(data) if self.redactor is not None else data
+
     def final_chunk(self) -> bytes:
         exchange = self.exchange
         assert exchange.usage is not None
@@ -157,7 +180,7 @@ class SseRelay:
         chunk["model"] = exchange.model.id
         chunk["provider"] = exchange.provider_name
         chunk["usage"] = usage_with_cost(chunk.get("usage"), exchange.usage, exchange.cost)
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return self._out(b"data: " + orjson.dumps(chunk) + b"\n\n")
 
     def error_chunk(self, message: str) -> bytes:
         chunk = {

@@ -31,9 +31,7 @@ DONE = b"data: [DONE]\n\n"
 async def relay_stream(
     request: web.Request, upstream: ProviderResponse, exchange: Exchange
 ) -> web.StreamResponse:
-    relay = SseRelay(
-        exchange, request.app[SERVICES].upstream.stream_redactor(exchange.provider_name)
-    )
+    relay = SseRelay(exchange, request.app[SERVICES].upstream.redactor)
     response = web.StreamResponse(
         status=200,
         headers={
@@ -126,9 +124,10 @@ async def _relay(
         log.info("stream %s: provider closed without [DONE]", exchange.generation_id)
     await exchange.settle()
     try:
+        last = relay.kept_back()
         if failure is not None:
-            await send(relay.error_chunk(failure))
-        await send(relay.final_chunk() + DONE)
+            last += relay.error_chunk(failure)
+        await send(last + relay.final_chunk() + DONE)
         await response.write_eof()
     except ConnectionResetError:
         exchange.cancelled = True

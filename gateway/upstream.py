@@ -8,12 +8,13 @@ The upstream address comes only from the catalog: a request can choose a model, 
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Iterable
 
 from config.catalog import ProviderConfig
 from gateway.deadlines import AnswerDeadlines
 from gateway.provider_client import ProviderPool, ProviderResponse, UpstreamBroken
 from gateway.provider_errors import read_capped
+from gateway.redaction import Redactor
 
 log = logging.getLogger("gateway.upstream")
 
@@ -34,7 +35,10 @@ class Upstream:
         connect_timeout: float,
         read_timeout: float,
         total_timeout: float | None = None,
+        other_secrets: Iterable[str] = (),
     ) -> None:
+        """`other_secrets`: the gateway's own (admin token, webhook secrets), which no answer
+        relayed to a client may carry either."""
         self._providers = providers
         # read_timeout catches a provider gone silent; one that trickles bytes forever is cut
         # off by `deadlines` (see gateway/deadlines.py).
@@ -58,6 +62,7 @@ class Upstream:
                 headers["Authorization"] = f"Bearer {secret}"
                 self._secrets[name] = secret
             self._auth[name] = headers
+        self.redactor = Redactor([*self._secrets.values(), *other_secrets])
 
     async def start(self) -> None:
         self.deadlines.start()
@@ -69,19 +74,6 @@ class Upstream:
                 connect_timeout=self._connect_timeout,
                 read_timeout=self._read_timeout,
             )
-
-    def redact(self, provider: str, text: str) -> str:
-        """`text` (a provider's own words) without the provider's secret, should it quote it."""
-        secret = self._secrets.get(provider)
-        return text.replace(secret, "[redacted]") if secret else text
-
-    def stream_redactor(self, provider: str) -> "Callable[[bytes], bytes] | None":
-        """For a provider's stream: the same, on bytes (None when there is no secret)."""
-        secret = self._secrets.get(provider)
-        if not secret:
-            return None
-        raw = secret.encode()
-        return lambda data: data.replace(raw, b"[redacted]") if raw in data else data
 
     async def close(self) -> None:
         await self.deadlines.stop()
@@ -101,7 +93,7 @@ class Upstream:
             raise
         except UpstreamBroken as exc:
             if exc.kind == "protocol":  # the provider's own bytes may be quoted: logs only
-                log.warning("provider %s: %s", provider.name, self.redact(provider.name, str(exc)))
+                log.warning("provider %s: %s", provider.name, self.redactor.text(str(exc)))
             raise UpstreamFailure(exc.kind, _failure_message(provider.name, exc)) from None
 
     async def read(self, response: ProviderResponse, cap: int) -> bytes:

@@ -1,0 +1,138 @@
+"""Every configured secret taken out of what a provider sends back, before a client sees it.
+
+A provider may quote what it was sent (its own key, in an error, in content a model echoes, in a
+proxy's diagnostic page), and the gateway relays a provider's bytes to clients. Every byte that
+leaves toward a client from a provider's answer (a plain 200, a stream, an error message) goes
+through one Redactor that knows every secret the gateway holds: each provider's key, the admin
+token, the payments webhook secret, the top-up signing secret and the metrics token.
+
+Whole occurrences are replaced wherever they are. A stream needs more: a model that echoes a key
+token by token sends it in pieces, one per event, and a client that joins the deltas (as every
+SDK does) would have it whole. So each streamed text (a choice's content, reasoning, refusal, a
+tool call's arguments, a completion's text) keeps back the end of its text that could still be
+the start of a secret, at most the longest secret's length less one character, until the next
+piece shows it is not (then it is sent, in front of that piece) or that it is (then it is
+replaced). What is kept back when a choice finishes, or the stream ends, is sent then.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 8  # shorter values would mangle ordinary text; settings refuse none shorter
+_TEXT_FIELDS = ("content", "reasoning", "reasoning_content", "refusal")
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str]) -> None:
+        found = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
+        # Longest first: a secret that contains another is replaced whole.
+        self.secrets: tuple[str, ...] = tuple(sorted(found, key=len, reverse=True))
+        self._raw = tuple((s.encode(), REDACTED.encode()) for s in self.secrets)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+
+    def bytes(self, data: bytes) -> bytes:
+        for raw, marker in self._raw:
+            if raw in data:
+                data = data.replace(raw, marker)
+        return data
+
+    def held_back(self, value: str) -> int:
+        """How many characters at the end of `value` could start a secret (0: none)."""
+        longest = 0
+        for secret in self.secrets:
+            window = value[-(len(secret) - 1) :]
+            at = window.find(secret[0])
+            while at >= 0 and len(window) - at > longest:
+                if secret.startswith(window[at:]):
+                    longest = len(window) - at
+                    break
+                at = window.find(secret[0], at + 1)
+        return longest
+
+    def stream(self) -> "StreamRedaction":
+        return StreamRedaction(self)
+
+
+class StreamRedaction:
+    """One stream's texts, as its chunks pass (see the module's docstring)."""
+
+    __slots__ = ("_held", "_redactor")
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._held: dict[tuple[int, str, int], str] = {}  # (choice, field, tool call) -> text
+
+    def chunk(self, chunk: dict[str, Any]) -> None:
+        """Redact a chunk's streamed texts in place, keeping back what may start a secret; a
+        choice that finishes in this chunk gets back all it kept."""
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            return
+        for position, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                continue
+            index = _index(choice, position)
+            final = choice.get("finish_reason") is not None
+            if isinstance(choice.get("text"), str):
+                self._pass(choice, "text", (index, "text", 0), final)
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                for field in _TEXT_FIELDS:
+                    if isinstance(delta.get(field), str):
+                        self._pass(delta, field, (index, field, 0), final)
+                calls = delta.get("tool_calls")
+                for number, call in enumerate(calls if isinstance(calls, list) else ()):
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                        key = (index, "arguments", _index(call, number))
+                        self._pass(function, "arguments", key, final)
+            if final:
+                for key in [k for k in self._held if k[0] == index]:
+                    _place(choice, key, self._held.pop(key))
+
+    def flush(self) -> list[dict[str, Any]]:
+        """What is still kept back, as the `choices` of one more chunk (empty: nothing)."""
+        choices: dict[int, dict[str, Any]] = {}
+        for key, text in sorted(self._held.items()):
+            _place(choices.setdefault(key[0], {"index": key[0]}), key, text)
+        self._held.clear()
+        return list(choices.values())
+
+    def _pass(
+        self, holder: dict[str, Any], name: str, key: tuple[int, str, int], final: bool
+    ) -> None:
+        text = self._redactor.text(self._held.pop(key, "") + holder[name])
+        keep = 0 if final else self._redactor.held_back(text)
+        if keep:
+            self._held[key] = text[-keep:]
+            text = text[:-keep]
+        holder[name] = text
+
+
+def _index(item: dict[str, Any], position: int) -> int:
+    index = item.get("index", position)
+    return index if isinstance(index, int) else position
+
+
+def _place(choice: dict[str, Any], key: tuple[int, str, int], text: str) -> None:
+    """Put kept-back text into a choice whose chunk did not carry that field."""
+    _, field, call = key
+    if field == "text":
+        choice["text"] = text
+        return
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        delta = choice["delta"] = {}
+    if field != "arguments":
+        delta[field] = text
+        return
+    calls = delta.get("tool_calls")
+    if not isinstance(calls, list):
+        calls = delta["tool_calls"] = []
+    calls.append({"index": call, "function": {"arguments": text}})
