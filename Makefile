@@ -43,10 +43,12 @@ bench: install
 bench-activity: install
 	$(BIN)/python -m bench.activity
 
-# Ten minutes at 80% of the measured maximum, then 10,000 requests racing on one account; not in
-# CI (make test runs the same scenario for 30 seconds). SOAK_ARGS="--seconds 120" for a shorter one.
+# Ten minutes at 80% of the measured maximum, then 10,000 requests racing on one account; then
+# Redis SIGKILLed under load 30 times. Not in CI (make test runs the same scenario for 30 seconds,
+# and 3 kills). SOAK_ARGS="--seconds 120" for a shorter soak, CRASH_ARGS="--kills 10" fewer kills.
 soak: install
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+	$(BIN)/python -m bench.crash_loop $(CRASH_ARGS)
 
 lint: install
 	$(BIN)/ruff check gateway metering ratelimit config tests bench

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import ApiError
+from gateway.journal import JOURNAL, SettlementJournal
 from gateway.limits import LIMITS
 from gateway.metrics import (
     PAYMENT_REQUIRED,
@@ -24,6 +24,7 @@ from gateway.models import ResolvedModel
 from gateway.request_body import CompletionRequest
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.admission import AdmissionResult, Metering, Refusal
+from metering.batching import NotSent
 from metering.estimate import PromptEstimate
 from metering.money import MAX_NANOS, format_usd
 from metering.usage import new_generation_id
@@ -72,8 +73,8 @@ async def admit(
         )
     except RedisError as exc:
         REDIS_ERRORS.labels("admit").inc()
-        if reserve and isinstance(exc, RedisTimeoutError):  # it may have run all the same
-            _release_later(services.metering, account_id, generation_id, now)
+        if reserve and not isinstance(exc, NotSent):  # it may have run, and Redis kept it
+            _give_back(request.app[JOURNAL], services.metering, account_id, generation_id, now)
         if model.is_free and request.app[SETTINGS].admit_free_models_without_redis:
             log.warning("redis unavailable (%s): free model admitted unchecked", type(exc).__name__)
             return Admitted(generation_id, 0)
@@ -104,27 +105,53 @@ async def admit(
 
 
 _RELEASES: set["asyncio.Task[None]"] = set()
-MAX_PENDING_RELEASES = 1000
+MAX_RELEASES_AT_ONCE = 1000
 
 
-def _release_later(metering: Metering, account_id: str, generation_id: str, now: float) -> None:
-    """Give back at once what the admission may hold, rather than at its expiry. Bounded: while
-    Redis is away the releases would only add to its backlog; the rest expire by themselves."""
-    if len(_RELEASES) >= MAX_PENDING_RELEASES:
+def _give_back(
+    journal: SettlementJournal,
+    metering: Metering,
+    account_id: str,
+    generation_id: str,
+    now: float,
+) -> None:
+    """The request was answered 503 and will never settle, but its admission may have run (and
+    Redis may have kept it, even across a crash): what it may hold goes back at once, or, when
+    Redis cannot take the release now, from the journal once it answers again (within
+    `journal_replay_seconds`), exactly once (the release is idempotent)."""
+    if len(_RELEASES) >= MAX_RELEASES_AT_ONCE:  # Redis is away: no use piling up attempts
+        _journal_release(journal, account_id, generation_id)
         return
-    task = asyncio.create_task(_release(metering, account_id, generation_id, now))
+    task = asyncio.ensure_future(_release(journal, metering, account_id, generation_id, now))
     _RELEASES.add(task)
     task.add_done_callback(_RELEASES.discard)
 
 
-async def _release(metering: Metering, account_id: str, generation_id: str, now: float) -> None:
-    for attempt in range(2):
-        try:
-            await metering.release(account_id, generation_id, now)
-            return
-        except RedisError:
-            await asyncio.sleep(0.5 * (attempt + 1))
-    log.warning("reservation of %s is left to expire (redis unreachable)", generation_id)
+async def _release(
+    journal: SettlementJournal,
+    metering: Metering,
+    account_id: str,
+    generation_id: str,
+    now: float,
+) -> None:
+    try:
+        await metering.release(account_id, generation_id, now)
+    except (RedisError, asyncio.CancelledError) as exc:
+        _journal_release(journal, account_id, generation_id)
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+
+
+def _journal_release(journal: SettlementJournal, account_id: str, generation_id: str) -> None:
+    try:
+        journal.append_release(account_id, generation_id)
+    except OSError as exc:
+        log.error(
+            "the reservation of %s could not be journaled (%s): it is released once "
+            "reservation_timeout_seconds have passed",
+            generation_id,
+            exc.strerror,
+        )
 
 
 def _record(decision: Decision, account_id: str) -> None:

@@ -206,6 +206,8 @@ async def _handle(
         settling=request.app[SETTLING],
     )
     outcome.exchange = exchange
+    if admitted.reserve:
+        exchange.hold_reservation(settings.reservation_timeout_seconds / 3)
     deadlines = services.upstream.deadlines
     try:
         upstream = await _forward(request, exchange, req, kind)

@@ -50,6 +50,8 @@ class Exchange:
     done_at: float | None = None
     upstream_deadline: float | None = None  # event-loop time: the provider's whole answer by then
     _handed_off: "asyncio.Future[None] | None" = None
+    _renewal: "asyncio.TimerHandle | None" = None
+    _renewing: "asyncio.Future[None] | None" = None
 
     cost: int = 0  # nanodollars, set with the usage by charge()
 
@@ -90,6 +92,19 @@ class Exchange:
             num_media_prompt=usage.images,
         )
 
+    def hold_reservation(self, every: float) -> None:
+        """Renew the reservation every `every` seconds until the settlement: a request still
+        being answered (a long stream, a slow answer) must not lose it as if its gateway had
+        died, or requests racing it could spend the same credit."""
+        self._renewal = asyncio.get_running_loop().call_later(every, self._renew_due, every)
+
+    def _renew_due(self, every: float) -> None:
+        if self._handed_off is not None:
+            return
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.ensure_future(self.renew_reservation())
+        self.hold_reservation(every)
+
     async def renew_reservation(self) -> None:
         try:
             await self.metering.renew(self.account_id, self.generation_id, self.clock.now())
@@ -104,6 +119,8 @@ class Exchange:
         before, or done (applied or journaled); Redis's reply is then taken by a callback (see
         gateway/settling.py), with no task of its own."""
         if self._handed_off is None:
+            if self._renewal is not None:
+                self._renewal.cancel()
             self.done_at = self.done_at or time.monotonic()
             self._handed_off = asyncio.get_running_loop().create_future()
             self._send_settlement(self._handed_off)

@@ -2,6 +2,12 @@
 replayed when Redis answers again; the settlement script is idempotent on the generation id, so a
 replay never charges twice.
 
+It also keeps releases: an admission whose reply never came (Redis timed out, or its connection
+died, possibly after the script ran) was answered 503 and will never settle, so what it may hold
+is given back by `Metering.release`, idempotent too (a tombstone makes a late admission of the
+same id take nothing). A release that cannot reach Redis at once waits here, without an fsync:
+should the machine crash before it is replayed, the reservation still expires by itself.
+
 One file per process (`settlements-<pid>.jsonl` in the data directory) that only its process
 appends to. To replay its own file, a process first renames it to a batch
 (`settlements-batch-<pid>-<ns>.jsonl`), so that no append ever waits on a replay that is waiting
@@ -29,6 +35,8 @@ from gateway.metrics import JOURNALED
 from metering.admission import Metering
 from metering.usage import UsageRecord
 
+Release = tuple[str, str]  # (account id, generation id)
+
 log = logging.getLogger("gateway.journal")
 PREFIX = "settlements-"
 
@@ -40,8 +48,18 @@ class SettlementJournal:
 
     def append(self, record: UsageRecord, now: float) -> None:
         """Durable before the caller answers: written and fsync'd."""
+        self._write(orjson.dumps({"record": record.to_json(), "now": now}) + b"\n", sync=True)
+        log.warning(
+            "settlement of %s journaled (redis unreachable): %d nanodollars", record.id, record.cost
+        )
+
+    def append_release(self, account_id: str, generation_id: str) -> None:
+        """A reservation to give back once Redis answers (written, not fsync'd: see above)."""
+        entry = {"release": {"account_id": account_id, "generation_id": generation_id}}
+        self._write(orjson.dumps(entry) + b"\n", sync=False)
+
+    def _write(self, line: bytes, *, sync: bool) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        line = orjson.dumps({"record": record.to_json(), "now": now}) + b"\n"
         for _ in range(100):
             with self.path.open("ab") as journal:
                 fcntl.flock(journal, fcntl.LOCK_EX)
@@ -49,11 +67,9 @@ class SettlementJournal:
                     continue  # rotated into a batch between the open and the lock: reopen
                 journal.write(line)
                 journal.flush()
-                os.fsync(journal.fileno())
+                if sync:
+                    os.fsync(journal.fileno())
                 break
-        log.warning(
-            "settlement of %s journaled (redis unreachable): %d nanodollars", record.id, record.cost
-        )
 
     def files(self) -> list[Path]:
         """This process's journal, batches, and the journals of processes that are gone."""
@@ -82,19 +98,20 @@ class SettlementJournal:
     def _new_batch(self) -> Path:
         return self.directory / f"{PREFIX}batch-{os.getpid()}-{time.time_ns()}.jsonl"
 
-    async def replay(self, metering: Metering) -> int:
-        """Settle what the journals hold; what still fails stays for the next pass (which starts
-        again at the first line not settled: replaying a line twice is harmless)."""
+    async def replay(self, metering: Metering, now: float | None = None) -> int:
+        """Settle (and release) what the journals hold; what still fails stays for the next pass
+        (which starts again at the first line not done: replaying a line twice is harmless).
+        `now`: the time a release's tombstone counts from (the wall clock by default)."""
         self._rotate_own()
         applied = 0
         for path in self.files():
             if path != self.path:
-                applied += await self._replay_file(path, metering)
+                applied += await self._replay_file(path, metering, now)
         if applied:
             log.info("replayed %d journaled settlements", applied)
         return applied
 
-    async def _replay_file(self, path: Path, metering: Metering) -> int:
+    async def _replay_file(self, path: Path, metering: Metering, now: float | None) -> int:
         try:
             journal = path.open("rb")
         except FileNotFoundError:
@@ -107,19 +124,27 @@ class SettlementJournal:
             if not _is_at(journal, path):
                 return 0  # replayed (removed or rewritten) while this process waited
             lines = [line for line in journal.read().splitlines() if line.strip()]
-            applied = 0
+            applied = released = 0
             for n, line in enumerate(lines):
                 entry = _decode(line)
                 if entry is None:
                     self._set_aside(line)
                     continue
                 try:
-                    result = await metering.settle(*entry)
+                    if isinstance(entry[0], UsageRecord):
+                        applied += int((await metering.settle(entry[0], entry[1])).applied)
+                    else:
+                        account_id, generation_id = entry[0]
+                        held = await metering.release(
+                            account_id, generation_id, time.time() if now is None else now
+                        )
+                        released += held
                 except RedisError:
                     if n:
                         self._keep(path, lines[n:])
                     raise
-                applied += int(result.applied)
+            if released:
+                log.info("gave back %d reservations whose admission reply was lost", released)
             path.unlink()
             _sync_dir(self.directory)
             return applied
@@ -151,9 +176,12 @@ class SettlementJournal:
         return total
 
 
-def _decode(line: bytes) -> tuple[UsageRecord, float] | None:
+def _decode(line: bytes) -> tuple[UsageRecord, float] | tuple[Release, None] | None:
     try:
         entry = orjson.loads(line)
+        if "release" in entry:
+            release = entry["release"]
+            return (str(release["account_id"]), str(release["generation_id"])), None
         return UsageRecord.from_json(entry["record"]), float(entry["now"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
@@ -191,7 +219,7 @@ JOURNAL = web.AppKey("journal", SettlementJournal)
 
 async def journal_replayer(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: replay at start and then every few seconds while anything is journaled."""
-    from gateway.state import SERVICES, SETTINGS
+    from gateway.state import CLOCK, SERVICES, SETTINGS
 
     journal = app[JOURNAL]
     interval = app[SETTINGS].journal_replay_seconds
@@ -201,7 +229,7 @@ async def journal_replayer(app: web.Application) -> AsyncIterator[None]:
             JOURNALED.set(journal.pending())
             if journal.files():
                 try:
-                    await journal.replay(app[SERVICES].metering)
+                    await journal.replay(app[SERVICES].metering, app[CLOCK].now())
                 except RedisError as exc:
                     log.warning("journal replay skipped: redis %s", type(exc).__name__)
                 except Exception:

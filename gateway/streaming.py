@@ -2,7 +2,7 @@
 
 When the client goes away, the upstream request is closed at once, and the account is charged for
 what the provider sent until then: its usage if it got that far, else one token per content chunk
-(nothing when no content came). A long stream keeps its reservation alive as it goes.
+(nothing when no content came).
 
 A client that reads slowly slows the relay down (each write waits for the socket to drain, so
 the provider's stream waits too, and memory stays flat); one that takes no bytes at all for
@@ -11,7 +11,6 @@ the provider's stream waits too, and memory stays flat); one that takes no bytes
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from aiohttp import web
@@ -81,9 +80,6 @@ async def _relay(
                 "the client took no bytes within the write timeout"
             ) from None
 
-    # A long stream keeps its reservation: it would otherwise be released as if orphaned.
-    renew_every = settings.reservation_timeout_seconds / 3
-    renew_at = time.monotonic() + renew_every
     try:
         async for piece in _pieces(
             upstream,
@@ -96,9 +92,6 @@ async def _relay(
                 await send(out)
             if relay.done:
                 break
-            if time.monotonic() > renew_at:
-                renew_at = time.monotonic() + renew_every
-                await exchange.renew_reservation()
         else:
             tail = relay.end()
             if tail:

@@ -250,16 +250,18 @@ class Metering:
     async def ensure_scripts(self) -> int:
         return await self._scripts.load()
 
-    async def release(self, account_id: str, generation_id: str, now: float) -> None:
+    async def release(self, account_id: str, generation_id: str, now: float) -> int:
         """Give back a reservation whose admission reply never came (the script may have run,
-        or may yet run: a late admission of this id then takes nothing)."""
+        or may yet run: a late admission of this id then takes nothing). 1 when it held
+        something, 0 when there was nothing (again) to give back."""
         k = AccountKeys(account_id)
         tombstone_until = int(now * 1000) + self._reservation_timeout_ms
         async with self._bounded():
-            await self._scripts.release(
+            held = await self._scripts.release(
                 keys=[k.account, k.reservations, k.reservation_expiry],
                 args=[generation_id, tombstone_until],
             )
+        return int(held)
 
     async def renew(self, account_id: str, generation_id: str, now: float) -> None:
         """Push back the expiry of a reservation still in use (a long stream); a settled or

@@ -32,6 +32,11 @@ MAX_IDLE = 16  # connections kept between batches
 MAX_IN_FLIGHT = 64  # batches (and so connections) out at once
 
 
+class NotSent(ConnectionError):
+    """The call never left this process (no connection could be had): its script did not run.
+    Any other failure may come after Redis ran it."""
+
+
 class _Call:
     __slots__ = ("args", "future", "keys", "script", "sent", "timer")
 
@@ -77,7 +82,7 @@ class ScriptBatcher:
         `sent`, when given, is resolved once the call has left this process for good (see
         PipelinedConnection.delivered); where that cannot be known it stays pending."""
         if self._closed:
-            raise ConnectionError("the gateway is closing its redis connections")
+            raise NotSent("the gateway is closing its redis connections")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         call = _Call(script, keys, args, future, sent)
@@ -196,10 +201,12 @@ class ScriptBatcher:
                 _fail(batch, RedisTimeoutError(f"redis did not answer within {self._timeout} s"))
                 return
             except RedisError as exc:  # refused, its own timeout, AUTH or SELECT refused
-                _fail(batch, exc)
+                never_sent = attempt == 0 and isinstance(exc, ConnectionError)
+                _fail(batch, NotSent(str(exc)) if never_sent else exc)
                 return
             except Exception as exc:
-                _fail(batch, ConnectionError(f"cannot connect to redis ({type(exc).__name__})"))
+                failure = NotSent if attempt == 0 else ConnectionError
+                _fail(batch, failure(f"cannot connect to redis ({type(exc).__name__})"))
                 return
             except BaseException:
                 _fail(batch, ConnectionError("the gateway is closing its redis connections"))

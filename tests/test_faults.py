@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from bench.audit import problems, read_books
+from bench.crash_loop import RETURN_BOUND_SECONDS, CrashReport, crash_loop
 from bench.stack import FREE_MODELS, PAID_MODELS, SLOW_MODEL, Stack
 from bench.traffic import NO_ANSWER, Mix, Traffic
 from gateway.redis_server import find_binaries
@@ -153,3 +154,16 @@ async def test_gateway_killed_mid_load_with_settlements_in_its_journal(stack: St
     assert _journaled_bytes(journals) == 0
     replayed = [line for line in stack.gateway_logs() if "replayed" in line]
     assert replayed, "the new process did not say it replayed the journal"
+
+
+async def test_redis_killed_again_and_again_leaves_nothing_reserved(tmp_path: Path) -> None:
+    """An admission whose reply was lost with the crash (Redis may have run and kept it) was
+    answered 503 and will never settle: its reservation is given back once Redis answers again,
+    with the reservation timeout at its 900 s default, and the purchase stays refundable. The
+    same loop runs 30 kills in `make soak`."""
+    report = CrashReport()
+    await crash_loop(tmp_path, 3, report)
+    assert report.problems == []
+    assert report.kills == 3 and report.refund_status == 200
+    assert report.refused_503 > 0 and report.answered > 100  # the crash was seen under load
+    assert max(report.returned_after) < RETURN_BOUND_SECONDS

@@ -14,12 +14,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from gateway.app import create_app
 from gateway.journal import JOURNAL, SettlementJournal
 from gateway.redis_server import RedisServer, free_port
 from gateway.state import SERVICES
-from metering.accounts import AccountStore
+from metering.accounts import AccountStore, hash_secret
 from metering.admission import Metering
 from metering.scripts import Scripts
 from metering.usage import UsageRecord
@@ -180,3 +181,60 @@ async def test_two_processes_replaying_one_journal_settle_each_line_once(
     state = await AccountStore(redis, scripts).get_account(account.id)
     assert state is not None and state.usage == 40 * 1000
     assert (directory / "unreadable-settlements.jsonl").read_bytes().count(b"\n") == 1
+
+
+async def test_a_release_that_cannot_reach_redis_waits_in_the_journal(
+    own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path
+) -> None:
+    """An admission whose reply was lost holds a reservation no request will settle: its
+    release waits in the journal while Redis is away, is applied once it answers, and a second
+    replay of it gives nothing back twice."""
+    app = _app(own_redis, provider, tmp_path, journal_replay_seconds=3600)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        account_id, key = await new_account(c, purchase="1.00")
+        metering, journal = c.app[SERVICES].metering, c.app[JOURNAL]
+        key_hash = hash_secret(key)
+        admitted = await metering.admit(
+            account_id, key_hash, f"gen-{account_id}-lost", 5_000, paid=True, now=time.time()
+        )
+        assert admitted.admitted and (await account_state(c, account_id))["reserved"] != "0.00"
+        own_redis.stop()
+        journal.append_release(account_id, f"gen-{account_id}-lost")
+        assert journal.pending() == 1
+        with pytest.raises(RedisError):
+            await journal.replay(metering, time.time())
+        assert journal.pending() == 1  # kept for the next pass
+        own_redis.start()
+        assert await journal.replay(metering, time.time()) == 0  # no settlement among them
+        assert journal.pending() == 0
+        assert (await account_state(c, account_id))["reserved"] == "0.00"
+        journal.append_release(account_id, f"gen-{account_id}-lost")
+        await journal.replay(metering, time.time())
+        state = await account_state(c, account_id)
+        assert state["reserved"] == "0.00" and state["balance"] == "1.00"
+        # A late admission of the same id (its command reached Redis after all) takes nothing.
+        late = await metering.admit(
+            account_id, key_hash, f"gen-{account_id}-lost", 5_000, paid=True, now=time.time()
+        )
+        assert late.admitted and (await account_state(c, account_id))["reserved"] == "0.00"
+
+
+async def test_a_slow_answer_keeps_its_reservation(
+    own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path
+) -> None:
+    """A request still being answered renews its reservation, streamed or not: were it dropped
+    as if its gateway had died, a racing request could spend the same credit."""
+    app = _app(own_redis, provider, tmp_path, reservation_timeout_seconds=1)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        account_id, key = await new_account(c, grant="0.003")  # one worst case of test/slow
+        slow = asyncio.ensure_future(
+            c.post("/api/v1/chat/completions", json=chat("test/slow"), headers=bearer(key))
+        )
+        await asyncio.sleep(2.2)  # admitted, and past the reservation timeout twice over
+        racing = await c.post(
+            "/api/v1/chat/completions", json=chat("test/slow"), headers=bearer(key)
+        )
+        assert racing.status == 402, await racing.text()
+        assert (await slow).status == 200
+        state = await account_state(c, account_id)
+        assert state["reserved"] == "0.00" and Decimal(state["balance"]) > 0
