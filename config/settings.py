@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         default=900.0, gt=0, description="bound on one whole provider answer, streams included"
     )
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    cancelled_stream_usage_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="after a client hangs up mid-stream, how long the provider's stream is still "
+        "read (not relayed) for its own usage; 0: closed at once",
+    )
     client_write_timeout: float = Field(
         default=60.0, gt=0, description="a client that takes no bytes this long is dropped"
     )

@@ -200,6 +200,7 @@ async def _handle(
         streamed=req.stream,
         prompt_estimate=prompt.tokens,
         images=prompt.images,
+        prompt_likely=prompt.likely,
         response_headers=admitted.headers,
         started=received,
         journal=request.app[JOURNAL],

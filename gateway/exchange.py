@@ -33,8 +33,9 @@ class Exchange:
     key_hash: str
     generation_id: str
     streamed: bool
-    prompt_estimate: int
+    prompt_estimate: int  # the bound admission reserved for
     images: int = 0  # input images: the gateway counts them, providers do not report them
+    prompt_likely: int = 0  # the likely count (metering.estimate), for a hung-up stream
     started: float = field(default_factory=time.monotonic)
     provider_name: str = ""
     usage: TokenUsage | None = None

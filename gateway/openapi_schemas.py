@@ -199,7 +199,10 @@ GENERATION = obj(
     cancelled={"type": "boolean"},
     finish_reason={"type": ["string", "null"]},
     status={"type": "integer"},
-    usage_source={"type": "string", "enum": ["provider", "estimated", "none"]},
+    usage_source={
+        "type": "string",
+        "enum": ["provider", "provider_share", "estimated", "none"],
+    },
     created_at=TIME,
 )
 

@@ -6,6 +6,14 @@ generation id and the catalog id, content chunks are counted, `finish_reason` is
 chunk that carries `usage` is held back so that it can be sent last with `cost` added, just before
 `data: [DONE]`. Comments and other fields pass through. Memory is one partial event (bounded).
 Every configured secret is taken out of what passes, across events too (gateway/redaction.py).
+
+A client that hangs up mid-stream is charged for what was generated until then (billing-rules):
+the relay notes how much output it had passed on (content chunks, and characters of output), and
+the stream may still be read for the provider's usage (see gateway/streaming.py). With the
+provider's usage: its prompt as counted, and its output tokens in the share of output the client
+had been sent (reasoning the model did not show counts whole: it came before any output). Without
+it: the likely prompt count and one token per content chunk. Never more than the whole answer,
+when the provider's usage is had; nothing when no output came.
 """
 
 import time
@@ -29,6 +37,7 @@ _OUTPUT_FIELDS = (
     "refusal",
     "audio",
 )
+_REASONING_FIELDS = ("reasoning", "reasoning_content")
 
 
 class ProviderStreamBroken(Exception):
@@ -42,6 +51,9 @@ class SseRelay:
         self.texts = self.redactor.stream() if self.redactor is not None else None
         self.buffer = b""
         self.content_chunks = 0
+        self.output_chars = 0  # characters of output passed on (JSON's, for structured output)
+        self.reasoning_shown = False  # the model streamed its reasoning as text
+        self.left: tuple[int, int] | None = None  # (chunks, chars) when the client hung up
         self.done = False
         self.usage_chunk: dict[str, Any] | None = None
         self.usage: TokenUsage | None = None
@@ -118,20 +130,24 @@ class SseRelay:
         choices = chunk.get("choices")
         if not isinstance(choices, list):
             return
-        produced = False
+        produced = 0
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
             reason = choice.get("finish_reason")
             if isinstance(reason, str):
                 self.exchange.finish_reason = reason
+            produced += _size(choice.get("text"))
             delta = choice.get("delta")
-            if choice.get("text") or (
-                isinstance(delta, dict) and any(delta.get(k) for k in _OUTPUT_FIELDS)
-            ):
-                produced = True
+            if isinstance(delta, dict):
+                for field in _OUTPUT_FIELDS:
+                    size = _size(delta.get(field))
+                    produced += size
+                    if size and field in _REASONING_FIELDS:
+                        self.reasoning_shown = True
         if produced:
             self.content_chunks += 1
+            self.output_chars += produced
 
     def _swap(self, chunk: dict[str, Any]) -> None:
         if "id" in chunk:
@@ -139,9 +155,17 @@ class SseRelay:
         if "model" in chunk:
             chunk["model"] = self.exchange.model.id
 
+    def client_left(self) -> None:
+        """The client hung up: what it had been sent is what it is charged for."""
+        if self.left is None:
+            self.left = (self.content_chunks, self.output_chars)
+
     def charge(self) -> None:
-        """The provider's usage; else one token per content chunk; nothing if nothing came."""
-        if self.usage is not None:
+        """The provider's usage; else one token per content chunk; nothing if nothing came.
+        For a client that hung up, the part of it that was generated before (see above)."""
+        if self.left is not None:
+            self._charge_cancelled(*self.left)
+        elif self.usage is not None:
             self.exchange.charge(self.usage, "provider")
         elif self.content_chunks:
             self.exchange.charge(
@@ -150,6 +174,19 @@ class SseRelay:
             )
         else:
             self.exchange.charge(TokenUsage(), "none")
+
+    def _charge_cancelled(self, chunks: int, chars: int) -> None:
+        exchange = self.exchange
+        if not chunks:
+            exchange.charge(TokenUsage(), "none")
+        elif self.usage is not None and self.output_chars:
+            exchange.charge(
+                _share(self.usage, chars, self.output_chars, self.reasoning_shown),
+                "provider_share",
+            )
+        else:
+            likely = TokenUsage(prompt=exchange.prompt_likely, completion=chunks)
+            exchange.charge(likely, "estimated")
 
     def kept_back(self) -> bytes:
         """The streamed text kept back in case it began a secret, as one more chunk (or
@@ -199,3 +236,33 @@ class SseRelay:
             },
         }
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _size(value: Any) -> int:
+    if not value:
+        return 0
+    return len(value) if isinstance(value, str) else len(orjson.dumps(value))
+
+
+def _share(usage: TokenUsage, sent: int, total: int, reasoning_shown: bool) -> TokenUsage:
+    """The provider's usage for a stream whose client had been sent `sent` of `total`
+    characters of output: the prompt whole, output tokens in that share (rounded up). Reasoning
+    the model did not stream came before any output, so it counts whole."""
+    if reasoning_shown:
+        reasoning = _ceil_share(usage.reasoning, sent, total)
+        completion = _ceil_share(usage.completion, sent, total)
+    else:
+        reasoning = usage.reasoning
+        completion = reasoning + _ceil_share(max(usage.completion - reasoning, 0), sent, total)
+    return TokenUsage(
+        prompt=usage.prompt,
+        completion=min(completion, usage.completion),
+        cached=usage.cached,
+        cache_write=usage.cache_write,
+        reasoning=min(reasoning, usage.reasoning),
+        images=usage.images,
+    )
+
+
+def _ceil_share(tokens: int, sent: int, total: int) -> int:
+    return -(-tokens * sent // total)

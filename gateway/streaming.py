@@ -97,12 +97,12 @@ async def _relay(
             if tail:
                 await send(tail)
     except ConnectionResetError:
-        # The client is gone: stop the provider now and bill what it generated so far.
-        _client_gone(upstream, exchange, relay)
+        # The client is gone: bill what was generated until now, and stop the provider.
+        await _client_gone(upstream, exchange, relay, settings.cancelled_stream_usage_seconds)
         return response
     except asyncio.CancelledError:
         # The same, where the server cancels handlers of lost connections (handler_cancellation).
-        _client_gone(upstream, exchange, relay)
+        await _client_gone(upstream, exchange, relay, settings.cancelled_stream_usage_seconds)
         raise
     except (UpstreamBroken, TimeoutError, ProviderStreamBroken) as exc:
         failure = _describe(exc, exchange.provider_name)
@@ -127,11 +127,38 @@ async def _relay(
     return response
 
 
-def _client_gone(upstream: ProviderResponse, exchange: Exchange, relay: SseRelay) -> None:
-    upstream.close()
+async def _client_gone(
+    upstream: ProviderResponse, exchange: Exchange, relay: SseRelay, usage_seconds: float
+) -> None:
+    """The client hung up. When it had been sent some output, the provider's stream is read on
+    (not relayed) for up to `usage_seconds`, until its usage arrives: the client is then charged
+    the provider's own prompt count and its share of the output tokens, instead of an estimate
+    (sse_relay.py). The provider is stopped then, or at once when nothing had been sent."""
+    relay.client_left()
     exchange.cancelled = True
-    exchange.finish_reason = exchange.finish_reason or "cancelled"
-    relay.charge()
+    reason = exchange.finish_reason
+    try:
+        if relay.content_chunks and usage_seconds > 0 and relay.usage is None and not relay.done:
+            await _read_for_usage(upstream, relay, usage_seconds, exchange.upstream_deadline)
+    finally:
+        upstream.close()
+        exchange.finish_reason = reason or "cancelled"
+        relay.charge()
+
+
+async def _read_for_usage(
+    upstream: ProviderResponse, relay: SseRelay, seconds: float, deadline: float | None
+) -> None:
+    until = asyncio.get_running_loop().time() + seconds
+    try:
+        async with asyncio.timeout_at(until if deadline is None else min(until, deadline)):
+            while relay.usage is None and not relay.done:
+                piece = await upstream.readany()
+                if not piece:
+                    break
+                relay.feed(piece)
+    except (TimeoutError, UpstreamBroken, ProviderStreamBroken):
+        pass  # no usage in time: the estimate stands
 
 
 async def _pieces(

@@ -8,18 +8,26 @@ refusing requests the balance can carry; a token id in a prompt array takes at l
 ("7,"), so it counts at least once. Image parts are the exception: a base64 image is mostly bytes,
 so its bytes are left out and it counts IMAGE_TOKENS whatever its encoding. The image parts are
 counted too: a model's listed `image` price is per input image, and providers do not report it.
+
+Beside that bound, a likely count: about four characters a token of the text the model reads, and
+three tokens of framing a message. It is what a stream whose client hung up is charged for its
+prompt when the provider's own count could not be had (never more than the bound).
 """
 
 from typing import Any, NamedTuple
 
 TOKENS_PER_MESSAGE = 4
+LIKELY_CHARS_PER_TOKEN = 4
+LIKELY_TOKENS_PER_MESSAGE = 3
+_READ_FIELDS = ("messages", "prompt", "tools", "functions", "input")
 IMAGE_TOKENS = 1500
 _IMAGE_TYPES = ("image_url", "input_image", "image")
 
 
 class PromptEstimate(NamedTuple):
-    tokens: int
+    tokens: int  # the bound the reservation covers
     images: int  # image parts in the messages' content
+    likely: int = 0  # the likely count (see above), at most `tokens`
 
 
 def estimate_prompt(body: dict[str, Any], body_bytes: int) -> PromptEstimate:
@@ -28,7 +36,9 @@ def estimate_prompt(body: dict[str, Any], body_bytes: int) -> PromptEstimate:
     images, image_bytes = _images(messages)
     text_bytes = max(body_bytes - image_bytes, 0)
     tokens = -(-text_bytes // 2) + TOKENS_PER_MESSAGE * len(messages) + IMAGE_TOKENS * images
-    return PromptEstimate(tokens, images)
+    chars = sum(_chars(body.get(field)) for field in _READ_FIELDS)
+    likely = -(-chars // LIKELY_CHARS_PER_TOKEN) + LIKELY_TOKENS_PER_MESSAGE * len(messages)
+    return PromptEstimate(tokens, images, min(likely, tokens))
 
 
 def _images(messages: list[Any]) -> tuple[int, int]:
@@ -43,6 +53,19 @@ def _images(messages: list[Any]) -> tuple[int, int]:
                 count += 1
                 size += _size(part)
     return count, size
+
+
+def _chars(value: Any) -> int:
+    """Characters of the text in a value (strings anywhere in it; image parts count none)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        if value.get("type") in _IMAGE_TYPES:
+            return 0
+        return sum(_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_chars(v) for v in value)
+    return 0
 
 
 def _size(value: Any) -> int:

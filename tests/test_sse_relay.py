@@ -129,3 +129,19 @@ def test_garbage_passes_through_uncounted() -> None:
     relay = _relay()
     assert relay.feed(b"data: {broken\n\n") == b"data: {broken\n\n"
     assert relay.content_chunks == 0
+
+
+def test_a_hung_up_streams_share_counts_unshown_reasoning_whole() -> None:
+    """Reasoning the model did not stream came before any output: it is charged whole, and the
+    visible output in the share the client had; streamed reasoning is shared like the rest."""
+    from gateway.sse_relay import _share
+    from metering.pricing import TokenUsage
+
+    usage = TokenUsage(prompt=30, completion=120, cached=10, reasoning=100)
+    hidden = _share(usage, sent=50, total=100, reasoning_shown=False)
+    assert (hidden.prompt, hidden.cached, hidden.reasoning, hidden.completion) == (30, 10, 100, 110)
+    shown = _share(usage, sent=50, total=100, reasoning_shown=True)
+    assert (shown.reasoning, shown.completion) == (50, 60)
+    assert _share(usage, sent=1, total=3, reasoning_shown=True).completion == 40  # rounded up
+    whole = _share(usage, sent=100, total=100, reasoning_shown=False)
+    assert whole == usage
