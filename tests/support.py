@@ -172,6 +172,17 @@ async def account_state(client: TestClient, account_id: str) -> dict[str, Any]:
     return data
 
 
+async def generation_record(client: TestClient, key: str, generation_id: str) -> dict[str, Any]:
+    """A request's usage record, once its settlement has landed (within 10 s)."""
+    for _ in range(200):
+        resp = await client.get(f"/api/v1/generation?id={generation_id}", headers=bearer(key))
+        if resp.status == 200:
+            data: dict[str, Any] = (await resp.json())["data"]
+            return data
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no record for {generation_id}")
+
+
 def chat(model: str, content: str = "Hello there", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
 

@@ -29,6 +29,7 @@ from tests.support import (
     PROMPT_PRICE,
     ThreadedServer,
     bearer,
+    generation_record,
     make_settings,
     new_account,
 )
@@ -122,16 +123,6 @@ def _body(words: int) -> dict[str, Any]:
     }
 
 
-async def _record(client: TestClient, key: str, generation_id: str) -> dict[str, Any]:
-    for _ in range(200):
-        resp = await client.get(f"/api/v1/generation?id={generation_id}", headers=bearer(key))
-        if resp.status == 200:
-            data: dict[str, Any] = (await resp.json())["data"]
-            return data
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no record for {generation_id}")
-
-
 async def _hang_up_after(client: TestClient, key: str, words: int, chunks: int) -> str:
     """Read `chunks` content events of a stream, then close the connection."""
     resp = await client.post("/api/v1/chat/completions", json=_body(words), headers=bearer(key))
@@ -156,12 +147,12 @@ async def test_a_hung_up_stream_never_costs_more_than_the_whole_answer(
     _, key = await new_account(pc, purchase="1.00")
     resp = await pc.post("/api/v1/chat/completions", json=_body(20), headers=bearer(key))
     await resp.read()
-    whole = await _record(pc, key, resp.headers["X-Generation-Id"])
+    whole = await generation_record(pc, key, resp.headers["X-Generation-Id"])
     assert whole["tokens_prompt"] == PROVIDER_PROMPT_TOKENS and whole["tokens_completion"] == 20
     whole_cost = Decimal(whole["total_cost_usd"])
     assert whole_cost == _cost(whole)
     for chunks in (0, 1, 5, 12):
-        record = await _record(pc, key, await _hang_up_after(pc, key, 20, chunks))
+        record = await generation_record(pc, key, await _hang_up_after(pc, key, 20, chunks))
         cost = Decimal(record["total_cost_usd"])
         assert record["cancelled"] is True, record
         assert cost <= whole_cost, (chunks, record)
@@ -190,7 +181,7 @@ async def test_without_usage_in_time_the_likely_prompt_is_charged(
     async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
         _, key = await new_account(c, purchase="1.00")
         aborted_before = len(paced.app[ABORTED])
-        record = await _record(c, key, await _hang_up_after(c, key, 400, 5))
+        record = await generation_record(c, key, await _hang_up_after(c, key, 400, 5))
         body = _body(400)
         estimate = estimate_prompt(body, len(orjson.dumps(body)))
         assert record["usage_source"] == "estimated" and record["cancelled"] is True

@@ -2,7 +2,6 @@
 
 import asyncio
 from decimal import Decimal
-from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
@@ -15,18 +14,9 @@ from tests.support import (
     account_state,
     bearer,
     chat,
+    generation_record,
     new_account,
 )
-
-
-async def _record(client: TestClient, key: str, generation_id: str) -> dict[str, Any]:
-    for _ in range(100):
-        resp = await client.get(f"/api/v1/generation?id={generation_id}", headers=bearer(key))
-        if resp.status == 200:
-            data: dict[str, Any] = (await resp.json())["data"]
-            return data
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no record for {generation_id}")
 
 
 async def test_stream_ends_with_usage_and_cost_before_done(client: TestClient) -> None:
@@ -50,7 +40,7 @@ async def test_stream_ends_with_usage_and_cost_before_done(client: TestClient) -
     assert text.startswith("This is a simulated reply")
     state = await account_state(client, account_id)
     assert Decimal(state["balance"]) == Decimal("1.00") - cost
-    record = await _record(client, key, generation_id)
+    record = await generation_record(client, key, generation_id)
     assert record["streamed"] is True and record["cancelled"] is False
     assert record["finish_reason"] == "stop"
 
@@ -73,7 +63,7 @@ async def test_client_disconnect_cancels_upstream_and_charges_what_was_generated
             break
     resp.close()  # the client goes away mid-stream
 
-    record = await _record(client, key, generation_id)
+    record = await generation_record(client, key, generation_id)
     assert record["cancelled"] is True and record["streamed"] is True, str(record)
     assert 5 <= record["tokens_completion"] < 100  # 400 words were coming, 20 ms apart
     expected = (
@@ -122,7 +112,7 @@ async def test_stream_without_provider_usage_is_charged_by_chunks(client: TestCl
     usage = events[-2]["usage"]
     assert usage["completion_tokens"] == 16  # one per content chunk
     assert usage["cost"] > 0
-    record = await _record(client, key, resp.headers["X-Generation-Id"])
+    record = await generation_record(client, key, resp.headers["X-Generation-Id"])
     assert record["usage_source"] == "estimated"
 
 
