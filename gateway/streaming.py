@@ -24,6 +24,10 @@ from gateway.state import SERVICES, SETTINGS
 log = logging.getLogger("gateway.streaming")
 
 KEEPALIVE = b": keep-alive\n\n"
+# After a hang-up, at most this much more of the provider's stream is read for its usage: the
+# usage comes last, and a stream with more still to come is cut off (and estimated) rather than
+# read through, whatever its pace.
+READ_FOR_USAGE_BYTES = 1024 * 1024
 DONE = b"data: [DONE]\n\n"
 
 
@@ -131,7 +135,8 @@ async def _client_gone(
     upstream: ProviderResponse, exchange: Exchange, relay: SseRelay, usage_seconds: float
 ) -> None:
     """The client hung up. When it had been sent some output, the provider's stream is read on
-    (not relayed) for up to `usage_seconds`, until its usage arrives: the client is then charged
+    (not relayed) for up to `usage_seconds` and READ_FOR_USAGE_BYTES, until its usage arrives:
+    the client is then charged
     the provider's own prompt count and its share of the output tokens, instead of an estimate
     (sse_relay.py). The provider is stopped then, or at once when nothing had been sent."""
     relay.client_left()
@@ -150,12 +155,14 @@ async def _read_for_usage(
     upstream: ProviderResponse, relay: SseRelay, seconds: float, deadline: float | None
 ) -> None:
     until = asyncio.get_running_loop().time() + seconds
+    budget = READ_FOR_USAGE_BYTES
     try:
         async with asyncio.timeout_at(until if deadline is None else min(until, deadline)):
-            while relay.usage is None and not relay.done:
+            while relay.usage is None and not relay.done and budget > 0:
                 piece = await upstream.readany()
                 if not piece:
                     break
+                budget -= len(piece)
                 relay.feed(piece)
     except (TimeoutError, UpstreamBroken, ProviderStreamBroken):
         pass  # no usage in time: the estimate stands
