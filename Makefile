@@ -23,8 +23,15 @@ test: install test-deps
 	$(BIN)/python -m pytest
 
 # System packages the tests need, from Debian: Chromium for the browser tests (Playwright's own
-# browser download cannot work here) and Prometheus (with promtool) for the operations tests.
+# browser download cannot work here) and Prometheus (with promtool) for the operations tests; and
+# the Node `openai` SDK from the npm registry (tests/node), for the client retry tests.
 test-deps:
+	@if command -v npm >/dev/null 2>&1; then \
+	  [ -d tests/node/node_modules/openai ] || npm install --prefix tests/node --no-audit --no-fund --silent || \
+	  echo "npm could not install the Node openai SDK: the Node client tests will be skipped"; \
+	else \
+	  echo "npm is not installed (apt-get install nodejs npm): the Node client tests will be skipped"; \
+	fi
 	@for pkg in chromium prometheus; do \
 	  command -v $$pkg >/dev/null 2>&1 && continue; \
 	  { command -v apt-get >/dev/null 2>&1 && \

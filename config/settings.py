@@ -10,16 +10,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
 from config.catalog import Catalog, ModelConfig, ProviderConfig
+from config.environment import PREFIX, is_service_link
 from config.errors import ConfigError, ConfigProblem
 from config.locate import line_of
+from config.redis_url import redis_url_problem
 
 MiB = 1024 * 1024
 
@@ -117,6 +120,14 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("redis_url")
+    @classmethod
+    def _usable_redis_url(cls, url: str | None) -> str | None:
+        problem = redis_url_problem(url) if url else None
+        if problem:
+            raise ValueError(problem)
+        return url
+
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
 
@@ -130,6 +141,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file arrives as init values, so the environment must outrank it.
+        if isinstance(env_settings, EnvSettingsSource):  # Kubernetes' GATEWAY_PORT=tcp://...
+            env_settings.env_vars = {
+                name: value
+                for name, value in env_settings.env_vars.items()
+                if value is None or not is_service_link(name, value)
+            }
         return (env_settings, dotenv_settings, init_settings)
 
     def catalog(self) -> Catalog:
@@ -189,19 +206,23 @@ def load_settings(config_path: Path | str | None = None, **overrides: Any) -> Se
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(
-            [
-                ConfigProblem(name, line_of(text, tuple(err["loc"])), _describe(err))
-                for err in exc.errors()
-            ]
-        ) from None
+        raise ConfigError([_problem(name, text, err) for err in exc.errors()]) from None
     cross = Catalog.problems(settings.providers, settings.models)
     if cross:
         raise ConfigError([ConfigProblem(name, line_of(text, loc), msg) for loc, msg in cross])
     return settings
 
 
-def _describe(err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
+def _problem(name: str, text: str, err: Any) -> ConfigProblem:
+    """Pinned to the file's line, or to the environment variable that set the value."""
+    loc = tuple(err["loc"])
+    variable = PREFIX + str(loc[0]).upper() if loc else ""
+    if variable and variable in {key.upper() for key in os.environ}:
+        return ConfigProblem("environment", 0, f"{variable}: {_describe(err, loc[1:])}")
+    return ConfigProblem(name, line_of(text, loc), _describe(err))
+
+
+def _describe(err: Any, loc: tuple[Any, ...] | None = None) -> str:
+    where = ".".join(str(p) for p in (err["loc"] if loc is None else loc))
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
+    return f"{where}: {msg}" if where else msg

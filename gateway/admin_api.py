@@ -15,7 +15,13 @@ from gateway.key_input import key_changes, new_key_fields
 from gateway.limits import LIMITS
 from gateway.metrics import REFUNDS, count_purchase
 from gateway.state import CLOCK, SERVICES, SETTINGS
-from gateway.views import account_view, key_admin_view, ledger_entry_view, purchase_view
+from gateway.views import (
+    account_view,
+    duration_text,
+    key_admin_view,
+    ledger_entry_view,
+    purchase_view,
+)
 from metering.accounts import (
     AccountNotFound,
     AmountTooLarge,
@@ -223,7 +229,7 @@ async def _limits_view(request: web.Request, account_id: str) -> dict[str, Any]:
 
 @routes.post("/admin/v1/purchases/{purchase_id}/refund")
 async def refund_purchase(request: web.Request) -> web.Response:
-    """Refund the unused part of a purchase made within the refund window (default 24 h)."""
+    """Refund the unused part of a purchase made within `refund_window_hours` (default 24)."""
     purchase_id = request.match_info["purchase_id"]
     account_id = account_of_purchase(purchase_id)
     if account_id is None:
@@ -238,7 +244,15 @@ async def refund_purchase(request: web.Request) -> web.Response:
     except RefundRefused as exc:
         if exc.reason == "not_found":
             raise ApiError(404, "no such purchase", "not_found") from None
-        raise ApiError(409, _REFUSALS[exc.reason], "refund_refused", reason=exc.reason) from None
+        window = settings.refund_window_hours * 3600
+        message = _REFUSALS[exc.reason].format(window=duration_text(window))
+        raise ApiError(
+            409,
+            message,
+            "refund_refused",
+            reason=exc.reason,
+            refund_window_hours=settings.refund_window_hours,
+        ) from None
     return json_response(
         {
             "purchase_id": refund.purchase_id,
@@ -252,7 +266,7 @@ async def refund_purchase(request: web.Request) -> web.Response:
 
 _REFUSALS = {
     "crypto": "crypto purchases are never refundable",
-    "too_old": "purchases are refundable only within 24 hours of the purchase",
+    "too_old": "purchases are refundable only within {window} of the purchase",
     "nothing_left": "nothing of this purchase is left unused to refund (credits are used oldest "
     "purchase first)",
     "in_flight": "part of what is unused of this purchase is held by requests in flight; try "

@@ -3,12 +3,14 @@
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
+from config.environment import stray_variables
 from config.errors import ConfigError
 from config.limits import load_limits
-from config.settings import load_settings
+from config.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -85,8 +87,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_config(paths: list[Path]) -> int:
     """Settings-and-catalog files and rate-limit files alike (a file with [[limits]] is the
-    latter); a settings file's `limits_file` is checked too."""
+    latter); a settings file's `limits_file` is checked too, and so is the environment: a
+    `GATEWAY_*` variable that names no setting is a problem (Kubernetes' service links are only
+    noted)."""
     problems: list[str] = []
+    for stray in stray_variables(os.environ, Settings.model_fields):
+        if stray.service_link:
+            print(f"note: environment: {stray.describe()}", file=sys.stderr)
+        else:
+            problems.append(f"environment: {stray.describe()}")
     for path in paths:
         try:
             if _is_limits_file(path):

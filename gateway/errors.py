@@ -4,9 +4,18 @@
 Handlers raise ApiError; the middleware turns it, aiohttp's own HTTP errors, and anything unexpected
 into that body. An unexpected exception is logged with its trace and answered with a plain 500: no
 stack trace or internal detail ever reaches a client.
+
+An error a client should not retry soon says so: the official OpenAI and Anthropic SDKs obey
+`x-should-retry` before anything else, and some of them honour any `Retry-After` with no cap (the
+Node `openai` SDK would sleep until midnight UTC on a free model's daily limit). A 402 (credits,
+a key's limit) cannot succeed by waiting, and an answer whose `Retry-After` is more than
+RETRY_SOON_SECONDS away should not hold a program for it: both carry `x-should-retry: false`
+beside the honest `Retry-After`; one that reopens within that carries `x-should-retry: true`.
 """
 
+import email.utils
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +24,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 log = logging.getLogger("gateway")
+RETRY_SOON_SECONDS = 60
 
 _TYPES_BY_STATUS = {
     400: "bad_request",
@@ -54,7 +64,35 @@ class ApiError(Exception):
         return error_body(self.status, self.message, self.error_type, **self.metadata)
 
     def response(self) -> web.Response:
-        return json_response(self.body(), status=self.status, headers=self.headers)
+        return json_response(
+            self.body(), status=self.status, headers=retry_advice(self.status, self.headers)
+        )
+
+
+def retry_advice(status: int, headers: dict[str, str]) -> dict[str, str]:
+    """`headers` with `x-should-retry` where a retry soon could (true) or could not (false)
+    succeed; unchanged where that is not known."""
+    if status == 402:
+        return {**headers, "x-should-retry": "false"}
+    wait = _seconds(headers.get("Retry-After"))
+    if wait is None:
+        return headers
+    return {**headers, "x-should-retry": "true" if wait <= RETRY_SOON_SECONDS else "false"}
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """Retry-After in seconds from now: a number of seconds or an HTTP date (RFC 9110)."""
+    if not retry_after:
+        return None
+    if retry_after.isascii() and retry_after.isdigit():
+        return float(retry_after)
+    try:
+        when = email.utils.parsedate_to_datetime(retry_after)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return when.timestamp() - time.time()
 
 
 def error_body(status: int, message: str, error_type: str, **metadata: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 
+from config.environment import stray_variables
 from config.settings import Settings
 from gateway.app import create_app, create_metrics_app
 from gateway.logs import configure as configure_logging
@@ -25,6 +26,8 @@ log = logging.getLogger("gateway")
 
 def run_serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
+    for stray in stray_variables(os.environ, Settings.model_fields):
+        log.warning("%s", stray.describe())
     embedded: RedisServer | None = None
     if not settings.redis_url:
         try:

@@ -151,3 +151,17 @@ def generation_view(record: UsageRecord) -> dict[str, Any]:
         "usage_source": record.usage_source,
         "created_at": record.created_at,
     }
+
+
+def duration_text(seconds: float) -> str:
+    """A rule's time span as people write it: "24 hours", "90 minutes", "7.2 seconds"."""
+    seconds = round(seconds, 6)
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} hours"
+    if seconds >= 60:
+        return f"{seconds / 60:g} minutes"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"

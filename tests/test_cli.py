@@ -248,3 +248,67 @@ def test_metrics_on_their_own_port(tmp_path: Path, provider: ThreadedServer) -> 
         assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 404
     finally:
         assert stop(proc, signal.SIGTERM) == 0
+
+
+def test_a_misspelt_variable_is_refused_by_check_config_and_named_by_serve(
+    tmp_path: Path, provider: ThreadedServer
+) -> None:
+    config = paid_model_config(tmp_path, provider.url)
+    typo = {"GATEWAY_REFUND_WINDOW_HOUR": "1"}
+    proc = gateway_process(["check-config", str(config)], typo)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert err.strip() == (
+        "environment: GATEWAY_REFUND_WINDOW_HOUR is not a setting; "
+        "did you mean GATEWAY_REFUND_WINDOW_HOURS?"
+    )
+    port = free_port()
+    proc = gateway_process(
+        ["serve", "--config", str(config), "--port", str(port)],
+        {**typo, "GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_LOG_FORMAT": "text"},
+    )
+    try:
+        assert wait_until(lambda: answers(f"http://127.0.0.1:{port}/readyz"), 20), "no start"
+    finally:
+        stop(proc, signal.SIGTERM)
+    err = proc.stderr.read() if proc.stderr else ""
+    named = [line for line in err.splitlines() if "GATEWAY_REFUND_WINDOW_HOUR" in line]
+    assert len(named) == 1 and "GATEWAY_REFUND_WINDOW_HOURS" in named[0], err
+    assert "warning" in named[0].lower()
+
+
+def test_kubernetes_service_links_are_ignored(tmp_path: Path) -> None:
+    """A service named `gateway` gives every pod GATEWAY_PORT=tcp://...: not the port to listen
+    on, and no reason to refuse the configuration."""
+    links = {
+        "GATEWAY_PORT": "tcp://10.0.0.7:8080",
+        "GATEWAY_SERVICE_HOST": "10.0.0.7",
+        "GATEWAY_PORT_8080_TCP_ADDR": "10.0.0.7",
+    }
+    config = paid_model_config(tmp_path, "http://127.0.0.1:1")
+    proc = gateway_process(["check-config", str(config)], links)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and out.startswith("ok"), err
+    notes = err.strip().splitlines()
+    assert len(notes) == 3 and all("Kubernetes service link" in n for n in notes), err
+
+
+def test_unusable_redis_urls_and_bad_files_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = paid_model_config(tmp_path, "http://127.0.0.1:1")
+    bad_file = tmp_path / "bad.toml"
+    bad_file.write_text(config.read_text() + "\nport = 'eighty'\n")
+    cases = [
+        ({"GATEWAY_REDIS_URL": "redis+foo://127.0.0.1:7100"}, config, "GATEWAY_REDIS_URL"),
+        ({"GATEWAY_REDIS_URL": "redis://:pw-secret@127.0.0.1:99999/0"}, config, "port"),
+        ({"GATEWAY_REDIS_URL": "redis+cluster://127.0.0.1:7100"}, config, "Redis Cluster"),
+        ({"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/zero"}, config, "database"),
+        ({}, bad_file, f"{bad_file}:"),
+    ]
+    for env, path, culprit in cases:
+        for command in (["check-config", str(path)], ["serve", "--config", str(path)]):
+            proc = gateway_process(command, {"GATEWAY_DATA_DIR": str(tmp_path / "d"), **env})
+            _, err = proc.communicate(timeout=20)
+            assert proc.returncode == 2, (command, env, err)
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and culprit in lines[0], (command, env, err)
+            assert "Traceback" not in err and "pw-secret" not in err

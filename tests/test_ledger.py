@@ -141,7 +141,9 @@ async def test_refund_rules(ledger_client: TestClient, clock: ManualClock) -> No
     clock.advance(DAY)
     late = await c.post(f"/admin/v1/purchases/{card}/refund", headers=admin_headers())
     assert late.status == 409
-    assert (await late.json())["error"]["metadata"]["reason"] == "too_old"
+    refusal = (await late.json())["error"]
+    assert refusal["metadata"]["reason"] == "too_old"
+    assert "within 24 hours of the purchase" in refusal["message"]
     for bad in ("pur-zzz-123", "nope", f"pur-{account_id}-00ff"):
         resp = await c.post(f"/admin/v1/purchases/{bad}/refund", headers=admin_headers())
         assert resp.status == 404
@@ -316,3 +318,20 @@ async def test_refunds_and_expiry_wait_for_held_credits_and_free_orphaned_ones(
     assert freed.status == 200 and (await freed.json())["refunded"] == "1.00"
     state = await account_state(c, account_id)
     assert state["reserved"] == "0.00" and state["balance"] == "0.00"
+
+
+async def test_a_late_refund_names_the_window_in_force(
+    redis_url: str, provider: ThreadedServer, clock: ManualClock
+) -> None:
+    settings = make_settings(redis_url, provider.url, refund_window_hours=0.002)
+    async with TestClient(TestServer(create_app(settings, clock=clock), host="127.0.0.1")) as c:
+        account_id, _ = await new_account(c)
+        purchase = await _buy(c, account_id, "5.00", "w")
+        clock.advance(8)  # 0.002 hours is 7.2 seconds
+        late = await c.post(f"/admin/v1/purchases/{purchase}/refund", headers=admin_headers())
+        refusal = (await late.json())["error"]
+        assert late.status == 409 and refusal["metadata"]["reason"] == "too_old"
+        assert (
+            refusal["message"] == "purchases are refundable only within 7.2 seconds of the purchase"
+        )
+        assert refusal["metadata"]["refund_window_hours"] == 0.002
