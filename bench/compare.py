@@ -6,7 +6,8 @@ one defaults to this checkout), both against one Redis (a database each) and one
 every round wrk loads both at the same moment, and each gateway's CPU time per answered request is
 read from /proc: the machine's own drift (other tenants, a slower hour) hits both alike, so their
 ratio holds to about 2%, where successive `make bench` runs of the same code differ by 10-20%.
-Then unloaded latency, the two taking turns in blocks of requests.
+Then unloaded latency, the two taking turns in blocks of requests. With --stream every request
+asks for a stream (wrk reads each to its end; latency is then the time to the first byte).
 
 Prints each round and the median ratio (changed / base; below 1 is less CPU a request).
 """
@@ -34,6 +35,7 @@ from gateway.redis_server import RedisServer, free_port
 
 NAMES = ("base", "changed")
 _JSON = {"Content-Type": "application/json"}
+KEY_ENV = "BENCH_PROVIDER_KEY"  # the mock's key: both versions hold a provider secret to redact
 
 
 def _start(workdir: Path) -> tuple[RedisServer, Child]:
@@ -43,13 +45,13 @@ def _start(workdir: Path) -> tuple[RedisServer, Child]:
     mock = python_child(
         "mock", ["-m", "bench.mock_provider", "--port", str(mock_port)], workdir, {}
     )
-    gateway_toml(workdir / "gateway.toml", f"http://127.0.0.1:{mock_port}")
+    gateway_toml(workdir / "gateway.toml", f"http://127.0.0.1:{mock_port}", KEY_ENV)
     limits_toml(workdir / "limits.toml")
     return redis, mock
 
 
 def _gateway(
-    name: str, checkout: Path, db: int, workdir: Path, redis: RedisServer, token: str
+    name: str, checkout: Path, db: int, workdir: Path, redis: RedisServer, token: str, key: str
 ) -> tuple[Child, str]:
     """One `gateway serve` from `checkout`, on its own Redis database: (process, base URL)."""
     port = free_port()
@@ -61,6 +63,7 @@ def _gateway(
         {
             "GATEWAY_REDIS_URL": redis.url.rsplit("/", 1)[0] + f"/{db}",
             "GATEWAY_ADMIN_TOKEN": token,
+            KEY_ENV: key,
             "GATEWAY_LIMITS_FILE": str(workdir / "limits.toml"),
             "GATEWAY_DATA_DIR": str(workdir / f"data-{name}"),
         },
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="per round")
     parser.add_argument("--connections", type=int, default=16, help="per gateway")
     parser.add_argument("--latency", type=int, default=300, help="unloaded requests each")
+    parser.add_argument("--stream", action="store_true", help="streaming requests throughout")
     parser.add_argument(
         "--load-tool",
         choices=("auto", "wrk", "python"),
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is not on PATH (make bench installs it)", file=sys.stderr)
         return 2
     token = secrets.token_urlsafe(24)
+    provider_key = secrets.token_hex(20)  # 40 characters
     with tempfile.TemporaryDirectory(prefix="gateway-compare-") as tmp:
         workdir = Path(tmp)
         redis, mock = _start(workdir)
@@ -131,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             checkouts = (args.base.resolve(), args.changed.resolve())
             targets: dict[str, tuple[str, str, int]] = {}
             for db, (name, checkout) in enumerate(zip(NAMES, checkouts, strict=True)):
-                child, url = _gateway(name, checkout, db, workdir, redis, token)
+                child, url = _gateway(name, checkout, db, workdir, redis, token, provider_key)
                 children.append(child)
                 child.wait_http(url + "/readyz", timeout=60)
                 _, key = create_account_and_key(url, token)
                 targets[name] = (url + "/api/v1/chat/completions", f"Bearer {key}", child.pid)
-            body = chat_body(PAID_MODEL).decode()
+            body = chat_body(PAID_MODEL, **({"stream": True} if args.stream else {})).decode()
             _round(targets, body, args.connections, 2.0, use_wrk)  # warm-up
             ratios = []
             for n in range(1, args.rounds + 1):
@@ -152,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
                 name: Target(url, body.encode(), {"Authorization": auth, **_JSON})
                 for name, (url, auth, _) in targets.items()
             }
-            seq = asyncio.run(take_turns(plain, count=args.latency, warmup=50, streaming=False))
+            turns = take_turns(plain, count=args.latency, warmup=50, streaming=args.stream)
+            seq = asyncio.run(turns)
             print(
-                "unloaded p50: "
+                ("unloaded time to first byte p50: " if args.stream else "unloaded p50: ")
                 + ", ".join(f"{name} {report.p50_ms:.3f} ms" for name, report in seq.items())
+                + f", changed/base {seq['changed'].p50_ms / seq['base'].p50_ms:.3f}"
             )
         finally:
             for child in children:

@@ -19,13 +19,16 @@ def chat_body(model: str, **extra: Any) -> bytes:
     return orjson.dumps({"model": model, "messages": MESSAGES, **extra})
 
 
-def gateway_toml(path: Path, mock_url: str) -> Path:
-    """One provider (the mock) and one paid model, priced like a small real model."""
+def gateway_toml(path: Path, mock_url: str, key_env: str = "") -> Path:
+    """One provider (the mock) and one paid model, priced like a small real model; with
+    `key_env`, the mock's key is read from that variable (so there is a secret to redact)."""
+    key_line = f'api_key_env = "{key_env}"' if key_env else ""
     path.write_text(
         textwrap.dedent(f"""\
         [[providers]]
         name = "mock"
         base_url = "{mock_url}/v1"
+        {key_line}
 
         [[models]]
         id = "{PAID_MODEL}"

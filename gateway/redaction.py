@@ -20,7 +20,7 @@ from typing import Any
 
 REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 8  # shorter values would mangle ordinary text; settings refuse none shorter
-_TEXT_FIELDS = ("content", "reasoning", "reasoning_content", "refusal")
+_TEXT_FIELDS = frozenset(("content", "reasoning", "reasoning_content", "refusal"))
 
 
 class Redactor:
@@ -29,6 +29,11 @@ class Redactor:
         # Longest first: a secret that contains another is replaced whole.
         self.secrets: tuple[str, ...] = tuple(sorted(found, key=len, reverse=True))
         self._raw = tuple((s.encode(), REDACTED.encode()) for s in self.secrets)
+        by_last: dict[str, set[str]] = {}
+        for secret in self.secrets:
+            for end in range(1, len(secret)):
+                by_last.setdefault(secret[end - 1], set()).add(secret[:end])
+        self._prefixes = {c: sorted(p, key=len, reverse=True) for c, p in by_last.items()}
 
     def text(self, value: str) -> str:
         for secret in self.secrets:
@@ -43,24 +48,23 @@ class Redactor:
         return data
 
     def held_back(self, value: str) -> int:
-        """How many characters at the end of `value` could start a secret (0: none)."""
-        longest = 0
-        for secret in self.secrets:
-            window = value[-(len(secret) - 1) :]
-            at = window.find(secret[0])
-            while at >= 0 and len(window) - at > longest:
-                if secret.startswith(window[at:]):
-                    longest = len(window) - at
-                    break
-                at = window.find(secret[0], at + 1)
-        return longest
+        """How many characters at the end of `value` could start a secret (0: none): the
+        longest proper prefix of a secret that `value` ends with. Prefixes are indexed by their
+        last character, so most texts cost one lookup (this runs for every streamed event)."""
+        if not value:
+            return 0
+        for prefix in self._prefixes.get(value[-1], ()):
+            if value.endswith(prefix):
+                return len(prefix)
+        return 0
 
     def stream(self) -> "StreamRedaction":
         return StreamRedaction(self)
 
 
 class StreamRedaction:
-    """One stream's texts, as its chunks pass (see the module's docstring)."""
+    """One stream's texts, as its chunks pass (see the module's docstring). The relay walks each
+    chunk once (gateway/sse_relay.py) and hands over each output field it meets."""
 
     __slots__ = ("_held", "_redactor")
 
@@ -68,33 +72,28 @@ class StreamRedaction:
         self._redactor = redactor
         self._held: dict[tuple[int, str, int], str] = {}  # (choice, field, tool call) -> text
 
-    def chunk(self, chunk: dict[str, Any]) -> None:
-        """Redact a chunk's streamed texts in place, keeping back what may start a secret; a
-        choice that finishes in this chunk gets back all it kept."""
-        choices = chunk.get("choices")
-        if not isinstance(choices, list):
-            return
-        for position, choice in enumerate(choices):
-            if not isinstance(choice, dict):
-                continue
-            index = _index(choice, position)
-            final = choice.get("finish_reason") is not None
-            if isinstance(choice.get("text"), str):
-                self._pass(choice, "text", (index, "text", 0), final)
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                for field in _TEXT_FIELDS:
-                    if isinstance(delta.get(field), str):
-                        self._pass(delta, field, (index, field, 0), final)
-                calls = delta.get("tool_calls")
-                for number, call in enumerate(calls if isinstance(calls, list) else ()):
-                    function = call.get("function") if isinstance(call, dict) else None
-                    if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                        key = (index, "arguments", _index(call, number))
-                        self._pass(function, "arguments", key, final)
-            if final:
-                for key in [k for k in self._held if k[0] == index]:
-                    _place(choice, key, self._held.pop(key))
+    def field(self, delta: dict[str, Any], name: str, value: Any, index: int, final: bool) -> None:
+        """One output field of choice `index`'s delta, redacted in place."""
+        if name in _TEXT_FIELDS:
+            if isinstance(value, str):
+                delta[name] = self.text(index, name, value, final)
+        elif name == "tool_calls" and isinstance(value, list):
+            for number, call in enumerate(value):
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    key = (index, "arguments", _index(call, number))
+                    function["arguments"] = self._pass(key, function["arguments"], final)
+
+    def text(self, index: int, name: str, value: str, final: bool) -> str:
+        """A streamed text (content, reasoning, refusal, a completion's text), redacted, less
+        what is kept back in case it begins a secret."""
+        return self._pass((index, name, 0), value, final)
+
+    def finish(self, choice: dict[str, Any], index: int) -> None:
+        """Choice `index` finishes in this chunk: it gets back all it kept."""
+        if self._held:
+            for key in [k for k in self._held if k[0] == index]:
+                _place(choice, key, self._held.pop(key))
 
     def flush(self) -> list[dict[str, Any]]:
         """What is still kept back, as the `choices` of one more chunk (empty: nothing)."""
@@ -104,15 +103,14 @@ class StreamRedaction:
         self._held.clear()
         return list(choices.values())
 
-    def _pass(
-        self, holder: dict[str, Any], name: str, key: tuple[int, str, int], final: bool
-    ) -> None:
-        text = self._redactor.text(self._held.pop(key, "") + holder[name])
+    def _pass(self, key: tuple[int, str, int], value: str, final: bool) -> str:
+        held = self._held.pop(key, None) if self._held else None
+        text = self._redactor.text(held + value if held else value)
         keep = 0 if final else self._redactor.held_back(text)
         if keep:
             self._held[key] = text[-keep:]
-            text = text[:-keep]
-        holder[name] = text
+            return text[:-keep]
+        return text
 
 
 def _index(item: dict[str, Any], position: int) -> int:

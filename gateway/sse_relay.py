@@ -37,7 +37,8 @@ _OUTPUT_FIELDS = (
     "refusal",
     "audio",
 )
-_REASONING_FIELDS = ("reasoning", "reasoning_content")
+_OUTPUT_SET = frozenset(_OUTPUT_FIELDS)
+_REASONING_FIELDS = frozenset(("reasoning", "reasoning_content"))
 
 
 class ProviderStreamBroken(Exception):
@@ -120,31 +121,45 @@ class SseRelay:
             self.usage_chunk, self.usage = chunk, tokens
             return None
         self._swap(chunk)
-        if self.texts is not None:
-            self.texts.chunk(chunk)
         return prefix + b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def _note(self, chunk: dict[str, Any]) -> None:
+        """Count the chunk's output and note its finish reason; its streamed texts go through
+        the stream's redaction on the same walk (one walk an event: this is the hot path)."""
         if chunk.get("object") == "text_completion":
             self.object_name = "text_completion"
         choices = chunk.get("choices")
         if not isinstance(choices, list):
             return
+        texts = self.texts
         produced = 0
-        for choice in choices:
+        for position, choice in enumerate(choices):
             if not isinstance(choice, dict):
                 continue
             reason = choice.get("finish_reason")
             if isinstance(reason, str):
                 self.exchange.finish_reason = reason
-            produced += _size(choice.get("text"))
+            final = reason is not None
+            index = choice.get("index", position) if texts is not None else position
+            if not isinstance(index, int):
+                index = position
+            if "text" in choice:
+                text = choice["text"]
+                produced += _size(text)
+                if texts is not None and isinstance(text, str):
+                    choice["text"] = texts.text(index, "text", text, final)
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                for field in _OUTPUT_FIELDS:
-                    size = _size(delta.get(field))
-                    produced += size
-                    if size and field in _REASONING_FIELDS:
+                for field, value in delta.items():  # a field or two: cheaper than a lookup each
+                    if not value or field not in _OUTPUT_SET:
+                        continue
+                    produced += _size(value)
+                    if field in _REASONING_FIELDS:
                         self.reasoning_shown = True
+                    if texts is not None:  # a value replaced in place: the dict keeps its size
+                        texts.field(delta, field, value, index, final)
+            if final and texts is not None:
+                texts.finish(choice, index)
         if produced:
             self.content_chunks += 1
             self.output_chars += produced

@@ -12,12 +12,15 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from config.catalog import ModelConfig, ProviderConfig
 from gateway.app import create_app
 from gateway.redaction import REDACTED, Redactor
 from tests.support import ADMIN_TOKEN, PAID, ThreadedServer, bearer, make_settings, new_account
 from tests.support import test_catalog as catalog_of
+from tests.test_sse_relay import _relay
 
 KEY = "sk-quoted-provider-key-4f0c9a7e1b2d3c4e5f60718293a4b5c6"
 SECRETS = (KEY, ADMIN_TOKEN)
@@ -188,14 +191,20 @@ async def test_a_plain_answer_that_quotes_a_secret_is_redacted(qc: TestClient) -
     await client.close()
 
 
+def _relayed(redactor: Redactor, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chunks as the relay sends them on, kept-back text included."""
+    relay = _relay()
+    relay.redactor, relay.texts = redactor, redactor.stream()
+    out = b"".join(relay.feed(_event(chunk)) for chunk in chunks) + relay.kept_back()
+    return [orjson.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: {")]
+
+
 def test_stream_redaction_keeps_tool_call_arguments_and_completion_text_whole() -> None:
     redactor = Redactor([KEY, "short"])  # a secret under 8 characters is not redacted
-    stream = redactor.stream()
     text = '{"q": "' + KEY + ' short"}'
     pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
-    joined_args, joined_text = "", ""
-    for piece in pieces:
-        chunk = {
+    chunks = [
+        {
             "choices": [
                 {
                     "index": 0,
@@ -204,24 +213,35 @@ def test_stream_redaction_keeps_tool_call_arguments_and_completion_text_whole() 
                 {"index": 1, "text": piece},
             ]
         }
-        stream.chunk(chunk)
-        joined_args += chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
-        joined_text += chunk["choices"][1]["text"]
-    for choice in stream.flush():
-        if choice["index"] == 0:
-            joined_args += choice["delta"]["tool_calls"][0]["function"]["arguments"]
-        else:
-            joined_text += choice["text"]
+        for piece in pieces
+    ]
+    joined_args, joined_text = "", ""
+    for chunk in _relayed(redactor, chunks):
+        for choice in chunk["choices"]:
+            if choice["index"] == 0:
+                joined_args += choice["delta"]["tool_calls"][0]["function"]["arguments"]
+            else:
+                joined_text += choice["text"]
     assert joined_args == joined_text == '{"q": "' + REDACTED + ' short"}'
-    assert stream.flush() == []
 
 
 def test_a_finishing_choice_takes_back_what_was_kept() -> None:
-    stream = Redactor([KEY]).stream()
     first = {"choices": [{"index": 0, "delta": {"content": "see sk-quo"}, "finish_reason": None}]}
     last = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-    stream.chunk(first)
-    stream.chunk(last)
-    assert first["choices"][0]["delta"]["content"] == "see "
-    assert last["choices"][0]["delta"]["content"] == "sk-quo"
-    assert stream.flush() == []
+    sent = _relayed(Redactor([KEY]), [first, last])
+    assert len(sent) == 2  # nothing left over for an extra chunk
+    assert sent[0]["choices"][0]["delta"]["content"] == "see "
+    assert sent[1]["choices"][0]["delta"]["content"] == "sk-quo"
+    assert sent[1]["choices"][0]["finish_reason"] == "stop"
+
+
+@given(
+    st.lists(st.text("ab-k", min_size=8, max_size=12), min_size=1, max_size=3),
+    st.text("ab-kx", max_size=30),
+)
+def test_held_back_is_the_longest_end_that_begins_a_secret(secrets: list[str], text: str) -> None:
+    redactor = Redactor(secrets)
+    expected = max(
+        (k for s in secrets for k in range(1, len(s)) if text.endswith(s[:k])), default=0
+    )
+    assert redactor.held_back(text) == expected
