@@ -1,8 +1,8 @@
 """Relay a provider's SSE stream to the client as it arrives, and settle what it generated.
 
-When the client goes away, the upstream request is closed at once, and the account is charged for
-what the provider sent until then: its usage if it got that far, else one token per content chunk
-(nothing when no content came).
+When the client goes away, the account is charged for what was generated until then, never more
+than the whole answer: when some output had been sent, the provider's stream is read on (not
+relayed) for a few seconds for its own usage, then closed (see _client_gone and sse_relay.py).
 
 A client that reads slowly slows the relay down (each write waits for the socket to drain, so
 the provider's stream waits too, and memory stays flat); one that takes no bytes at all for
@@ -136,9 +136,9 @@ async def _client_gone(
 ) -> None:
     """The client hung up. When it had been sent some output, the provider's stream is read on
     (not relayed) for up to `usage_seconds` and READ_FOR_USAGE_BYTES, until its usage arrives:
-    the client is then charged
-    the provider's own prompt count and its share of the output tokens, instead of an estimate
-    (sse_relay.py). The provider is stopped then, or at once when nothing had been sent."""
+    the client is then charged the provider's own prompt count and its share of the output
+    tokens, instead of an estimate (sse_relay.py). The provider is stopped then, or at once when
+    nothing had been sent."""
     relay.client_left()
     exchange.cancelled = True
     reason = exchange.finish_reason
