@@ -19,8 +19,11 @@ install: $(STAMP)
 run: install
 	$(BIN)/gateway demo
 
+# Every test, then every test whose gateway or stores use the shared store again, on a real
+# Redis Cluster (three masters and their replicas, started by the tests).
 test: install test-deps
 	$(BIN)/python -m pytest
+	TEST_REDIS=cluster $(BIN)/python -m pytest
 
 # System packages the tests need, from Debian: Chromium for the browser tests (Playwright's own
 # browser download cannot work here) and Prometheus (with promtool) for the operations tests; and

@@ -1,27 +1,82 @@
-"""Is a Redis URL one the gateway can use? Checked with the other settings, so that a bad one is
-one clear line and exit 2 at start (serve and check-config alike), not redis-py's traceback when
-the first connection is made. No message quotes the URL: it may carry a password.
+"""Is a Redis URL one the gateway can use, and what does it name? Checked with the other settings,
+so that a bad one is one clear line and exit 2 at start (serve and check-config alike), not
+redis-py's traceback when the first connection is made. No message quotes the URL: it may carry a
+password.
+
+A Redis Cluster is named `redis+cluster://[user:password@]host:port[,host:port...]` (or
+`rediss+cluster://` for TLS): any of its nodes will do to find the others, several are safer.
 """
 
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from redis.connection import parse_url
 
-FORMS = "redis://host:port/db, rediss://host:port/db (TLS) or unix:///path/to/redis.sock"
+FORMS = (
+    "redis://host:port/db, rediss://host:port/db (TLS), unix:///path/to/redis.sock or, for a "
+    "cluster, redis+cluster://host:port,host:port"
+)
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTarget:
+    """A cluster URL taken apart: the nodes to start from, and how to speak to them."""
+
+    seeds: tuple[tuple[str, int], ...]
+    tls: bool
+    username: str | None
+    password: str | None
+
+
+def cluster_target(url: str) -> ClusterTarget | None:
+    """The cluster a `redis+cluster://` URL names; None for any other URL. The URL must have
+    passed redis_url_problem."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in CLUSTER_SCHEMES:
+        return None
+    userinfo, _, hosts = rest.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    hosts = hosts.split("/", 1)[0].split("?", 1)[0]
+    seeds = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        seeds.append((host.strip("[]"), int(port)))
+    return ClusterTarget(
+        tuple(seeds),
+        scheme.lower().startswith("rediss"),
+        unquote(username) or None,
+        unquote(password) or None,
+    )
+
+
+def _cluster_problem(url: str) -> str | None:
+    rest = url.partition("://")[2]
+    hosts, _, tail = rest.rpartition("@")[2].partition("/")
+    hosts = hosts.split("?", 1)[0]
+    database = tail.split("?", 1)[0]
+    if database not in ("", "0"):
+        return "a cluster has only database 0"
+    if not hosts:
+        return "no node; use redis+cluster://host:port,host:port"
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host.strip("[]"):
+            return "each cluster node must be host:port"
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+            return "a node's port must be a number from 1 to 65535"
+    return None
 
 
 def redis_url_problem(url: str) -> str | None:
     """Why the gateway cannot use `url`, in one line; None when it can."""
+    if url.partition("://")[0].lower() in CLUSTER_SCHEMES:
+        return _cluster_problem(url)
     try:
         parts = urlsplit(url)
     except ValueError:
         return f"not a URL; use {FORMS}"
     scheme = parts.scheme.lower()
-    if "cluster" in scheme:
-        return (
-            f"{scheme}:// names a Redis Cluster, which this build does not support yet; "
-            "give one server's redis:// URL"
-        )
     if scheme not in ("redis", "rediss", "unix"):
         shown = f"{scheme!r}" if scheme else "none"
         return f"the scheme is {shown}; use {FORMS}"

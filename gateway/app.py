@@ -5,10 +5,6 @@ import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError
 
 from config.settings import Settings
 from gateway import activity_api, admin_api, completions, consumer_api, keys_api, openapi, webhooks
@@ -22,13 +18,13 @@ from gateway.limits import LIMITS, LimitsHolder, limits_reloader
 from gateway.metrics import SWITCH, metrics_endpoint
 from gateway.middleware import gateway_middleware
 from gateway.models import resolve_catalog
+from gateway.redis_clients import open_clients, readiness
 from gateway.settling import SETTLING, Settling
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS, Services, Serving
 from gateway.topup import topup_worker
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
-from metering.batching import ScriptBatcher
 from metering.generations import Generations
 from metering.ledger import Ledger
 from metering.outbox import Outbox
@@ -86,27 +82,10 @@ def create_metrics_app(settings: Settings) -> web.Application:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.redis_url is not None
-    # A pooled connection that died with a restarted Redis is retried once on a new one; every
-    # script is safe to run twice (settlement and admission are idempotent on the generation id).
-    redis = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[ConnectionError],
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        max_connections=1024,
+    clients = await open_clients(
+        settings.redis_url, timeout=settings.redis_timeout_seconds, alone=app[SERVING].alone
     )
-    # The request path's own client: no socket timeout (see Metering), bounded per round trip.
-    hot = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[ConnectionError],
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        max_connections=1024,
-    )
-    batcher = ScriptBatcher(hot, timeout=settings.redis_timeout_seconds, alone=app[SERVING].alone)
+    redis, hot, batcher = clients.redis, clients.hot, clients.batcher
     accounts = AccountStore(redis, Scripts(redis))
     upstream = Upstream(
         settings.catalog().providers,
@@ -118,6 +97,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await upstream.start()
     app[SERVICES] = Services(
         redis=redis,
+        clients=clients,
         accounts=accounts,
         metering=Metering(
             hot,
@@ -149,9 +129,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await app[SETTLING].drain(2 * settings.redis_timeout_seconds + 1)
         await app[SERVICES].metering.aclose(settings.redis_timeout_seconds)
         await upstream.close()
-        await batcher.aclose()
-        await hot.aclose()
-        await redis.aclose()
+        await clients.aclose()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -160,13 +138,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Redis answers and has the request path's scripts, the catalog and the limits are loaded."""
+    services = request.app[SERVICES]
     try:
-        await request.app[SERVICES].redis.ping()
-        loaded = await request.app[SERVICES].metering.ensure_scripts()
+        await services.redis.ping()
+        problem = await readiness(services.clients)
+        loaded = await services.metering.ensure_scripts()
     except Exception as exc:
         raise ApiError(
             503, f"redis is not reachable ({type(exc).__name__})", "service_unavailable"
         ) from None
+    if problem is not None:
+        raise ApiError(503, problem, "service_unavailable")
     if not request.app[MODELS]:
         raise ApiError(503, "the catalog has no models", "service_unavailable")
     limits = [c.name for c in request.app[LIMITS].policy.limits]

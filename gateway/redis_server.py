@@ -109,6 +109,7 @@ class RedisServer:
     appendonly: bool = True
     appendfsync: str = "everysec"
     start_timeout: float = 15.0
+    extra_args: tuple[str, ...] = ()  # e.g. a cluster node's settings
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -151,7 +152,7 @@ class RedisServer:
             ]
         else:
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
-        return args
+        return args + list(self.extra_args)
 
     def start(self) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)

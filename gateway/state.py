@@ -3,15 +3,16 @@
 from dataclasses import dataclass
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from config.settings import Settings
 from gateway.auth import KeyCache
 from gateway.clock import Clock
 from gateway.models import ResolvedModel
+from gateway.redis_clients import RedisClients
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
+from metering.client import AnyRedis
 from metering.generations import Generations
 from metering.ledger import Ledger
 from metering.outbox import Outbox
@@ -21,7 +22,8 @@ from ratelimit.store import RateLimitStore
 
 @dataclass
 class Services:
-    redis: "Redis"
+    redis: AnyRedis
+    clients: RedisClients
     accounts: AccountStore
     metering: Metering
     upstream: Upstream

@@ -13,9 +13,9 @@ from decimal import Decimal
 from typing import Literal
 
 import orjson
-from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
+from metering.client import AnyRedis
 from metering.layout import ACCOUNT_INDEX, AccountKeys, key_index
 from metering.money import MAX_NANOS, usd_to_nanos
 from metering.periods import period_stamps, rfc3339
@@ -102,7 +102,7 @@ class AmountTooLarge(Exception):
 
 
 class AccountStore:
-    def __init__(self, redis: "Redis", scripts: Scripts) -> None:
+    def __init__(self, redis: AnyRedis, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
 

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from metering.batching import ScriptBatcher
+from metering.client import AnyRedis, Batcher
 from metering.layout import OUTBOX_INDEX, AccountKeys
 from metering.outbox import new_event_id
 from metering.periods import period_stamps
@@ -70,7 +70,7 @@ class SettlementResult:
 class Metering:
     def __init__(
         self,
-        redis: "Redis",
+        redis: AnyRedis,
         scripts: Scripts,
         *,
         reservation_timeout: float,
@@ -84,7 +84,7 @@ class Metering:
         timeout: float | None = None,
         topup_pending_seconds: float = 86_400,
         admission_timeout: float | None = None,
-        batcher: ScriptBatcher | None = None,
+        batcher: Batcher | None = None,
     ) -> None:
         """`timeout` bounds each round trip (give the client no socket timeout then: redis-py
         wraps every socket write in a task of its own for that, on the hot path)."""
@@ -183,11 +183,15 @@ class Metering:
     async def settle_many(self, settlements: Sequence[tuple[UsageRecord, float]]) -> int:
         """Settle records in one pipeline (seeding and back-fills): the same script, applied
         once per generation id; returns how many were applied now."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for record, now in settlements:
-                keys, args = self._settle_inputs(record, now)
-                await self._scripts.settle(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
+        if not isinstance(self._redis, Redis):  # a cluster: the calls go to their own masters
+            calls = [self._scripts.settle(*self._settle_inputs(r, now)) for r, now in settlements]
+            replies = await asyncio.gather(*calls)
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for record, now in settlements:
+                    keys, args = self._settle_inputs(record, now)
+                    await self._scripts.settle(keys=keys, args=args, client=pipe)
+                replies = await pipe.execute()
         return sum(1 for reply in replies if reply[0] == "ok")
 
     def _settle_inputs(self, record: UsageRecord, now: float) -> tuple[list[str], list[Any]]:

@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from metering.pipelined import PipelinedConnection
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio.connection import AbstractConnection
     from redis.commands.core import AsyncScript
 
 # hiredis packs a command in C; its stub types the tuple as one element long.
@@ -55,13 +55,19 @@ class _Call:
 
 class ScriptBatcher:
     def __init__(
-        self, redis: "Redis", *, timeout: float, alone: Callable[[], bool] | None = None
+        self,
+        connect: "Callable[[], AbstractConnection]",
+        *,
+        timeout: float,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
-        """`timeout` bounds one batch's round trip: past it, its connection is dropped.
-        `alone` says whether the caller is the only one about (one request being served): its
-        call is then written at once when nothing is out, not at the end of the loop turn."""
+        """`connect` makes a redis-py connection, not yet connected, to the one server this
+        batcher writes to (for a Redis client: its pool's `make_connection`). `timeout` bounds
+        one batch's round trip: past it, its connection is dropped. `alone` says whether the
+        caller is the only one about (one request being served): its call is then written at
+        once when nothing is out, not at the end of the loop turn."""
         self._alone = alone
-        self._pool = redis.connection_pool
+        self._connect = connect
         self._timeout = timeout
         self._queue: list[_Call] = []
         self._flush_scheduled = False
@@ -255,7 +261,7 @@ class ScriptBatcher:
         idle = self._idle_connection()
         if idle is not None:
             return idle
-        handshake = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        handshake = self._connect()
         return await asyncio.wait_for(PipelinedConnection.open(handshake), self._timeout)
 
     async def _round_trip(

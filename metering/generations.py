@@ -4,8 +4,7 @@ backwards in batches, so a page costs what it scans, never the whole history."""
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
+from metering.client import AnyRedis
 from metering.layout import AccountKeys
 from metering.rollups import Filters
 from metering.usage import UsageRecord
@@ -20,7 +19,7 @@ class Page:
 
 
 class Generations:
-    def __init__(self, redis: "Redis") -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         self._redis = redis
 
     async def newest(

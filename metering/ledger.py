@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from redis.asyncio import Redis
 
+from metering.client import AnyRedis
 from metering.layout import ACCOUNT_INDEX, AccountKeys
 from metering.periods import rfc3339
 from metering.scripts import Scripts
@@ -47,7 +47,7 @@ class RefundRefused(Exception):
 
 
 class Ledger:
-    def __init__(self, redis: "Redis", scripts: Scripts) -> None:
+    def __init__(self, redis: AnyRedis, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
 

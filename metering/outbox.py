@@ -12,8 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
+from metering.client import AnyRedis
 from metering.ids import random_hex
 from metering.layout import ACCOUNT_INDEX, OUTBOX_INDEX, AccountKeys
 from metering.money import usd_to_nanos
@@ -38,7 +38,7 @@ class TopupRequest:
 
 
 class Outbox:
-    def __init__(self, redis: "Redis") -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         self._redis = redis
         self._clear_pending = redis.register_script(lua_source("clear_pending"))
 

@@ -17,14 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 from redis.exceptions import (
+    AskError,
     BusyLoadingError,
+    ClusterDownError,
     ConnectionError,
     InvalidResponse,
+    MovedError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 
 if TYPE_CHECKING:
@@ -53,6 +57,10 @@ _ERROR_CLASSES: tuple[tuple[str, type[RedisError]], ...] = (
     ("LOADING", BusyLoadingError),
     ("READONLY", ReadOnlyError),
     ("OOM", OutOfMemoryError),
+    ("MOVED ", MovedError),  # a cluster's redirections, parsed as redis-py's cluster client does
+    ("ASK ", AskError),
+    ("CLUSTERDOWN", ClusterDownError),
+    ("TRYAGAIN", TryAgainError),
 )
 
 
@@ -74,7 +82,8 @@ def _socket_of(transport: asyncio.BaseTransport) -> tuple[str, int | None]:
 
 class PipelinedConnection(asyncio.Protocol):
     """Send with `send(packed, count)`; its future gets the `count` replies, an error reply as a
-    RedisError in its place (NOSCRIPT, LOADING, READONLY and OOM as redis-py's classes)."""
+    RedisError in its place (NOSCRIPT, LOADING, READONLY, OOM and a cluster's MOVED, ASK,
+    CLUSTERDOWN and TRYAGAIN as redis-py's classes)."""
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader(

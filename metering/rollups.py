@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from redis.asyncio import Redis
-
+from metering.client import AnyRedis
 from metering.layout import AccountKeys
 
 Granularity = Literal["minute", "hour", "day", "month"]
@@ -96,7 +95,7 @@ class Bucket:
 
 
 class Rollups:
-    def __init__(self, redis: "Redis") -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         self._redis = redis
 
     async def read(

@@ -2,8 +2,9 @@
 
 from importlib import resources
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from metering.client import AnyRedis
 
 
 def lua_source(name: str) -> str:
@@ -14,7 +15,7 @@ class Scripts:
     """`admission_prelude` defines the admission script's limit hooks (see lua/admit.lua); the
     gateway passes the rate limiter's, and without one there are no limits."""
 
-    def __init__(self, redis: "Redis", admission_prelude: str | None = None) -> None:
+    def __init__(self, redis: AnyRedis, admission_prelude: str | None = None) -> None:
         prelude = admission_prelude if admission_prelude is not None else lua_source("no_limits")
         self.admit: AsyncScript = redis.register_script(
             prelude + lua_source("release_stale") + lua_source("admit")

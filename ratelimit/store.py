@@ -8,7 +8,7 @@ A counter's key names its window, and expires a minute after the window ends.
 from dataclasses import dataclass
 from importlib import resources
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from ratelimit.policy import UNLIMITED, CompiledLimit
 from ratelimit.windows import window_start
@@ -67,7 +67,7 @@ def _limit_args(limit: CompiledLimit) -> tuple[str | int, ...]:
 class RateLimitStore:
     """Reads and operator changes outside the admission path."""
 
-    def __init__(self, redis: "Redis") -> None:
+    def __init__(self, redis: "Redis | RedisCluster") -> None:
         self._redis = redis
 
     async def overrides(self, account_id: str) -> dict[str, int]:

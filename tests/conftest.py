@@ -8,16 +8,31 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from redis.asyncio import Redis
 
+from bench.cluster import LocalCluster
 from gateway.app import create_app
 from gateway.clock import ManualClock
+from gateway.redis_clients import AnyRedis, store_client
 from gateway.redis_server import RedisServer, ServerBinary, find_binaries, free_port
 from gateway.simulated_provider import create_simulated_provider
 from tests.hostile import WEBHOOK_SECRET as HOSTILE_WEBHOOK_SECRET
 from tests.support import PROVIDER_SECRET, ThreadedServer, make_settings
 
 os.environ.setdefault("SIM_PROVIDER_KEY", PROVIDER_SECRET)
+ON_CLUSTER = os.environ.get("TEST_REDIS") == "cluster"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With TEST_REDIS=cluster, only the tests whose gateway or stores use `redis_url` run (on
+    the cluster): the others (their own servers, or every kind already) ran in the first pass."""
+    if not ON_CLUSTER:
+        return
+    keep, drop = [], []
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        (keep if "redis_url" in names and "any_redis_url" not in names else drop).append(item)
+    items[:] = keep
+    config.hook.pytest_deselected(items=drop)
 
 
 def _start(binary: ServerBinary, root: Path) -> RedisServer:
@@ -41,16 +56,47 @@ def redis_servers() -> Iterator[list[RedisServer]]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_servers: list[RedisServer]) -> str:
+def redis_url(request: pytest.FixtureRequest, redis_servers: list[RedisServer]) -> str:
+    """The store of the tests that need one: the first server, or with TEST_REDIS=cluster the
+    first cluster (`make test` runs every test that uses this fixture a second time so)."""
+    if ON_CLUSTER:
+        clusters: list[LocalCluster] = request.getfixturevalue("redis_clusters")
+        return clusters[0].url
     return redis_servers[0].url
 
 
-@pytest.fixture(params=[0, 1], ids=["first-server", "second-server"])
+@pytest.fixture(scope="session")
+def redis_clusters() -> Iterator[list[LocalCluster]]:
+    """A cluster (three masters, a replica each) of every kind of server this machine has."""
+    with tempfile.TemporaryDirectory(prefix="gw-test-cluster-") as tmp:
+        clusters: list[LocalCluster] = []
+        try:
+            for n, binary in enumerate(find_binaries()):
+                root = Path(tmp) / f"{binary.kind}-{n}"
+                clusters.append(LocalCluster(root, binary=binary).start())
+            yield clusters
+        finally:
+            for cluster in clusters:
+                cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_url(redis_clusters: list[LocalCluster]) -> str:
+    return redis_clusters[0].url
+
+
+@pytest.fixture(
+    params=[("server", 0), ("server", 1), ("cluster", 0), ("cluster", 1)],
+    ids=["first-server", "second-server", "first-cluster", "second-cluster"],
+)
 def any_redis_url(request: pytest.FixtureRequest, redis_servers: list[RedisServer]) -> str:
-    """Contract tests run on each server the machine has."""
-    index: int = request.param
+    """Contract tests run on each server the machine has, and on a cluster of each."""
+    kind, index = request.param
     if index >= len(redis_servers):
         pytest.skip("this machine has only one kind of Redis server")
+    if kind == "cluster":
+        clusters: list[LocalCluster] = request.getfixturevalue("redis_clusters")
+        return clusters[index].url
     return redis_servers[index].url
 
 
@@ -85,7 +131,7 @@ async def hc(redis_url: str, provider: ThreadedServer) -> AsyncIterator[TestClie
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    raw = Redis.from_url(redis_url)  # bytes in, bytes out: DUMP needs it
+async def redis(redis_url: str) -> AsyncIterator[AnyRedis]:
+    raw = store_client(redis_url, decode=False)  # bytes in, bytes out: DUMP needs it
     yield raw
     await raw.aclose()

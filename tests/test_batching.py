@@ -35,7 +35,7 @@ async def server(tmp_path: Path) -> AsyncIterator[RedisServer]:
 @pytest.fixture
 async def batcher(server: RedisServer) -> AsyncIterator[tuple[ScriptBatcher, Redis]]:
     redis = Redis.from_url(server.url, decode_responses=True)
-    batcher = ScriptBatcher(redis, timeout=5)
+    batcher = ScriptBatcher(redis.connection_pool.make_connection, timeout=5)
     yield batcher, redis
     await batcher.aclose()
     await redis.aclose()
@@ -150,7 +150,7 @@ async def test_the_urls_password_and_database_hold_on_batched_connections(
         else:
             url = base.replace("unix://", "unix://:s3cret@").replace("db=0", "db=3")
         redis = Redis.from_url(url, decode_responses=True)
-        batcher = ScriptBatcher(redis, timeout=5)
+        batcher = ScriptBatcher(redis.connection_pool.make_connection, timeout=5)
         put = redis.register_script("redis.call('SET', KEYS[1], ARGV[1]) return 'stored'")
         assert await batcher.submit(put, ["where"], ["é" * 3], 5.0) == "stored"
         assert await redis.get("where") == "é" * 3
@@ -169,7 +169,7 @@ async def test_a_batch_past_the_batchers_bound_fails_and_drops_its_connection(
     """A caller without a bound of its own still gets an answer when Redis hangs: the batch's
     bound fails it, and the connection (now out of step with its replies) is not used again."""
     redis = Redis.from_url(server.url, decode_responses=True)
-    calls = ScriptBatcher(redis, timeout=0.3)
+    calls = ScriptBatcher(redis.connection_pool.make_connection, timeout=0.3)
     try:
         echo = redis.register_script(ECHO)
         assert await calls.submit(echo, ["warm"], [0]) == ["warm", "0"]  # leaves an idle one
@@ -222,7 +222,7 @@ async def test_a_lone_caller_is_written_at_once_and_a_crowd_is_batched(
     turn's batch."""
     redis = Redis.from_url(server.url, decode_responses=True)
     alone = [True]
-    calls = ScriptBatcher(redis, timeout=5, alone=lambda: alone[0])
+    calls = ScriptBatcher(redis.connection_pool.make_connection, timeout=5, alone=lambda: alone[0])
     echo = redis.register_script(ECHO)
     loop = asyncio.get_running_loop()
     try:

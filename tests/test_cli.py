@@ -300,7 +300,7 @@ def test_unusable_redis_urls_and_bad_files_are_one_line_and_exit_2(tmp_path: Pat
     cases = [
         ({"GATEWAY_REDIS_URL": "redis+foo://127.0.0.1:7100"}, config, "GATEWAY_REDIS_URL"),
         ({"GATEWAY_REDIS_URL": "redis://:pw-secret@127.0.0.1:99999/0"}, config, "port"),
-        ({"GATEWAY_REDIS_URL": "redis+cluster://127.0.0.1:7100"}, config, "Redis Cluster"),
+        ({"GATEWAY_REDIS_URL": "redis+cluster://127.0.0.1:7100/3"}, config, "database 0"),
         ({"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/zero"}, config, "database"),
         ({}, bad_file, f"{bad_file}:"),
     ]

@@ -13,8 +13,8 @@ from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis.asyncio import Redis
 
+from gateway.redis_clients import store_client
 from metering.accounts import AccountStore
 from metering.admission import Metering
 from metering.ledger import Ledger, RefundRefused
@@ -38,7 +38,7 @@ steps = st.lists(st.one_of(purchase, request, together, refund, advance, expire)
 
 
 async def _run(redis_url: str, grant: int, plan: list[tuple[str, int, int]]) -> None:
-    redis = Redis.from_url(redis_url, decode_responses=True)
+    redis = store_client(redis_url)
     try:
         scripts = Scripts(redis)
         accounts = AccountStore(redis, scripts)

@@ -5,8 +5,8 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
-from redis.asyncio import Redis
 
+from gateway.redis_clients import store_client
 from metering.accounts import AccountStore, AmountTooLarge, IdempotencyConflict
 from metering.admission import Metering, Refusal
 from metering.layout import AccountKeys
@@ -21,7 +21,7 @@ NOW = 1_795_000_000.0
 
 @pytest.fixture
 async def stores(any_redis_url: str) -> AsyncIterator[tuple[AccountStore, Metering]]:
-    redis = Redis.from_url(any_redis_url, decode_responses=True)
+    redis = store_client(any_redis_url)
     scripts = Scripts(redis)
     yield (
         AccountStore(redis, scripts),
@@ -184,7 +184,7 @@ async def test_every_activity_bucket_expires_after_its_retention(
         await metering.settle(
             replace(usage_record(account.id, key.hash, gid, 10), model=model), NOW
         )
-    redis = Redis.from_url(any_redis_url, decode_responses=True)
+    redis = store_client(any_redis_url)
     try:
         retention = dict(zip(GRANULARITIES, (7, 90, 730, 730), strict=True))
         for granularity in GRANULARITIES:
@@ -209,7 +209,7 @@ async def test_a_record_is_stored_once_and_found_by_its_generation_id(
     assert (await metering.settle(record, NOW)).applied
     assert await metering.generation(account.id, gid) == record
     assert await metering.generation(account.id, new_generation_id(account.id)) is None
-    redis = Redis.from_url(any_redis_url, decode_responses=True)
+    redis = store_client(any_redis_url)
     try:
         pointer = await redis.get(AccountKeys(account.id).generation(gid))
         assert pointer is not None and len(pointer) < 32 < len(record.to_json())
