@@ -99,7 +99,7 @@ class LocalCluster:
                 c.execute_command("CLUSTER ADDSLOTS", *range(i * per, last + 1))
         for j, node in enumerate(self.nodes[self.masters :]):
             master = self.nodes[j % self.masters]
-            self._wait(lambda n=node: self._knows_master(n, master), timeout)
+            self._wait(lambda n=node, m=master: self._knows_master(n, m), timeout)
             with self._client(node) as c:
                 c.execute_command("CLUSTER REPLICATE", self.ids[master.port or 0])
         self._wait(self.healthy, timeout)
