@@ -188,6 +188,36 @@ class LocalCluster:
                 found.append(node)
         return found
 
+    def move_slot(self, slot: int, to: RedisServer, batch: int = 10, pause: float = 0.0) -> int:
+        """Move one slot to another master while it is in use, as `redis-cli --cluster reshard`
+        does: IMPORTING and MIGRATING, its keys MIGRATEd `batch` at a time (`pause` seconds
+        apart, to hold the migration open), then the slot given to its new master. Clients meet
+        ASK while it moves and MOVED after. Returns how many keys moved."""
+        source = self.master_of_slot(slot)
+        if source is to:
+            return 0
+        source_id, target_id = self.ids[source.port or 0], self.ids[to.port or 0]
+        moved = 0
+        with self._client(source) as src, self._client(to) as dst:
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+            for _ in range(100_000):
+                keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, batch)
+                if not keys:
+                    break
+                src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+                moved += len(keys)
+                time.sleep(pause)
+            for node in (to, source):
+                with self._client(node) as c:
+                    c.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        for node in self.nodes:  # the others learn it by gossip; told at once, as redis-cli does
+            if node.process is not None and node not in (to, source):
+                with self._client(node) as c:
+                    if c.info("replication")["role"] == "master":
+                        c.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        return moved
+
     def kill(self, node: RedisServer) -> None:
         """SIGKILL: nothing is flushed on the way out; its replica is promoted after the node
         timeout."""

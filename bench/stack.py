@@ -1,12 +1,14 @@
 """A whole deployment in one work directory, for the fault tests and the soak: Redis on its own
-append-only file, the simulated provider in its own process, and `gateway serve` as a real process,
-each of which a test can stop, kill and start again.
+append-only file (or a Redis Cluster of three masters and their replicas), the simulated provider
+in its own process, and `gateway serve` as a real process (or several, each on its own port and
+data directory, as on separate machines), each of which a test can stop, kill and start again.
 """
 
 import secrets
 import signal
 from pathlib import Path
 
+from bench.cluster import LocalCluster
 from bench.procs import Child, python_child
 from bench.scenario import admin_call
 from gateway.redis_server import RedisServer, free_port
@@ -76,10 +78,17 @@ class Stack:
         *,
         appendfsync: str = "everysec",
         gateway_env: dict[str, str] | None = None,
+        cluster: bool = False,
+        limits: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.admin_token = secrets.token_urlsafe(24)
         self.redis = RedisServer(workdir / "redis", port=free_port(), appendfsync=appendfsync)
+        self.cluster = (
+            LocalCluster(workdir / "cluster", appendfsync=appendfsync) if cluster else None
+        )
+        self.others: list[tuple[Child, str]] = []  # more gateways: (process, base URL)
+        self.limits = LIMITS if limits is None else limits
         self.provider_url = f"http://127.0.0.1:{free_port()}"
         self.url = f"http://127.0.0.1:{free_port()}"
         self.gateway_env = gateway_env or {}
@@ -87,9 +96,16 @@ class Stack:
         self.gateway: Child | None = None
         self._gateway_runs = 0
 
+    @property
+    def redis_url(self) -> str:
+        return self.cluster.url if self.cluster is not None else self.redis.url
+
     def start(self) -> "Stack":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.redis.start()
+        if self.cluster is not None:
+            self.cluster.start()
+        else:
+            self.redis.start()
         port = self.provider_url.rsplit(":", 1)[1]
         self.provider = python_child(
             "provider", ["-m", "bench.mock_provider", "--port", port], self.workdir, {}
@@ -100,28 +116,42 @@ class Stack:
 
     def start_gateway(self) -> Child:
         self._gateway_runs += 1
+        port = self.url.rsplit(":", 1)[1]
+        self.gateway = self._serve(f"gateway-{self._gateway_runs}", int(port), "data")
+        return self.gateway
+
+    def add_gateway(self) -> str:
+        """One more `gateway serve` on the same store, with its own port and data directory
+        (another machine, as far as the gateway can tell); its base URL."""
+        n = len(self.others) + 2
+        port = free_port()
+        child = self._serve(f"gateway-other-{n}", port, f"data-{n}")
+        url = f"http://127.0.0.1:{port}"
+        self.others.append((child, url))
+        return url
+
+    def _serve(self, name: str, port: int, data: str) -> Child:
         toml = catalog_toml(self.workdir / "gateway.toml", self.provider_url)
         limits = self.workdir / "limits.toml"
-        limits.write_text(LIMITS)
+        limits.write_text(self.limits)
         env = {
-            "GATEWAY_REDIS_URL": self.redis.url,
+            "GATEWAY_REDIS_URL": self.redis_url,
             "GATEWAY_ADMIN_TOKEN": self.admin_token,
-            "GATEWAY_DATA_DIR": str(self.workdir / "data"),
+            "GATEWAY_DATA_DIR": str(self.workdir / data),
             "GATEWAY_LIMITS_FILE": str(limits),
             "GATEWAY_LOG_FORMAT": "json",
             "GATEWAY_JOURNAL_REPLAY_SECONDS": "0.2",
             **self.gateway_env,
         }
-        port = self.url.rsplit(":", 1)[1]
-        self.gateway = python_child(
-            f"gateway-{self._gateway_runs}",
-            ["-m", "gateway", "serve", "--config", str(toml), "--port", port],
+        child = python_child(
+            name,
+            ["-m", "gateway", "serve", "--config", str(toml), "--port", str(port)],
             self.workdir,
             env,
             cwd=self.workdir,
         )
-        self.gateway.wait_http(self.url + "/readyz", timeout=60)
-        return self.gateway
+        child.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
+        return child
 
     def kill_gateway(self) -> None:
         assert self.gateway is not None
@@ -137,8 +167,10 @@ class Stack:
 
     def gateway_logs(self) -> list[str]:
         lines: list[str] = []
-        for run in range(1, self._gateway_runs + 1):
-            path = self.workdir / f"gateway-{run}.log"
+        names = [f"gateway-{run}" for run in range(1, self._gateway_runs + 1)]
+        names += [f"gateway-other-{n}" for n in range(2, len(self.others) + 2)]
+        for name in names:
+            path = self.workdir / f"{name}.log"
             if path.exists():
                 lines += path.read_text(errors="replace").splitlines()
         return lines
@@ -160,7 +192,9 @@ class Stack:
         return account["id"], key["key"]
 
     def stop(self) -> None:
-        for child in (self.gateway, self.provider):
+        for child in (self.gateway, *(c for c, _ in self.others), self.provider):
             if child is not None:
                 child.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         self.redis.stop()
