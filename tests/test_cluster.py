@@ -12,13 +12,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis
+from aiohttp.test_utils import TestClient, TestServer
 from redis.crc import key_slot
 
 from bench.audit import problems, read_books
+from bench.cluster import LocalCluster
 from bench.stack import FREE_MODELS, LIMITS, PAID_MODELS, Stack
 from bench.traffic import Mix, Outcome, Traffic
+from gateway.app import create_app
 from gateway.redis_server import find_binaries
 from metering.layout import AccountKeys
+from tests.support import ThreadedServer, bearer, chat, make_settings, new_account
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
 
@@ -171,3 +176,45 @@ async def test_a_slot_moved_under_load_keeps_the_books(cstack: tuple[Stack, str]
     assert sum(o.status == 200 for o in outcomes) > 50
     books = await _settled_books(stack, account_id, key)
     assert problems(books, outcomes) == []
+
+
+async def test_a_plain_url_to_one_node_runs_on_the_whole_cluster(
+    redis_clusters: list[LocalCluster], provider: ThreadedServer
+) -> None:
+    """`redis://` to one node of a cluster: the gateway finds the cluster from it and uses it
+    (without that, most accounts would meet MOVED while /readyz said ready)."""
+    node = redis_clusters[0].nodes[0]
+    settings = make_settings(f"redis://127.0.0.1:{node.port}/0", provider.url)
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+        assert (await c.get("/readyz")).status == 200
+        for _ in range(6):  # accounts on other masters than the named node, too
+            _, key = await new_account(c, purchase="1.00")
+            answer = await c.post(
+                "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+            )
+            assert answer.status == 200, await answer.text()
+
+
+async def test_readyz_says_why_when_a_slot_is_not_served(
+    tmp_path: Path, provider: ThreadedServer
+) -> None:
+    cluster = LocalCluster(tmp_path / "cluster", replicas=0).start()
+    try:
+        settings = make_settings(cluster.url, provider.url)
+        async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+            assert (await c.get("/readyz")).status == 200
+            owner = cluster.master_of_slot(42)
+            with redis.Redis(port=owner.port) as r:
+                r.execute_command("CLUSTER DELSLOTS", 42)
+            statuses = []
+            for _ in range(100):
+                answer = await c.get("/readyz")
+                statuses.append(answer.status)
+                if answer.status == 503:
+                    message = (await answer.json())["error"]["message"]
+                    assert "cluster_state:fail" in message or "slots" in message, message
+                    break
+                await asyncio.sleep(0.05)
+            assert statuses[-1] == 503, statuses
+    finally:
+        cluster.stop()

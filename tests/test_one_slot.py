@@ -1,0 +1,140 @@
+"""Every script call and every transaction the gateway sends touches one cluster slot, checked on
+what Redis itself saw (MONITOR) while a scenario drives every kind of write: accounts, keys,
+purchases, paid, free and streamed requests, refunds, limits, auto top-up, expiry, reads. A call
+whose keys spanned two slots would be refused by a cluster (CROSSSLOT)."""
+
+import re
+import socket
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import redis
+from aiohttp.test_utils import TestClient, TestServer
+from redis.crc import key_slot
+
+from gateway.app import create_app
+from gateway.expiry import sweep_once
+from gateway.redis_server import RedisServer, free_port
+from tests.support import ThreadedServer, admin_headers, bearer, chat, make_settings, new_account
+
+_ARG = re.compile(rb'"((?:[^"\\]|\\.)*)"')
+_ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|.)")
+
+
+def _unescape(raw: bytes) -> bytes:
+    def one(match: re.Match[bytes]) -> bytes:
+        code = match.group(1)
+        if code.startswith(b"x") and len(code) == 3:
+            return bytes([int(code[1:], 16)])
+        return {b"n": b"\n", b"r": b"\r", b"t": b"\t"}.get(code, code)
+
+    return _ESCAPE.sub(one, raw)
+
+
+class Monitor:
+    """MONITOR on a raw socket, in a thread: (client address, command args) in order."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.sendall(b"MONITOR\r\n")
+        self.lines: list[bytes] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while True:
+            try:
+                piece = self.sock.recv(1 << 16)
+            except OSError:
+                return
+            if not piece:
+                return
+            buffer += piece
+            *lines, buffer = buffer.split(b"\r\n")
+            self.lines.extend(lines)
+
+    def stop(self) -> list[tuple[str, list[bytes]]]:
+        self.sock.close()
+        self.thread.join(10)
+        seen = []
+        for line in self.lines:
+            head = re.match(rb"\+[\d.]+ \[\d+ ([^\]]+)\] ", line)
+            if head:
+                args = [_unescape(a) for a in _ARG.findall(line[head.end() :])]
+                seen.append((head.group(1).decode(), args))
+        return seen
+
+
+def _slots(keys: list[bytes | str]) -> set[int]:
+    return {key_slot(k if isinstance(k, bytes) else k.encode()) for k in keys}
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> RedisServer:
+    server = RedisServer(tmp_path / "redis", port=free_port(), appendonly=False).start()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+async def test_every_script_and_transaction_touches_one_slot(
+    own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        own_redis.url, provider.url, data_dir=tmp_path / "data", credit_expiry_days=1
+    )
+    monitor = Monitor(own_redis.port or 0)
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+        account_id, key = await new_account(c, purchase="5.00")
+        admin = admin_headers()
+        for body in (chat("test/paid"), chat("test/paid", stream=True), chat("test/free:free")):
+            assert (await c.post("/api/v1/chat/completions", json=body, headers=bearer(key))).ok
+        await c.post("/api/v1/chat/completions", json=chat("test/error-500"), headers=bearer(key))
+        made = await c.post(
+            f"/admin/v1/accounts/{account_id}/purchases",
+            json={"amount": "2.00", "method": "card", "idempotency_key": "one-slot"},
+            headers=admin,
+        )
+        await c.post(f"/admin/v1/purchases/{(await made.json())['id']}/refund", headers=admin)
+        await c.put(
+            f"/admin/v1/accounts/{account_id}/limits", json={"free-per-day": 7}, headers=admin
+        )
+        await c.put(
+            f"/admin/v1/accounts/{account_id}/auto-topup",
+            json={"threshold": "1.00", "amount": "5.00"},
+            headers=admin,
+        )
+        made = await c.post(
+            f"/admin/v1/accounts/{account_id}/keys", json={"name": "m"}, headers=admin
+        )
+        await c.patch(
+            f"/admin/v1/keys/{(await made.json())['hash']}", json={"disabled": True}, headers=admin
+        )
+        for path in ("/api/v1/key", "/api/v1/credits", "/api/v1/activity", "/api/v1/generations"):
+            assert (await c.get(path, headers=bearer(key))).status == 200
+        await sweep_once(c.app)
+    seen = monitor.stop()
+
+    scripts = [args for _, args in seen if args and args[0].upper() in (b"EVALSHA", b"EVAL")]
+    assert len(scripts) > 10, "the scenario ran no scripts?"
+    for args in scripts:
+        keys = args[3 : 3 + int(args[2])]
+        assert len(_slots(keys)) <= 1, (args[0], keys)
+
+    # Transactions: the commands between MULTI and EXEC of one connection.
+    open_tx: dict[str, list[list[bytes]]] = defaultdict(list)
+    checked = 0
+    with redis.Redis(port=own_redis.port) as r:
+        for client, args in seen:
+            name = args[0].upper() if args else b""
+            if name == b"MULTI":
+                open_tx[client] = []
+            elif name == b"EXEC" and client in open_tx:
+                keys = [k for cmd in open_tx.pop(client) for k in r.command_getkeys(*cmd)]
+                assert len(_slots(keys)) <= 1, keys
+                checked += 1
+            elif client in open_tx:
+                open_tx[client].append(args)
+    assert checked > 0, "the scenario ran no transactions?"
