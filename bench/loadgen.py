@@ -53,9 +53,11 @@ async def _worker(
 async def run_load(
     url: str, body: bytes, auth: str, connections: int, duration: float
 ) -> dict[str, float | int | str]:
-    headers = {"Content-Type": "application/json"}
-    if auth:
-        headers["Authorization"] = auth
+    # Several "Bearer ..." values separated by "|": each connection takes one in turn.
+    auths = auth.split("|") if auth else [""]
+    each = [
+        {"Content-Type": "application/json", **({"Authorization": a} if a else {})} for a in auths
+    ]
     latencies: list[float] = []
     counts = {"non2xx": 0, "errors": 0}
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
@@ -65,8 +67,8 @@ async def run_load(
         deadline = started + duration
         await asyncio.gather(
             *(
-                _worker(session, url, body, headers, deadline, latencies, counts)
-                for _ in range(connections)
+                _worker(session, url, body, each[n % len(each)], deadline, latencies, counts)
+                for n in range(connections)
             )
         )
         elapsed = time.perf_counter() - started

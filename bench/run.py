@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import load, new_event_loop, profile
+from bench import cluster_bench, load, new_event_loop, profile
 from bench.latency import Target, take_turns
 from bench.procs import ROOT, Child, CpuMeter, python_child
 from bench.report import RESULTS_DIR, format_table, machine_info, redis_server_info, write_json
@@ -259,6 +259,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="tcp",
         help="how the gateway reaches Redis: loopback TCP, or a unix socket as in embedded mode",
     )
+    parser.add_argument(
+        "--redis",
+        choices=("single", "cluster"),
+        default="single",
+        help="cluster: one Redis against a 3-master cluster (bench/cluster_bench.py)",
+    )
+    cluster_bench.add_arguments(parser)
     parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes")
     parser.add_argument(
         "--gateway-env",
@@ -287,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job inherits it ignored
         signal.signal(sig, _raise_interrupt)
+    if args.redis == "cluster":
+        return cluster_bench.run(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     wrk = load.wrk_path()
     use_wrk = args.load_tool == "wrk" or (args.load_tool == "auto" and wrk is not None)
