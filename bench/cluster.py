@@ -218,6 +218,17 @@ class LocalCluster:
                         c.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
         return moved
 
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A running replica of `master`."""
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            with self._client(node) as c:
+                role = c.execute_command("ROLE")
+            if role[0] in ("slave", "replica") and int(role[2]) == master.port:
+                return node
+        raise LookupError(f"no replica of the node on port {master.port}")
+
     def kill(self, node: RedisServer) -> None:
         """SIGKILL: nothing is flushed on the way out; its replica is promoted after the node
         timeout."""

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         default=0.25, gt=0, description="bound on the admission round trip: then 503"
     )
     redis_appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    redis_replica_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="on a cluster, how long a settlement waits for a replica to confirm it "
+        "(WAIT) before it is journaled to be run again; 0: no waiting",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = (
         "INFO"
     )

@@ -24,7 +24,7 @@ from gateway.models import ResolvedModel
 from gateway.request_body import CompletionRequest
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.admission import AdmissionResult, Metering, Refusal
-from metering.batching import NotSent
+from metering.batch_calls import NotSent
 from metering.estimate import PromptEstimate
 from metering.money import MAX_NANOS, format_usd
 from metering.usage import new_generation_id

@@ -83,7 +83,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.redis_url is not None
     clients = await open_clients(
-        settings.redis_url, timeout=settings.redis_timeout_seconds, alone=app[SERVING].alone
+        settings.redis_url,
+        timeout=settings.redis_timeout_seconds,
+        alone=app[SERVING].alone,
+        replica_wait_ms=settings.redis_replica_wait_ms,
     )
     redis, hot, batcher = clients.redis, clients.hot, clients.batcher
     accounts = AccountStore(redis, Scripts(redis))

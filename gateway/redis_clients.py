@@ -40,9 +40,12 @@ class RedisClients:
         await self.redis.aclose()
 
 
-async def open_clients(url: str, *, timeout: float, alone: Any = None) -> RedisClients:
+async def open_clients(
+    url: str, *, timeout: float, alone: Any = None, replica_wait_ms: int = 100
+) -> RedisClients:
     """Clients for `url`; `timeout` bounds each round trip off the request path, and each of
-    the request path's batches."""
+    the request path's batches; on a cluster, settlements wait up to `replica_wait_ms` for a
+    replica to confirm them (0: not at all)."""
     target = cluster_target(url)
     if target is not None:
         cluster = _cluster(target, timeout)
@@ -51,7 +54,9 @@ async def open_clients(url: str, *, timeout: float, alone: Any = None) -> RedisC
         cluster = RedisCluster.from_url(url, **_cluster_options(timeout))
     else:
         return _single_server(url, timeout, alone)
-    batcher = ClusterScriptBatcher(cluster, timeout=timeout, alone=alone)
+    batcher = ClusterScriptBatcher(
+        cluster, timeout=timeout, alone=alone, replica_wait_ms=replica_wait_ms
+    )
     return RedisClients(cluster, cluster, batcher, cluster=True)
 
 

@@ -151,7 +151,9 @@ class Metering:
         that has answered before (see ScriptBatcher.submit); else it stays pending."""
         keys, args = self._settle_inputs(record, now)
         if self._batcher is not None:
-            return self._batcher.submit(self._scripts.settle, keys, args, self._timeout, sent)
+            return self._batcher.submit(
+                self._scripts.settle, keys, args, self._timeout, sent, durable=True
+            )
         return asyncio.ensure_future(self._run(self._scripts.settle, keys, args, self._timeout))
 
     def settled(self, record: UsageRecord, reply: Any, now: float) -> SettlementResult:

@@ -8,49 +8,47 @@ Every script sent this way is idempotent on its generation id, which is what mak
 safe: a batch that meets a dead connection (Redis restarted since it was last used) is sent again,
 whole, on a new one. A caller that stops waiting (its own time bound) leaves its reply to be read
 and dropped, so a connection never goes back to the idle list with a reply still unread.
+
+On a server with replicas (a cluster's master), a batch that carries a durable call (a
+settlement) is followed on the same connection by `WAIT <replicas> <ms>`: the durable calls are
+answered once a replica has confirmed the batch, or fail with NotReplicated (the script ran, but
+a failover now could lose it: the caller journals it, to run it again, idempotently). The other
+calls of the batch are answered at once, and the connection is reused once the WAIT answered.
+A master whose replica did not confirm is not asked again for REPLICA_RETRY_SECONDS.
 """
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-import hiredis
 from redis.exceptions import ConnectionError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from metering.batch_calls import (
+    Call,
+    NotSent,
+    answer,
+    confirmed,
+    expire,
+    fail,
+    live,
+    mark_sent,
+    pack,
+    pack_command,
+)
 from metering.pipelined import PipelinedConnection
 
 if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection
     from redis.commands.core import AsyncScript
 
-# hiredis packs a command in C; its stub types the tuple as one element long.
-pack_command = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
-
+log = logging.getLogger("metering.batching")
 MAX_BATCH = 128  # calls in one write
 MAX_IDLE = 16  # connections kept between batches
 MAX_IN_FLIGHT = 64  # batches (and so connections) out at once
-
-
-class NotSent(ConnectionError):
-    """The call never left this process (no connection could be had): its script did not run.
-    Any other failure may come after Redis ran it."""
-
-
-class _Call:
-    __slots__ = ("args", "future", "keys", "script", "sent", "timer")
-
-    def __init__(
-        self,
-        script: "AsyncScript",
-        keys: Sequence[str],
-        args: Sequence[Any],
-        future: "asyncio.Future[Any]",
-        sent: "asyncio.Future[None] | None",
-    ) -> None:
-        self.script, self.keys, self.args, self.future = script, keys, args, future
-        self.sent = sent
-        self.timer: asyncio.TimerHandle | None = None  # the caller's own bound
+REPLICA_RETRY_SECONDS = 10.0
 
 
 class ScriptBatcher:
@@ -60,16 +58,23 @@ class ScriptBatcher:
         *,
         timeout: float,
         alone: Callable[[], bool] | None = None,
+        replicas: Callable[[], int] | None = None,
+        replica_wait_ms: int = 100,
     ) -> None:
         """`connect` makes a redis-py connection, not yet connected, to the one server this
         batcher writes to (for a Redis client: its pool's `make_connection`). `timeout` bounds
         one batch's round trip: past it, its connection is dropped. `alone` says whether the
         caller is the only one about (one request being served): its call is then written at
-        once when nothing is out, not at the end of the loop turn."""
+        once when nothing is out, not at the end of the loop turn. `replicas` says how many
+        replicas the server has now, to WAIT for (at most one) after durable calls, up to
+        `replica_wait_ms`."""
         self._alone = alone
         self._connect = connect
+        self._replicas = replicas
+        self._wait_ms = replica_wait_ms
+        self._replicas_skipped_until = 0.0
         self._timeout = timeout
-        self._queue: list[_Call] = []
+        self._queue: list[Call] = []
         self._flush_scheduled = False
         self._idle: list[PipelinedConnection] = []
         self._running: set[asyncio.Future[Any]] = set()  # batch tasks, and replies awaited
@@ -82,18 +87,20 @@ class ScriptBatcher:
         args: Sequence[Any],
         bound: float | None = None,
         sent: "asyncio.Future[None] | None" = None,
+        durable: bool = False,
     ) -> "asyncio.Future[Any]":
         """The future of the script's reply, failed with RedisTimeoutError after `bound` seconds
         (a timer on the reply, cheaper than asyncio.timeout's cancellation of a waiting task).
         `sent`, when given, is resolved once the call has left this process for good (see
-        PipelinedConnection.delivered); where that cannot be known it stays pending."""
+        PipelinedConnection.delivered); where that cannot be known it stays pending. `durable`:
+        answered once a replica confirmed it, where the server has replicas (see above)."""
         if self._closed:
             raise NotSent("the gateway is closing its redis connections")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        call = _Call(script, keys, args, future, sent)
+        call = Call(script, keys, args, future, sent, durable)
         if bound is not None:
-            call.timer = loop.call_later(bound, _expire, future, bound)
+            call.timer = loop.call_later(bound, expire, future, bound)
         if self._alone is not None and not self._queue and not self._running and self._alone():
             connection = self._idle_connection()
             if connection is not None:  # no batch for it to join: saves a turn of the loop
@@ -117,7 +124,7 @@ class ScriptBatcher:
             return
         while self._queue and len(self._running) < MAX_IN_FLIGHT:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            batch = _live(batch)  # some may have been queued past their bound
+            batch = live(batch)  # some may have been queued past their bound
             if not batch:
                 continue
             connection = self._idle_connection()
@@ -126,35 +133,70 @@ class ScriptBatcher:
             else:
                 self._send(connection, batch)
 
-    def _start(self, run: Coroutine[Any, Any, None], batch: list[_Call]) -> None:
+    def _start(self, run: Coroutine[Any, Any, None], batch: list[Call]) -> None:
         task = asyncio.ensure_future(run)
         self._running.add(task)
         task.add_done_callback(lambda done: self._batch_done(done, batch))
 
-    def _send(self, connection: PipelinedConnection, batch: list[_Call]) -> None:
-        replies = connection.send(_pack(batch, []), len(batch))
-        _mark_sent(batch, connection, replies)
-        timer = asyncio.get_running_loop().call_later(
-            self._timeout, _expire, replies, self._timeout
-        )
+    def _send(self, connection: PipelinedConnection, batch: list[Call]) -> None:
+        replies = connection.send(pack(batch, []), len(batch))
+        acks = self._ask_replicas(connection, batch)
+        mark_sent(batch, connection, replies)
+        timer = asyncio.get_running_loop().call_later(self._timeout, expire, replies, self._timeout)
         self._running.add(replies)
-        replies.add_done_callback(lambda done: self._replies_came(done, connection, batch, timer))
+        replies.add_done_callback(
+            lambda done: self._replies_came(done, connection, batch, timer, acks)
+        )
+
+    def _ask_replicas(
+        self, connection: PipelinedConnection, batch: list[Call]
+    ) -> "asyncio.Future[list[Any]] | None":
+        """WAIT on the batch's connection when it carries a durable call and the server has a
+        replica to ask (and the last one answered in time)."""
+        if self._replicas is None or not self._wait_ms or not any(c.durable for c in batch):
+            return None
+        if time.monotonic() < self._replicas_skipped_until or self._replicas() < 1:
+            return None
+        acks = connection.send(pack_command((b"WAIT", 1, self._wait_ms)), 1)
+        acks.add_done_callback(self._acks_came)
+        return acks
+
+    def _acks_came(self, acks: "asyncio.Future[list[Any]]") -> None:
+        if confirmed(acks):
+            return
+        if time.monotonic() >= self._replicas_skipped_until:
+            log.warning(
+                "no replica confirmed a settlement within %d ms: not asking again for %.0f s",
+                self._wait_ms,
+                REPLICA_RETRY_SECONDS,
+            )
+        self._replicas_skipped_until = time.monotonic() + REPLICA_RETRY_SECONDS
+
+    def _keep_after(
+        self, connection: PipelinedConnection, acks: "asyncio.Future[list[Any]] | None"
+    ) -> None:
+        """Back to the idle list, once its WAIT (if any) answered: no batch queues behind it."""
+        if acks is None or acks.done():
+            self._keep(connection)
+        else:
+            acks.add_done_callback(lambda _: self._keep(connection))
 
     def _replies_came(
         self,
         replies: "asyncio.Future[list[Any]]",
         connection: PipelinedConnection,
-        batch: list[_Call],
+        batch: list[Call],
         timer: asyncio.TimerHandle,
+        acks: "asyncio.Future[list[Any]] | None" = None,
     ) -> None:
         timer.cancel()
         self._running.discard(replies)
         exc = ConnectionError("batch cancelled") if replies.cancelled() else replies.exception()
         if exc is None:
-            self._keep(connection)
+            self._keep_after(connection, acks)
             pairs = list(zip(batch, replies.result(), strict=True))
             forgotten = [c for c, r in pairs if isinstance(r, NoScriptError)]
-            _answer([(c, r) for c, r in pairs if c not in forgotten])
+            answer([(c, r) for c, r in pairs if c not in forgotten], acks)
             if forgotten:  # a restarted Redis: load the scripts, then send these again
                 reload = list({id(c.script): c.script for c in forgotten}.values())
                 self._retry(forgotten, reload)
@@ -163,19 +205,19 @@ class ScriptBatcher:
             self._retry(batch, [])  # once more, on a new connection
         else:
             connection.close()
-            _fail(batch, exc)
+            fail(batch, exc)
         self._flush_later()
 
-    def _retry(self, batch: list[_Call], reload: "list[AsyncScript]") -> None:
+    def _retry(self, batch: list[Call], reload: "list[AsyncScript]") -> None:
         if self._closed:
-            _fail(batch, ConnectionError("the gateway is closing its redis connections"))
+            fail(batch, ConnectionError("the gateway is closing its redis connections"))
         else:
             self._start(self._run(batch, reload, first_attempt=1), batch)
 
-    def _batch_done(self, task: "asyncio.Future[None]", batch: list[_Call]) -> None:
+    def _batch_done(self, task: "asyncio.Future[None]", batch: list[Call]) -> None:
         self._running.discard(task)
         if task.cancelled():  # perhaps before its first step, when none of its handlers ran
-            _fail(batch, ConnectionError("the gateway is closing its redis connections"))
+            fail(batch, ConnectionError("the gateway is closing its redis connections"))
         self._flush_later()
 
     def _flush_later(self) -> None:
@@ -190,63 +232,66 @@ class ScriptBatcher:
             connection.close()
 
     async def _run(
-        self, batch: list[_Call], reload: "list[AsyncScript] | None" = None, first_attempt: int = 0
+        self, batch: list[Call], reload: "list[AsyncScript] | None" = None, first_attempt: int = 0
     ) -> None:
         """Connect, send, read, answer; a dead connection gets one retry on a new one, and
         scripts a restarted Redis forgot are loaded in the retry's own write (SCRIPT LOAD
         first)."""
         reload = reload or []
         for attempt in range(first_attempt, 3):
-            batch = _live(batch)
+            batch = live(batch)
             if not batch:
                 return
-            packed = _pack(batch, reload)
+            packed = pack(batch, reload)
             try:
                 connection = await self._connection()
             except TimeoutError:
-                _fail(batch, RedisTimeoutError(f"redis did not answer within {self._timeout} s"))
+                fail(batch, RedisTimeoutError(f"redis did not answer within {self._timeout} s"))
                 return
             except RedisError as exc:  # refused, its own timeout, AUTH or SELECT refused
                 never_sent = attempt == 0 and isinstance(exc, ConnectionError)
-                _fail(batch, NotSent(str(exc)) if never_sent else exc)
+                fail(batch, NotSent(str(exc)) if never_sent else exc)
                 return
             except Exception as exc:
                 failure = NotSent if attempt == 0 else ConnectionError
-                _fail(batch, failure(f"cannot connect to redis ({type(exc).__name__})"))
+                fail(batch, failure(f"cannot connect to redis ({type(exc).__name__})"))
                 return
             except BaseException:
-                _fail(batch, ConnectionError("the gateway is closing its redis connections"))
+                fail(batch, ConnectionError("the gateway is closing its redis connections"))
                 raise
             try:
-                replies = await self._round_trip(
+                replies, acks = await self._round_trip(
                     connection, packed, len(reload) + len(batch), batch
                 )
             except ConnectionError as exc:
                 connection.close()
                 if attempt == 0:
                     continue  # a dead connection: once more on a new one
-                _fail(batch, exc)
+                fail(batch, exc)
                 return
             except RedisTimeoutError as exc:
                 connection.close()
-                _fail(batch, exc)
+                fail(batch, exc)
                 return
             except BaseException as exc:
                 connection.close()
                 closing = isinstance(exc, asyncio.CancelledError)
-                _fail(batch, ConnectionError("the gateway is closing") if closing else exc)
+                fail(batch, ConnectionError("the gateway is closing") if closing else exc)
                 raise
-            self._keep(connection)
+            self._keep_after(connection, acks)
             replies = replies[len(reload) :]
             forgotten = [
                 c for c, r in zip(batch, replies, strict=True) if isinstance(r, NoScriptError)
             ]
             if forgotten and attempt < 2:
                 reload = list({id(c.script): c.script for c in forgotten}.values())
-                _answer([(c, r) for c, r in zip(batch, replies, strict=True) if c not in forgotten])
+                answered = [
+                    (c, r) for c, r in zip(batch, replies, strict=True) if c not in forgotten
+                ]
+                answer(answered, acks)
                 batch = forgotten  # they did not run: send them again, after their scripts
                 continue
-            _answer(list(zip(batch, replies, strict=True)))
+            answer(list(zip(batch, replies, strict=True)), acks)
             return
 
     def _idle_connection(self) -> PipelinedConnection | None:
@@ -265,23 +310,23 @@ class ScriptBatcher:
         return await asyncio.wait_for(PipelinedConnection.open(handshake), self._timeout)
 
     async def _round_trip(
-        self, connection: PipelinedConnection, packed: bytes, count: int, batch: list[_Call]
-    ) -> Any:
-        """The replies, or RedisTimeoutError after the batch bound (the connection is then out
-        of step with its replies: the caller closes it)."""
+        self, connection: PipelinedConnection, packed: bytes, count: int, batch: list[Call]
+    ) -> "tuple[Any, asyncio.Future[list[Any]] | None]":
+        """The replies (and the WAIT's future, if one was sent), or RedisTimeoutError after the
+        batch bound (the connection is then out of step with its replies: the caller closes
+        it)."""
         replies = connection.send(packed, count)
-        _mark_sent(batch, connection, replies)
-        timer = asyncio.get_running_loop().call_later(
-            self._timeout, _expire, replies, self._timeout
-        )
+        acks = self._ask_replicas(connection, batch)
+        mark_sent(batch, connection, replies)
+        timer = asyncio.get_running_loop().call_later(self._timeout, expire, replies, self._timeout)
         try:
-            return await replies
+            return await replies, acks
         finally:
             timer.cancel()
 
     async def aclose(self) -> None:
         self._closed = True
-        _fail(self._queue, ConnectionError("the gateway is closing its redis connections"))
+        fail(self._queue, ConnectionError("the gateway is closing its redis connections"))
         self._queue = []
         for task in list(self._running):
             task.cancel()
@@ -289,59 +334,3 @@ class ScriptBatcher:
         for connection in self._idle:
             connection.close()
         self._idle.clear()
-
-
-def _pack(batch: list[_Call], reload: "list[AsyncScript]") -> bytes:
-    return b"".join(
-        [pack_command((b"SCRIPT", b"LOAD", s.script)) for s in reload]
-        + [pack_command((b"EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args)) for c in batch]
-    )
-
-
-def _live(batch: list[_Call]) -> list[_Call]:
-    """The calls whose callers still wait; the others' timers are stopped."""
-    live = []
-    for call in batch:
-        if not call.future.done():
-            live.append(call)
-        elif call.timer is not None:
-            call.timer.cancel()
-    return live
-
-
-def _mark_sent(
-    batch: list[_Call], connection: PipelinedConnection, replies: "asyncio.Future[Any]"
-) -> None:
-    """Tell the callers that asked (`sent`) their call will reach Redis whatever happens to
-    this process now; on a fresh connection, or one whose write is still buffered, they wait
-    for the reply instead."""
-    waiting = [call.sent for call in batch if call.sent is not None and not call.sent.done()]
-    if not waiting or replies.done() or not connection.delivered:  # delivered costs a syscall
-        return
-    for sent in waiting:
-        sent.set_result(None)
-
-
-def _answer(pairs: list[tuple[_Call, Any]]) -> None:
-    for call, reply in pairs:
-        if call.timer is not None:
-            call.timer.cancel()
-        if call.future.done():
-            continue  # its caller stopped waiting
-        if isinstance(reply, RedisError):  # an error reply, in its place
-            call.future.set_exception(reply)
-        else:
-            call.future.set_result(reply)
-
-
-def _expire(future: "asyncio.Future[Any]", bound: float) -> None:
-    if not future.done():
-        future.set_exception(RedisTimeoutError(f"redis did not answer within {bound} s"))
-
-
-def _fail(batch: list[_Call], exc: BaseException) -> None:
-    for call in batch:
-        if call.timer is not None:
-            call.timer.cancel()
-        if not call.future.done():
-            call.future.set_exception(exc)

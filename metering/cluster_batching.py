@@ -29,7 +29,8 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from metering.batching import NotSent, ScriptBatcher
+from metering.batch_calls import NotSent
+from metering.batching import ScriptBatcher
 
 if TYPE_CHECKING:
     from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 # What a call may meet when the slot map is stale or a master died: sent again through the
 # cluster client (AskError covers MovedError).
 _RESEND = (AskError, ClusterDownError, TryAgainError, ConnectionError, RedisClusterException)
+REPLICAS_AGE = 5.0  # seconds a master's count of replicas online is trusted
 
 
 class ClusterScriptBatcher:
@@ -47,13 +49,17 @@ class ClusterScriptBatcher:
         *,
         timeout: float,
         alone: Callable[[], bool] | None = None,
+        replica_wait_ms: int = 100,
     ) -> None:
-        """`cluster`: an initialized redis-py cluster client (its slot map routes the calls).
-        `timeout` and `alone` as for ScriptBatcher, per master."""
+        """`cluster`: a redis-py cluster client (its slot map routes the calls). `timeout`,
+        `alone` and `replica_wait_ms` as for ScriptBatcher, per master."""
+        self._replica_wait_ms = replica_wait_ms
         self._cluster = cluster
         self._timeout = timeout
         self._alone = alone
         self._batchers: dict[str, ScriptBatcher] = {}
+        self._replicas: dict[str, tuple[int, float]] = {}  # master -> (replicas online, when)
+        self._asking: dict[str, asyncio.Future[None]] = {}
         self._resending: set[asyncio.Future[Any]] = set()
         self._closed = False
 
@@ -64,17 +70,21 @@ class ClusterScriptBatcher:
         args: Sequence[Any],
         bound: float | None = None,
         sent: "asyncio.Future[None] | None" = None,
+        durable: bool = False,
     ) -> "asyncio.Future[Any]":
-        """As ScriptBatcher.submit; `keys[0]` decides the master."""
+        """As ScriptBatcher.submit; `keys[0]` decides the master. A durable call is answered
+        once one of the master's replicas confirmed it (ScriptBatcher's WAIT); sent again
+        through the cluster client, it is confirmed no more (rare: a stale slot map)."""
         if self._closed:
             raise NotSent("the gateway is closing its redis connections")
         loop = asyncio.get_running_loop()
         deadline = None if bound is None else loop.time() + bound
+        slot = key_slot(keys[0].encode())
         try:
-            node = self._cluster.nodes_manager.get_node_from_slot(key_slot(keys[0].encode()))
+            node = self._cluster.nodes_manager.get_node_from_slot(slot)
         except RedisClusterException:  # a slot no master serves now: the cluster client's turn
             return self._resend(script, keys, args, deadline)
-        first = self._batcher(node).submit(script, keys, args, bound, sent)
+        first = self._batcher(node).submit(script, keys, args, bound, sent, durable)
         answer: asyncio.Future[Any] = loop.create_future()
         first.add_done_callback(partial(self._first_done, answer, script, keys, args, deadline))
         return answer
@@ -83,9 +93,35 @@ class ClusterScriptBatcher:
         batcher = self._batchers.get(node.name)
         if batcher is None:
             connect = partial(node.connection_class, **node.connection_kwargs)
-            batcher = ScriptBatcher(connect, timeout=self._timeout, alone=self._alone)
+            batcher = ScriptBatcher(
+                connect,
+                timeout=self._timeout,
+                alone=self._alone,
+                replicas=partial(self._replicas_of, node),
+                replica_wait_ms=self._replica_wait_ms,
+            )
             self._batchers[node.name] = batcher
         return batcher
+
+    def _replicas_of(self, node: "ClusterNode") -> int:
+        """The master's replicas online, as it said at most REPLICAS_AGE seconds ago (asked
+        again in the background when older; 0 until it first answered). Not from the slot map:
+        a replica that has no data yet is left out of it, and it is not refreshed while all
+        goes well."""
+        count, asked = self._replicas.get(node.name, (0, -REPLICAS_AGE))
+        if time.monotonic() - asked >= REPLICAS_AGE and node.name not in self._asking:
+            task = asyncio.ensure_future(self._ask_replicas(node))
+            self._asking[node.name] = task
+            task.add_done_callback(lambda _: self._asking.pop(node.name, None))
+        return count
+
+    async def _ask_replicas(self, node: "ClusterNode") -> None:
+        try:
+            info = await node.execute_command("INFO", "replication")
+        except Exception:  # a master gone: its batcher is not used until it is back
+            return
+        online = int(info.get("connected_slaves", 0)) if isinstance(info, dict) else 0
+        self._replicas[node.name] = (online, time.monotonic())
 
     def _first_done(
         self,
@@ -150,7 +186,7 @@ class ClusterScriptBatcher:
 
     async def aclose(self) -> None:
         self._closed = True
-        for task in list(self._resending):
+        for task in [*self._resending, *self._asking.values()]:
             task.cancel()
         for batcher in self._batchers.values():
             await batcher.aclose()

@@ -16,7 +16,8 @@ from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.redis_server import RedisServer, find_binaries, free_port
-from metering.batching import MAX_IN_FLIGHT, ScriptBatcher, pack_command
+from metering.batch_calls import pack_command
+from metering.batching import MAX_IN_FLIGHT, ScriptBatcher
 from metering.pipelined import PipelinedConnection
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")

@@ -6,8 +6,11 @@ client (bench/audit.py). The rest of the suite runs on a cluster too (TEST_REDIS
 second pass of `make test`)."""
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -21,9 +24,17 @@ from bench.cluster import LocalCluster
 from bench.stack import FREE_MODELS, LIMITS, PAID_MODELS, Stack
 from bench.traffic import Mix, Outcome, Traffic
 from gateway.app import create_app
+from gateway.journal import JOURNAL
 from gateway.redis_server import find_binaries
 from metering.layout import AccountKeys
-from tests.support import ThreadedServer, bearer, chat, make_settings, new_account
+from tests.support import (
+    ThreadedServer,
+    account_state,
+    bearer,
+    chat,
+    make_settings,
+    new_account,
+)
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
 
@@ -216,5 +227,55 @@ async def test_readyz_says_why_when_a_slot_is_not_served(
                     break
                 await asyncio.sleep(0.05)
             assert statuses[-1] == 503, statuses
+    finally:
+        cluster.stop()
+
+
+async def test_a_settlement_no_replica_confirms_is_journaled_until_one_does(
+    tmp_path: Path, provider: ThreadedServer
+) -> None:
+    """Replication is asynchronous: a settlement the master acknowledged could be missing on the
+    replica that takes over. So a settlement waits (WAIT) for a replica; when none confirms in
+    time (here the replica is frozen with SIGSTOP), it is journaled and run again, idempotently,
+    until one does. The client's answer never waits for it."""
+    cluster = LocalCluster(tmp_path / "cluster", node_timeout_ms=5000).start()
+    try:
+        settings = make_settings(
+            cluster.url, provider.url, data_dir=tmp_path / "data", journal_replay_seconds=0.2
+        )
+        async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+            account_id, key = await new_account(c, purchase="1.00")
+            replica = cluster.replica_of(cluster.master_of_slot(_slot(account_id)))
+            assert replica.process is not None
+            journal = c.app[JOURNAL]
+            first = await c.post(  # the gateway learns that the master has a replica
+                "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+            )
+            assert first.status == 200
+            await asyncio.sleep(0.3)
+            assert journal.pending() == 0  # confirmed by the replica: nothing journaled
+            os.kill(replica.process.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                answer = await c.post(
+                    "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)
+                )
+                assert answer.status == 200 and time.monotonic() - started < 1.0
+                for _ in range(50):  # the WAIT times out after 100 ms: journaled
+                    if journal.pending():
+                        break
+                    await asyncio.sleep(0.05)
+                assert journal.pending() == 1
+            finally:
+                os.kill(replica.process.pid, signal.SIGCONT)
+            for _ in range(200):  # a replica confirms the replay: the journal empties
+                if not journal.pending():
+                    break
+                await asyncio.sleep(0.05)
+            assert journal.pending() == 0
+            state = await account_state(c, account_id)
+            costs = [Decimal(str((await a.json())["usage"]["cost"])) for a in (first, answer)]
+            assert Decimal(state["balance"]) == Decimal("1.00") - sum(costs)  # charged once
+            assert state["reserved"] == "0.00"
     finally:
         cluster.stop()
