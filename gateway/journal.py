@@ -132,7 +132,8 @@ class SettlementJournal:
                     continue
                 try:
                     if isinstance(entry[0], UsageRecord):
-                        applied += int((await metering.settle(entry[0], entry[1])).applied)
+                        done = await metering.settle(entry[0], entry[1], replayed=True)
+                        applied += int(done.applied)
                     else:
                         account_id, generation_id = entry[0]
                         held = await metering.release(

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from metering.batch_calls import Durable
 from metering.client import AnyRedis, Batcher
 from metering.layout import OUTBOX_INDEX, AccountKeys
 from metering.outbox import new_event_id
@@ -138,21 +139,36 @@ class Metering:
         )
 
     async def settle(
-        self, record: UsageRecord, now: float, *, sent: "asyncio.Future[None] | None" = None
+        self,
+        record: UsageRecord,
+        now: float,
+        *,
+        sent: "asyncio.Future[None] | None" = None,
+        replayed: bool = False,
     ) -> SettlementResult:
-        return self.settled(record, await self.send_settlement(record, now, sent=sent), now)
+        """`replayed`: a journaled settlement run again, which a replica must confirm (raises
+        NotReplicated when none does: it stays in the journal)."""
+        reply = await self.send_settlement(record, now, sent=sent, replayed=replayed)
+        return self.settled(record, reply, now)
 
     def send_settlement(
-        self, record: UsageRecord, now: float, *, sent: "asyncio.Future[None] | None" = None
+        self,
+        record: UsageRecord,
+        now: float,
+        *,
+        sent: "asyncio.Future[None] | None" = None,
+        replayed: bool = False,
     ) -> "asyncio.Future[Any]":
         """The settlement script on its way: the future of its raw reply, for `settled()`.
         Without a coroutine or a task on the batcher's path (a completion's last step).
         `sent`, when given, is resolved once the script is handed to the kernel on a connection
-        that has answered before (see ScriptBatcher.submit); else it stays pending."""
+        that has answered before (see ScriptBatcher.submit); else it stays pending. Where the
+        store has replicas, a replica confirms it (see metering/batching.py)."""
         keys, args = self._settle_inputs(record, now)
         if self._batcher is not None:
+            durable = Durable.MUST if replayed else Durable.TRY
             return self._batcher.submit(
-                self._scripts.settle, keys, args, self._timeout, sent, durable=True
+                self._scripts.settle, keys, args, self._timeout, sent, durable=durable
             )
         return asyncio.ensure_future(self._run(self._scripts.settle, keys, args, self._timeout))
 

@@ -7,6 +7,7 @@ with NotReplicated). See metering/batching.py for the batcher that sends them.
 
 import asyncio
 from collections.abc import Callable, Sequence
+from enum import IntEnum
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,6 +22,16 @@ if TYPE_CHECKING:
 
 # hiredis packs a command in C; its stub types the tuple as one element long.
 pack_command = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
+
+
+class Durable(IntEnum):
+    """How a call wants a replica's confirmation: not at all; unless the master's replica lately
+    failed to confirm in time (a new settlement); or always, while the master has a replica
+    online (a journaled settlement run again: it is there because no replica confirmed it)."""
+
+    NO = 0
+    TRY = 1
+    MUST = 2
 
 
 class NotReplicated(RedisError):
@@ -42,7 +53,7 @@ class Call:
         args: Sequence[Any],
         future: "asyncio.Future[Any]",
         sent: "asyncio.Future[None] | None",
-        durable: bool = False,
+        durable: Durable = Durable.NO,
     ) -> None:
         self.script, self.keys, self.args, self.future = script, keys, args, future
         self.sent = sent

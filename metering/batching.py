@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from metering.batch_calls import (
     Call,
+    Durable,
     NotSent,
     answer,
     confirmed,
@@ -87,7 +88,7 @@ class ScriptBatcher:
         args: Sequence[Any],
         bound: float | None = None,
         sent: "asyncio.Future[None] | None" = None,
-        durable: bool = False,
+        durable: Durable = Durable.NO,
     ) -> "asyncio.Future[Any]":
         """The future of the script's reply, failed with RedisTimeoutError after `bound` seconds
         (a timer on the reply, cheaper than asyncio.timeout's cancellation of a waiting task).
@@ -153,9 +154,11 @@ class ScriptBatcher:
     ) -> "asyncio.Future[list[Any]] | None":
         """WAIT on the batch's connection when it carries a durable call and the server has a
         replica to ask (and the last one answered in time)."""
-        if self._replicas is None or not self._wait_ms or not any(c.durable for c in batch):
+        wanted = max((c.durable for c in batch), default=Durable.NO)
+        if self._replicas is None or not self._wait_ms or wanted is Durable.NO:
             return None
-        if time.monotonic() < self._replicas_skipped_until or self._replicas() < 1:
+        skipping = time.monotonic() < self._replicas_skipped_until
+        if (skipping and wanted is not Durable.MUST) or self._replicas() < 1:
             return None
         acks = connection.send(pack_command((b"WAIT", 1, self._wait_ms)), 1)
         acks.add_done_callback(self._acks_came)

@@ -29,7 +29,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from metering.batch_calls import NotSent
+from metering.batch_calls import Durable, NotSent
 from metering.batching import ScriptBatcher
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class ClusterScriptBatcher:
         args: Sequence[Any],
         bound: float | None = None,
         sent: "asyncio.Future[None] | None" = None,
-        durable: bool = False,
+        durable: Durable = Durable.NO,
     ) -> "asyncio.Future[Any]":
         """As ScriptBatcher.submit; `keys[0]` decides the master. A durable call is answered
         once one of the master's replicas confirmed it (ScriptBatcher's WAIT); sent again

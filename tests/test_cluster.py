@@ -266,6 +266,8 @@ async def test_a_settlement_no_replica_confirms_is_journaled_until_one_does(
                         break
                     await asyncio.sleep(0.05)
                 assert journal.pending() == 1
+                await asyncio.sleep(1.0)  # replayed every 0.2 s, and still no replica confirms
+                assert journal.pending() == 1
             finally:
                 os.kill(replica.process.pid, signal.SIGCONT)
             for _ in range(200):  # a replica confirms the replay: the journal empties
