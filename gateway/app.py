@@ -1,5 +1,6 @@
 """The aiohttp application factory: routes, middlewares, and every resource in a cleanup context."""
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -142,13 +143,18 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Redis answers and has the request path's scripts, the catalog and the limits are loaded."""
     services = request.app[SERVICES]
+    bound = request.app[SETTINGS].redis_timeout_seconds  # a probe must not hang on a dead node
     try:
-        await services.redis.ping()
-        problem = await readiness(services.clients)
-        loaded = await services.metering.ensure_scripts()
+        async with asyncio.timeout(bound):
+            await services.redis.ping()
+            problem = await readiness(services.clients)
+            loaded = await services.metering.ensure_scripts()
     except Exception as exc:
+        reason = f"no answer within {bound:g} s" if isinstance(exc, TimeoutError) else None
         raise ApiError(
-            503, f"redis is not reachable ({type(exc).__name__})", "service_unavailable"
+            503,
+            f"redis is not reachable ({reason or type(exc).__name__})",
+            "service_unavailable",
         ) from None
     if problem is not None:
         raise ApiError(503, problem, "service_unavailable")
