@@ -10,8 +10,6 @@ A Redis Cluster is named `redis+cluster://[user:password@]host:port[,host:port..
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from redis.connection import parse_url
-
 FORMS = (
     "redis://host:port/db, rediss://host:port/db (TLS), unix:///path/to/redis.sock or, for a "
     "cluster, redis+cluster://host:port,host:port"
@@ -95,8 +93,4 @@ def redis_url_problem(url: str) -> str | None:
         database = parts.path.lstrip("/")
         if database and not (database.isascii() and database.isdigit()):
             return "the database (after the last /) must be a number, such as /0"
-    try:
-        parse_url(url)  # type: ignore[no-untyped-call]
-    except ValueError:
-        return f"redis-py cannot use it; use {FORMS}"
     return None

@@ -11,6 +11,7 @@ import time
 from aiohttp import web
 
 from gateway.errors import ApiError
+from gateway.key_guessing import KEY_GUESSING
 from metering.accounts import AccountStore
 
 _MAX_SECRET_LEN = 512
@@ -63,8 +64,6 @@ class KeyCache:
 async def authenticate(request: web.Request, cache: KeyCache) -> tuple[str, str]:
     """(account id, key hash) for a bearer key that exists; its state is checked by the caller.
     An address that keeps sending unknown keys is slowed down (see gateway.key_guessing)."""
-    from gateway.key_guessing import KEY_GUESSING
-
     guard = request.app[KEY_GUESSING]
     guard.check(request)
     key_hash = key_hash_of(request)

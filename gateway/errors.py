@@ -23,6 +23,8 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.state import SETTINGS
+
 log = logging.getLogger("gateway")
 RETRY_SOON_SECONDS = 60
 
@@ -144,8 +146,6 @@ def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
             503, "the gateway's store is unavailable; try again shortly", "service_unavailable"
         ).response()
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        from gateway.state import SETTINGS
-
         limit = request.app[SETTINGS].max_body_bytes
         return ApiError(
             413, f"request body is larger than {limit} bytes", max_bytes=limit

@@ -16,6 +16,7 @@ from aiohttp import web
 from config.errors import ConfigError
 from config.limits import load_limits
 from gateway.background import stop_task
+from gateway.state import SETTINGS
 from ratelimit.policy import Policy
 
 log = logging.getLogger("gateway.limits")
@@ -58,8 +59,6 @@ LIMITS = web.AppKey("limits", LimitsHolder)
 
 async def limits_reloader(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: watch the file, and reload on SIGHUP where this loop owns signals."""
-    from gateway.state import SETTINGS
-
     holder = app[LIMITS]
     interval = app[SETTINGS].limits_reload_seconds
     loop = asyncio.get_running_loop()

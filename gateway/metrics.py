@@ -22,7 +22,10 @@ from prometheus_client import (
 )
 
 from gateway import __version__
+from gateway.auth import admin_token_matches
+from gateway.errors import ApiError
 from gateway.logs import access
+from gateway.state import SETTINGS
 from metering.accounts import Purchase
 from metering.ids import random_hex
 from metering.money import NANOS_PER_USD
@@ -191,10 +194,6 @@ QUIET_ROUTES = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    from gateway.auth import admin_token_matches
-    from gateway.errors import ApiError
-    from gateway.state import SETTINGS
-
     token = request.app[SETTINGS].metrics_token
     secret = token.get_secret_value() if token is not None else ""
     if secret and not admin_token_matches(request, secret):

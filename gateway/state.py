@@ -1,38 +1,45 @@
-"""Typed application state: what handlers reach through `request.app[...]`."""
+"""Typed application state: what handlers reach through `request.app[...]`.
+
+Every module may import this one, so it imports none of theirs at run time: the services' types
+are for the type checker only.
+"""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from config.settings import Settings
-from gateway.auth import KeyCache
 from gateway.clock import Clock
 from gateway.models import ResolvedModel
-from gateway.redis_clients import RedisClients
-from gateway.upstream import Upstream
-from metering.accounts import AccountStore
-from metering.admission import Metering
-from metering.client import AnyRedis
-from metering.generations import Generations
-from metering.ledger import Ledger
-from metering.outbox import Outbox
-from metering.rollups import Rollups
-from ratelimit.store import RateLimitStore
+
+if TYPE_CHECKING:
+    from gateway.auth import KeyCache
+    from gateway.redis_clients import RedisClients
+    from gateway.upstream import Upstream
+    from metering.accounts import AccountStore
+    from metering.admission import Metering
+    from metering.client import AnyRedis
+    from metering.generations import Generations
+    from metering.ledger import Ledger
+    from metering.outbox import Outbox
+    from metering.rollups import Rollups
+    from ratelimit.store import RateLimitStore
 
 
 @dataclass
 class Services:
-    redis: AnyRedis
-    clients: RedisClients
-    accounts: AccountStore
-    metering: Metering
-    upstream: Upstream
-    keys: KeyCache
-    limits: RateLimitStore
-    ledger: Ledger
-    outbox: Outbox
-    rollups: Rollups
-    generations: Generations
+    redis: "AnyRedis"
+    clients: "RedisClients"
+    accounts: "AccountStore"
+    metering: "Metering"
+    upstream: "Upstream"
+    keys: "KeyCache"
+    limits: "RateLimitStore"
+    ledger: "Ledger"
+    outbox: "Outbox"
+    rollups: "Rollups"
+    generations: "Generations"
 
 
 class Serving:
