@@ -10,6 +10,7 @@ batches, at most ACCESS_FLUSH_SECONDS late (and on exit).
 import asyncio
 import atexit
 import logging
+import re
 import sys
 import time
 from typing import Any, BinaryIO
@@ -18,9 +19,18 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.malformed import describe
-
 ACCESS = logging.getLogger("gateway.access")
+_QUOTED = re.compile(r"[:'\"\n]")
+
+
+def describe(exc: BaseException | None) -> str:
+    """The kind of problem a request that cannot be parsed has, never its bytes: aiohttp's
+    messages start with a fixed phrase and then quote the request (after a colon, a quote or a
+    line break)."""
+    if isinstance(exc, HttpProcessingError):
+        what = _QUOTED.split(exc.message or "", maxsplit=1)[0].strip()[:80]
+        return f"{type(exc).__name__}: {what}" if what else type(exc).__name__
+    return type(exc).__name__ if exc is not None else "unknown"
 
 
 class MalformedRequestFilter(logging.Filter):

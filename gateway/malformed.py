@@ -7,26 +7,15 @@ would be echoed back to whoever sent it, and to anything that logs answers on th
 request handler is replaced by one whose error answer names the kind of problem only.
 """
 
-import re
 from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.errors import error_body
-
-_QUOTED = re.compile(r"[:'\"\n]")
-
-
-def describe(exc: BaseException | None) -> str:
-    """The kind of problem, never the bytes: aiohttp's messages start with a fixed phrase and
-    then quote the request (after a colon, a quote or a line break)."""
-    if isinstance(exc, HttpProcessingError):
-        what = _QUOTED.split(exc.message or "", maxsplit=1)[0].strip()[:80]
-        return f"{type(exc).__name__}: {what}" if what else type(exc).__name__
-    return type(exc).__name__ if exc is not None else "unknown"
+from gateway.logs import describe
 
 
 def _answer(status: int, exc: BaseException | None) -> tuple[int, str, str]:
