@@ -20,7 +20,7 @@ from bench import new_event_loop
 from bench.report import machine_info, write_json
 from config.settings import Settings
 from gateway.app import create_app
-from gateway.redis_server import RedisServer, free_port
+from gateway.runtime.redis_server import RedisServer, free_port
 from gateway.state import SERVICES
 from metering.usage import UsageRecord, new_generation_id
 

@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from bench import new_event_loop
-from gateway.serve import tune_garbage_collector
+from gateway.runtime.serve import tune_garbage_collector
 
 UPSTREAM = web.AppKey("upstream", str)
 SESSION = web.AppKey("session", aiohttp.ClientSession)

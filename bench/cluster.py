@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from gateway.redis_server import RedisServer, ServerBinary
+from gateway.runtime.redis_server import RedisServer, ServerBinary
 
 SLOTS = 16384
 BUS_OFFSET = 10_000  # a node's cluster bus listens on its port + 10000 (Redis 6.2 has no choice)

@@ -27,7 +27,7 @@ from bench.cluster import LocalCluster
 from bench.procs import ROOT, Child, CpuMeter, python_child
 from bench.report import RESULTS_DIR, write_json
 from bench.scenario import PAID_MODEL, admin_call, chat_body, gateway_toml, limits_toml
-from gateway.redis_server import RedisServer, free_port
+from gateway.runtime.redis_server import RedisServer, free_port
 from metering.layout import AccountKeys
 
 

@@ -31,7 +31,7 @@ from bench.scenario import (
     gateway_toml,
     limits_toml,
 )
-from gateway.redis_server import RedisServer, free_port
+from gateway.runtime.redis_server import RedisServer, free_port
 
 NAMES = ("base", "changed")
 _JSON = {"Content-Type": "application/json"}

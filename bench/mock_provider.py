@@ -10,7 +10,7 @@ import argparse
 from aiohttp import web
 
 from bench import new_event_loop
-from gateway.simulated_provider import create_simulated_provider
+from gateway.runtime.simulated_provider import create_simulated_provider
 
 
 def main() -> None:

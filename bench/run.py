@@ -35,7 +35,7 @@ from bench.scenario import (
     limits_toml,
     one_request_cost,
 )
-from gateway.redis_server import RedisServer, free_port
+from gateway.runtime.redis_server import RedisServer, free_port
 
 
 def log(message: str) -> None:

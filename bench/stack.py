@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.cluster import LocalCluster
 from bench.procs import Child, python_child
 from bench.scenario import admin_call
-from gateway.redis_server import RedisServer, free_port
+from gateway.runtime.redis_server import RedisServer, free_port
 
 PAID_MODELS = ["fault/paid", "fault/fast"]
 FREE_MODELS = ["fault/free:free"]

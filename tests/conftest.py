@@ -13,8 +13,8 @@ from bench.cluster import LocalCluster
 from gateway.app import create_app
 from gateway.clock import ManualClock
 from gateway.redis_clients import AnyRedis, store_client
-from gateway.redis_server import RedisServer, ServerBinary, find_binaries, free_port
-from gateway.simulated_provider import create_simulated_provider
+from gateway.runtime.redis_server import RedisServer, ServerBinary, find_binaries, free_port
+from gateway.runtime.simulated_provider import create_simulated_provider
 from tests.hostile import WEBHOOK_SECRET as HOSTILE_WEBHOOK_SECRET
 from tests.support import PROVIDER_SECRET, ThreadedServer, make_settings
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.redis_server import RedisServer, find_binaries, free_port
+from gateway.runtime.redis_server import RedisServer, find_binaries, free_port
 from metering.batch_calls import pack_command
 from metering.batching import MAX_IN_FLIGHT, ScriptBatcher
 from metering.pipelined import PipelinedConnection

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from config.catalog import ModelConfig, ProviderConfig
 from gateway.app import create_app
-from gateway.redis_server import free_port
+from gateway.runtime.redis_server import free_port
 from metering.estimate import estimate_prompt
 from tests.processes import answers, gateway_process, http_json, stop, wait_until
 from tests.support import (

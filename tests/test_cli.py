@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway.redis_server import free_port
+from gateway.runtime.redis_server import free_port
 from tests.processes import (
     answers,
     gateway_process,

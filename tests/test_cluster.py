@@ -25,7 +25,7 @@ from bench.stack import FREE_MODELS, LIMITS, PAID_MODELS, Stack
 from bench.traffic import Mix, Outcome, Traffic
 from gateway.app import create_app
 from gateway.journal import JOURNAL
-from gateway.redis_server import find_binaries
+from gateway.runtime.redis_server import find_binaries
 from metering.layout import AccountKeys
 from tests.support import (
     ThreadedServer,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.redis_server import find_binaries
+from gateway.runtime.redis_server import find_binaries
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")

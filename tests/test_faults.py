@@ -15,7 +15,7 @@ from bench.audit import problems, read_books
 from bench.crash_loop import RETURN_BOUND_SECONDS, CrashReport, crash_loop
 from bench.stack import FREE_MODELS, PAID_MODELS, SLOW_MODEL, Stack
 from bench.traffic import NO_ANSWER, Mix, Traffic
-from gateway.redis_server import find_binaries
+from gateway.runtime.redis_server import find_binaries
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from gateway.redis_server import free_port
+from gateway.runtime.redis_server import free_port
 from tests.hostile import CHAT, state_of
 from tests.processes import answers, gateway_process, paid_model_config, stop, wait_until
 from tests.support import ThreadedServer, admin_headers, bearer, new_account

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from gateway.app import create_app
 from gateway.journal import JOURNAL, SettlementJournal
-from gateway.redis_server import RedisServer, free_port
+from gateway.runtime.redis_server import RedisServer, free_port
 from gateway.state import SERVICES
 from metering.accounts import AccountStore, hash_secret
 from metering.admission import Metering

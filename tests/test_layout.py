@@ -53,9 +53,7 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
 
 def _graph() -> dict[str, set[str]]:
     files = {
-        _module_name(path): path
-        for package in PACKAGES
-        for path in (ROOT / package).rglob("*.py")
+        _module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
     }
     graph: dict[str, set[str]] = {}
     for module, path in files.items():

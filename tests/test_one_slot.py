@@ -16,7 +16,7 @@ from redis.crc import key_slot
 
 from gateway.app import create_app
 from gateway.expiry import sweep_once
-from gateway.redis_server import RedisServer, free_port
+from gateway.runtime.redis_server import RedisServer, free_port
 from tests.support import ThreadedServer, admin_headers, bearer, chat, make_settings, new_account
 
 _ARG = re.compile(rb'"((?:[^"\\]|\\.)*)"')

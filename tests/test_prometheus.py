@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gateway.redis_server import free_port
+from gateway.runtime.redis_server import free_port
 from tests.processes import answers, gateway_process, http_json, paid_model_config, stop, wait_until
 from tests.support import ThreadedServer
 

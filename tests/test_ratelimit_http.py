@@ -248,7 +248,7 @@ async def test_reload_takes_a_good_file_and_refuses_a_bad_one(
 
 
 async def test_redis_down_is_a_quick_503(make_client: MakeClient) -> None:
-    from gateway.redis_server import free_port
+    from gateway.runtime.redis_server import free_port
 
     clock = ManualClock(NOON)
     down = f"redis://127.0.0.1:{free_port()}/0"
@@ -270,7 +270,7 @@ async def test_redis_down_is_a_quick_503(make_client: MakeClient) -> None:
 async def test_redis_lost_after_start_free_models_by_setting(
     make_client: MakeClient, tmp_path: Path, admit_free: bool
 ) -> None:
-    from gateway.redis_server import RedisServer, free_port
+    from gateway.runtime.redis_server import RedisServer, free_port
 
     server = RedisServer(tmp_path, port=free_port(), appendonly=False).start()
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.redis_server import free_port
+from gateway.runtime.redis_server import free_port
 from tests.processes import answers, gateway_process, http_json, stop, wait_until
 from tests.support import ADMIN_TOKEN, ThreadedServer
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from gateway import redis_server
-from gateway.redis_server import RedisBinaryMissing, RedisServer, find_binaries
+from gateway.runtime import redis_server
+from gateway.runtime.redis_server import RedisBinaryMissing, RedisServer, find_binaries
 from tests.processes import wait_until
 
 
@@ -53,7 +53,7 @@ def test_server_dies_with_its_parent_even_after_sigkill(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from gateway.redis_server import RedisServer
+        from gateway.runtime.redis_server import RedisServer
         server = RedisServer(Path({str(tmp_path)!r})).start()
         print(server.process.pid, flush=True)
         time.sleep(60)

@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from bench.audit import problems, read_books
 from bench.stack import Stack, rss_bytes
 from gateway.app import create_app
-from gateway.redis_server import find_binaries
-from gateway.server import start_site
-from gateway.simulated_provider import FLOOD_CHUNKS
+from gateway.runtime.redis_server import find_binaries
+from gateway.runtime.server import start_site
+from gateway.runtime.simulated_provider import FLOOD_CHUNKS
 from tests.support import ThreadedServer, account_state, bearer, chat, make_settings, new_account
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")

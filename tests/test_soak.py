@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.soak import run_soak
-from gateway.redis_server import find_binaries
+from gateway.runtime.redis_server import find_binaries
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.malformed import GatewayRunner
+from gateway.runtime.malformed import GatewayRunner
 from gateway.state import SETTINGS
 
 Ready = Callable[[int], Awaitable[None]]

@@ -173,7 +173,14 @@ class RedisServer:
                 preexec_fn=_child_setup,
             )
         else:
-            guard = [sys.executable, "-m", "gateway.orphan_guard", str(os.getpid()), "--", *cmd]
+            guard = [
+                sys.executable,
+                "-m",
+                "gateway.runtime.orphan_guard",
+                str(os.getpid()),
+                "--",
+                *cmd,
+            ]
             self.process = subprocess.Popen(
                 guard,
                 stdin=subprocess.DEVNULL,

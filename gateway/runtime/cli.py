@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             return check_config(args.paths)
         if args.command == "demo":
-            from gateway.demo import run_demo
+            from gateway.runtime.demo import run_demo
 
             return run_demo(args.host, args.port)
         overrides = {
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         # Flags win over GATEWAY_* variables, which win over the file.
         settings = load_settings(args.config).model_copy(update=overrides)
         load_limits(settings.limits_file)  # refuse a bad rate-limit file before starting
-        from gateway.serve import run_serve
+        from gateway.runtime.serve import run_serve
 
         return run_serve(settings)
     except ConfigError as exc:

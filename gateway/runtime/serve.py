@@ -13,13 +13,13 @@ from config.environment import stray_variables
 from config.settings import Settings
 from gateway.app import create_app, create_metrics_app
 from gateway.logs import configure as configure_logging
-from gateway.redis_server import (
+from gateway.runtime.redis_server import (
     RedisBinaryMissing,
     RedisServer,
     RedisStartFailed,
     die_with_parent,
 )
-from gateway.server import install_uvloop, serve_until_stopped
+from gateway.runtime.server import install_uvloop, serve_until_stopped
 
 log = logging.getLogger("gateway")
 

@@ -16,9 +16,9 @@ from config.catalog import ModelConfig, Pricing, ProviderConfig
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.logs import configure as configure_logging
-from gateway.redis_server import RedisBinaryMissing, RedisServer, RedisStartFailed
-from gateway.server import install_uvloop, start_site, wait_for_stop_signal
-from gateway.simulated_provider import create_simulated_provider
+from gateway.runtime.redis_server import RedisBinaryMissing, RedisServer, RedisStartFailed
+from gateway.runtime.server import install_uvloop, start_site, wait_for_stop_signal
+from gateway.runtime.simulated_provider import create_simulated_provider
 from gateway.state import CLOCK, SERVICES
 from metering.money import fee_nanos
 

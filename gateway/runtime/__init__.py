@@ -1,0 +1,1 @@
+"""The runtime room of the gateway (see docs/architecture.md)."""
