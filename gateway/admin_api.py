@@ -13,7 +13,7 @@ from gateway.errors import ApiError, bad_request, json_response
 from gateway.json_input import bool_field, json_object, read_body, text_field, usd_field
 from gateway.key_input import key_changes, new_key_fields
 from gateway.limits import LIMITS
-from gateway.metrics import REFUNDS, count_purchase
+from gateway.observability.metrics import REFUNDS, count_purchase
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from gateway.views import (
     account_view,

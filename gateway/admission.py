@@ -12,7 +12,8 @@ from redis.exceptions import RedisError
 from gateway.errors import ApiError
 from gateway.journal import JOURNAL, SettlementJournal
 from gateway.limits import LIMITS
-from gateway.metrics import (
+from gateway.models import ResolvedModel
+from gateway.observability.metrics import (
     PAYMENT_REQUIRED,
     RATELIMIT_DECISIONS,
     REDIS_ERRORS,
@@ -20,7 +21,6 @@ from gateway.metrics import (
     SWITCH,
     labelled,
 )
-from gateway.models import ResolvedModel
 from gateway.request_body import CompletionRequest
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.admission import AdmissionResult, Metering, Refusal

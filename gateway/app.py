@@ -1,8 +1,6 @@
 """The aiohttp application factory: routes, middlewares, and every resource in a cleanup context."""
 
-import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -11,15 +9,16 @@ from config.settings import Settings
 from gateway import activity_api, admin_api, completions, consumer_api, keys_api, openapi, webhooks
 from gateway.auth import KeyCache
 from gateway.clock import Clock
-from gateway.errors import ApiError, error_middleware, json_response
+from gateway.errors import error_middleware
 from gateway.expiry import expiry_sweeper
 from gateway.journal import JOURNAL, SettlementJournal, journal_replayer
 from gateway.key_guessing import KEY_GUESSING, KeyGuessing
 from gateway.limits import LIMITS, LimitsHolder, limits_reloader
-from gateway.metrics import SWITCH, metrics_endpoint
 from gateway.middleware import gateway_middleware
 from gateway.models import resolve_catalog
-from gateway.redis_clients import open_clients, readiness
+from gateway.observability.health import healthz, readyz
+from gateway.observability.metrics import SWITCH, metrics_endpoint
+from gateway.redis_clients import open_clients
 from gateway.settling import SETTLING, Settling
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS, Services, Serving
 from gateway.topup import topup_worker
@@ -134,39 +133,3 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICES].metering.aclose(settings.redis_timeout_seconds)
         await upstream.close()
         await clients.aclose()
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "pid": os.getpid()})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """Redis answers and has the request path's scripts, the catalog and the limits are loaded."""
-    services = request.app[SERVICES]
-    bound = request.app[SETTINGS].redis_timeout_seconds  # a probe must not hang on a dead node
-    try:
-        async with asyncio.timeout(bound):
-            await services.redis.ping()
-            problem = await readiness(services.clients)
-            loaded = await services.metering.ensure_scripts()
-    except Exception as exc:
-        reason = f"no answer within {bound:g} s" if isinstance(exc, TimeoutError) else None
-        raise ApiError(
-            503,
-            f"redis is not reachable ({reason or type(exc).__name__})",
-            "service_unavailable",
-        ) from None
-    if problem is not None:
-        raise ApiError(503, problem, "service_unavailable")
-    if not request.app[MODELS]:
-        raise ApiError(503, "the catalog has no models", "service_unavailable")
-    limits = [c.name for c in request.app[LIMITS].policy.limits]
-    return json_response(
-        {
-            "status": "ready",
-            "models": len(request.app[MODELS]),
-            "limits": limits,
-            "scripts_loaded_now": loaded,
-            "journal_pending": request.app[JOURNAL].pending(),
-        }
-    )

@@ -20,7 +20,8 @@ from gateway.errors import ApiError
 from gateway.exchange import Exchange
 from gateway.journal import JOURNAL
 from gateway.json_input import read_body
-from gateway.metrics import (
+from gateway.models import ResolvedModel
+from gateway.observability.metrics import (
     ACCESS_FIELDS,
     INFLIGHT,
     OVERHEAD_SECONDS,
@@ -32,7 +33,6 @@ from gateway.metrics import (
     UPSTREAM_SECONDS,
     labelled,
 )
-from gateway.models import ResolvedModel
 from gateway.provider_client import ProviderResponse, UpstreamBroken
 from gateway.provider_errors import (
     MAX_ANSWER_BYTES,

@@ -12,8 +12,15 @@ from redis.exceptions import RedisError
 
 from gateway.clock import Clock
 from gateway.journal import SettlementJournal
-from gateway.metrics import REDIS_ERRORS, REDIS_SECONDS, SPEND, SWITCH, TOKENS, labelled
 from gateway.models import ResolvedModel
+from gateway.observability.metrics import (
+    REDIS_ERRORS,
+    REDIS_SECONDS,
+    SPEND,
+    SWITCH,
+    TOKENS,
+    labelled,
+)
 from gateway.settling import Settling
 from metering.admission import Metering
 from metering.money import NANOS_PER_USD

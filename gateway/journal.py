@@ -31,7 +31,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.background import stop_task
-from gateway.metrics import JOURNALED
+from gateway.observability.metrics import JOURNALED
 from metering.admission import Metering
 from metering.usage import UsageRecord
 

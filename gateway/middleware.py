@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.admin_api import guard_admin
 from gateway.errors import error_response
-from gateway.metrics import REQUEST_ID, observe_request, request_id_of
+from gateway.observability.metrics import REQUEST_ID, observe_request, request_id_of
 from gateway.settling import settle_before_reading
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.exchange import Exchange
-from gateway.metrics import OPEN_STREAMS
+from gateway.observability.metrics import OPEN_STREAMS
 from gateway.provider_client import ProviderResponse, UpstreamBroken
 from gateway.sse_relay import ProviderStreamBroken, SseRelay
 from gateway.state import SERVICES, SETTINGS

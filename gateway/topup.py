@@ -20,7 +20,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.background import stop_task
-from gateway.metrics import OUTBOX_EVENTS
+from gateway.observability.metrics import OUTBOX_EVENTS
 from gateway.signing import SIGNATURE_HEADER, sign
 from gateway.state import SERVICES, SETTINGS
 from metering.money import format_usd

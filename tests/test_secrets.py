@@ -69,7 +69,7 @@ async def test_metrics_can_require_a_token(redis_url: str, provider: ThreadedSer
 async def test_one_json_access_line_per_request(client: TestClient) -> None:
     import json as _json
 
-    from gateway.logs import ACCESS_LOG
+    from gateway.observability.logs import ACCESS_LOG
 
     captured = io.BytesIO()
     ACCESS_LOG.flush()

@@ -267,7 +267,7 @@ async def test_no_secret_of_a_full_scenario_reaches_a_log_an_answer_or_a_metric(
     receivers: tuple[ThreadedServer, ThreadedServer],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from gateway.logs import ACCESS_LOG, JsonFormatter, TextFormatter
+    from gateway.observability.logs import ACCESS_LOG, JsonFormatter, TextFormatter
 
     caplog.set_level(logging.DEBUG)
     access_logger = logging.getLogger("gateway.access")

@@ -15,7 +15,7 @@ from pathlib import Path
 from config.catalog import ModelConfig, Pricing, ProviderConfig
 from config.settings import Settings
 from gateway.app import create_app
-from gateway.logs import configure as configure_logging
+from gateway.observability.logs import configure as configure_logging
 from gateway.runtime.redis_server import RedisBinaryMissing, RedisServer, RedisStartFailed
 from gateway.runtime.server import install_uvloop, start_site, wait_for_stop_signal
 from gateway.runtime.simulated_provider import create_simulated_provider

@@ -15,7 +15,7 @@ from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.errors import error_body
-from gateway.logs import describe
+from gateway.observability.logs import describe
 
 
 def _answer(status: int, exc: BaseException | None) -> tuple[int, str, str]:

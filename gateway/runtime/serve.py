@@ -12,7 +12,7 @@ import sys
 from config.environment import stray_variables
 from config.settings import Settings
 from gateway.app import create_app, create_metrics_app
-from gateway.logs import configure as configure_logging
+from gateway.observability.logs import configure as configure_logging
 from gateway.runtime.redis_server import (
     RedisBinaryMissing,
     RedisServer,

@@ -24,7 +24,7 @@ from prometheus_client import (
 from gateway import __version__
 from gateway.auth import admin_token_matches
 from gateway.errors import ApiError
-from gateway.logs import access
+from gateway.observability.logs import access
 from gateway.state import SETTINGS
 from metering.accounts import Purchase
 from metering.ids import random_hex

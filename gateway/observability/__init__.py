@@ -1,0 +1,1 @@
+"""The observability room of the gateway (see docs/architecture.md)."""

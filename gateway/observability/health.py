@@ -1,0 +1,50 @@
+"""Health and readiness: `/healthz` says the process answers, `/readyz` that a request could be
+served now (Redis answers where requests write, the scripts are loaded, the catalog and the
+limits are in place), and why not when it could not."""
+
+import asyncio
+import os
+
+from aiohttp import web
+
+from gateway.errors import ApiError, json_response
+from gateway.journal import JOURNAL
+from gateway.limits import LIMITS
+from gateway.redis_clients import readiness
+from gateway.state import MODELS, SERVICES, SETTINGS
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "pid": os.getpid()})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Redis answers and has the request path's scripts, the catalog and the limits are loaded."""
+    services = request.app[SERVICES]
+    bound = request.app[SETTINGS].redis_timeout_seconds  # a probe must not hang on a dead node
+    try:
+        async with asyncio.timeout(bound):
+            await services.redis.ping()
+            problem = await readiness(services.clients)
+            loaded = await services.metering.ensure_scripts()
+    except Exception as exc:
+        reason = f"no answer within {bound:g} s" if isinstance(exc, TimeoutError) else None
+        raise ApiError(
+            503,
+            f"redis is not reachable ({reason or type(exc).__name__})",
+            "service_unavailable",
+        ) from None
+    if problem is not None:
+        raise ApiError(503, problem, "service_unavailable")
+    if not request.app[MODELS]:
+        raise ApiError(503, "the catalog has no models", "service_unavailable")
+    limits = [c.name for c in request.app[LIMITS].policy.limits]
+    return json_response(
+        {
+            "status": "ready",
+            "models": len(request.app[MODELS]),
+            "limits": limits,
+            "scripts_loaded_now": loaded,
+            "journal_pending": request.app[JOURNAL].pending(),
+        }
+    )
