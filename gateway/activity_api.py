@@ -17,7 +17,7 @@ from typing import Any, get_args
 from aiohttp import web
 
 from gateway.consumer_api import holder
-from gateway.errors import ApiError, bad_request, json_response
+from gateway.http.errors import ApiError, bad_request, json_response
 from gateway.state import CLOCK, SERVICES
 from gateway.views import generation_view
 from metering.money import format_usd

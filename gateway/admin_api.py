@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.auth import admin_token_matches
-from gateway.errors import ApiError, bad_request, json_response
-from gateway.json_input import bool_field, json_object, read_body, text_field, usd_field
+from gateway.http.auth import admin_token_matches
+from gateway.http.errors import ApiError, bad_request, json_response
+from gateway.http.json_input import bool_field, json_object, read_body, text_field, usd_field
 from gateway.key_input import key_changes, new_key_fields
 from gateway.limits import LIMITS
 from gateway.observability.metrics import REFUNDS, count_purchase

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.errors import ApiError
+from gateway.http.errors import ApiError
 from gateway.journal import JOURNAL, SettlementJournal
 from gateway.limits import LIMITS
 from gateway.models import ResolvedModel

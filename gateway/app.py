@@ -7,12 +7,12 @@ from aiohttp import web
 
 from config.settings import Settings
 from gateway import activity_api, admin_api, completions, consumer_api, keys_api, openapi, webhooks
-from gateway.auth import KeyCache
 from gateway.clock import Clock
-from gateway.errors import error_middleware
 from gateway.expiry import expiry_sweeper
+from gateway.http.auth import KeyCache
+from gateway.http.errors import error_middleware
+from gateway.http.key_guessing import KEY_GUESSING, KeyGuessing
 from gateway.journal import JOURNAL, SettlementJournal, journal_replayer
-from gateway.key_guessing import KEY_GUESSING, KeyGuessing
 from gateway.limits import LIMITS, LimitsHolder, limits_reloader
 from gateway.middleware import gateway_middleware
 from gateway.models import resolve_catalog

@@ -15,11 +15,11 @@ import orjson
 from aiohttp import web
 
 from gateway.admission import admit
-from gateway.auth import authenticate
-from gateway.errors import ApiError
 from gateway.exchange import Exchange
+from gateway.http.auth import authenticate
+from gateway.http.errors import ApiError
+from gateway.http.json_input import read_body
 from gateway.journal import JOURNAL
-from gateway.json_input import read_body
 from gateway.models import ResolvedModel
 from gateway.observability.metrics import (
     ACCESS_FIELDS,

@@ -2,8 +2,8 @@
 
 from aiohttp import web
 
-from gateway.auth import authenticate
-from gateway.errors import ApiError, json_response
+from gateway.http.auth import authenticate
+from gateway.http.errors import ApiError, json_response
 from gateway.limits import LIMITS
 from gateway.state import CLOCK, MODELS, SERVICES
 from gateway.views import generation_view, key_holder_view, model_view

@@ -4,8 +4,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from gateway.errors import bad_request
-from gateway.json_input import bool_field, text_field, usd_field
+from gateway.http.errors import bad_request
+from gateway.http.json_input import bool_field, text_field, usd_field
 from metering.accounts import LimitReset
 from metering.money import usd_to_nanos
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.admin_api import guard_admin
-from gateway.errors import error_response
+from gateway.http.errors import error_response
 from gateway.observability.metrics import REQUEST_ID, observe_request, request_id_of
 from gateway.settling import settle_before_reading
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
-from gateway.errors import ApiError
+from gateway.http.errors import ApiError
 from gateway.provider_client import ProviderResponse, UpstreamBroken
 
 MAX_ERROR_BYTES = 64 * 1024

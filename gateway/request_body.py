@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gateway.errors import bad_request
-from gateway.json_input import parse_object
+from gateway.http.errors import bad_request
+from gateway.http.json_input import parse_object
 
 Kind = Literal["chat", "completions"]
 INT64 = 2**63 - 1

@@ -14,7 +14,7 @@ from gateway.clock import Clock
 from gateway.models import ResolvedModel
 
 if TYPE_CHECKING:
-    from gateway.auth import KeyCache
+    from gateway.http.auth import KeyCache
     from gateway.redis_clients import RedisClients
     from gateway.upstream import Upstream
     from metering.accounts import AccountStore

@@ -16,8 +16,8 @@ and neither changes anything.
 import orjson
 from aiohttp import web
 
-from gateway.errors import ApiError, bad_request, json_response
-from gateway.json_input import read_body, text_field, usd_field
+from gateway.http.errors import ApiError, bad_request, json_response
+from gateway.http.json_input import read_body, text_field, usd_field
 from gateway.observability.metrics import REFUNDS, count_purchase
 from gateway.signing import SIGNATURE_HEADER, BadSignature, StaleSignature, verify
 from gateway.state import CLOCK, SERVICES, SETTINGS

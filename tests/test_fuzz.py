@@ -7,7 +7,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import ApiError
+from gateway.http.errors import ApiError
 from gateway.request_body import parse_completion_request
 from tests.test_sse_relay import _relay
 

@@ -7,7 +7,7 @@ import os
 
 from aiohttp import web
 
-from gateway.errors import ApiError, json_response
+from gateway.http.errors import ApiError, json_response
 from gateway.journal import JOURNAL
 from gateway.limits import LIMITS
 from gateway.redis_clients import readiness

@@ -22,8 +22,8 @@ from prometheus_client import (
 )
 
 from gateway import __version__
-from gateway.auth import admin_token_matches
-from gateway.errors import ApiError
+from gateway.http.auth import admin_token_matches
+from gateway.http.errors import ApiError
 from gateway.observability.logs import access
 from gateway.state import SETTINGS
 from metering.accounts import Purchase

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.errors import error_body
+from gateway.http.errors import error_body
 from gateway.observability.logs import describe
 
 

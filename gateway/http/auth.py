@@ -10,8 +10,8 @@ import time
 
 from aiohttp import web
 
-from gateway.errors import ApiError
-from gateway.key_guessing import KEY_GUESSING
+from gateway.http.errors import ApiError
+from gateway.http.key_guessing import KEY_GUESSING
 from metering.accounts import AccountStore
 
 _MAX_SECRET_LEN = 512

@@ -10,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from gateway.errors import ApiError
+from gateway.http.errors import ApiError
 from gateway.limits import LIMITS
 from gateway.state import CLOCK, SERVICES
 from ratelimit.policy import CompiledLimit

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.errors import ApiError, bad_request
+from gateway.http.errors import ApiError, bad_request
 from gateway.state import SETTINGS
 from metering.money import AmountError, parse_usd
 

@@ -1,0 +1,1 @@
+"""The http room of the gateway (see docs/architecture.md)."""
