@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from config.settings import Settings
-from gateway import activity_api, admin_api, completions, consumer_api, keys_api, openapi, webhooks
+from gateway import completions
+from gateway.api import activity, admin, consumer, keys, webhooks
+from gateway.api.openapi.document import openapi_endpoint
 from gateway.clock import Clock
 from gateway.expiry import expiry_sweeper
 from gateway.http.auth import KeyCache
@@ -58,14 +60,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(topup_worker)
     app.cleanup_ctx.append(journal_replayer)
     app.add_routes(completions.routes)
-    app.add_routes(consumer_api.routes)
-    app.add_routes(admin_api.routes)
+    app.add_routes(consumer.routes)
+    app.add_routes(admin.routes)
     app.add_routes(webhooks.routes)
-    app.add_routes(keys_api.routes)
-    app.add_routes(activity_api.routes)
+    app.add_routes(keys.routes)
+    app.add_routes(activity.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/openapi.json", openapi.openapi_endpoint)
+    app.router.add_get("/openapi.json", openapi_endpoint)
     if settings.metrics_port is None:
         app.router.add_get("/metrics", metrics_endpoint)
     return app

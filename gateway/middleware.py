@@ -1,9 +1,10 @@
 """The one middleware every request of the main app passes through.
 
 It composes four concerns that live in their own modules: the request id, metrics and access line
-(gateway.metrics), the admin token (gateway.admin_api), reads that wait for settlements still out
-(gateway.settling), and errors as JSON (gateway.errors). One layer rather than four: every layer
-is a coroutine frame that each resumption of a handler passes through again.
+(gateway.observability.metrics), the admin token (gateway.api.admin), reads that wait for
+settlements still out (gateway.settling), and errors as JSON (gateway.http.errors). One layer
+rather than four: every layer is a coroutine frame that each resumption of a handler passes
+through again.
 """
 
 import asyncio
@@ -12,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.admin_api import guard_admin
+from gateway.api.admin import guard_admin
 from gateway.http.errors import error_response
 from gateway.observability.metrics import REQUEST_ID, observe_request, request_id_of
 from gateway.settling import settle_before_reading

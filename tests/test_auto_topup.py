@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.api.signing import SIGNATURE_HEADER, verify
 from gateway.app import create_app
-from gateway.signing import SIGNATURE_HEADER, verify
 from gateway.state import SERVICES
 from tests.support import (
     ThreadedServer,

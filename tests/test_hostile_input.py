@@ -16,7 +16,7 @@ import orjson
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from gateway.signing import sign
+from gateway.api.signing import sign
 from tests.hostile import CHAT, WEBHOOK_SECRET, state_of
 from tests.support import ThreadedServer, admin_headers, bearer, new_account
 

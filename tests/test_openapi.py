@@ -27,8 +27,8 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
+from gateway.api.openapi.document import DOCUMENT
 from gateway.app import create_app
-from gateway.openapi import DOCUMENT
 from tests.support import ADMIN_TOKEN, ThreadedServer, make_settings
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from config.catalog import ModelConfig, ProviderConfig
+from gateway.api.signing import SIGNATURE_HEADER, sign, verify
 from gateway.app import create_app
-from gateway.signing import SIGNATURE_HEADER, sign, verify
 from metering.accounts import KEY_PREFIX
 from tests.support import (
     PAID,

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.api.signing import sign
 from gateway.app import create_app
-from gateway.signing import sign
 from tests.support import ThreadedServer, account_state, make_settings, new_account
 
 SECRET = "whsec-test-5b1c"

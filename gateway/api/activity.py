@@ -16,10 +16,10 @@ from typing import Any, get_args
 
 from aiohttp import web
 
-from gateway.consumer_api import holder
+from gateway.api.consumer import holder
+from gateway.api.views import generation_view
 from gateway.http.errors import ApiError, bad_request, json_response
 from gateway.state import CLOCK, SERVICES
-from gateway.views import generation_view
 from metering.money import format_usd
 from metering.periods import rfc3339
 from metering.rollups import (

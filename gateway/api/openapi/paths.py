@@ -4,7 +4,7 @@ gateway.openapi_admin_paths; the helpers here serve both."""
 
 from typing import Any
 
-from gateway.openapi_schemas import (
+from gateway.api.openapi.schemas import (
     CENTS_INPUT,
     COUNT,
     TIME,

@@ -16,12 +16,12 @@ and neither changes anything.
 import orjson
 from aiohttp import web
 
+from gateway.api.signing import SIGNATURE_HEADER, BadSignature, StaleSignature, verify
+from gateway.api.views import purchase_view
 from gateway.http.errors import ApiError, bad_request, json_response
 from gateway.http.json_input import read_body, text_field, usd_field
 from gateway.observability.metrics import REFUNDS, count_purchase
-from gateway.signing import SIGNATURE_HEADER, BadSignature, StaleSignature, verify
 from gateway.state import CLOCK, SERVICES, SETTINGS
-from gateway.views import purchase_view
 from metering.accounts import AccountNotFound, AmountTooLarge, IdempotencyConflict
 from metering.ledger import RefundRefused
 from metering.money import NANOS_PER_USD, fee_nanos, format_usd

@@ -2,11 +2,11 @@
 
 from aiohttp import web
 
+from gateway.api.views import generation_view, key_holder_view, model_view
 from gateway.http.auth import authenticate
 from gateway.http.errors import ApiError, json_response
 from gateway.limits import LIMITS
 from gateway.state import CLOCK, MODELS, SERVICES
-from gateway.views import generation_view, key_holder_view, model_view
 from metering.accounts import Account, ApiKey
 from metering.money import nanos_to_number
 from metering.usage import account_of_generation

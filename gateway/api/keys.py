@@ -7,12 +7,12 @@ key cannot make another management key: only the operator can.
 
 from aiohttp import web
 
-from gateway.consumer_api import usable_key
+from gateway.api.consumer import usable_key
+from gateway.api.key_input import key_changes, new_key_fields
+from gateway.api.views import key_admin_view
 from gateway.http.errors import ApiError, bad_request, json_response
 from gateway.http.json_input import bool_field, json_object
-from gateway.key_input import key_changes, new_key_fields
 from gateway.state import CLOCK, SERVICES, SETTINGS
-from gateway.views import key_admin_view
 from metering.accounts import ApiKey
 
 routes = web.RouteTableDef()

@@ -3,7 +3,7 @@ purchases, refunds, the ledger, limits and Activity over every account, behind t
 
 from typing import Any
 
-from gateway.openapi_paths import (
+from gateway.api.openapi.paths import (
     ACCOUNT_ID,
     BODY_ERRORS,
     CURSOR,
@@ -20,7 +20,16 @@ from gateway.openapi_paths import (
     path,
     query,
 )
-from gateway.openapi_schemas import CENTS_INPUT, COUNT, TIME, USD_INPUT, data_of, list_of, obj, ref
+from gateway.api.openapi.schemas import (
+    CENTS_INPUT,
+    COUNT,
+    TIME,
+    USD_INPUT,
+    data_of,
+    list_of,
+    obj,
+    ref,
+)
 
 ADMIN: Security = [{"adminToken": []}]
 ADMIN_ERRORS = (401, 403, 503)

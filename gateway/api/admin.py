@@ -8,20 +8,20 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.http.auth import admin_token_matches
-from gateway.http.errors import ApiError, bad_request, json_response
-from gateway.http.json_input import bool_field, json_object, read_body, text_field, usd_field
-from gateway.key_input import key_changes, new_key_fields
-from gateway.limits import LIMITS
-from gateway.observability.metrics import REFUNDS, count_purchase
-from gateway.state import CLOCK, SERVICES, SETTINGS
-from gateway.views import (
+from gateway.api.key_input import key_changes, new_key_fields
+from gateway.api.views import (
     account_view,
     duration_text,
     key_admin_view,
     ledger_entry_view,
     purchase_view,
 )
+from gateway.http.auth import admin_token_matches
+from gateway.http.errors import ApiError, bad_request, json_response
+from gateway.http.json_input import bool_field, json_object, read_body, text_field, usd_field
+from gateway.limits import LIMITS
+from gateway.observability.metrics import REFUNDS, count_purchase
+from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.accounts import (
     AccountNotFound,
     AmountTooLarge,

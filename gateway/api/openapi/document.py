@@ -1,7 +1,7 @@
 """`GET /openapi.json`: an OpenAPI 3.1 document of every HTTP endpoint the gateway serves.
 
-Written by hand as plain dicts: the paths in gateway.openapi_paths and gateway.openapi_admin_paths;
-the shapes, the error format and the security schemes in gateway.openapi_schemas.
+Written by hand as plain dicts: the paths in gateway.api.openapi.paths and .admin_paths;
+the shapes, the error format and the security schemes in gateway.api.openapi.schemas.
 tests/test_openapi.py keeps it true: its paths and methods are exactly the app's routes, it is
 valid OpenAPI 3.1, and schemathesis, run against a live gateway, finds every answer the gateway
 gives described here. HEAD, which aiohttp answers for every GET, is left implied.
@@ -13,9 +13,9 @@ import orjson
 from aiohttp import web
 
 from gateway import __version__
-from gateway.openapi_admin_paths import ADMIN_PATHS
-from gateway.openapi_paths import CONSUMER_PATHS, KEYS_PATHS, OPERATOR_PATHS
-from gateway.openapi_schemas import RESPONSES, SCHEMAS, SECURITY_SCHEMES
+from gateway.api.openapi.admin_paths import ADMIN_PATHS
+from gateway.api.openapi.paths import CONSUMER_PATHS, KEYS_PATHS, OPERATOR_PATHS
+from gateway.api.openapi.schemas import RESPONSES, SCHEMAS, SECURITY_SCHEMES
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",

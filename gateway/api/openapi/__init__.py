@@ -1,0 +1,1 @@
+"""The openapi room of the gateway (see docs/architecture.md)."""
