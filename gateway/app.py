@@ -10,7 +10,6 @@ from gateway import completions
 from gateway.api import activity, admin, consumer, keys, webhooks
 from gateway.api.openapi.document import openapi_endpoint
 from gateway.clock import Clock
-from gateway.expiry import expiry_sweeper
 from gateway.http.auth import KeyCache
 from gateway.http.errors import error_middleware
 from gateway.http.key_guessing import KEY_GUESSING, KeyGuessing
@@ -23,7 +22,8 @@ from gateway.observability.metrics import SWITCH, metrics_endpoint
 from gateway.redis_clients import open_clients
 from gateway.settling import SETTLING, Settling
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS, Services, Serving
-from gateway.topup import topup_worker
+from gateway.tasks.expiry import expiry_sweeper
+from gateway.tasks.topup import topup_worker
 from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering

@@ -30,8 +30,8 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.background import stop_task
 from gateway.observability.metrics import JOURNALED
+from gateway.tasks.background import stop_task
 from metering.admission import Metering
 from metering.usage import UsageRecord
 

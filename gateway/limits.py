@@ -15,8 +15,8 @@ from aiohttp import web
 
 from config.errors import ConfigError
 from config.limits import load_limits
-from gateway.background import stop_task
 from gateway.state import SETTINGS
+from gateway.tasks.background import stop_task
 from ratelimit.policy import Policy
 
 log = logging.getLogger("gateway.limits")

@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.clock import ManualClock
-from gateway.expiry import sweep_once
 from gateway.state import SERVICES
+from gateway.tasks.expiry import sweep_once
 from tests.support import (
     ThreadedServer,
     account_state,

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.crc import key_slot
 
 from gateway.app import create_app
-from gateway.expiry import sweep_once
 from gateway.runtime.redis_server import RedisServer, free_port
+from gateway.tasks.expiry import sweep_once
 from tests.support import ThreadedServer, admin_headers, bearer, chat, make_settings, new_account
 
 _ARG = re.compile(rb'"((?:[^"\\]|\\.)*)"')

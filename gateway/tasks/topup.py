@@ -20,9 +20,9 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.api.signing import SIGNATURE_HEADER, sign
-from gateway.background import stop_task
 from gateway.observability.metrics import OUTBOX_EVENTS
 from gateway.state import SERVICES, SETTINGS
+from gateway.tasks.background import stop_task
 from metering.money import format_usd
 from metering.outbox import Outbox, TopupRequest
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.background import stop_task
 from gateway.state import CLOCK, SERVICES, SETTINGS
+from gateway.tasks.background import stop_task
 from metering.money import format_usd
 
 log = logging.getLogger("gateway.expiry")

@@ -1,0 +1,1 @@
+"""The tasks room of the gateway (see docs/architecture.md)."""
