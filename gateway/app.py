@@ -6,25 +6,25 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from config.settings import Settings
-from gateway import completions
 from gateway.api import activity, admin, consumer, keys, webhooks
 from gateway.api.openapi.document import openapi_endpoint
 from gateway.clock import Clock
 from gateway.http.auth import KeyCache
 from gateway.http.errors import error_middleware
 from gateway.http.key_guessing import KEY_GUESSING, KeyGuessing
-from gateway.journal import JOURNAL, SettlementJournal, journal_replayer
 from gateway.limits import LIMITS, LimitsHolder, limits_reloader
 from gateway.middleware import gateway_middleware
 from gateway.models import resolve_catalog
 from gateway.observability.health import healthz, readyz
 from gateway.observability.metrics import SWITCH, metrics_endpoint
+from gateway.proxy import chat
+from gateway.proxy.forward.upstream import Upstream
+from gateway.proxy.settle.journal import JOURNAL, SettlementJournal, journal_replayer
+from gateway.proxy.settle.settling import SETTLING, Settling
 from gateway.redis_clients import open_clients
-from gateway.settling import SETTLING, Settling
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS, Services, Serving
 from gateway.tasks.expiry import expiry_sweeper
 from gateway.tasks.topup import topup_worker
-from gateway.upstream import Upstream
 from metering.accounts import AccountStore
 from metering.admission import Metering
 from metering.generations import Generations
@@ -59,7 +59,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(expiry_sweeper)
     app.cleanup_ctx.append(topup_worker)
     app.cleanup_ctx.append(journal_replayer)
-    app.add_routes(completions.routes)
+    app.add_routes(chat.routes)
     app.add_routes(consumer.routes)
     app.add_routes(admin.routes)
     app.add_routes(webhooks.routes)

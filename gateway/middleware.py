@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.api.admin import guard_admin
 from gateway.http.errors import error_response
 from gateway.observability.metrics import REQUEST_ID, observe_request, request_id_of
-from gateway.settling import settle_before_reading
+from gateway.proxy.settle.settling import settle_before_reading
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -15,8 +15,8 @@ from gateway.models import ResolvedModel
 
 if TYPE_CHECKING:
     from gateway.http.auth import KeyCache
+    from gateway.proxy.forward.upstream import Upstream
     from gateway.redis_clients import RedisClients
-    from gateway.upstream import Upstream
     from metering.accounts import AccountStore
     from metering.admission import Metering
     from metering.client import AnyRedis

@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 
-from gateway.provider_client import ProviderPool
+from gateway.proxy.forward.provider_client import ProviderPool
 
 Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
 WAIT = 5.0  # seconds: the bound on every wait, all on loopback

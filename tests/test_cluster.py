@@ -24,7 +24,7 @@ from bench.cluster import LocalCluster
 from bench.stack import FREE_MODELS, LIMITS, PAID_MODELS, Stack
 from bench.traffic import Mix, Outcome, Traffic
 from gateway.app import create_app
-from gateway.journal import JOURNAL
+from gateway.proxy.settle.journal import JOURNAL
 from gateway.runtime.redis_server import find_binaries
 from metering.layout import AccountKeys
 from tests.support import (

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.deadlines import AnswerDeadlines
+from gateway.proxy.forward.deadlines import AnswerDeadlines
 
 
 async def _answer(deadlines: AnswerDeadlines, seconds: float) -> str:

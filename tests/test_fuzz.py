@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.http.errors import ApiError
-from gateway.request_body import parse_completion_request
+from gateway.proxy.request_body import parse_completion_request
 from tests.test_sse_relay import _relay
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))

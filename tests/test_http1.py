@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from gateway.http1 import (
+from gateway.proxy.forward.http1 import (
     MAX_DECODED_PIECE,
     Chunked,
     Empty,

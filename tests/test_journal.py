@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.app import create_app
-from gateway.journal import JOURNAL, SettlementJournal
+from gateway.proxy.settle.journal import JOURNAL, SettlementJournal
 from gateway.runtime.redis_server import RedisServer, free_port
 from gateway.state import SERVICES
 from metering.accounts import AccountStore, hash_secret

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.provider_client import ProviderPool, UpstreamBroken
+from gateway.proxy.forward.provider_client import ProviderPool, UpstreamBroken
 from tests.scripted_provider import WAIT, Answer, ScriptedProvider, json_answer, read_all, sends
 
 OPENSSL = shutil.which("openssl")

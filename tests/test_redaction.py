@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from config.catalog import ModelConfig, ProviderConfig
 from gateway.app import create_app
-from gateway.redaction import REDACTED, Redactor
+from gateway.proxy.relay.redaction import REDACTED, Redactor
 from tests.support import ADMIN_TOKEN, PAID, ThreadedServer, bearer, make_settings, new_account
 from tests.support import test_catalog as catalog_of
 from tests.test_sse_relay import _relay

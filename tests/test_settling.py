@@ -18,8 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.proxy.settle.settling import SETTLING
 from gateway.runtime.redis_server import RedisServer, find_binaries, free_port
-from gateway.settling import SETTLING
 from metering.admission import Metering
 from tests.support import ThreadedServer, bearer, chat, make_settings, new_account
 

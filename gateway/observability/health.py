@@ -8,8 +8,8 @@ import os
 from aiohttp import web
 
 from gateway.http.errors import ApiError, json_response
-from gateway.journal import JOURNAL
 from gateway.limits import LIMITS
+from gateway.proxy.settle.journal import JOURNAL
 from gateway.redis_clients import readiness
 from gateway.state import MODELS, SERVICES, SETTINGS
 

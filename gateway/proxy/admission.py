@@ -10,7 +10,6 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.http.errors import ApiError
-from gateway.journal import JOURNAL, SettlementJournal
 from gateway.limits import LIMITS
 from gateway.models import ResolvedModel
 from gateway.observability.metrics import (
@@ -21,7 +20,8 @@ from gateway.observability.metrics import (
     SWITCH,
     labelled,
 )
-from gateway.request_body import CompletionRequest
+from gateway.proxy.request_body import CompletionRequest
+from gateway.proxy.settle.journal import JOURNAL, SettlementJournal
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.admission import AdmissionResult, Metering, Refusal
 from metering.batch_calls import NotSent

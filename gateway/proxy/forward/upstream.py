@@ -11,10 +11,10 @@ import os
 from collections.abc import Iterable
 
 from config.catalog import ProviderConfig
-from gateway.deadlines import AnswerDeadlines
-from gateway.provider_client import ProviderPool, ProviderResponse, UpstreamBroken
-from gateway.provider_errors import read_capped
-from gateway.redaction import Redactor
+from gateway.proxy.forward.deadlines import AnswerDeadlines
+from gateway.proxy.forward.provider_client import ProviderPool, ProviderResponse, UpstreamBroken
+from gateway.proxy.forward.provider_errors import read_capped
+from gateway.proxy.relay.redaction import Redactor
 
 log = logging.getLogger("gateway.upstream")
 

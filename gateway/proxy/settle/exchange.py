@@ -11,7 +11,6 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from gateway.clock import Clock
-from gateway.journal import SettlementJournal
 from gateway.models import ResolvedModel
 from gateway.observability.metrics import (
     REDIS_ERRORS,
@@ -21,7 +20,8 @@ from gateway.observability.metrics import (
     TOKENS,
     labelled,
 )
-from gateway.settling import Settling
+from gateway.proxy.settle.journal import SettlementJournal
+from gateway.proxy.settle.settling import Settling
 from metering.admission import Metering
 from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339

@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from gateway.exchange import Exchange
-from gateway.provider_usage import parse_usage, usage_with_cost
-from gateway.redaction import Redactor
+from gateway.proxy.relay.provider_usage import parse_usage, usage_with_cost
+from gateway.proxy.relay.redaction import Redactor
+from gateway.proxy.settle.exchange import Exchange
 from metering.pricing import TokenUsage
 
 MAX_EVENT_BYTES = 1024 * 1024

@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.exchange import Exchange
 from gateway.observability.metrics import OPEN_STREAMS
-from gateway.provider_client import ProviderResponse, UpstreamBroken
-from gateway.sse_relay import ProviderStreamBroken, SseRelay
+from gateway.proxy.forward.provider_client import ProviderResponse, UpstreamBroken
+from gateway.proxy.relay.sse_relay import ProviderStreamBroken, SseRelay
+from gateway.proxy.settle.exchange import Exchange
 from gateway.state import SERVICES, SETTINGS
 
 log = logging.getLogger("gateway.streaming")

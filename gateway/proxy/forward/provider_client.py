@@ -17,7 +17,7 @@ from collections import deque
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from gateway.http1 import (
+from gateway.proxy.forward.http1 import (
     MAX_HEAD_BYTES,
     Body,
     Decoder,

@@ -1,0 +1,1 @@
+"""The proxy room of the gateway (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The forward room of the gateway (see docs/architecture.md)."""

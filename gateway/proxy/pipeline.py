@@ -1,0 +1,140 @@
+"""The request path, stage by stage: read this module to follow one completion request.
+
+    1. inbound     gateway.http.auth           the bearer key -> account (cached), key guessing
+                   gateway.proxy.request_body  the body: size cap, JSON, the fields that cost
+    2. model       gateway.models              catalog id -> listed prices and providers
+    3. estimate    metering.estimate           the prompt's bound (and its likely count)
+    4. admission   gateway.proxy.admission     ONE Redis round trip: key, balance, limits, the
+                                               worst case reserved (401, 402, 429 or admitted)
+    5. forward     gateway.proxy.forward       the providers in order (route), our HTTP/1.1
+                                               client (provider_client, http1), their refusals
+    6. relay       gateway.proxy.relay         a stream event by event (streaming, sse_relay), or
+                                               the answer whole (answer); secrets taken out
+    7. settlement  gateway.proxy.settle        ONE Redis round trip: the exact cost, the record;
+                                               journaled when Redis is away (exchange, journal)
+
+An API adapter (chat and completions today: gateway.proxy.chat) names its routes and calls
+`serve_completion` with its kind. Exactly two Redis round trips per request whatever the features:
+the admission script and the settlement script.
+"""
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from gateway.http.auth import authenticate
+from gateway.http.errors import ApiError
+from gateway.http.json_input import read_body
+from gateway.observability.metrics import INFLIGHT, SWITCH
+from gateway.proxy.admission import admit
+from gateway.proxy.forward.route import forward
+from gateway.proxy.observe import Outcome, record_when_answered
+from gateway.proxy.relay.answer import relay_answer
+from gateway.proxy.relay.streaming import relay_stream
+from gateway.proxy.request_body import Kind, parse_completion_request
+from gateway.proxy.settle.exchange import Exchange
+from gateway.proxy.settle.journal import JOURNAL
+from gateway.proxy.settle.settling import SETTLING
+from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS
+from metering.estimate import estimate_prompt
+
+
+async def serve_completion(request: web.Request, kind: Kind) -> web.StreamResponse:
+    """One completion request of `kind`, its outcome recorded whatever way it ends."""
+    outcome = Outcome()
+    received = time.monotonic()
+    serving = request.app[SERVING]
+    serving.count += 1
+    if SWITCH.on:
+        INFLIGHT.inc()
+    try:
+        response = await _handle(request, kind, outcome, received)
+        outcome.status = response.status
+        return response
+    except ApiError as exc:
+        outcome.status, outcome.error_type = exc.status, exc.error_type
+        raise
+    except asyncio.CancelledError:
+        outcome.status, outcome.error_type = 499, "client_closed"
+        raise
+    except BaseException:
+        outcome.status, outcome.error_type = 500, "internal_error"
+        raise
+    finally:
+        serving.count -= 1
+        if SWITCH.on:
+            INFLIGHT.dec()
+        record_when_answered(request, outcome, received)
+
+
+async def _handle(
+    request: web.Request, kind: Kind, outcome: Outcome, received: float
+) -> web.StreamResponse:
+    """The stages in order (see the module's docstring)."""
+    settings = request.app[SETTINGS]
+    services = request.app[SERVICES]
+    clock = request.app[CLOCK]
+    account_id, key_hash = await authenticate(request, services.keys)
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise ApiError(
+            413,
+            f"request body is larger than {settings.max_body_bytes} bytes",
+            max_bytes=settings.max_body_bytes,
+        )
+    req = parse_completion_request(await read_body(request), kind)
+    model = request.app[MODELS].get(req.model)
+    if model is None:
+        raise ApiError(
+            404,
+            f"model {req.model!r} is not available here; see GET /api/v1/models",
+            "model_not_found",
+        )
+    outcome.model, outcome.provider = model.id, model.providers[0].name
+
+    prompt = estimate_prompt(req.body, req.size)
+    if kind != "chat":  # a stray `messages` on /completions never reaches the model as images
+        prompt = prompt._replace(images=0)
+    admitted = await admit(request, account_id, key_hash, model, req, prompt)
+    generation_id = admitted.generation_id
+
+    exchange = Exchange(
+        metering=services.metering,
+        clock=clock,
+        model=model,
+        account_id=account_id,
+        key_hash=key_hash,
+        generation_id=generation_id,
+        streamed=req.stream,
+        prompt_estimate=prompt.tokens,
+        images=prompt.images,
+        prompt_likely=prompt.likely,
+        response_headers=admitted.headers,
+        started=received,
+        journal=request.app[JOURNAL],
+        settling=request.app[SETTLING],
+    )
+    outcome.exchange = exchange
+    if admitted.reserve:
+        exchange.hold_reservation(settings.reservation_timeout_seconds / 3)
+    deadlines = services.upstream.deadlines
+    try:
+        upstream = await forward(request, exchange, req, kind)
+        if req.stream:
+            deadlines.forget()  # a stream keeps to exchange.upstream_deadline as it relays
+            return await relay_stream(request, upstream, exchange)
+        return await relay_answer(upstream, exchange, model, services.upstream)
+    except ApiError as exc:
+        exchange.status = exc.status
+        # The request was admitted and counted: its record and rate-limit state still apply.
+        exc.headers = {**exchange.response_headers, **exc.headers, "X-Generation-Id": generation_id}
+        raise
+    except asyncio.CancelledError:
+        exchange.cancelled = True  # the client went away (handler_cancellation)
+        raise
+    except BaseException:
+        exchange.status = 500
+        raise
+    finally:
+        deadlines.forget()
+        await exchange.settle()

@@ -1,0 +1,1 @@
+"""The relay room of the gateway (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The settle room of the gateway (see docs/architecture.md)."""
