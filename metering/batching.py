@@ -246,22 +246,9 @@ class ScriptBatcher:
             if not batch:
                 return
             packed = pack(batch, reload)
-            try:
-                connection = await self._connection()
-            except TimeoutError:
-                fail(batch, RedisTimeoutError(f"redis did not answer within {self._timeout} s"))
+            connection = await self._connection_for(batch, first=attempt == 0)
+            if connection is None:
                 return
-            except RedisError as exc:  # refused, its own timeout, AUTH or SELECT refused
-                never_sent = attempt == 0 and isinstance(exc, ConnectionError)
-                fail(batch, NotSent(str(exc)) if never_sent else exc)
-                return
-            except Exception as exc:
-                failure = NotSent if attempt == 0 else ConnectionError
-                fail(batch, failure(f"cannot connect to redis ({type(exc).__name__})"))
-                return
-            except BaseException:
-                fail(batch, ConnectionError("the gateway is closing its redis connections"))
-                raise
             try:
                 replies, acks = await self._round_trip(
                     connection, packed, len(reload) + len(batch), batch
@@ -296,6 +283,26 @@ class ScriptBatcher:
                 continue
             answer(list(zip(batch, replies, strict=True)), acks)
             return
+
+    async def _connection_for(
+        self, batch: list[Call], *, first: bool
+    ) -> PipelinedConnection | None:
+        """A connection for the batch; None when there is none, the batch failed with why (not
+        sent at all, when this is its first attempt)."""
+        try:
+            return await self._connection()
+        except TimeoutError:
+            fail(batch, RedisTimeoutError(f"redis did not answer within {self._timeout} s"))
+        except RedisError as exc:  # refused, its own timeout, AUTH or SELECT refused
+            never_sent = first and isinstance(exc, ConnectionError)
+            fail(batch, NotSent(str(exc)) if never_sent else exc)
+        except Exception as exc:
+            failure = NotSent if first else ConnectionError
+            fail(batch, failure(f"cannot connect to redis ({type(exc).__name__})"))
+        except BaseException:
+            fail(batch, ConnectionError("the gateway is closing its redis connections"))
+            raise
+        return None
 
     def _idle_connection(self) -> PipelinedConnection | None:
         while self._idle:

@@ -29,6 +29,7 @@ from metering.estimate import PromptEstimate
 from metering.money import MAX_NANOS, format_usd
 from metering.usage import new_generation_id
 from ratelimit.decision import Decision, decide
+from ratelimit.policy import CompiledLimit
 from ratelimit.store import admission_inputs
 
 log = logging.getLogger("gateway.admission")
@@ -81,27 +82,36 @@ async def admit(
         raise
     if SWITCH.on:
         labelled(REDIS_SECONDS, "admit").observe(time.perf_counter() - started)
-    headers: dict[str, str] = {}
-    counted = result.admitted or result.refusal is Refusal.RATE_LIMITED
-    if limits and result.limit_counts and counted:
-        decision = decide(limits, list(result.limit_counts), result.limit_refused, now)
-        if SWITCH.on:
-            _record(decision, account_id)
-        headers = decision.headers()
-        if result.refusal is Refusal.RATE_LIMITED:
-            raise ApiError(
-                429,
-                decision.message(result.purchased),
-                "rate_limit_exceeded",
-                headers=headers,
-                limit=decision.refused.limit.name if decision.refused else None,
-            )
+    headers = _limit_headers(result, limits, account_id, now)
     if not result.admitted:
         error = _refusal_error(result, model, reserve, prompt, req.completions)
         if error.status == 402:
             PAYMENT_REQUIRED.labels(str(error.metadata.get("reason", "other"))).inc()
         raise error
     return Admitted(generation_id, reserve, headers)
+
+
+def _limit_headers(
+    result: AdmissionResult, limits: tuple[CompiledLimit, ...], account_id: str, now: float
+) -> dict[str, str]:
+    """The rate-limit headers of the limits the request was counted against; the 429 that
+    explains itself when one refused it."""
+    counted = result.admitted or result.refusal is Refusal.RATE_LIMITED
+    if not (limits and result.limit_counts and counted):
+        return {}
+    decision = decide(limits, list(result.limit_counts), result.limit_refused, now)
+    if SWITCH.on:
+        _record(decision, account_id)
+    headers = decision.headers()
+    if result.refusal is Refusal.RATE_LIMITED:
+        raise ApiError(
+            429,
+            decision.message(result.purchased),
+            "rate_limit_exceeded",
+            headers=headers,
+            limit=decision.refused.limit.name if decision.refused else None,
+        )
+    return headers
 
 
 _RELEASES: set["asyncio.Task[None]"] = set()

@@ -26,6 +26,7 @@ from aiohttp import web
 from gateway.http.auth import authenticate
 from gateway.http.errors import ApiError
 from gateway.http.json_input import read_body
+from gateway.models import ResolvedModel
 from gateway.observability.metrics import INFLIGHT, SWITCH
 from gateway.proxy.admission import admit
 from gateway.proxy.forward.route import forward
@@ -72,39 +73,22 @@ async def _handle(
     request: web.Request, kind: Kind, outcome: Outcome, received: float
 ) -> web.StreamResponse:
     """The stages in order (see the module's docstring)."""
-    settings = request.app[SETTINGS]
     services = request.app[SERVICES]
-    clock = request.app[CLOCK]
-    account_id, key_hash = await authenticate(request, services.keys)
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise ApiError(
-            413,
-            f"request body is larger than {settings.max_body_bytes} bytes",
-            max_bytes=settings.max_body_bytes,
-        )
-    req = parse_completion_request(await read_body(request), kind)
-    model = request.app[MODELS].get(req.model)
-    if model is None:
-        raise ApiError(
-            404,
-            f"model {req.model!r} is not available here; see GET /api/v1/models",
-            "model_not_found",
-        )
+    account_id, key_hash = await authenticate(request, services.keys)  # 1
+    req = parse_completion_request(await _body(request), kind)
+    model = _model(request, req.model)  # 2
     outcome.model, outcome.provider = model.id, model.providers[0].name
-
-    prompt = estimate_prompt(req.body, req.size)
+    prompt = estimate_prompt(req.body, req.size)  # 3
     if kind != "chat":  # a stray `messages` on /completions never reaches the model as images
         prompt = prompt._replace(images=0)
-    admitted = await admit(request, account_id, key_hash, model, req, prompt)
-    generation_id = admitted.generation_id
-
+    admitted = await admit(request, account_id, key_hash, model, req, prompt)  # 4
     exchange = Exchange(
         metering=services.metering,
-        clock=clock,
+        clock=request.app[CLOCK],
         model=model,
         account_id=account_id,
         key_hash=key_hash,
-        generation_id=generation_id,
+        generation_id=admitted.generation_id,
         streamed=req.stream,
         prompt_estimate=prompt.tokens,
         images=prompt.images,
@@ -116,18 +100,22 @@ async def _handle(
     )
     outcome.exchange = exchange
     if admitted.reserve:
-        exchange.hold_reservation(settings.reservation_timeout_seconds / 3)
+        exchange.hold_reservation(request.app[SETTINGS].reservation_timeout_seconds / 3)
     deadlines = services.upstream.deadlines
     try:
-        upstream = await forward(request, exchange, req, kind)
-        if req.stream:
+        upstream = await forward(request, exchange, req, kind)  # 5
+        if req.stream:  # 6
             deadlines.forget()  # a stream keeps to exchange.upstream_deadline as it relays
             return await relay_stream(request, upstream, exchange)
         return await relay_answer(upstream, exchange, model, services.upstream)
     except ApiError as exc:
         exchange.status = exc.status
         # The request was admitted and counted: its record and rate-limit state still apply.
-        exc.headers = {**exchange.response_headers, **exc.headers, "X-Generation-Id": generation_id}
+        exc.headers = {
+            **exchange.response_headers,
+            **exc.headers,
+            "X-Generation-Id": exchange.generation_id,
+        }
         raise
     except asyncio.CancelledError:
         exchange.cancelled = True  # the client went away (handler_cancellation)
@@ -137,4 +125,23 @@ async def _handle(
         raise
     finally:
         deadlines.forget()
-        await exchange.settle()
+        await exchange.settle()  # 7, once whatever happened
+
+
+async def _body(request: web.Request) -> bytes:
+    """The body, refused before it is read when its Content-Length is over the cap."""
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"request body is larger than {limit} bytes", max_bytes=limit)
+    return await read_body(request)
+
+
+def _model(request: web.Request, model_id: str) -> ResolvedModel:
+    model = request.app[MODELS].get(model_id)
+    if model is None:
+        raise ApiError(
+            404,
+            f"model {model_id!r} is not available here; see GET /api/v1/models",
+            "model_not_found",
+        )
+    return model

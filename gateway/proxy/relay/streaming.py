@@ -11,6 +11,8 @@ the provider's stream waits too, and memory stays flat); one that takes no bytes
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -72,18 +74,7 @@ async def _relay(
 ) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     failure: str | None = None
-
-    async def send(data: bytes) -> None:
-        try:
-            async with asyncio.timeout(settings.client_write_timeout):
-                await response.write(data)
-        except TimeoutError:
-            if request.transport is not None:
-                request.transport.abort()
-            raise ConnectionResetError(
-                "the client took no bytes within the write timeout"
-            ) from None
-
+    send = partial(_send, request, response, settings.client_write_timeout)
     try:
         async for piece in _pieces(
             upstream,
@@ -114,6 +105,32 @@ async def _relay(
     finally:
         upstream.release()
 
+    await _finish(exchange, relay, failure, send, response)
+    return response
+
+
+async def _send(
+    request: web.Request, response: web.StreamResponse, timeout: float, data: bytes
+) -> None:
+    """Write to the client; one that takes nothing for `timeout` seconds is treated as gone."""
+    try:
+        async with asyncio.timeout(timeout):
+            await response.write(data)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("the client took no bytes within the write timeout") from None
+
+
+async def _finish(
+    exchange: Exchange,
+    relay: SseRelay,
+    failure: str | None,
+    send: "Callable[[bytes], Awaitable[None]]",
+    response: web.StreamResponse,
+) -> None:
+    """The provider's stream is over: settle, then send what was kept back, the error event if
+    it broke off, the usage chunk with its cost, and [DONE]."""
     relay.charge()
     if failure is not None:
         exchange.finish_reason = "error"
@@ -128,7 +145,6 @@ async def _relay(
         await response.write_eof()
     except ConnectionResetError:
         exchange.cancelled = True
-    return response
 
 
 async def _client_gone(
