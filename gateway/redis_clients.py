@@ -19,9 +19,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError
 
 from config.redis_url import ClusterTarget, cluster_target
-from metering.batching import ScriptBatcher
-from metering.client import AnyRedis, Batcher
-from metering.cluster_batching import ClusterScriptBatcher
+from metering.transport.batching import ScriptBatcher
+from metering.transport.client import AnyRedis, Batcher
+from metering.transport.cluster_batching import ClusterScriptBatcher
 
 log = logging.getLogger("gateway")
 

@@ -19,11 +19,11 @@ if TYPE_CHECKING:
     from gateway.redis_clients import RedisClients
     from metering.accounts import AccountStore
     from metering.admission import Metering
-    from metering.client import AnyRedis
     from metering.generations import Generations
     from metering.ledger import Ledger
     from metering.outbox import Outbox
     from metering.rollups import Rollups
+    from metering.transport.client import AnyRedis
     from ratelimit.store import RateLimitStore
 
 

@@ -15,11 +15,11 @@ from typing import Literal
 import orjson
 from redis.typing import EncodableT, FieldT
 
-from metering.client import AnyRedis
 from metering.layout import ACCOUNT_INDEX, AccountKeys, key_index
 from metering.money import MAX_NANOS, usd_to_nanos
 from metering.periods import period_stamps, rfc3339
 from metering.scripts import Scripts
+from metering.transport.client import AnyRedis
 
 PaymentMethod = Literal["card", "alipay", "crypto"]
 LimitReset = Literal["daily", "weekly", "monthly"]

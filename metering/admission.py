@@ -17,13 +17,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from metering.batch_calls import Durable
-from metering.client import AnyRedis, Batcher
 from metering.layout import OUTBOX_INDEX, AccountKeys
 from metering.outbox import new_event_id
 from metering.periods import period_stamps
 from metering.rollups import GRANULARITIES, bucket_start, field_prefix
 from metering.scripts import Scripts
+from metering.transport.batch_calls import Durable
+from metering.transport.client import AnyRedis, Batcher
 from metering.usage import UsageRecord
 
 if TYPE_CHECKING:

@@ -4,9 +4,9 @@ backwards in batches, so a page costs what it scans, never the whole history."""
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from metering.client import AnyRedis
 from metering.layout import AccountKeys
 from metering.rollups import Filters
+from metering.transport.client import AnyRedis
 from metering.usage import UsageRecord
 
 BATCH = 500

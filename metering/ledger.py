@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 import orjson
 
-from metering.client import AnyRedis
 from metering.layout import ACCOUNT_INDEX, AccountKeys
 from metering.periods import rfc3339
 from metering.scripts import Scripts
+from metering.transport.client import AnyRedis
 
 MS_PER_DAY = 86_400_000
 EXPIRY_LEASE = "gw:expiry-lease"

@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
-from metering.client import AnyRedis
 from metering.ids import random_hex
 from metering.layout import ACCOUNT_INDEX, OUTBOX_INDEX, AccountKeys
 from metering.money import usd_to_nanos
 from metering.scripts import lua_source
+from metering.transport.client import AnyRedis
 
 DELIVERY_LEASE_MS = 30_000
 

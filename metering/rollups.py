@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from metering.client import AnyRedis
 from metering.layout import AccountKeys
+from metering.transport.client import AnyRedis
 
 Granularity = Literal["minute", "hour", "day", "month"]
 GRANULARITIES: tuple[Granularity, ...] = ("minute", "hour", "day", "month")

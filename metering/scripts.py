@@ -4,7 +4,7 @@ from importlib import resources
 
 from redis.commands.core import AsyncScript
 
-from metering.client import AnyRedis
+from metering.transport.client import AnyRedis
 
 
 def lua_source(name: str) -> str:

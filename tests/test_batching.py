@@ -16,9 +16,9 @@ from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.runtime.redis_server import RedisServer, find_binaries, free_port
-from metering.batch_calls import pack_command
-from metering.batching import MAX_IN_FLIGHT, ScriptBatcher
-from metering.pipelined import PipelinedConnection
+from metering.transport.batch_calls import pack_command
+from metering.transport.batching import MAX_IN_FLIGHT, ScriptBatcher
+from metering.transport.pipelined import PipelinedConnection
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")
 

@@ -1,1 +1,3 @@
-"""The http room of the gateway (see docs/architecture.md)."""
+"""What every HTTP surface shares: the error shape and its middleware, JSON input checks, bearer
+keys and the key-guessing limit.
+"""

@@ -1,1 +1,3 @@
-"""The observability room of the gateway (see docs/architecture.md)."""
+"""What operators watch: Prometheus metrics, the access and other log lines, /healthz and
+/readyz.
+"""

@@ -24,9 +24,9 @@ from gateway.proxy.request_body import CompletionRequest
 from gateway.proxy.settle.journal import JOURNAL, SettlementJournal
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.admission import AdmissionResult, Metering, Refusal
-from metering.batch_calls import NotSent
 from metering.estimate import PromptEstimate
 from metering.money import MAX_NANOS, format_usd
+from metering.transport.batch_calls import NotSent
 from metering.usage import new_generation_id
 from ratelimit.decision import Decision, decide
 from ratelimit.policy import CompiledLimit

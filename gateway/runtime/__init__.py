@@ -1,1 +1,3 @@
-"""The runtime room of the gateway (see docs/architecture.md)."""
+"""The process side: the command line, `serve` and its workers, the HTTP server, the embedded
+Redis launcher and its orphan guard, `demo` and its simulated provider.
+"""

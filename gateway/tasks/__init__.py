@@ -1,1 +1,3 @@
-"""The tasks room of the gateway (see docs/architecture.md)."""
+"""What runs beside requests: the credit expiry sweep and auto top-up delivery (each under a
+Redis lease, so several gateways share the work).
+"""

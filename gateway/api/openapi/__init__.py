@@ -1,1 +1,3 @@
-"""The openapi room of the gateway (see docs/architecture.md)."""
+"""The OpenAPI 3.1 document: the paths of the consumer and admin APIs, the shapes they share,
+and the endpoint that serves it (tests/test_openapi.py holds it against the routes).
+"""

@@ -1,1 +1,3 @@
-"""The forward room of the gateway (see docs/architecture.md)."""
+"""Forwarding to providers: the order they are tried in, our HTTP/1.1 client and its framing,
+their refusals, and the bound on a whole answer.
+"""

@@ -1,1 +1,3 @@
-"""The relay room of the gateway (see docs/architecture.md)."""
+"""The provider's answer to the client: a stream event by event, or the whole answer; usage read,
+cost written in, every secret taken out.
+"""

@@ -5,8 +5,8 @@ Every script's keys share one slot (see layout.py), so each call routes to one n
 
 from redis.asyncio import Redis, RedisCluster
 
-from metering.batching import ScriptBatcher
-from metering.cluster_batching import ClusterScriptBatcher
+from metering.transport.batching import ScriptBatcher
+from metering.transport.cluster_batching import ClusterScriptBatcher
 
 AnyRedis = Redis | RedisCluster
 Batcher = ScriptBatcher | ClusterScriptBatcher

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ConnectionError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from metering.batch_calls import (
+from metering.transport.batch_calls import (
     Call,
     Durable,
     NotSent,
@@ -39,7 +39,7 @@ from metering.batch_calls import (
     pack,
     pack_command,
 )
-from metering.pipelined import PipelinedConnection
+from metering.transport.pipelined import PipelinedConnection
 
 if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection

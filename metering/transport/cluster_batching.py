@@ -29,8 +29,8 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from metering.batch_calls import Durable, NotSent
-from metering.batching import ScriptBatcher
+from metering.transport.batch_calls import Durable, NotSent
+from metering.transport.batching import ScriptBatcher
 
 if TYPE_CHECKING:
     from redis.asyncio.cluster import ClusterNode, RedisCluster

@@ -15,7 +15,7 @@ import hiredis
 from redis.exceptions import ConnectionError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from metering.pipelined import PipelinedConnection
+from metering.transport.pipelined import PipelinedConnection
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
