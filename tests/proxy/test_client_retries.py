@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from tests.support import ThreadedServer, bearer, make_settings, new_account
 
-NODE_DIR = Path(__file__).parent / "node"
+NODE_DIR = Path(__file__).parent.parent / "node"
 NODE_READY = shutil.which("node") is not None and (NODE_DIR / "node_modules" / "openai").is_dir()
 if not NODE_READY and os.environ.get("CI"):
     raise RuntimeError(

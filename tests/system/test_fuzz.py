@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gateway.http.errors import ApiError
 from gateway.proxy.request_body import parse_completion_request
-from tests.test_sse_relay import _relay
+from tests.proxy.test_sse_relay import _relay
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 json_values = st.recursive(

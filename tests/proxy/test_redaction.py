@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from config.catalog import ModelConfig, ProviderConfig
 from gateway.app import create_app
 from gateway.proxy.relay.redaction import REDACTED, Redactor
+from tests.proxy.test_sse_relay import _relay
 from tests.support import ADMIN_TOKEN, PAID, ThreadedServer, bearer, make_settings, new_account
 from tests.support import test_catalog as catalog_of
-from tests.test_sse_relay import _relay
 
 KEY = "sk-quoted-provider-key-4f0c9a7e1b2d3c4e5f60718293a4b5c6"
 SECRETS = (KEY, ADMIN_TOKEN)

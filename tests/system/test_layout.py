@@ -6,7 +6,7 @@ count; imports inside functions do."""
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGES = ("gateway", "metering", "ratelimit", "config")
 
 

@@ -62,7 +62,7 @@ def test_server_dies_with_its_parent_even_after_sigkill(tmp_path: Path) -> None:
         [sys.executable, "-c", script],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parent.parent.parent,
     )
     try:
         assert parent.stdout is not None

@@ -146,7 +146,7 @@ def test_every_command_has_help() -> None:
 
 
 def test_the_shipped_example_config_is_valid() -> None:
-    example = Path(__file__).parent.parent / "examples" / "gateway.toml"
+    example = Path(__file__).parent.parent.parent / "examples" / "gateway.toml"
     proc = gateway_process(["check-config", str(example)], {})
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err

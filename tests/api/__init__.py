@@ -1,0 +1,1 @@
+"""Tests of the HTTP surfaces that are not the proxy."""

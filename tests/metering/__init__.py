@@ -1,0 +1,1 @@
+"""Tests of the metering store's contract and its arithmetic."""

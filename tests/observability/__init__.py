@@ -1,0 +1,1 @@
+"""Tests of metrics, dashboards, logs and secrets."""

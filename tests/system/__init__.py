@@ -1,0 +1,1 @@
+"""Tests of whole deployments under faults, hostile input, soaks, the cluster, the layout."""
