@@ -50,7 +50,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _session(app: web.Application) -> AsyncIterator[None]:
-    """The same pool settings as gateway.upstream: unlimited connections, 30 s keep-alive."""
+    """The same pool settings as the gateway's upstream had: unlimited connections, 30 s
+    keep-alive."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
     app[SESSION] = aiohttp.ClientSession(

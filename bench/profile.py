@@ -48,7 +48,7 @@ def finish_recording(proc: "subprocess.Popen[bytes]", timeout: float) -> None:
 
 
 def _name(frame: str) -> str:
-    """'handle (gateway/completions.py)' style, line numbers dropped so functions add up."""
+    """'handle (gateway/proxy/pipeline.py)' style, line numbers dropped so functions add up."""
     match = _FRAME.match(frame.strip())
     return f"{match['func']} ({match['file']})" if match else frame.strip()
 

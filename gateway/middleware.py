@@ -2,8 +2,8 @@
 
 It composes four concerns that live in their own modules: the request id, metrics and access line
 (gateway.observability.metrics), the admin token (gateway.api.admin), reads that wait for
-settlements still out (gateway.settling), and errors as JSON (gateway.http.errors). One layer
-rather than four: every layer is a coroutine frame that each resumption of a handler passes
+settlements still out (gateway.proxy.settle.settling), and errors as JSON (gateway.http.errors). One
+layer rather than four: every layer is a coroutine frame that each resumption of a handler passes
 through again.
 """
 

@@ -70,7 +70,8 @@ VISION = Pricing(prompt=PROMPT_PRICE, completion=COMPLETION_PRICE, image=IMAGE_P
 
 
 def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelConfig]]:
-    """Models that map to the simulated provider's behaviours (see gateway.simulated_provider)."""
+    """Models that map to the simulated provider's behaviours (see
+    gateway.runtime.simulated_provider)."""
     providers = [
         ProviderConfig(
             name="sim",

@@ -1,4 +1,4 @@
-"""Payment notifications in: `POST /webhooks/payments`, signed (see gateway.signing).
+"""Payment notifications in: `POST /webhooks/payments`, signed (see gateway.api.signing).
 
     {"id": "evt_1", "type": "payment.succeeded",
      "data": {"account_id": "...", "amount": "10.00", "method": "card", "payment_id": "pay_1"}}

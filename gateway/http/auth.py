@@ -63,7 +63,7 @@ class KeyCache:
 
 async def authenticate(request: web.Request, cache: KeyCache) -> tuple[str, str]:
     """(account id, key hash) for a bearer key that exists; its state is checked by the caller.
-    An address that keeps sending unknown keys is slowed down (see gateway.key_guessing)."""
+    An address that keeps sending unknown keys is slowed down (see gateway.http.key_guessing)."""
     guard = request.app[KEY_GUESSING]
     guard.check(request)
     key_hash = key_hash_of(request)

@@ -38,7 +38,7 @@ class JsonErrorHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """aiohttp's own, but the answer is JSON and its message quotes nothing (the log line
-        is made quiet by gateway.logs.MalformedRequestFilter)."""
+        is made quiet by gateway.observability.logs.MalformedRequestFilter)."""
         self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
         if request.writer.output_size > 0:
             raise ConnectionError("an answer was already under way; the connection is dropped")

@@ -1,6 +1,6 @@
 """Run a command and end it when our parent process is gone (for systems without PDEATHSIG).
 
-Usage: python -m gateway.orphan_guard PARENT_PID -- COMMAND...
+Usage: python -m gateway.runtime.orphan_guard PARENT_PID -- COMMAND...
 """
 
 import os

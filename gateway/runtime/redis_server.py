@@ -2,8 +2,8 @@
 as a child process, wait until it answers, stop it on exit.
 
 The child must never outlive the gateway, even when the gateway is killed with SIGKILL and runs no
-cleanup: on Linux the kernel sends it SIGTERM when its parent dies (PR_SET_PDEATHSIG); elsewhere
-a small watchdog process (gateway.orphan_guard) starts it and ends it when the parent is gone.
+cleanup: on Linux the kernel sends it SIGTERM when its parent dies (PR_SET_PDEATHSIG); elsewhere a
+small watchdog process (gateway.runtime.orphan_guard) starts it and ends it when the parent is gone.
 The tests start their servers with this same launcher.
 """
 

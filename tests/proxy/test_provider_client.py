@@ -1,5 +1,5 @@
-"""The provider client (gateway/provider_client.py) against a scripted provider on loopback
-(tests/scripted_provider.py): every way a provider's answer can be framed, broken or left
+"""The provider client (gateway/proxy/forward/provider_client.py) against a scripted provider on
+loopback (tests/scripted_provider.py): every way a provider's answer can be framed, broken or left
 hanging, and when a connection may carry the next request."""
 
 import asyncio

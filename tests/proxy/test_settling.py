@@ -1,6 +1,7 @@
 """A completion is answered once its settlement is written to Redis, not once Redis replied
-(gateway/settling.py). The books must not show the difference: reads that follow an answer see
-its charge, and a gateway that shuts down right after answering still lands every settlement.
+(gateway/proxy/settle/settling.py). The books must not show the difference: reads that follow an
+answer see its charge, and a gateway that shuts down right after answering still lands every
+settlement.
 
 Redis is made slow to settle with CLIENT PAUSE WRITE, sent by the provider while it answers: the
 admission has run by then, the settlement script waits in Redis, and reads still go through.

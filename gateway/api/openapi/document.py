@@ -2,7 +2,7 @@
 
 Written by hand as plain dicts: the paths in gateway.api.openapi.paths and .admin_paths;
 the shapes, the error format and the security schemes in gateway.api.openapi.schemas.
-tests/test_openapi.py keeps it true: its paths and methods are exactly the app's routes, it is
+tests/api/test_openapi.py keeps it true: its paths and methods are exactly the app's routes, it is
 valid OpenAPI 3.1, and schemathesis, run against a live gateway, finds every answer the gateway
 gives described here. HEAD, which aiohttp answers for every GET, is left implied.
 """

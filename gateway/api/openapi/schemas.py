@@ -1,8 +1,8 @@
-"""The `components` of the OpenAPI document (see gateway.openapi): the shapes of what the gateway
-answers and takes, the error format of billing-rules.md, and the security schemes.
+"""The `components` of the OpenAPI document (see gateway.api.openapi.document): the shapes of what
+the gateway answers and takes, the error format of billing-rules.md, and the security schemes.
 
-Written by hand beside the views (gateway.views) they describe; tests/test_openapi.py keeps the two
-true to each other by running schemathesis against a live gateway.
+Written by hand beside the views (gateway.api.views) they describe; tests/api/test_openapi.py keeps
+the two true to each other by running schemathesis against a live gateway.
 """
 
 from typing import Any

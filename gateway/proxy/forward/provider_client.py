@@ -1,5 +1,5 @@
 """The gateway's HTTP/1.1 client for providers: keep-alive connections per provider, a request
-written in one call, the answer framed by gateway/http1.py as it arrives.
+written in one call, the answer framed by gateway/proxy/forward/http1.py as it arrives.
 
 Why not aiohttp's ClientSession: its general machinery (request and response objects, cookie
 jar, auto headers, a task to write each body, timer contexts) was about a fifth of the gateway's

@@ -1,6 +1,6 @@
-"""Calls to providers: a pool of keep-alive connections per provider (gateway/provider_client.py),
-its secret read from the environment variable the catalog names (never from the catalog file,
-never logged).
+"""Calls to providers: a pool of keep-alive connections per provider
+(gateway/proxy/forward/provider_client.py), its secret read from the environment variable the
+catalog names (never from the catalog file, never logged).
 
 The upstream address comes only from the catalog: a request can choose a model, never a host.
 """
@@ -41,7 +41,7 @@ class Upstream:
         relayed to a client may carry either."""
         self._providers = providers
         # read_timeout catches a provider gone silent; one that trickles bytes forever is cut
-        # off by `deadlines` (see gateway/deadlines.py).
+        # off by `deadlines` (see gateway/proxy/forward/deadlines.py).
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self.deadlines = AnswerDeadlines(total_timeout)

@@ -64,7 +64,7 @@ class Redactor:
 
 class StreamRedaction:
     """One stream's texts, as its chunks pass (see the module's docstring). The relay walks each
-    chunk once (gateway/sse_relay.py) and hands over each output field it meets."""
+    chunk once (gateway/proxy/relay/sse_relay.py) and hands over each output field it meets."""
 
     __slots__ = ("_held", "_redactor")
 

@@ -4,16 +4,16 @@ Each event is cut at its blank line (LF, CRLF or CR line ends, split anywhere ac
 `data:` lines are joined, and its JSON is parsed: the top-level `id` and `model` become the
 generation id and the catalog id, content chunks are counted, `finish_reason` is noted, and the
 chunk that carries `usage` is held back so that it can be sent last with `cost` added, just before
-`data: [DONE]`. Comments and other fields pass through. Memory is one partial event (bounded).
-Every configured secret is taken out of what passes, across events too (gateway/redaction.py).
+`data: [DONE]`. Comments and other fields pass through. Memory is one partial event (bounded). Every
+configured secret is taken out of what passes, across events too (gateway/proxy/relay/redaction.py).
 
-A client that hangs up mid-stream is charged for what was generated until then (billing-rules):
-the relay notes how much output it had passed on (content chunks, and characters of output), and
-the stream may still be read for the provider's usage (see gateway/streaming.py). With the
-provider's usage: its prompt as counted, and its output tokens in the share of output the client
-had been sent (reasoning the model did not show counts whole: it came before any output). Without
-it: the likely prompt count and one token per content chunk. Never more than the whole answer,
-when the provider's usage is had; nothing when no output came.
+A client that hangs up mid-stream is charged for what was generated until then (billing-rules): the
+relay notes how much output it had passed on (content chunks, and characters of output), and the
+stream may still be read for the provider's usage (see gateway/proxy/relay/streaming.py). With the
+provider's usage: its prompt as counted, and its output tokens in the share of output the client had
+been sent (reasoning the model did not show counts whole: it came before any output). Without it:
+the likely prompt count and one token per content chunk. Never more than the whole answer, when the
+provider's usage is had; nothing when no output came.
 """
 
 import time

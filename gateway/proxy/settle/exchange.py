@@ -125,7 +125,7 @@ class Exchange:
         """Settle once (a cancelled handler still gets its charge written). Returns once the
         settlement is handed off: in the kernel's buffer of a Redis connection that has answered
         before, or done (applied or journaled); Redis's reply is then taken by a callback (see
-        gateway/settling.py), with no task of its own."""
+        gateway/proxy/settle/settling.py), with no task of its own."""
         if self._handed_off is None:
             if self._renewal is not None:
                 self._renewal.cancel()
