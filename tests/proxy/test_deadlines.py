@@ -1,7 +1,6 @@
 """The shared bound on providers' whole answers (gateway/proxy/forward/deadlines.py): a task past
 its deadline is cancelled by the sweep and can tell that cancellation from any other; one that
-finished in
-time, or was forgotten, is left alone."""
+finished in time, or was forgotten, is left alone."""
 
 import asyncio
 

@@ -1,6 +1,5 @@
 """HTTP/1.1 answer framing (gateway/proxy/forward/http1.py), on bytes: where a provider's answer
-ends is never
-guessed, whatever way its bytes are cut into reads."""
+ends is never guessed, whatever way its bytes are cut into reads."""
 
 import gzip
 import zlib

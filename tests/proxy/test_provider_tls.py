@@ -1,7 +1,7 @@
 """The provider client (gateway/proxy/forward/provider_client.py) over TLS: a throwaway CA and
 server certificates made with the openssl command line at test time, a scripted https provider on
-loopback, and pools that trust that CA through `tls=` (or only the system store, which does
-not trust it)."""
+loopback, and pools that trust that CA through `tls=` (or only the system store, which does not
+trust it)."""
 
 import asyncio
 import shutil

@@ -1,6 +1,6 @@
 """The operator's admin API in the OpenAPI document (see gateway.api.openapi.document): accounts,
-keys,
-purchases, refunds, the ledger, limits and Activity over every account, behind the admin token."""
+keys, purchases, refunds, the ledger, limits and Activity over every account, behind the admin
+token."""
 
 from typing import Any
 

@@ -1,7 +1,6 @@
 """The `paths` of the OpenAPI document (see gateway.api.openapi.document): one entry per route of
-the app, with its credential, parameters, body, answer and the errors it may give. The admin API's
-are in
-gateway.api.openapi.admin_paths; the helpers here serve both."""
+the app, with its credential, parameters, body, answer and the errors it may give. The admin
+API's are in gateway.api.openapi.admin_paths; the helpers here serve both."""
 
 from typing import Any
 
