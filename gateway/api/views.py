@@ -3,6 +3,7 @@ OpenAI/OpenRouter shape has numbers), times in RFC 3339 UTC."""
 
 from typing import Any
 
+from gateway.api import shapes
 from gateway.models import ResolvedModel
 from metering.accounts import Account, ApiKey, Purchase
 from metering.ledger import LedgerEntry
@@ -17,87 +18,88 @@ def price_text(value: Any) -> str:
 
 def model_view(model: ResolvedModel) -> dict[str, Any]:
     p = model.config.pricing
-    pricing = {
-        "prompt": price_text(p.prompt),
-        "completion": price_text(p.completion),
-        "request": price_text(p.request),
-        "image": price_text(p.image),
+    extra = {
+        name: price_text(getattr(p, name))
+        for name in ("internal_reasoning", "input_cache_read", "input_cache_write")
+        if getattr(p, name) is not None
     }
-    for name in ("internal_reasoning", "input_cache_read", "input_cache_write"):
-        value = getattr(p, name)
-        if value is not None:
-            pricing[name] = price_text(value)
-    return {
-        "id": model.id,
-        "name": model.config.name or model.id,
-        "object": "model",
-        "owned_by": model.providers[0].name,
-        "providers": [pr.name for pr in model.providers],
-        "context_length": model.config.context_length,
-        "pricing": pricing,
-        "top_provider": {"max_completion_tokens": model.config.max_output_tokens},
-        "is_free": model.is_free,
-    }
+    return shapes.Model(
+        id=model.id,
+        name=model.config.name or model.id,
+        object="model",
+        owned_by=model.providers[0].name,
+        providers=[pr.name for pr in model.providers],
+        context_length=model.config.context_length,
+        pricing=shapes.ModelPricing(
+            prompt=price_text(p.prompt),
+            completion=price_text(p.completion),
+            request=price_text(p.request),
+            image=price_text(p.image),
+            **extra,
+        ),
+        top_provider=shapes.TopProvider(max_completion_tokens=model.config.max_output_tokens),
+        is_free=model.is_free,
+    ).answer()
 
 
 def account_view(
     account: Account, tier_threshold: int, auto_topup: tuple[int, int, bool] | None = None
 ) -> dict[str, Any]:
-    return {
-        "id": account.id,
-        "name": account.name,
-        "balance": format_usd(account.balance),
-        "reserved": format_usd(account.reserved),
-        "available": format_usd(account.balance - account.reserved),
-        "lifetime_purchases": format_usd(account.purchased),
-        "granted": format_usd(account.granted),
-        "total_usage": format_usd(account.usage),
-        "refunded": format_usd(account.refunded),
-        "expired": format_usd(account.expired),
-        "tier": "plus" if account.purchased >= tier_threshold else "basic",
-        "auto_topup": None
+    return shapes.Account(
+        id=account.id,
+        name=account.name,
+        balance=format_usd(account.balance),
+        reserved=format_usd(account.reserved),
+        available=format_usd(account.balance - account.reserved),
+        lifetime_purchases=format_usd(account.purchased),
+        granted=format_usd(account.granted),
+        total_usage=format_usd(account.usage),
+        refunded=format_usd(account.refunded),
+        expired=format_usd(account.expired),
+        tier="plus" if account.purchased >= tier_threshold else "basic",
+        auto_topup=None
         if auto_topup is None
-        else {
-            "threshold": format_usd(auto_topup[0]),
-            "amount": format_usd(auto_topup[1]),
-            "request_outstanding": auto_topup[2],
-        },
-        "created_at": account.created_at,
-    }
+        else shapes.AutoTopup(
+            threshold=format_usd(auto_topup[0]),
+            amount=format_usd(auto_topup[1]),
+            request_outstanding=auto_topup[2],
+        ),
+        created_at=account.created_at,
+    ).answer()
 
 
 def key_admin_view(key: ApiKey) -> dict[str, Any]:
-    return {
-        "hash": key.hash,
-        "account_id": key.account_id,
-        "name": key.name,
-        "disabled": key.disabled,
-        "management": key.management,
-        "limit": None if key.limit is None else format_usd(key.limit),
-        "limit_reset": key.limit_reset,
-        "usage": format_usd(key.usage),
-        "created_at": key.created_at,
-        "expires_at": None if key.expires_at_ms is None else rfc3339(key.expires_at_ms / 1000),
-    }
+    return shapes.Key(
+        hash=key.hash,
+        account_id=key.account_id,
+        name=key.name,
+        disabled=key.disabled,
+        management=key.management,
+        limit=None if key.limit is None else format_usd(key.limit),
+        limit_reset=key.limit_reset,
+        usage=format_usd(key.usage),
+        created_at=key.created_at,
+        expires_at=None if key.expires_at_ms is None else rfc3339(key.expires_at_ms / 1000),
+    ).answer()
 
 
 def key_holder_view(key: ApiKey, account: Account) -> dict[str, Any]:
     remaining = (
         None if key.limit is None else nanos_to_number(max(key.limit - _period_usage(key), 0))
     )
-    return {
-        "label": key.name,
-        "usage": nanos_to_number(key.usage),
-        "usage_daily": nanos_to_number(key.usage_daily),
-        "usage_weekly": nanos_to_number(key.usage_weekly),
-        "usage_monthly": nanos_to_number(key.usage_monthly),
-        "limit": None if key.limit is None else nanos_to_number(key.limit),
-        "limit_reset": key.limit_reset,
-        "limit_remaining": remaining,
-        "is_free_tier": account.purchased == 0,
-        "is_management_key": key.management,
-        "free_model_daily_requests": None,
-    }
+    return shapes.KeyHolder(
+        label=key.name,
+        usage=nanos_to_number(key.usage),
+        usage_daily=nanos_to_number(key.usage_daily),
+        usage_weekly=nanos_to_number(key.usage_weekly),
+        usage_monthly=nanos_to_number(key.usage_monthly),
+        limit=None if key.limit is None else nanos_to_number(key.limit),
+        limit_reset=key.limit_reset,
+        limit_remaining=remaining,
+        is_free_tier=account.purchased == 0,
+        is_management_key=key.management,
+        free_model_daily_requests=None,
+    ).answer()
 
 
 def _period_usage(key: ApiKey) -> int:
@@ -107,50 +109,50 @@ def _period_usage(key: ApiKey) -> int:
 
 
 def ledger_entry_view(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "kind": entry.kind,
-        "amount": format_usd(entry.amount),
-        "created_at": rfc3339(entry.created_at_ms / 1000),
-        "ref": entry.ref,
-    }
+    return shapes.LedgerEntry(
+        id=entry.id,
+        kind=entry.kind,  # type: ignore[arg-type]
+        amount=format_usd(entry.amount),
+        created_at=rfc3339(entry.created_at_ms / 1000),
+        ref=entry.ref,
+    ).answer()
 
 
 def purchase_view(purchase: Purchase) -> dict[str, Any]:
-    return {
-        "id": purchase.id,
-        "account_id": purchase.account_id,
-        "amount": format_usd(purchase.amount),
-        "fee": format_usd(purchase.fee),
-        "total_charged": format_usd(purchase.amount + purchase.fee),
-        "method": purchase.method,
-        "idempotency_key": purchase.idempotency_key,
-        "created_at": purchase.created_at,
-    }
+    return shapes.Purchase(
+        id=purchase.id,
+        account_id=purchase.account_id,
+        amount=format_usd(purchase.amount),
+        fee=format_usd(purchase.fee),
+        total_charged=format_usd(purchase.amount + purchase.fee),
+        method=purchase.method,  # type: ignore[arg-type]
+        idempotency_key=purchase.idempotency_key,
+        created_at=purchase.created_at,
+    ).answer()
 
 
 def generation_view(record: UsageRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "model": record.model,
-        "provider_name": record.provider_name,
-        "api_key_hash": record.key_hash,
-        "tokens_prompt": record.tokens_prompt,
-        "tokens_completion": record.tokens_completion,
-        "native_tokens_cached": record.native_tokens_cached,
-        "native_tokens_reasoning": record.native_tokens_reasoning,
-        "num_media_prompt": record.num_media_prompt,
-        "total_cost": nanos_to_number(record.cost),
-        "total_cost_usd": format_usd(record.cost),
-        "latency": record.latency_ms,
-        "generation_time": record.generation_time_ms,
-        "streamed": record.streamed,
-        "cancelled": record.cancelled,
-        "finish_reason": record.finish_reason,
-        "status": record.status,
-        "usage_source": record.usage_source,
-        "created_at": record.created_at,
-    }
+    return shapes.Generation(
+        id=record.id,
+        model=record.model,
+        provider_name=record.provider_name,
+        api_key_hash=record.key_hash,
+        tokens_prompt=record.tokens_prompt,
+        tokens_completion=record.tokens_completion,
+        native_tokens_cached=record.native_tokens_cached,
+        native_tokens_reasoning=record.native_tokens_reasoning,
+        num_media_prompt=record.num_media_prompt,
+        total_cost=nanos_to_number(record.cost),
+        total_cost_usd=format_usd(record.cost),
+        latency=record.latency_ms,
+        generation_time=record.generation_time_ms,
+        streamed=record.streamed,
+        cancelled=record.cancelled,
+        finish_reason=record.finish_reason,
+        status=record.status,
+        usage_source=record.usage_source,  # type: ignore[arg-type]
+        created_at=record.created_at,
+    ).answer()
 
 
 def duration_text(seconds: float) -> str:

@@ -1,11 +1,14 @@
 """The `components` of the OpenAPI document (see gateway.api.openapi.document): the shapes of what
 the gateway answers and takes, the error format of billing-rules.md, and the security schemes.
 
-Written by hand beside the views (gateway.api.views) they describe; tests/api/test_openapi.py keeps
-the two true to each other by running schemathesis against a live gateway.
+The answers' shapes come from their typed models (gateway.api.shapes), which the views build; the
+rest is written here. tests/api/test_openapi.py runs schemathesis against a live gateway to keep
+the document true.
 """
 
 from typing import Any
+
+from gateway.api import shapes
 
 Schema = dict[str, Any]
 
@@ -35,6 +38,19 @@ LIMIT_RESET_INPUT = {
     "type": ["string", "null"],
     "enum": ["none", "daily", "weekly", "monthly", None],
 }
+
+
+def answer_schemas(models: "tuple[type[shapes.Shape], ...]") -> dict[str, Schema]:
+    """The answers' schemas, from their models (gateway.api.shapes), the models they hold
+    included: each under its class name."""
+    found: dict[str, Schema] = {}
+    for model in models:
+        schema = model.model_json_schema(
+            ref_template="#/components/schemas/{model}", mode="serialization"
+        )
+        found.update(schema.pop("$defs", {}))
+        found[model.__name__] = schema
+    return found
 
 
 def ref(name: str) -> Schema:
@@ -98,134 +114,6 @@ BUCKET = {
         ),
     ]
 }
-
-MODEL = obj(
-    ["id", "object", "owned_by", "providers", "pricing", "top_provider", "is_free"],
-    id={"type": "string"},
-    name={"type": "string"},
-    object={"const": "model"},
-    owned_by={"type": "string"},
-    providers={"type": "array", "items": {"type": "string"}},
-    context_length={"type": ["integer", "null"]},
-    pricing={
-        "type": "object",
-        "required": ["prompt", "completion", "request", "image"],
-        "additionalProperties": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
-        "description": "USD per token (or per request, per image), decimal strings as listed",
-    },
-    top_provider=obj(["max_completion_tokens"], max_completion_tokens=COUNT),
-    is_free={"type": "boolean"},
-)
-
-ACCOUNT = obj(
-    ["id", "name", "balance", "reserved", "available", "lifetime_purchases", "tier"],
-    {"auto_topup": {"oneOf": [{"type": "null"}, ref("AutoTopup")]}, "created_at": TIME},
-    id={"type": "string"},
-    name={"type": "string"},
-    balance=USD,
-    reserved=USD,
-    available=USD,
-    lifetime_purchases=USD,
-    granted=USD,
-    total_usage=USD,
-    refunded=USD,
-    expired=USD,
-    tier={"type": "string", "enum": ["basic", "plus"]},
-)
-
-AUTO_TOPUP = obj(
-    ["threshold", "amount", "request_outstanding"],
-    threshold=USD,
-    amount=USD,
-    request_outstanding={"type": "boolean"},
-)
-
-KEY = obj(
-    ["hash", "account_id", "name", "disabled", "management", "limit", "limit_reset", "usage"],
-    hash={"type": "string", "description": "sha256 of the secret, hex"},
-    account_id={"type": "string"},
-    name={"type": "string"},
-    disabled={"type": "boolean"},
-    management={"type": "boolean"},
-    limit={"oneOf": [USD, {"type": "null"}]},
-    limit_reset=LIMIT_RESET,
-    usage=USD,
-    created_at=TIME,
-    expires_at=NULLABLE_TIME,
-)
-
-NUMBER_OR_NULL = {"type": ["number", "null"]}
-KEY_HOLDER = obj(
-    ["label", "usage", "limit", "limit_reset", "limit_remaining", "is_free_tier"],
-    label={"type": "string"},
-    usage={"type": "number"},
-    usage_daily={"type": "number"},
-    usage_weekly={"type": "number"},
-    usage_monthly={"type": "number"},
-    limit=NUMBER_OR_NULL,
-    limit_reset=LIMIT_RESET,
-    limit_remaining=NUMBER_OR_NULL,
-    is_free_tier={"type": "boolean"},
-    is_management_key={"type": "boolean"},
-    free_model_daily_requests={
-        "oneOf": [
-            {"type": "null"},
-            obj(
-                ["limit", "remaining", "used"],
-                limit={"type": ["integer", "null"]},
-                remaining={"type": ["integer", "null"]},
-                used=COUNT,
-            ),
-        ]
-    },
-)
-
-GENERATION = obj(
-    ["id", "model", "provider_name", "tokens_prompt", "tokens_completion", "total_cost"],
-    id={"type": "string"},
-    model={"type": "string"},
-    provider_name={"type": "string"},
-    api_key_hash={"type": "string"},
-    tokens_prompt=COUNT,
-    tokens_completion=COUNT,
-    native_tokens_cached=COUNT,
-    native_tokens_reasoning=COUNT,
-    num_media_prompt=COUNT,
-    total_cost={"type": "number", "description": "USD charged"},
-    total_cost_usd=USD,
-    latency={"type": "integer", "description": "ms from the request to the first byte"},
-    generation_time={"type": "integer", "description": "ms from the first to the last byte"},
-    streamed={"type": "boolean"},
-    cancelled={"type": "boolean"},
-    finish_reason={"type": ["string", "null"]},
-    status={"type": "integer"},
-    usage_source={
-        "type": "string",
-        "enum": ["provider", "provider_share", "estimated", "none"],
-    },
-    created_at=TIME,
-)
-
-PURCHASE = obj(
-    ["id", "account_id", "amount", "fee", "total_charged", "method", "created_at"],
-    id={"type": "string"},
-    account_id={"type": "string"},
-    amount=USD,
-    fee=USD,
-    total_charged=USD,
-    method={"type": "string", "enum": ["card", "alipay", "crypto"]},
-    idempotency_key={"type": "string"},
-    created_at=TIME,
-)
-
-LEDGER_ENTRY = obj(
-    ["id", "kind", "amount", "created_at"],
-    id={"type": "string"},
-    kind={"type": "string", "enum": ["grant", "purchase", "refund", "expiry", "usage"]},
-    amount={**USD, "description": "signed: credit positive, debit negative"},
-    created_at=TIME,
-    ref={"type": "string"},
-)
 
 LIMIT_OVERRIDE = {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "unlimited"}]}
 LIMITS = obj(
@@ -325,14 +213,7 @@ SCHEMAS: dict[str, Schema] = {
     "Usd": USD,
     "Totals": TOTALS,
     "Bucket": BUCKET,
-    "Model": MODEL,
-    "Account": ACCOUNT,
-    "AutoTopup": AUTO_TOPUP,
-    "Key": KEY,
-    "KeyHolder": KEY_HOLDER,
-    "Generation": GENERATION,
-    "Purchase": PURCHASE,
-    "LedgerEntry": LEDGER_ENTRY,
+    **answer_schemas(shapes.ANSWERS),
     "Limits": LIMITS,
     "Completion": COMPLETION,
     "ChatCompletionRequest": CHAT_REQUEST,

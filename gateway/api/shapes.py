@@ -1,0 +1,177 @@
+"""The answers of the JSON APIs as typed models: the views build them (gateway.api.views), and the
+OpenAPI document takes their schemas from them (gateway.api.openapi.schemas), so a field is
+written once. Fields are declared in the order the answers list them.
+
+USD is an exact decimal string (numbers only where the OpenAI/OpenRouter shape has numbers);
+times are RFC 3339 UTC.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Usd = Annotated[
+    str,
+    Field(
+        pattern=r"^-?[0-9]+\.[0-9]{2,9}$",
+        description="US dollars as an exact decimal string",
+        examples=["10.00", "0.00001035"],
+    ),
+]
+Time = Annotated[str, Field(json_schema_extra={"format": "date-time"}, description="RFC 3339, UTC")]
+Count = Annotated[int, Field(ge=0)]
+Price = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")]
+LimitReset = Literal["daily", "weekly", "monthly"] | None
+
+
+class Shape(BaseModel):
+    """An answer's shape: its fields, in order; nothing else."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def answer(self) -> dict[str, Any]:
+        """As the JSON answer has it: fields left unset (optional ones) are left out."""
+        return self.model_dump(exclude_unset=True)
+
+
+class AutoTopup(Shape):
+    threshold: Usd
+    amount: Usd
+    request_outstanding: bool
+
+
+class Account(Shape):
+    id: str
+    name: str
+    balance: Usd
+    reserved: Usd
+    available: Usd
+    lifetime_purchases: Usd
+    granted: Usd
+    total_usage: Usd
+    refunded: Usd
+    expired: Usd
+    tier: Literal["basic", "plus"]
+    auto_topup: AutoTopup | None
+    created_at: Time
+
+
+class Key(Shape):
+    """An API key as its account's managers see it (never its secret)."""
+
+    hash: str = Field(description="sha256 of the secret, hex")
+    account_id: str
+    name: str
+    disabled: bool
+    management: bool
+    limit: Usd | None
+    limit_reset: LimitReset
+    usage: Usd
+    created_at: Time
+    expires_at: Time | None
+
+
+class FreeModelDailyRequests(Shape):
+    limit: int | None
+    remaining: int | None
+    used: Count
+
+
+class KeyHolder(Shape):
+    """`GET /api/v1/key`: the key as its holder sees it (USD as numbers, as OpenRouter has it)."""
+
+    label: str
+    usage: float
+    usage_daily: float
+    usage_weekly: float
+    usage_monthly: float
+    limit: float | None
+    limit_reset: LimitReset
+    limit_remaining: float | None
+    is_free_tier: bool
+    is_management_key: bool
+    free_model_daily_requests: FreeModelDailyRequests | None
+
+
+class Generation(Shape):
+    """One usage record, with OpenRouter's field names."""
+
+    id: str
+    model: str
+    provider_name: str
+    api_key_hash: str
+    tokens_prompt: Count
+    tokens_completion: Count
+    native_tokens_cached: Count
+    native_tokens_reasoning: Count
+    num_media_prompt: Count
+    total_cost: float = Field(description="USD charged")
+    total_cost_usd: Usd
+    latency: int = Field(description="ms from the request to the first byte")
+    generation_time: int = Field(description="ms from the first to the last byte")
+    streamed: bool
+    cancelled: bool
+    finish_reason: str | None
+    status: int
+    usage_source: Literal["provider", "provider_share", "estimated", "none"]
+    created_at: Time
+
+
+class Purchase(Shape):
+    id: str
+    account_id: str
+    amount: Usd
+    fee: Usd
+    total_charged: Usd
+    method: Literal["card", "alipay", "crypto"]
+    idempotency_key: str
+    created_at: Time
+
+
+class LedgerEntry(Shape):
+    id: str
+    kind: Literal["grant", "purchase", "refund", "expiry", "usage"]
+    amount: Usd = Field(description="signed: credit positive, debit negative")
+    created_at: Time
+    ref: str
+
+
+class ModelPricing(Shape):
+    """USD per token (or per request, per image), decimal strings as listed."""
+
+    prompt: Price
+    completion: Price
+    request: Price
+    image: Price
+    internal_reasoning: Price | None = None
+    input_cache_read: Price | None = None
+    input_cache_write: Price | None = None
+
+
+class TopProvider(Shape):
+    max_completion_tokens: Count
+
+
+class Model(Shape):
+    """A catalog entry, as `GET /api/v1/models` lists it."""
+
+    id: str
+    name: str
+    object: Literal["model"]
+    owned_by: str
+    providers: list[str]
+    context_length: int | None
+    pricing: ModelPricing
+    top_provider: TopProvider
+    is_free: bool
+
+
+ANSWERS: tuple[type[Shape], ...] = (
+    Account,
+    Key,
+    KeyHolder,
+    Generation,
+    Purchase,
+    LedgerEntry,
+    Model,
+)
