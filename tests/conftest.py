@@ -15,7 +15,6 @@ from gateway.clock import ManualClock
 from gateway.redis_clients import AnyRedis, store_client
 from gateway.runtime.redis_server import RedisServer, ServerBinary, find_binaries, free_port
 from gateway.runtime.simulated_provider import create_simulated_provider
-from tests.hostile import WEBHOOK_SECRET as HOSTILE_WEBHOOK_SECRET
 from tests.support import PROVIDER_SECRET, ThreadedServer, make_settings
 
 os.environ.setdefault("SIM_PROVIDER_KEY", PROVIDER_SECRET)
@@ -81,26 +80,6 @@ def redis_clusters() -> Iterator[list[LocalCluster]]:
 
 
 @pytest.fixture(scope="session")
-def cluster_url(redis_clusters: list[LocalCluster]) -> str:
-    return redis_clusters[0].url
-
-
-@pytest.fixture(
-    params=[("server", 0), ("server", 1), ("cluster", 0), ("cluster", 1)],
-    ids=["first-server", "second-server", "first-cluster", "second-cluster"],
-)
-def any_redis_url(request: pytest.FixtureRequest, redis_servers: list[RedisServer]) -> str:
-    """Contract tests run on each server the machine has, and on a cluster of each."""
-    kind, index = request.param
-    if index >= len(redis_servers):
-        pytest.skip("this machine has only one kind of Redis server")
-    if kind == "cluster":
-        clusters: list[LocalCluster] = request.getfixturevalue("redis_clusters")
-        return clusters[index].url
-    return redis_servers[index].url
-
-
-@pytest.fixture(scope="session")
 def provider() -> Iterator[ThreadedServer]:
     server = ThreadedServer(create_simulated_provider(slow_seconds=3.0)).start()
     yield server
@@ -116,17 +95,6 @@ def clock() -> ManualClock:
 async def client(redis_url: str, provider: ThreadedServer) -> AsyncIterator[TestClient]:
     app = create_app(make_settings(redis_url, provider.url))
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
-        yield c
-
-
-# The hostile-input tests' gateway (payment webhooks on) and a raw Redis client (bytes in and
-# out: DUMP needs it).
-@pytest.fixture
-async def hc(redis_url: str, provider: ThreadedServer) -> AsyncIterator[TestClient]:
-    settings = make_settings(
-        redis_url, provider.url, payments_webhook_secret=HOSTILE_WEBHOOK_SECRET
-    )
-    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
         yield c
 
 
