@@ -133,3 +133,24 @@ def test_a_circle_is_found() -> None:
     assert _circles(graph) == [["a", "b", "c"]]
     tree = ast.parse("def f():\n    from gateway import state\nif TYPE_CHECKING:\n    import x\n")
     assert _imports(tree, "gateway.errors", False) == {"gateway", "gateway.state"}
+
+
+def test_every_data_file_is_packaged() -> None:
+    """A file beside the code that is not Python (Lua scripts, the default limits, the Activity
+    page) must match the package data of pyproject.toml, or an installed gateway (a wheel, the
+    Docker image) would not have it: ratelimit's Lua prelude once was not."""
+    import fnmatch
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
+    missing = []
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*"):
+            if path.is_dir() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+                continue
+            inside = path.relative_to(ROOT / package).as_posix()
+            if not any(fnmatch.fnmatch(inside, glob) for glob in declared.get(package, [])):
+                missing.append(f"{package}/{inside}")
+    assert missing == []
