@@ -8,6 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.bodies import (
+    AutoTopupSettings,
+    KeyChanges,
+    NewAccount,
+    NewKey,
+    NewPurchase,
+    read_as,
+)
 from gateway.api.key_input import key_changes, new_key_fields
 from gateway.api.views import (
     account_view,
@@ -18,7 +26,7 @@ from gateway.api.views import (
 )
 from gateway.http.auth import admin_token_matches
 from gateway.http.errors import ApiError, bad_request, json_response
-from gateway.http.json_input import bool_field, json_object, read_body, text_field, usd_field
+from gateway.http.json_input import json_object, read_body
 from gateway.limits import LIMITS
 from gateway.observability.metrics import REFUNDS, count_purchase
 from gateway.state import CLOCK, SERVICES, SETTINGS
@@ -35,7 +43,6 @@ from ratelimit.policy import UNLIMITED
 
 routes = web.RouteTableDef()
 ADMIN_PREFIX = "/admin/"
-PAYMENT_METHODS = ("card", "alipay", "crypto")
 LIMIT_RESETS = ("daily", "weekly", "monthly")
 
 
@@ -58,13 +65,11 @@ def _tier_threshold(request: web.Request) -> int:
 
 @routes.post("/admin/v1/accounts")
 async def create_account(request: web.Request) -> web.Response:
-    body = await json_object(request)
     settings = request.app[SETTINGS]
-    name = text_field(body, "name", default="") or ""
-    grant = usd_field(body, "grant", max_decimals=9, maximum=settings.max_purchase, allow_zero=True)
-    grant_nanos = usd_to_nanos(settings.new_account_grant if grant is None else grant)
+    body = read_as(NewAccount, await json_object(request), max_usd=settings.max_purchase)
+    grant = settings.new_account_grant if body.grant is None else body.grant
     account = await request.app[SERVICES].accounts.create_account(
-        name, grant_nanos, request.app[CLOCK].now()
+        body.name or "", usd_to_nanos(grant), request.app[CLOCK].now()
     )
     return json_response(account_view(account, _tier_threshold(request)), status=201)
 
@@ -85,8 +90,8 @@ async def put_auto_topup(request: web.Request) -> web.Response:
     raw = await read_body(request)
     body = {} if raw.strip() in (b"", b"null") else await json_object(request)
     settings = request.app[SETTINGS]
-    threshold = usd_field(body, "threshold", max_decimals=2, maximum=settings.max_purchase)
-    amount = usd_field(body, "amount", max_decimals=2, maximum=settings.max_purchase)
+    wanted = read_as(AutoTopupSettings, body, max_usd=settings.max_purchase)
+    threshold, amount = wanted.threshold, wanted.amount
     if (threshold is None) != (amount is None):
         raise bad_request(
             "give both 'threshold' and 'amount', or neither to turn it off",
@@ -108,10 +113,12 @@ async def put_auto_topup(request: web.Request) -> web.Response:
 
 @routes.post("/admin/v1/accounts/{account_id}/keys")
 async def create_key(request: web.Request) -> web.Response:
-    body = await json_object(request)
     now = request.app[CLOCK].now()
-    fields = new_key_fields(body, request.app[SETTINGS].max_purchase, now)
-    management = bool_field(body, "management") or False
+    body = read_as(
+        NewKey, await json_object(request), max_usd=request.app[SETTINGS].max_purchase, now=now
+    )
+    fields = new_key_fields(body)
+    management = body.management or False
     try:
         secret, key = await request.app[SERVICES].accounts.create_key(
             request.match_info["account_id"], now=now, management=management, **fields
@@ -123,8 +130,14 @@ async def create_key(request: web.Request) -> web.Response:
 
 @routes.patch("/admin/v1/keys/{key_hash}")
 async def update_key(request: web.Request) -> web.Response:
-    body = await json_object(request)
-    changes = key_changes(body, request.app[SETTINGS].max_purchase, request.app[CLOCK].now())
+    changes = key_changes(
+        read_as(
+            KeyChanges,
+            await json_object(request),
+            max_usd=request.app[SETTINGS].max_purchase,
+            now=request.app[CLOCK].now(),
+        )
+    )
     services = request.app[SERVICES]
     key_hash = request.match_info["key_hash"]
     key = await services.accounts.update_key(key_hash, request.app[CLOCK].now(), **changes)
@@ -135,16 +148,9 @@ async def update_key(request: web.Request) -> web.Response:
 
 @routes.post("/admin/v1/accounts/{account_id}/purchases")
 async def create_purchase(request: web.Request) -> web.Response:
-    body = await json_object(request)
     settings = request.app[SETTINGS]
-    amount = usd_field(body, "amount", max_decimals=2, maximum=settings.max_purchase)
-    if amount is None:
-        raise bad_request("'amount' is required: a positive decimal string in USD", "amount")
-    method = body.get("method")
-    if method not in PAYMENT_METHODS:
-        raise bad_request("'method' must be one of card, alipay, crypto", "method")
-    idempotency_key = text_field(body, "idempotency_key", required=True, max_len=200)
-    assert idempotency_key is not None
+    body = read_as(NewPurchase, await json_object(request), max_usd=settings.max_purchase)
+    amount, method, idempotency_key = body.amount, body.method, body.idempotency_key
     if method == "crypto":
         fee = fee_nanos(amount, settings.crypto_fee_percent, settings.crypto_fee_minimum)
     else:

@@ -7,11 +7,12 @@ key cannot make another management key: only the operator can.
 
 from aiohttp import web
 
+from gateway.api.bodies import KeyChanges, NewKey, read_as
 from gateway.api.consumer import usable_key
 from gateway.api.key_input import key_changes, new_key_fields
 from gateway.api.views import key_admin_view
 from gateway.http.errors import ApiError, bad_request, json_response
-from gateway.http.json_input import bool_field, json_object
+from gateway.http.json_input import json_object
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.accounts import ApiKey
 
@@ -60,11 +61,13 @@ async def list_keys(request: web.Request) -> web.Response:
 @routes.post("/api/v1/keys")
 async def create_key(request: web.Request) -> web.Response:
     manager = await _manager(request)
-    body = await json_object(request)
-    if bool_field(body, "management"):
-        raise ApiError(403, "only the operator can create management keys", "forbidden")
     now = request.app[CLOCK].now()
-    fields = new_key_fields(body, request.app[SETTINGS].max_purchase, now)
+    body = read_as(
+        NewKey, await json_object(request), max_usd=request.app[SETTINGS].max_purchase, now=now
+    )
+    if body.management:
+        raise ApiError(403, "only the operator can create management keys", "forbidden")
+    fields = new_key_fields(body)
     secret, key = await request.app[SERVICES].accounts.create_key(
         manager.account_id, now=now, **fields
     )
@@ -81,7 +84,12 @@ async def get_key(request: web.Request) -> web.Response:
 async def update_key(request: web.Request) -> web.Response:
     key = await _own_key(request, await _manager(request))
     changes = key_changes(
-        await json_object(request), request.app[SETTINGS].max_purchase, request.app[CLOCK].now()
+        read_as(
+            KeyChanges,
+            await json_object(request),
+            max_usd=request.app[SETTINGS].max_purchase,
+            now=request.app[CLOCK].now(),
+        )
     )
     updated = await request.app[SERVICES].accounts.update_key(
         key.hash, request.app[CLOCK].now(), **changes

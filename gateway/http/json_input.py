@@ -82,13 +82,6 @@ def text_field(
     return value
 
 
-def bool_field(body: dict[str, Any], name: str) -> bool | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, bool):
-        raise bad_request(f"'{name}' must be true or false", name)
-    return value
-
-
 def usd_field(
     body: dict[str, Any],
     name: str,

@@ -22,10 +22,8 @@ from gateway.api.openapi.paths import (
     query,
 )
 from gateway.api.openapi.schemas import (
-    CENTS_INPUT,
     COUNT,
     TIME,
-    USD_INPUT,
     data_of,
     list_of,
     obj,
@@ -48,29 +46,6 @@ def admin(
     return op(summary, "admin", ADMIN, responses, **kw)
 
 
-NEW_ACCOUNT = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 200},
-        "grant": {**USD_INPUT, "description": "free credits to start with (default: setting)"},
-    },
-}
-AUTO_TOPUP_BODY = {
-    "oneOf": [
-        {"type": "null"},
-        {
-            "type": "object",
-            "properties": {"threshold": CENTS_INPUT, "amount": CENTS_INPUT},
-            "description": "both to turn it on, neither to turn it off",
-        },
-    ]
-}
-NEW_PURCHASE = obj(
-    ["amount", "method", "idempotency_key"],
-    amount=CENTS_INPUT,
-    method={"enum": ["card", "alipay", "crypto"]},
-    idempotency_key={"type": "string", "minLength": 1, "maxLength": 200},
-)
 OVERRIDES = {
     "type": "object",
     "description": 'limit name -> a count, "unlimited", or null to drop the override',
@@ -110,7 +85,7 @@ ADMIN_PATHS = {
             ok(ref("Account"), "Opened"),
             *BODY_ERRORS,
             status="201",
-            body=json_body(NEW_ACCOUNT, required=False),
+            body=json_body(ref("NewAccount"), required=False),
         )
     },
     "/admin/v1/accounts/{account_id}": {
@@ -125,7 +100,7 @@ ADMIN_PATHS = {
             404,
             409,
             *BODY_ERRORS,
-            body=json_body(AUTO_TOPUP_BODY, required=False),
+            body=json_body({"oneOf": [{"type": "null"}, ref("AutoTopupSettings")]}, required=False),
         ),
     },
     "/admin/v1/accounts/{account_id}/keys": {
@@ -158,7 +133,7 @@ ADMIN_PATHS = {
             409,
             *BODY_ERRORS,
             status="201",
-            body=json_body(NEW_PURCHASE),
+            body=json_body(ref("NewPurchase")),
             more={"200": ok(ref("Purchase"), "The same idempotency key again: the first purchase")},
         ),
     },

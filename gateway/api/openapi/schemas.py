@@ -1,14 +1,17 @@
 """The `components` of the OpenAPI document (see gateway.api.openapi.document): the shapes of what
 the gateway answers and takes, the error format of billing-rules.md, and the security schemes.
 
-The answers' shapes come from their typed models (gateway.api.shapes), which the views build; the
-rest is written here. tests/api/test_openapi.py runs schemathesis against a live gateway to keep
-the document true.
+The answers' shapes and the admin and key APIs' bodies come from their typed models
+(gateway.api.shapes, built by the views; gateway.api.bodies, read by the handlers); the rest is
+written here. tests/api/test_openapi.py runs schemathesis against a live gateway to keep the
+document true.
 """
 
-from typing import Any
+from typing import Any, Literal
 
-from gateway.api import shapes
+from pydantic import BaseModel
+
+from gateway.api import bodies, shapes
 
 Schema = dict[str, Any]
 
@@ -18,12 +21,6 @@ USD = {
     "description": "US dollars as an exact decimal string",
     "examples": ["10.00", "0.00001035"],
 }
-USD_INPUT = {
-    "type": "string",
-    "pattern": r"^[0-9]{1,9}(\.[0-9]{1,9})?$",
-    "description": "US dollars as a decimal string (never a float)",
-    "examples": ["5.00"],
-}
 CENTS_INPUT = {
     "type": "string",
     "pattern": r"^[0-9]{1,6}(\.[0-9]{1,2})?$",
@@ -31,23 +28,17 @@ CENTS_INPUT = {
     "examples": ["10.00"],
 }
 TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
-NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 COUNT = {"type": "integer", "minimum": 0}
-LIMIT_RESET = {"type": ["string", "null"], "enum": ["daily", "weekly", "monthly", None]}
-LIMIT_RESET_INPUT = {
-    "type": ["string", "null"],
-    "enum": ["none", "daily", "weekly", "monthly", None],
-}
 
 
-def answer_schemas(models: "tuple[type[shapes.Shape], ...]") -> dict[str, Schema]:
-    """The answers' schemas, from their models (gateway.api.shapes), the models they hold
-    included: each under its class name."""
+def model_schemas(
+    models: "tuple[type[BaseModel], ...]", mode: Literal["validation", "serialization"]
+) -> dict[str, Schema]:
+    """The schemas of typed bodies (gateway.api.bodies) or answers (gateway.api.shapes), the
+    models they hold included: each under its class name."""
     found: dict[str, Schema] = {}
     for model in models:
-        schema = model.model_json_schema(
-            ref_template="#/components/schemas/{model}", mode="serialization"
-        )
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
         found.update(schema.pop("$defs", {}))
         found[model.__name__] = schema
     return found
@@ -186,40 +177,17 @@ TEXT_REQUEST = {
     },
 }
 
-NEW_KEY: Schema = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 200},
-        "limit": {"oneOf": [USD_INPUT, {"type": "null"}]},
-        "limit_reset": LIMIT_RESET_INPUT,
-        "expires_at": {**NULLABLE_TIME, "description": "RFC 3339 with a zone, in the future"},
-        "management": {
-            "type": ["boolean", "null"],
-            "description": "a management key (the operator's admin API only; 403 elsewhere)",
-        },
-    },
-}
-KEY_CHANGES = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        name: schema for name, schema in NEW_KEY["properties"].items() if name != "management"
-    }
-    | {"disabled": {"type": ["boolean", "null"]}},
-}
-
 SCHEMAS: dict[str, Schema] = {
     "Error": ERROR,
     "Usd": USD,
     "Totals": TOTALS,
     "Bucket": BUCKET,
-    **answer_schemas(shapes.ANSWERS),
+    **model_schemas(shapes.ANSWERS, "serialization"),
     "Limits": LIMITS,
     "Completion": COMPLETION,
     "ChatCompletionRequest": CHAT_REQUEST,
     "CompletionRequest": TEXT_REQUEST,
-    "NewKey": NEW_KEY,
-    "KeyChanges": KEY_CHANGES,
+    **model_schemas(bodies.BODIES, "validation"),
 }
 
 _ERRORS = {
