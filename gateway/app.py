@@ -7,7 +7,7 @@ from aiohttp import web
 
 from config.settings import Settings
 from gateway.api import activity, admin, consumer, keys, webhooks
-from gateway.api.openapi.document import openapi_endpoint
+from gateway.api.openapi.document import DOCUMENT, Document, openapi_endpoint
 from gateway.clock import Clock
 from gateway.http.auth import KeyCache
 from gateway.http.errors import error_middleware
@@ -54,6 +54,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[KEY_GUESSING] = KeyGuessing()
     app[SETTLING] = Settling()
     app[SERVING] = Serving()
+    app[DOCUMENT] = Document()
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(limits_reloader)
     app.cleanup_ctx.append(expiry_sweeper)

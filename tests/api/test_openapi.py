@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from gateway.api.openapi.document import DOCUMENT
+from gateway.api.openapi.document import build
 from gateway.app import create_app
 from tests.support import ADMIN_TOKEN, ThreadedServer, make_settings
 
@@ -46,6 +46,10 @@ CHECKS = [
 ]
 # Models of the test catalog that answer at once (well, or with the provider's own error).
 MODELS = ["test/paid", "test/free:free", "test/error-400"]
+
+
+# The document of an app with the test's catalog (made from its route table, as the endpoint does).
+DOCUMENT = build(create_app(make_settings("redis://127.0.0.1:1/0", "http://127.0.0.1:9")))
 
 
 def documented() -> set[tuple[str, str]]:
@@ -285,3 +289,18 @@ def test_schemathesis_finds_every_answer_documented(live: Live) -> None:
     assert tested == documented() - {("GET", "/openapi.json")}
     distinct = sorted(set(failures))
     assert not distinct, f"{len(distinct)} distinct failures:\n" + "\n\n".join(distinct[:30])
+
+
+def test_a_route_nobody_described_is_an_error() -> None:
+    """The document is made from the route table: a handler without a description fails it,
+    rather than leaving a gap."""
+    from aiohttp import web
+
+    app = create_app(make_settings("redis://127.0.0.1:1/0", "http://127.0.0.1:9"))
+
+    async def undescribed(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app.router.add_get("/not/described", undescribed)
+    with pytest.raises(LookupError, match="/not/described"):
+        build(app)
