@@ -18,6 +18,28 @@ from aiohttp import web
 
 from gateway.api.consumer import holder
 from gateway.api.views import generation_view
+from gateway.http.describe import (
+    ADMIN,
+    ADMIN_ERRORS,
+    API_KEY,
+    COUNT,
+    INTEGER,
+    KEY_ERRORS,
+    OPEN,
+    STRING,
+    TIME,
+    data_of,
+    described,
+    errors,
+    list_of,
+    obj,
+    ok,
+    op,
+    path,
+    query,
+    ref,
+    text,
+)
 from gateway.http.errors import ApiError, bad_request, json_response
 from gateway.state import CLOCK, SERVICES
 from metering.money import format_usd
@@ -124,13 +146,73 @@ async def activity_of(request: web.Request, account_id: str, query: Query) -> di
     return {"buckets": out, "totals": _totals(total)}
 
 
+FILTERS = [
+    query("model", STRING, "only this model (catalog id)"),
+    query("provider", STRING, "only this provider"),
+    query("key", STRING, "only this API key (its hash)"),
+    query("from", TIME, "start, RFC 3339 with a zone, 1970 to 9999-01-01 (default: a span back)"),
+    query("to", TIME, "end, RFC 3339 with a zone, 1970 to 9999-01-01 (default: now)"),
+    query("granularity", {"enum": ["minute", "hour", "day", "month"]}, "bucket size (day)"),
+]
+GROUP_BY = query("group_by", {"enum": ["none", "model", "provider", "key"]}, "split the rows")
+CURSOR = query("cursor", STRING, "the `next_cursor` of the previous page (another is a 400)")
+CSV = text("text/csv", "RFC 4180 rows, a header line first, UTC times")
+ACTIVITY = data_of(obj(["buckets", "totals"], buckets=list_of(ref("Bucket")), totals=ref("Totals")))
+GENERATIONS_PAGE = obj(
+    ["data", "next_cursor"],
+    data=list_of(ref("Generation")),
+    next_cursor={"type": ["string", "null"]},
+)
+ADMIN_ACTIVITY = data_of(
+    obj(
+        ["accounts", "buckets", "totals"],
+        accounts=COUNT,
+        buckets=list_of(ref("Bucket")),
+        totals=ref("Totals"),
+    )
+)
+
+
+def _holder_read(summary: str, answer: dict[str, Any], parameters: list[Any]) -> Any:
+    return op(
+        summary,
+        "activity",
+        API_KEY,
+        {"200": answer, **errors(400, *KEY_ERRORS)},
+        parameters=parameters,
+    )
+
+
 @routes.get("/activity")
+@described(
+    op(
+        "The Activity page (it asks for the key itself)",
+        "activity",
+        OPEN,
+        {"200": text("text/html", "The page")},
+    )
+)
 async def page(request: web.Request) -> web.FileResponse:
     """The Activity page: static, no CDN; it asks the key holder for the key itself."""
     return web.FileResponse(STATIC / "activity.html", headers=_PAGE_HEADERS)
 
 
 @routes.get("/activity/{name}")
+@described(
+    op(
+        "The Activity page's script and style",
+        "activity",
+        OPEN,
+        {
+            "200": {
+                "description": "The file",
+                "content": {"text/javascript": {"schema": STRING}, "text/css": {"schema": STRING}},
+            },
+            **errors(404),
+        },
+        parameters=[path("name", "activity.js or activity.css")],
+    )
+)
 async def page_asset(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
     if name not in _PAGE_FILES:
@@ -150,12 +232,14 @@ _PAGE_HEADERS = {
 
 
 @routes.get("/api/v1/activity")
+@described(_holder_read("Spend, tokens and requests over time", ok(ACTIVITY), [*FILTERS, GROUP_BY]))
 async def activity(request: web.Request) -> web.Response:
     _, account = await holder(request)
     return json_response({"data": await activity_of(request, account.id, parse_query(request))})
 
 
 @routes.get("/api/v1/activity.csv")
+@described(_holder_read("The activity rows as CSV", CSV, [*FILTERS, GROUP_BY]))
 async def activity_csv(request: web.Request) -> web.StreamResponse:
     _, account = await holder(request)
     query = parse_query(request)
@@ -169,6 +253,13 @@ async def activity_csv(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/api/v1/generations")
+@described(
+    _holder_read(
+        "Usage records, newest first",
+        ok(GENERATIONS_PAGE),
+        [*FILTERS, CURSOR, query("limit", INTEGER, "page size (1 to 500, 50)")],
+    )
+)
 async def generations(request: web.Request) -> web.Response:
     _, account = await holder(request)
     query = parse_query(request)
@@ -209,6 +300,7 @@ GENERATION_COLUMNS = (
 
 
 @routes.get("/api/v1/generations.csv")
+@described(_holder_read("Usage records as CSV", CSV, FILTERS))
 async def generations_csv(request: web.Request) -> web.StreamResponse:
     _, account = await holder(request)
     query = parse_query(request)
@@ -223,6 +315,23 @@ async def generations_csv(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/admin/v1/activity")
+@described(
+    op(
+        "Activity of one account, or of every account added up",
+        "admin",
+        ADMIN,
+        {"200": ok(ADMIN_ACTIVITY), **errors(400, 404, *ADMIN_ERRORS)},
+        parameters=[
+            query("account", STRING, "one account (default: all, up to 10,000)"),
+            *FILTERS,
+            query(
+                "group_by",
+                {"enum": ["none", "model", "provider", "key", "account"]},
+                "split the rows by this",
+            ),
+        ],
+    )
+)
 async def admin_activity(request: web.Request) -> web.Response:
     """One account (`account=<id>`), or every account (up to MAX_ACCOUNTS) added up;
     `group_by=account` splits the rows by account."""

@@ -4,6 +4,21 @@ from aiohttp import web
 
 from gateway.api.views import generation_view, key_holder_view, model_view
 from gateway.http.auth import authenticate
+from gateway.http.describe import (
+    API_KEY,
+    KEY_ERRORS,
+    OPEN,
+    STRING,
+    data_of,
+    described,
+    errors,
+    list_of,
+    obj,
+    ok,
+    op,
+    query,
+    ref,
+)
 from gateway.http.errors import ApiError, json_response
 from gateway.limits import LIMITS
 from gateway.state import CLOCK, MODELS, SERVICES
@@ -13,10 +28,23 @@ from metering.usage import account_of_generation
 from ratelimit.policy import UNLIMITED
 
 routes = web.RouteTableDef()
+CREDITS = obj(
+    ["total_credits", "total_usage"],
+    total_credits={"type": "number"},
+    total_usage={"type": "number"},
+)
 
 
 @routes.get("/api/v1/models")
 @routes.get("/v1/models")
+@described(
+    op(
+        "The catalog, with listed prices as decimal strings",
+        "consumer",
+        OPEN,
+        {"200": ok(obj(["object", "data"], object={"const": "list"}, data=list_of(ref("Model"))))},
+    )
+)
 async def list_models(request: web.Request) -> web.Response:
     return json_response(
         {"object": "list", "data": [model_view(m) for m in request.app[MODELS].values()]}
@@ -48,6 +76,14 @@ async def holder(request: web.Request) -> tuple[ApiKey, Account]:
 
 
 @routes.get("/api/v1/credits")
+@described(
+    op(
+        "Credits in and used, USD",
+        "consumer",
+        API_KEY,
+        {"200": ok(data_of(CREDITS)), **errors(*KEY_ERRORS)},
+    )
+)
 async def credits(request: web.Request) -> web.Response:
     _, account = await holder(request)
     return json_response(
@@ -63,6 +99,14 @@ async def credits(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/key")
 @routes.get("/api/v1/auth/key")
+@described(
+    op(
+        "The calling key: label, usage, limit, free-model requests left",
+        "consumer",
+        API_KEY,
+        {"200": ok(data_of(ref("KeyHolder"))), **errors(*KEY_ERRORS)},
+    )
+)
 async def current_key(request: web.Request) -> web.Response:
     key, account = await holder(request)
     data = key_holder_view(key, account)
@@ -81,6 +125,15 @@ async def current_key(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/generation")
+@described(
+    op(
+        "One usage record of the caller's account",
+        "consumer",
+        API_KEY,
+        {"200": ok(data_of(ref("Generation"))), **errors(400, 404, *KEY_ERRORS)},
+        parameters=[query("id", STRING, "a generation id", required=True)],
+    )
+)
 async def generation(request: web.Request) -> web.Response:
     _, account = await holder(request)
     generation_id = request.query.get("id", "")
