@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from config.settings import Settings
-from gateway.api import activity, admin, consumer, keys, webhooks
+from gateway.api import activity, admin, admin_credits, consumer, keys, webhooks
 from gateway.api.openapi.document import DOCUMENT, Document, openapi_endpoint
 from gateway.clock import Clock
 from gateway.http.auth import KeyCache
@@ -63,6 +63,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(chat.routes)
     app.add_routes(consumer.routes)
     app.add_routes(admin.routes)
+    app.add_routes(admin_credits.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(keys.routes)
     app.add_routes(activity.routes)

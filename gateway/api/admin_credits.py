@@ -1,0 +1,244 @@
+"""The admin API's credit operations: auto top-up settings, purchases, refunds and the ledger
+(the rest of the admin API: gateway.api.admin)."""
+
+from aiohttp import web
+
+from gateway.api.admin import ACCOUNT_ID, admin_op, existing_account, tier_threshold
+from gateway.api.bodies import (
+    AutoTopupSettings,
+    NewPurchase,
+    read_as,
+)
+from gateway.api.views import (
+    account_view,
+    duration_text,
+    ledger_entry_view,
+    purchase_view,
+)
+from gateway.http.describe import (
+    BODY_ERRORS,
+    INTEGER,
+    STRING,
+    TIME,
+    described,
+    json_body,
+    list_of,
+    obj,
+    ok,
+    path,
+    query,
+    ref,
+)
+from gateway.http.errors import ApiError, bad_request, json_response
+from gateway.http.json_input import json_object, read_body
+from gateway.observability.metrics import REFUNDS, count_purchase
+from gateway.state import CLOCK, SERVICES, SETTINGS
+from metering.accounts import (
+    AccountNotFound,
+    AmountTooLarge,
+    IdempotencyConflict,
+    PaymentMethod,
+    account_of_purchase,
+)
+from metering.ledger import RefundRefused
+from metering.money import NANOS_PER_USD, fee_nanos, format_usd
+
+routes = web.RouteTableDef()
+
+REFUND = obj(
+    ["purchase_id", "refunded", "fee_refunded", "fee_kept"],
+    purchase_id=STRING,
+    refunded=ref("Usd"),
+    fee_refunded=ref("Usd"),
+    fee_kept=ref("Usd"),
+    created_at=TIME,
+)
+LEDGER_PAGE = obj(
+    ["data", "next_cursor"],
+    data=list_of(ref("LedgerEntry")),
+    next_cursor={"type": ["string", "null"]},
+)
+
+
+@routes.put("/admin/v1/accounts/{account_id}/auto-topup")
+@described(
+    admin_op(
+        "Turn auto top-up on (threshold and amount) or off (null)",
+        ok(ref("Account")),
+        404,
+        409,
+        *BODY_ERRORS,
+        parameters=[ACCOUNT_ID],
+        body=json_body({"oneOf": [{"type": "null"}, ref("AutoTopupSettings")]}, required=False),
+    )
+)
+async def put_auto_topup(request: web.Request) -> web.Response:
+    """`{"threshold": "5.00", "amount": "20.00"}` turns it on, `null` (or `{}`) off."""
+    account_id = await existing_account(request)
+    raw = await read_body(request)
+    body = {} if raw.strip() in (b"", b"null") else await json_object(request)
+    settings = request.app[SETTINGS]
+    wanted = read_as(AutoTopupSettings, body, max_usd=settings.max_purchase)
+    threshold, amount = wanted.threshold, wanted.amount
+    if (threshold is None) != (amount is None):
+        raise bad_request(
+            "give both 'threshold' and 'amount', or neither to turn it off",
+            "threshold" if threshold is None else "amount",
+        )
+    if threshold is not None and not settings.topup_webhook_url:
+        raise ApiError(
+            409,
+            "auto top-up needs GATEWAY_TOPUP_WEBHOOK_URL to send its requests",
+            "not_configured",
+        )
+    outbox = request.app[SERVICES].outbox
+    await outbox.set_auto_topup(account_id, threshold, amount)
+    topup = await outbox.auto_topup(account_id)
+    account = await request.app[SERVICES].accounts.get_account(account_id)
+    assert account is not None
+    return json_response(account_view(account, tier_threshold(request), topup))
+
+
+@routes.post("/admin/v1/accounts/{account_id}/purchases")
+@described(
+    admin_op(
+        "Credit a purchase (the fee is on top); idempotent on idempotency_key",
+        ok(ref("Purchase"), "Credited"),
+        404,
+        409,
+        *BODY_ERRORS,
+        status="201",
+        parameters=[ACCOUNT_ID],
+        body=json_body(ref("NewPurchase")),
+        more={"200": ok(ref("Purchase"), "The same idempotency key again: the first purchase")},
+    )
+)
+async def create_purchase(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    body = read_as(NewPurchase, await json_object(request), max_usd=settings.max_purchase)
+    amount, method, idempotency_key = body.amount, body.method, body.idempotency_key
+    if method == "crypto":
+        fee = fee_nanos(amount, settings.crypto_fee_percent, settings.crypto_fee_minimum)
+    else:
+        fee = fee_nanos(amount, settings.card_fee_percent, settings.card_fee_minimum)
+    paid_with: PaymentMethod = method
+    try:
+        purchase, created = await request.app[SERVICES].accounts.purchase(
+            request.match_info["account_id"],
+            amount,
+            fee,
+            paid_with,
+            idempotency_key,
+            request.app[CLOCK].now(),
+        )
+    except AccountNotFound:
+        raise ApiError(404, "no such account", "not_found") from None
+    except IdempotencyConflict:
+        raise ApiError(
+            409,
+            "this idempotency_key was used before with a different purchase",
+            "idempotency_conflict",
+        ) from None
+    except AmountTooLarge:
+        raise bad_request(
+            "this purchase would take the balance past what can be held", "amount"
+        ) from None
+    if created:
+        count_purchase(purchase)
+    return json_response(purchase_view(purchase), status=201 if created else 200)
+
+
+@routes.post("/admin/v1/purchases/{purchase_id}/refund")
+@described(
+    admin_op(
+        "Refund what is unused of a purchase",
+        ok(REFUND),
+        404,
+        409,
+        parameters=[path("purchase_id", "a purchase id")],
+    )
+)
+async def refund_purchase(request: web.Request) -> web.Response:
+    """Refund the unused part of a purchase made within `refund_window_hours` (default 24)."""
+    purchase_id = request.match_info["purchase_id"]
+    account_id = account_of_purchase(purchase_id)
+    if account_id is None:
+        raise ApiError(404, "no such purchase", "not_found")
+    settings = request.app[SETTINGS]
+    try:
+        refund = await request.app[SERVICES].ledger.refund(
+            account_id, purchase_id, request.app[CLOCK].now(), settings.refund_window_hours * 3600
+        )
+        if refund.first_time:
+            REFUNDS.inc(refund.refunded / NANOS_PER_USD)
+    except RefundRefused as exc:
+        if exc.reason == "not_found":
+            raise ApiError(404, "no such purchase", "not_found") from None
+        window = settings.refund_window_hours * 3600
+        message = _REFUSALS[exc.reason].format(window=duration_text(window))
+        raise ApiError(
+            409,
+            message,
+            "refund_refused",
+            reason=exc.reason,
+            refund_window_hours=settings.refund_window_hours,
+        ) from None
+    return json_response(
+        {
+            "purchase_id": refund.purchase_id,
+            "refunded": format_usd(refund.refunded),
+            "fee_refunded": "0.00",
+            "fee_kept": format_usd(refund.fee),
+            "created_at": refund.created_at,
+        }
+    )
+
+
+_REFUSALS = {
+    "crypto": "crypto purchases are never refundable",
+    "too_old": "purchases are refundable only within {window} of the purchase",
+    "nothing_left": "nothing of this purchase is left unused to refund (credits are used oldest "
+    "purchase first)",
+    "in_flight": "part of what is unused of this purchase is held by requests in flight; try "
+    "again when they finish",
+}
+
+
+@routes.get("/admin/v1/accounts/{account_id}/ledger")
+@described(
+    admin_op(
+        "Every movement of credit, newest first",
+        ok(LEDGER_PAGE),
+        400,
+        404,
+        parameters=[
+            ACCOUNT_ID,
+            query("cursor", STRING, "the `next_cursor` of the previous page (another is a 400)"),
+            query("limit", INTEGER, "page size (1 to 1000, 100)"),
+        ],
+    )
+)
+async def ledger(request: web.Request) -> web.Response:
+    """Every movement of credit, newest first; the entries sum to the balance."""
+    account_id = await existing_account(request)
+    before = _ledger_cursor(request.query.get("cursor"))
+    try:
+        limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+    except ValueError:
+        raise bad_request("'limit' must be a whole number from 1 to 1000", "limit") from None
+    entries, more = await request.app[SERVICES].ledger.entries(account_id, before, limit)
+    return json_response(
+        {
+            "data": [ledger_entry_view(e) for e in entries],
+            "next_cursor": None if more is None else f"{more[0]}:{more[1]}",
+        }
+    )
+
+
+def _ledger_cursor(text: str | None) -> tuple[int, str] | None:
+    if not text:
+        return None
+    ms, _, entry_id = text.partition(":")
+    if not (ms.isascii() and ms.isdigit()) or not entry_id or len(text) > 100:
+        raise bad_request("'cursor' is not one this API gave out", "cursor")
+    return int(ms), entry_id
