@@ -11,6 +11,25 @@ from gateway.api.bodies import KeyChanges, NewKey, read_as
 from gateway.api.consumer import usable_key
 from gateway.api.key_input import key_changes, new_key_fields
 from gateway.api.views import key_admin_view
+from gateway.http.describe import (
+    BODY_ERRORS,
+    COUNT,
+    INTEGER,
+    MANAGEMENT_KEY,
+    MANAGER_ERRORS,
+    STRING,
+    data_of,
+    described,
+    errors,
+    json_body,
+    list_of,
+    obj,
+    ok,
+    op,
+    path,
+    query,
+    ref,
+)
 from gateway.http.errors import ApiError, bad_request, json_response
 from gateway.http.json_input import json_object
 from gateway.state import CLOCK, SERVICES, SETTINGS
@@ -37,7 +56,25 @@ async def _own_key(request: web.Request, manager: ApiKey) -> ApiKey:
     return key
 
 
+KEY_HASH = path("key_hash", "an API key's hash (sha256 of the secret, hex)")
+KEY_PAGE = obj(["data", "offset", "total"], data=list_of(ref("Key")), offset=COUNT, total=COUNT)
+MADE_KEY = obj(["key", "data"], key=STRING, data=ref("Key"))
+DELETED = data_of(obj(["hash", "deleted"], hash=STRING, deleted={"const": True}))
+
+
 @routes.get("/api/v1/keys")
+@described(
+    op(
+        "The account's keys",
+        "keys",
+        MANAGEMENT_KEY,
+        {"200": ok(KEY_PAGE), **errors(400, *MANAGER_ERRORS)},
+        parameters=[
+            query("offset", INTEGER, "keys to skip"),
+            query("limit", INTEGER, "page size (1 to 100)"),
+        ],
+    )
+)
 async def list_keys(request: web.Request) -> web.Response:
     manager = await _manager(request)
     try:
@@ -59,6 +96,18 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/keys")
+@described(
+    op(
+        "Make a key (never a management key)",
+        "keys",
+        MANAGEMENT_KEY,
+        {
+            "201": ok(MADE_KEY, "Made: `key` is the secret, shown once"),
+            **errors(*BODY_ERRORS, *MANAGER_ERRORS),
+        },
+        body=json_body(ref("NewKey"), required=False),
+    )
+)
 async def create_key(request: web.Request) -> web.Response:
     manager = await _manager(request)
     now = request.app[CLOCK].now()
@@ -75,12 +124,31 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/keys/{key_hash}")
+@described(
+    op(
+        "One key of the account",
+        "keys",
+        MANAGEMENT_KEY,
+        {"200": ok(data_of(ref("Key"))), **errors(404, *MANAGER_ERRORS)},
+        parameters=[KEY_HASH],
+    )
+)
 async def get_key(request: web.Request) -> web.Response:
     key = await _own_key(request, await _manager(request))
     return json_response({"data": key_admin_view(key)})
 
 
 @routes.patch("/api/v1/keys/{key_hash}")
+@described(
+    op(
+        "Change a key: only the fields given",
+        "keys",
+        MANAGEMENT_KEY,
+        {"200": ok(data_of(ref("Key"))), **errors(404, *BODY_ERRORS, *MANAGER_ERRORS)},
+        parameters=[KEY_HASH],
+        body=json_body(ref("KeyChanges"), required=False),
+    )
+)
 async def update_key(request: web.Request) -> web.Response:
     key = await _own_key(request, await _manager(request))
     changes = key_changes(
@@ -100,6 +168,15 @@ async def update_key(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/keys/{key_hash}")
+@described(
+    op(
+        "Delete a key",
+        "keys",
+        MANAGEMENT_KEY,
+        {"200": ok(DELETED), **errors(404, *MANAGER_ERRORS)},
+        parameters=[KEY_HASH],
+    )
+)
 async def delete_key(request: web.Request) -> web.Response:
     key = await _own_key(request, await _manager(request))
     services = request.app[SERVICES]

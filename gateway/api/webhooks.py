@@ -18,6 +18,17 @@ from aiohttp import web
 
 from gateway.api.signing import SIGNATURE_HEADER, BadSignature, StaleSignature, verify
 from gateway.api.views import purchase_view
+from gateway.http.describe import (
+    OPEN,
+    STRING,
+    described,
+    errors,
+    json_body,
+    obj,
+    ok,
+    op,
+    ref,
+)
 from gateway.http.errors import ApiError, bad_request, json_response
 from gateway.http.json_input import read_body, text_field, usd_field
 from gateway.observability.metrics import REFUNDS, count_purchase
@@ -31,7 +42,52 @@ MAX_WEBHOOK_BYTES = 64 * 1024
 FOREVER_SECONDS = 100 * 365 * 86_400.0
 
 
+PAYMENT_EVENT = obj(
+    ["id", "type", "data"],
+    id={"type": "string", "minLength": 1, "maxLength": 200},
+    type={"enum": ["payment.succeeded", "payment.refunded", "payment.failed"]},
+    data=obj(
+        ["account_id"],
+        account_id={"type": "string", "minLength": 1, "maxLength": 64},
+        payment_id={"type": "string", "minLength": 1, "maxLength": 200},
+        amount={
+            "type": "string",
+            "pattern": r"^[0-9]{1,6}(\.[0-9]{1,2})?$",
+            "description": "US dollars in whole cents",
+        },
+        method={"enum": ["card", "alipay", "crypto"]},
+        topup_id=STRING,
+    ),
+)
+RECEIVED = obj(
+    ["received"],
+    received={"const": True},
+    duplicate={"type": "boolean"},
+    purchase=ref("Purchase"),
+    purchase_id=STRING,
+    refunded=ref("Usd"),
+    topup_cleared={"type": "boolean"},
+)
+SIGNATURE = {
+    "name": "Gateway-Signature",
+    "in": "header",
+    "required": True,
+    "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of `<t>.<raw body>`>",
+    "schema": STRING,
+}
+
+
 @routes.post("/webhooks/payments")
+@described(
+    op(
+        "Payment notifications, signed (payment.succeeded, .refunded, .failed)",
+        "webhooks",
+        OPEN,
+        {"200": ok(RECEIVED, "Received"), **errors(400, 401, 404, 409, 413, 503)},
+        parameters=[SIGNATURE],
+        body=json_body(PAYMENT_EVENT),
+    )
+)
 async def payments(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     secret = settings.payments_webhook_secret

@@ -7,17 +7,48 @@ import os
 
 from aiohttp import web
 
+from gateway.http.describe import (
+    COUNT,
+    INTEGER,
+    OPEN,
+    STRING,
+    described,
+    errors,
+    list_of,
+    obj,
+    ok,
+    op,
+)
 from gateway.http.errors import ApiError, json_response
 from gateway.limits import LIMITS
 from gateway.proxy.settle.journal import JOURNAL
 from gateway.redis_clients import readiness
 from gateway.state import MODELS, SERVICES, SETTINGS
 
+HEALTH = obj(["status", "pid"], status={"const": "ok"}, pid=INTEGER)
+READY = obj(
+    ["status", "models", "limits"],
+    status={"const": "ready"},
+    models=COUNT,
+    limits=list_of(STRING),
+    scripts_loaded_now={"type": "integer", "description": "scripts this check had to load"},
+    journal_pending=COUNT,
+)
 
+
+@described(op("The process answers", "operations", OPEN, {"200": ok(HEALTH)}))
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "pid": os.getpid()})
 
 
+@described(
+    op(
+        "Redis reachable, catalog and rate limits loaded",
+        "operations",
+        OPEN,
+        {"200": ok(READY), **errors(503)},
+    )
+)
 async def readyz(request: web.Request) -> web.Response:
     """Redis answers and has the request path's scripts, the catalog and the limits are loaded."""
     services = request.app[SERVICES]

@@ -23,6 +23,7 @@ from prometheus_client import (
 
 from gateway import __version__
 from gateway.http.auth import admin_token_matches
+from gateway.http.describe import METRICS, described, errors, op, text
 from gateway.http.errors import ApiError
 from gateway.observability.logs import access
 from gateway.state import SETTINGS
@@ -193,6 +194,14 @@ def observe_request(request: web.Request, request_id: str, status: int, elapsed:
 QUIET_ROUTES = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
+@described(
+    op(
+        "Prometheus metrics, summed over workers",
+        "operations",
+        METRICS,
+        {"200": text("text/plain", "Prometheus text format"), **errors(401)},
+    )
+)
 async def metrics_endpoint(request: web.Request) -> web.Response:
     token = request.app[SETTINGS].metrics_token
     secret = token.get_secret_value() if token is not None else ""

@@ -1,3 +1,3 @@
-"""The OpenAPI 3.1 document: the paths of the consumer and admin APIs, the shapes they share,
-and the endpoint that serves it (tests/api/test_openapi.py holds it against the routes).
-"""
+"""The OpenAPI 3.1 document: built from the app's route table, each route with the operation its
+handler describes (gateway.http.describe), and the shared components (tests/api/test_openapi.py
+holds it against a live gateway)."""

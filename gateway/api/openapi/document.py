@@ -1,9 +1,8 @@
 """`GET /openapi.json`: an OpenAPI 3.1 document of every HTTP endpoint the gateway serves.
 
-Built from the app's route table: every route's operation is the one its handler describes
-(gateway.http.describe), or, for those not yet moved beside their handlers, the one written in
-gateway.api.openapi.paths and .admin_paths; the shapes, the error format and the security schemes
-are in gateway.api.openapi.schemas.
+Built from the app's route table: every route's operation is the one its handler describes beside
+itself (gateway.http.describe); the shapes, the error format and the security schemes are in
+gateway.api.openapi.schemas (the answers' and bodies' from their typed models).
 tests/api/test_openapi.py keeps it true: its paths and methods are exactly the app's routes, it is
 valid OpenAPI 3.1, and schemathesis, run against a live gateway, finds every answer the gateway
 gives described here. HEAD, which aiohttp answers for every GET, is left implied.
@@ -15,10 +14,8 @@ import orjson
 from aiohttp import web
 
 from gateway import __version__
-from gateway.api.openapi.admin_paths import ADMIN_PATHS
-from gateway.api.openapi.paths import CONSUMER_PATHS, KEYS_PATHS, OPERATOR_PATHS
 from gateway.api.openapi.schemas import RESPONSES, SCHEMAS, SECURITY_SCHEMES
-from gateway.http.describe import operation_of
+from gateway.http.describe import OPEN, described, ok, op, operation_of
 
 HEAD: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -42,8 +39,6 @@ HEAD: dict[str, Any] = {
     ],
 }
 COMPONENTS = {"schemas": SCHEMAS, "responses": RESPONSES, "securitySchemes": SECURITY_SCHEMES}
-# Until every handler describes itself (gateway.http.describe), the paths written here.
-_WRITTEN = {**CONSUMER_PATHS, **KEYS_PATHS, **ADMIN_PATHS, **OPERATOR_PATHS}
 
 
 def build(app: web.Application) -> dict[str, Any]:
@@ -54,14 +49,10 @@ def build(app: web.Application) -> dict[str, Any]:
         if route.method == "HEAD" or route.resource is None:
             continue  # aiohttp answers HEAD for every GET by itself: left implied
         where, method = route.resource.canonical, route.method.lower()
-        written = _WRITTEN.get(where, {})
-        operation = operation_of(route.handler) or written.get(method)
+        operation = operation_of(route.handler)
         if operation is None:
             raise LookupError(f"{route.method} {where} has no description")
-        item = paths.setdefault(where, {})
-        if "parameters" in written and operation is written.get(method):
-            item["parameters"] = written["parameters"]
-        item[method] = operation
+        paths.setdefault(where, {})[method] = operation
     return {**HEAD, "paths": paths, "components": COMPONENTS}
 
 
@@ -75,6 +66,14 @@ class Document:
 DOCUMENT = web.AppKey("openapi_document", Document)
 
 
+@described(
+    op(
+        "This document",
+        "operations",
+        OPEN,
+        {"200": ok({"type": "object", "required": ["openapi", "paths"]})},
+    )
+)
 async def openapi_endpoint(request: web.Request) -> web.Response:
     document = request.app[DOCUMENT]
     if document.body is None:

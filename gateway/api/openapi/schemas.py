@@ -12,8 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from gateway.api import bodies, shapes
-
-Schema = dict[str, Any]
+from gateway.http.describe import COUNT, TIME, Schema, obj, ref
 
 USD = {
     "type": "string",
@@ -21,14 +20,6 @@ USD = {
     "description": "US dollars as an exact decimal string",
     "examples": ["10.00", "0.00001035"],
 }
-CENTS_INPUT = {
-    "type": "string",
-    "pattern": r"^[0-9]{1,6}(\.[0-9]{1,2})?$",
-    "description": "US dollars in whole cents, positive, at most `max_purchase` (100000)",
-    "examples": ["10.00"],
-}
-TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
-COUNT = {"type": "integer", "minimum": 0}
 
 
 def model_schemas(
@@ -42,27 +33,6 @@ def model_schemas(
         found.update(schema.pop("$defs", {}))
         found[model.__name__] = schema
     return found
-
-
-def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def obj(required: list[str], optional: dict[str, Any] | None = None, **props: Any) -> Schema:
-    """An object with `props` (those named in `required` must be present) and `optional` ones."""
-    return {
-        "type": "object",
-        "required": required,
-        "properties": {**props, **(optional or {})},
-    }
-
-
-def data_of(schema: Schema) -> Schema:
-    return obj(["data"], data=schema)
-
-
-def list_of(items: Schema) -> Schema:
-    return {"type": "array", "items": items}
 
 
 ERROR = obj(
