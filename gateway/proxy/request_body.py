@@ -4,6 +4,12 @@ Only what the gateway itself relies on is checked (model, messages or prompt, st
 n), and the common sampling numbers against their documented ranges, so that a request the provider
 would refuse reserves nothing; everything else passes through to the provider untouched. Each
 problem is a 400 naming the field.
+
+Written by hand, not as a pydantic model like the admin bodies (gateway.api.bodies), but not for
+speed: a model of the same top-level fields read a typical chat body (two messages, four fields) in
+4.99 µs against this parser's 4.61 µs (timeit, best of five runs of 50,000, 2026-12-07), about a
+tenth of a percent of a metered request. What the model would not yet say is the rest: message
+and prompt shapes, image parts, the sampling ranges. Moving them into a model is open work.
 """
 
 import math
