@@ -16,6 +16,7 @@ from typing import Any, get_args
 
 from aiohttp import web
 
+from gateway.api import shapes
 from gateway.api.consumer import holder
 from gateway.api.views import generation_view
 from gateway.http.describe import (
@@ -123,6 +124,10 @@ def _time(text: str | None, field: str, default: float) -> float:
 
 
 def _totals(t: Totals) -> dict[str, Any]:
+    return shapes.Totals.model_validate(_totals_fields(t)).answer()
+
+
+def _totals_fields(t: Totals) -> dict[str, Any]:
     return {
         "spend": format_usd(t.spend),
         "prompt_tokens": t.prompt_tokens,
@@ -132,17 +137,18 @@ def _totals(t: Totals) -> dict[str, Any]:
     }
 
 
+def _bucket(start: float, label: str, group: str | None, totals: Totals) -> dict[str, Any]:
+    """One row: its start, the value of the field it is grouped by (if any), its totals."""
+    grouped = {label: group} if label != "none" else {}
+    fields = {"start": rfc3339(start), **grouped, **_totals_fields(totals)}
+    return shapes.Bucket.model_validate(fields).answer()
+
+
 async def activity_of(request: web.Request, account_id: str, query: Query) -> dict[str, Any]:
     starts = buckets_between(query.granularity, query.start, query.end)
     buckets = await request.app[SERVICES].rollups.read(account_id, query.granularity, starts)
     rows, total = summarize(buckets, query.filters, query.group_by)
-    out = []
-    for start, group, totals in rows:
-        row: dict[str, Any] = {"start": rfc3339(start)}
-        if query.group_by != "none":
-            row[query.group_by] = group
-        row.update(_totals(totals))
-        out.append(row)
+    out = [_bucket(start, query.group_by, group, totals) for start, group, totals in rows]
     return {"buckets": out, "totals": _totals(total)}
 
 
@@ -359,11 +365,7 @@ async def admin_activity(request: web.Request) -> web.Response:
     for (start, group), totals in sorted(merged.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         if by_account and not totals.requests:
             continue
-        row: dict[str, Any] = {"start": rfc3339(start)}
-        if label != "none":
-            row[label] = group
-        row.update(_totals(totals))
-        out.append(row)
+        out.append(_bucket(start, label, group, totals))
     return json_response(
         {"data": {"accounts": len(accounts), "buckets": out, "totals": _totals(total)}}
     )

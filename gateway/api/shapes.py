@@ -166,7 +166,34 @@ class Model(Shape):
     is_free: bool
 
 
+class Totals(Shape):
+    """Activity over a span: spend in USD, tokens and requests."""
+
+    spend: Usd
+    prompt_tokens: Count
+    completion_tokens: Count
+    reasoning_tokens: Count
+    requests: Count
+
+
+class Bucket(Shape):
+    """One time bucket of Activity; with `group_by`, one row per value of that field."""
+
+    start: Time
+    model: str | None = None
+    provider: str | None = None
+    key: str | None = None
+    account: str | None = None
+    spend: Usd
+    prompt_tokens: Count
+    completion_tokens: Count
+    reasoning_tokens: Count
+    requests: Count
+
+
 ANSWERS: tuple[type[Shape], ...] = (
+    Totals,
+    Bucket,
     Account,
     Key,
     KeyHolder,

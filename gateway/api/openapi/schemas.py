@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from gateway.api import bodies, shapes
-from gateway.http.describe import COUNT, TIME, Schema, obj, ref
+from gateway.http.describe import COUNT, Schema, obj, ref
 
 USD = {
     "type": "string",
@@ -52,29 +52,6 @@ ERROR = obj(
         ),
     ),
 )
-
-TOTALS = obj(
-    ["spend", "prompt_tokens", "completion_tokens", "reasoning_tokens", "requests"],
-    spend=USD,
-    prompt_tokens=COUNT,
-    completion_tokens=COUNT,
-    reasoning_tokens=COUNT,
-    requests=COUNT,
-)
-
-BUCKET = {
-    "allOf": [
-        TOTALS,
-        obj(
-            ["start"],
-            start=TIME,
-            model={"type": ["string", "null"]},
-            provider={"type": ["string", "null"]},
-            key={"type": ["string", "null"]},
-            account={"type": ["string", "null"]},
-        ),
-    ]
-}
 
 LIMIT_OVERRIDE = {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "unlimited"}]}
 LIMITS = obj(
@@ -150,8 +127,6 @@ TEXT_REQUEST = {
 SCHEMAS: dict[str, Schema] = {
     "Error": ERROR,
     "Usd": USD,
-    "Totals": TOTALS,
-    "Bucket": BUCKET,
     **model_schemas(shapes.ANSWERS, "serialization"),
     "Limits": LIMITS,
     "Completion": COMPLETION,
