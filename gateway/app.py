@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from config.settings import Settings
-from gateway.api import activity, admin, admin_credits, consumer, keys, webhooks
+from gateway.api import activity, activity_page, admin, admin_credits, consumer, keys, webhooks
 from gateway.api.openapi.document import DOCUMENT, Document, openapi_endpoint
 from gateway.clock import Clock
 from gateway.http.auth import KeyCache
@@ -66,6 +66,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(admin_credits.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(keys.routes)
+    app.add_routes(activity_page.routes)
     app.add_routes(activity.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

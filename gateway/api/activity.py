@@ -11,7 +11,6 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, get_args
 
 from aiohttp import web
@@ -26,7 +25,6 @@ from gateway.http.describe import (
     COUNT,
     INTEGER,
     KEY_ERRORS,
-    OPEN,
     STRING,
     TIME,
     data_of,
@@ -36,7 +34,6 @@ from gateway.http.describe import (
     obj,
     ok,
     op,
-    path,
     query,
     ref,
     text,
@@ -57,8 +54,6 @@ from metering.rollups import (
 )
 
 routes = web.RouteTableDef()
-STATIC = Path(__file__).parent / "static"
-_PAGE_FILES = {"activity.js": "text/javascript", "activity.css": "text/css"}
 DEFAULT_SPAN = {"minute": 3600, "hour": 86_400, "day": 30 * 86_400, "month": 365 * 86_400}
 PAGE = 50
 MAX_ACCOUNTS = 10_000
@@ -187,54 +182,6 @@ def _holder_read(summary: str, answer: dict[str, Any], parameters: list[Any]) ->
         {"200": answer, **errors(400, *KEY_ERRORS)},
         parameters=parameters,
     )
-
-
-@routes.get("/activity")
-@described(
-    op(
-        "The Activity page (it asks for the key itself)",
-        "activity",
-        OPEN,
-        {"200": text("text/html", "The page")},
-    )
-)
-async def page(request: web.Request) -> web.FileResponse:
-    """The Activity page: static, no CDN; it asks the key holder for the key itself."""
-    return web.FileResponse(STATIC / "activity.html", headers=_PAGE_HEADERS)
-
-
-@routes.get("/activity/{name}")
-@described(
-    op(
-        "The Activity page's script and style",
-        "activity",
-        OPEN,
-        {
-            "200": {
-                "description": "The file",
-                "content": {"text/javascript": {"schema": STRING}, "text/css": {"schema": STRING}},
-            },
-            **errors(404),
-        },
-        parameters=[path("name", "activity.js or activity.css")],
-    )
-)
-async def page_asset(request: web.Request) -> web.FileResponse:
-    name = request.match_info["name"]
-    if name not in _PAGE_FILES:
-        raise ApiError(404, "no such file", "not_found")
-    return web.FileResponse(
-        STATIC / name, headers={**_PAGE_HEADERS, "Content-Type": _PAGE_FILES[name]}
-    )
-
-
-_PAGE_HEADERS = {
-    "Cache-Control": "no-cache",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
-    "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
 @routes.get("/api/v1/activity")
