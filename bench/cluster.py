@@ -7,6 +7,11 @@ too), stopped by their PIDs.
     cluster.url                   # redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3
     cluster.kill(cluster.master_of_slot(slot))   # SIGKILL; its replica takes over
     cluster.stop()
+
+With `tls=make_tls_files(...)` (bench.tls) the nodes also serve TLS, ask TLS clients for a
+certificate, speak TLS among themselves and to their replicas, and `url` is the TLS one
+(`rediss+cluster://...?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...`); the harness itself
+keeps to the plain ports.
 """
 
 import random
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import redis
 
+from bench.tls import TlsFiles
 from gateway.runtime.redis_server import RedisServer, ServerBinary
 
 SLOTS = 16384
@@ -45,18 +51,36 @@ class LocalCluster:
     replicas: int = 1  # per master
     node_timeout_ms: int = 1000
     appendfsync: str = "everysec"
+    tls: TlsFiles | None = None
     nodes: list[RedisServer] = field(default_factory=list, init=False)
     ids: dict[int, str] = field(default_factory=dict, init=False)  # port -> node id
+    tls_ports: dict[int, int] = field(default_factory=dict, init=False)  # port -> TLS port
 
     @property
     def url(self) -> str:
-        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[: self.masters])
-        return f"redis+cluster://{seeds}"
+        masters = self.nodes[: self.masters]
+        if self.tls is None:
+            return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in masters)
+        seeds = ",".join(f"127.0.0.1:{self._cluster_port(n)}" for n in masters)
+        trust = f"ssl_ca_certs={self.tls.ca.resolve()}"
+        identity = f"ssl_certfile={self.tls.cert.resolve()}&ssl_keyfile={self.tls.key.resolve()}"
+        return f"rediss+cluster://{seeds}?{trust}&{identity}"
+
+    def _cluster_port(self, node: RedisServer) -> int:
+        """The port the nodes know each other by (their bus is on this port + 10000)."""
+        port = node.port or 0
+        return self.tls_ports.get(port, port)
 
     def start(self, timeout: float = 30.0) -> "LocalCluster":
         count = self.masters * (1 + self.replicas)
         for n in range(count):
             port = free_cluster_port()
+            tls_args: tuple[str, ...] = ()
+            if self.tls is not None:
+                self.tls_ports[port] = free_cluster_port()
+                tls_args = self.tls.server_args(
+                    self.tls_ports[port], cluster=True, client_certificates=True
+                )
             node = RedisServer(
                 self.root / f"node-{n}",
                 binary=self.binary,
@@ -71,6 +95,7 @@ class LocalCluster:
                     str(self.node_timeout_ms),
                     "--cluster-replica-validity-factor",
                     "0",  # a replica may always take over: the tests kill masters on purpose
+                    *tls_args,
                 ),
             )
             self.nodes.append(node.start())
@@ -90,7 +115,7 @@ class LocalCluster:
             with self._client(node) as c:
                 self.ids[node.port or 0] = str(c.execute_command("CLUSTER MYID"))
                 if node is not first:
-                    c.execute_command("CLUSTER MEET", "127.0.0.1", first.port)
+                    c.execute_command("CLUSTER MEET", "127.0.0.1", self._cluster_port(first))
         self._wait(lambda: all(self._known(n) == len(self.nodes) for n in self.nodes), timeout)
         per = SLOTS // self.masters
         for i, node in enumerate(self.nodes[: self.masters]):
@@ -225,7 +250,7 @@ class LocalCluster:
                 continue
             with self._client(node) as c:
                 role = c.execute_command("ROLE")
-            if role[0] in ("slave", "replica") and int(role[2]) == master.port:
+            if role[0] in ("slave", "replica") and int(role[2]) == self._cluster_port(master):
                 return node
         raise LookupError(f"no replica of the node on port {master.port}")
 

@@ -5,16 +5,25 @@ password.
 
 A Redis Cluster is named `redis+cluster://[user:password@]host:port[,host:port...]` (or
 `rediss+cluster://` for TLS): any of its nodes will do to find the others, several are safer.
+A TLS cluster's URL may say how to trust it, as redis-py's `rediss://` URLs do:
+`?ssl_ca_certs=/path/ca.pem` (a private CA), `ssl_certfile` and `ssl_keyfile` (a client
+certificate), `ssl_cert_reqs=required|optional|none`, `ssl_check_hostname=true|false`.
 """
 
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 FORMS = (
     "redis://host:port/db, rediss://host:port/db (TLS), unix:///path/to/redis.sock or, for a "
     "cluster, redis+cluster://host:port,host:port"
 )
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+CERT_REQS = ("required", "optional", "none")
+BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+TLS_OPTIONS = (*TLS_FILES, "ssl_cert_reqs", "ssl_check_hostname")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +34,18 @@ class ClusterTarget:
     tls: bool
     username: str | None
     password: str | None
+    tls_options: dict[str, Any] = field(default_factory=dict)  # RedisCluster's ssl_*
+
+
+def _query(url: str) -> list[tuple[str, str]]:
+    return parse_qsl(url.partition("?")[2], keep_blank_values=True)
+
+
+def _tls_options(url: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name, value in _query(url):
+        options[name] = BOOLEANS[value.lower()] if name == "ssl_check_hostname" else value
+    return options
 
 
 def cluster_target(url: str) -> ClusterTarget | None:
@@ -33,9 +54,9 @@ def cluster_target(url: str) -> ClusterTarget | None:
     scheme, _, rest = url.partition("://")
     if scheme.lower() not in CLUSTER_SCHEMES:
         return None
-    userinfo, _, hosts = rest.rpartition("@")
+    userinfo, _, hosts = rest.partition("?")[0].rpartition("@")
     username, _, password = userinfo.partition(":")
-    hosts = hosts.split("/", 1)[0].split("?", 1)[0]
+    hosts = hosts.split("/", 1)[0]
     seeds = []
     for item in hosts.split(","):
         host, _, port = item.strip().rpartition(":")
@@ -45,14 +66,36 @@ def cluster_target(url: str) -> ClusterTarget | None:
         scheme.lower().startswith("rediss"),
         unquote(username) or None,
         unquote(password) or None,
+        _tls_options(url),
     )
 
 
+def _option_problem(url: str) -> str | None:
+    """Only the TLS options, each said once, with a value that can work (a file that is
+    there): a misspelt option would otherwise be dropped, and the first connection fail."""
+    seen: set[str] = set()
+    for name, value in _query(url):
+        if name not in TLS_OPTIONS:
+            return (
+                f"a cluster URL takes only the TLS options {', '.join(TLS_OPTIONS)}; not {name!r}"
+            )
+        if not url.lower().startswith("rediss+cluster://"):
+            return f"{name} is a TLS option: use rediss+cluster://"
+        if name in seen:
+            return f"{name} is given twice"
+        seen.add(name)
+        if name in TLS_FILES and not Path(value).is_file():
+            return f"{name}: no such file"
+        if name == "ssl_cert_reqs" and value not in CERT_REQS:
+            return f"ssl_cert_reqs must be one of {', '.join(CERT_REQS)}"
+        if name == "ssl_check_hostname" and value.lower() not in BOOLEANS:
+            return "ssl_check_hostname must be true or false"
+    return None
+
+
 def _cluster_problem(url: str) -> str | None:
-    rest = url.partition("://")[2]
-    hosts, _, tail = rest.rpartition("@")[2].partition("/")
-    hosts = hosts.split("?", 1)[0]
-    database = tail.split("?", 1)[0]
+    rest = url.partition("://")[2].partition("?")[0]
+    hosts, _, database = rest.rpartition("@")[2].partition("/")
     if database not in ("", "0"):
         return "a cluster has only database 0"
     if not hosts:
@@ -63,7 +106,7 @@ def _cluster_problem(url: str) -> str | None:
             return "each cluster node must be host:port"
         if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             return "a node's port must be a number from 1 to 65535"
-    return None
+    return _option_problem(url)
 
 
 def redis_url_problem(url: str) -> str | None:

@@ -75,6 +75,7 @@ def _cluster(target: ClusterTarget, timeout: float, *, decode: bool = True) -> R
         username=target.username,
         password=target.password,
         ssl=target.tls,
+        **target.tls_options,
         **options,
     )
 
@@ -151,3 +152,25 @@ async def readiness(clients: RedisClients) -> str | None:
     if served < 16384:
         return f"the cluster serves {served} of 16384 slots"
     return None
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Why the store did not answer, in words an operator can act on (TLS trust is the usual
+    first-day mistake, and redis-py names it only deep in its message). No address or secret."""
+    text = " ".join(str(e) for e in _chain(exc))
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "its TLS certificate is not trusted: give the CA with ?ssl_ca_certs=/path/ca.pem"
+    if "CERTIFICATE_REQUIRED" in text:
+        return "it asks for a client certificate: give ssl_certfile and ssl_keyfile in the URL"
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        return "the TLS handshake failed: is that port serving TLS?"
+    return type(exc).__name__
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen

@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from metering.layout import OUTBOX_INDEX, AccountKeys
@@ -23,7 +22,7 @@ from metering.periods import period_stamps
 from metering.rollups import GRANULARITIES, bucket_start, field_prefix
 from metering.scripts import Scripts
 from metering.transport.batch_calls import Durable
-from metering.transport.client import AnyRedis, Batcher
+from metering.transport.client import STORE_ERRORS, AnyRedis, Batcher
 from metering.usage import UsageRecord
 
 if TYPE_CHECKING:
@@ -194,7 +193,7 @@ class Metering:
                 await asyncio.wait(left)
 
     async def _index_topup(self, account_id: str, now: float) -> None:
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*STORE_ERRORS):
             async with self._bounded():
                 await self._redis.zadd(OUTBOX_INDEX, {account_id: now})
 

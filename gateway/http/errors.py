@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from gateway.state import SETTINGS
+from metering.transport.client import STORE_ERRORS
 
 log = logging.getLogger("gateway")
 RETRY_SOON_SECONDS = 60
@@ -138,7 +138,7 @@ def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
     (a redirect, a client that went away)."""
     if isinstance(exc, ApiError):
         return exc.response()
-    if isinstance(exc, RedisError):
+    if isinstance(exc, STORE_ERRORS):
         log.warning(
             "redis unavailable on %s %s: %s", request.method, request.path, type(exc).__name__
         )

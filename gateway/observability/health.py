@@ -22,7 +22,7 @@ from gateway.http.describe import (
 from gateway.http.errors import ApiError, json_response
 from gateway.limits import LIMITS
 from gateway.proxy.settle.journal import JOURNAL
-from gateway.redis_clients import readiness
+from gateway.redis_clients import readiness, unreachable_reason
 from gateway.state import MODELS, SERVICES, SETTINGS
 
 HEALTH = obj(["status", "pid"], status={"const": "ok"}, pid=INTEGER)
@@ -62,7 +62,7 @@ async def readyz(request: web.Request) -> web.Response:
         reason = f"no answer within {bound:g} s" if isinstance(exc, TimeoutError) else None
         raise ApiError(
             503,
-            f"redis is not reachable ({reason or type(exc).__name__})",
+            f"redis is not reachable ({reason or unreachable_reason(exc)})",
             "service_unavailable",
         ) from None
     if problem is not None:

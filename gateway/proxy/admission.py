@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from gateway.http.errors import ApiError
 from gateway.limits import LIMITS
@@ -27,6 +26,7 @@ from metering.admission import AdmissionResult, Metering, Refusal
 from metering.estimate import PromptEstimate
 from metering.money import MAX_NANOS, format_usd
 from metering.transport.batch_calls import NotSent
+from metering.transport.client import STORE_ERRORS
 from metering.usage import new_generation_id
 from ratelimit.decision import Decision, decide
 from ratelimit.policy import CompiledLimit
@@ -72,7 +72,7 @@ async def admit(
             limit_keys=inputs.keys,
             limit_args=inputs.args,
         )
-    except RedisError as exc:
+    except STORE_ERRORS as exc:
         REDIS_ERRORS.labels("admit").inc()
         if reserve and not isinstance(exc, NotSent):  # it may have run, and Redis kept it
             _give_back(request.app[JOURNAL], services.metering, account_id, generation_id, now)
@@ -146,10 +146,11 @@ async def _release(
 ) -> None:
     try:
         await metering.release(account_id, generation_id, now)
-    except (RedisError, asyncio.CancelledError) as exc:
+    except asyncio.CancelledError:
         _journal_release(journal, account_id, generation_id)
-        if isinstance(exc, asyncio.CancelledError):
-            raise
+        raise
+    except STORE_ERRORS:
+        _journal_release(journal, account_id, generation_id)
 
 
 def _journal_release(journal: SettlementJournal, account_id: str, generation_id: str) -> None:

@@ -6,11 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from gateway.tasks.background import stop_task
 from metering.money import format_usd
+from metering.transport.client import STORE_ERRORS
 
 log = logging.getLogger("gateway.expiry")
 SECONDS_PER_DAY = 86_400
@@ -40,7 +40,7 @@ async def expiry_sweeper(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(app[SETTINGS].expiry_sweep_seconds)
             try:
                 await sweep_once(app)
-            except RedisError as exc:
+            except STORE_ERRORS as exc:
                 log.warning("credit expiry pass skipped: redis %s", type(exc).__name__)
 
     task = asyncio.create_task(loop())

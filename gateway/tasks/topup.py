@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from gateway.api.signing import SIGNATURE_HEADER, sign
 from gateway.observability.metrics import OUTBOX_EVENTS
@@ -25,6 +24,7 @@ from gateway.state import SERVICES, SETTINGS
 from gateway.tasks.background import stop_task
 from metering.money import format_usd
 from metering.outbox import Outbox, TopupRequest
+from metering.transport.client import STORE_ERRORS
 
 log = logging.getLogger("gateway.topup")
 MAX_BACKOFF_SECONDS = 300.0
@@ -138,7 +138,7 @@ async def topup_worker(app: web.Application) -> AsyncIterator[None]:
                         await outbox.reindex()
                         reindexed = time.monotonic()
                     await delivery.deliver_due(session)
-                except RedisError as exc:
+                except STORE_ERRORS as exc:
                     log.warning("auto top-up pass skipped: redis %s", type(exc).__name__)
 
     task = asyncio.create_task(loop())

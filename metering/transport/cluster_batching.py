@@ -183,6 +183,8 @@ class ClusterScriptBatcher:
         except TimeoutError:
             waited = time.monotonic() - started
             raise RedisTimeoutError(f"redis did not answer within {waited:.2f} s") from None
+        except RedisClusterException as exc:  # no node reachable, a slot with no master
+            raise ConnectionError(f"the cluster cannot take it now: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
         self._closed = True

@@ -302,6 +302,12 @@ def test_unusable_redis_urls_and_bad_files_are_one_line_and_exit_2(tmp_path: Pat
         ({"GATEWAY_REDIS_URL": "redis://:pw-secret@127.0.0.1:99999/0"}, config, "port"),
         ({"GATEWAY_REDIS_URL": "redis+cluster://127.0.0.1:7100/3"}, config, "database 0"),
         ({"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/zero"}, config, "database"),
+        ({"GATEWAY_REDIS_URL": "rediss+cluster://h:1?ssl_ca_certs=/no/ca.pem"}, config, "no such"),
+        (
+            {"GATEWAY_REDIS_URL": "rediss+cluster://h:1?ssl_ca_cert=/ca.pem"},
+            config,
+            "'ssl_ca_cert'",
+        ),
         ({}, bad_file, f"{bad_file}:"),
     ]
     for env, path, culprit in cases:

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from gateway.clock import Clock
 from gateway.models import ResolvedModel
 from gateway.observability.metrics import (
@@ -26,6 +24,7 @@ from metering.admission import Metering
 from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339
 from metering.pricing import TokenUsage
+from metering.transport.client import STORE_ERRORS
 from metering.usage import UsageRecord
 
 log = logging.getLogger("gateway.exchange")
@@ -116,7 +115,7 @@ class Exchange:
     async def renew_reservation(self) -> None:
         try:
             await self.metering.renew(self.account_id, self.generation_id, self.clock.now())
-        except RedisError as exc:
+        except STORE_ERRORS as exc:
             log.warning(
                 "could not renew the reservation of %s: %s", self.generation_id, type(exc).__name__
             )
@@ -162,7 +161,7 @@ class Exchange:
         started = time.perf_counter()
         try:
             reply = self.metering.send_settlement(record, self.clock.now(), sent=handed_off)
-        except RedisError as exc:  # the batcher is closing
+        except STORE_ERRORS as exc:  # the batcher is closing
             REDIS_ERRORS.labels("settle").inc()
             self._keep_for_later(record, type(exc).__name__)
             handed_off.set_result(None)
@@ -190,7 +189,7 @@ class Exchange:
             self._keep_for_later(record, "was cut off by shutdown")
             return
         exc = reply.exception()
-        if isinstance(exc, RedisError):
+        if isinstance(exc, STORE_ERRORS):
             REDIS_ERRORS.labels("settle").inc()
             self._keep_for_later(record, type(exc).__name__)
             return

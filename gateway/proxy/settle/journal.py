@@ -28,11 +28,11 @@ from typing import BinaryIO
 
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from gateway.observability.metrics import JOURNALED
 from gateway.tasks.background import stop_task
 from metering.admission import Metering
+from metering.transport.client import STORE_ERRORS
 from metering.usage import UsageRecord
 
 Release = tuple[str, str]  # (account id, generation id)
@@ -140,7 +140,7 @@ class SettlementJournal:
                             account_id, generation_id, time.time() if now is None else now
                         )
                         released += held
-                except RedisError:
+                except STORE_ERRORS:
                     if n:
                         self._keep(path, lines[n:])
                     raise
@@ -231,7 +231,7 @@ async def journal_replayer(app: web.Application) -> AsyncIterator[None]:
             if journal.files():
                 try:
                     await journal.replay(app[SERVICES].metering, app[CLOCK].now())
-                except RedisError as exc:
+                except STORE_ERRORS as exc:
                     log.warning("journal replay skipped: redis %s", type(exc).__name__)
                 except Exception:
                     log.exception("journal replay failed; trying again in %s s", interval)
