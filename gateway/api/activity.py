@@ -22,7 +22,6 @@ from gateway.http.describe import (
     ADMIN,
     ADMIN_ERRORS,
     API_KEY,
-    COUNT,
     INTEGER,
     KEY_ERRORS,
     STRING,
@@ -30,8 +29,6 @@ from gateway.http.describe import (
     data_of,
     described,
     errors,
-    list_of,
-    obj,
     ok,
     op,
     query,
@@ -118,8 +115,8 @@ def _time(text: str | None, field: str, default: float) -> float:
     return seconds
 
 
-def _totals(t: Totals) -> dict[str, Any]:
-    return shapes.Totals.model_validate(_totals_fields(t)).answer()
+def _totals(t: Totals) -> shapes.Totals:
+    return shapes.Totals.model_validate(_totals_fields(t))
 
 
 def _totals_fields(t: Totals) -> dict[str, Any]:
@@ -132,19 +129,19 @@ def _totals_fields(t: Totals) -> dict[str, Any]:
     }
 
 
-def _bucket(start: float, label: str, group: str | None, totals: Totals) -> dict[str, Any]:
+def _bucket(start: float, label: str, group: str | None, totals: Totals) -> shapes.Bucket:
     """One row: its start, the value of the field it is grouped by (if any), its totals."""
     grouped = {label: group} if label != "none" else {}
     fields = {"start": rfc3339(start), **grouped, **_totals_fields(totals)}
-    return shapes.Bucket.model_validate(fields).answer()
+    return shapes.Bucket.model_validate(fields)
 
 
-async def activity_of(request: web.Request, account_id: str, query: Query) -> dict[str, Any]:
+async def activity_of(request: web.Request, account_id: str, query: Query) -> shapes.Activity:
     starts = buckets_between(query.granularity, query.start, query.end)
     buckets = await request.app[SERVICES].rollups.read(account_id, query.granularity, starts)
     rows, total = summarize(buckets, query.filters, query.group_by)
     out = [_bucket(start, query.group_by, group, totals) for start, group, totals in rows]
-    return {"buckets": out, "totals": _totals(total)}
+    return shapes.Activity(buckets=out, totals=_totals(total))
 
 
 FILTERS = [
@@ -158,20 +155,8 @@ FILTERS = [
 GROUP_BY = query("group_by", {"enum": ["none", "model", "provider", "key"]}, "split the rows")
 CURSOR = query("cursor", STRING, "the `next_cursor` of the previous page (another is a 400)")
 CSV = text("text/csv", "RFC 4180 rows, a header line first, UTC times")
-ACTIVITY = data_of(obj(["buckets", "totals"], buckets=list_of(ref("Bucket")), totals=ref("Totals")))
-GENERATIONS_PAGE = obj(
-    ["data", "next_cursor"],
-    data=list_of(ref("Generation")),
-    next_cursor={"type": ["string", "null"]},
-)
-ADMIN_ACTIVITY = data_of(
-    obj(
-        ["accounts", "buckets", "totals"],
-        accounts=COUNT,
-        buckets=list_of(ref("Bucket")),
-        totals=ref("Totals"),
-    )
-)
+ACTIVITY = data_of(ref("Activity"))
+ADMIN_ACTIVITY = data_of(ref("AdminActivity"))
 
 
 def _holder_read(summary: str, answer: dict[str, Any], parameters: list[Any]) -> Any:
@@ -188,7 +173,8 @@ def _holder_read(summary: str, answer: dict[str, Any], parameters: list[Any]) ->
 @described(_holder_read("Spend, tokens and requests over time", ok(ACTIVITY), [*FILTERS, GROUP_BY]))
 async def activity(request: web.Request) -> web.Response:
     _, account = await holder(request)
-    return json_response({"data": await activity_of(request, account.id, parse_query(request))})
+    answer = await activity_of(request, account.id, parse_query(request))
+    return json_response({"data": answer.answer()})
 
 
 @routes.get("/api/v1/activity.csv")
@@ -199,8 +185,8 @@ async def activity_csv(request: web.Request) -> web.StreamResponse:
     data = await activity_of(request, account.id, query)
     columns = ["start", *([query.group_by] if query.group_by != "none" else []), *TOTAL_FIELDS]
     response = await _csv_response(request, "activity.csv", columns)
-    for row in data["buckets"]:
-        await response.write(_csv_line([row[c] for c in columns]))
+    for row in data.buckets:
+        await response.write(_csv_line([getattr(row, c) for c in columns]))
     await response.write_eof()
     return response
 
@@ -209,7 +195,7 @@ async def activity_csv(request: web.Request) -> web.StreamResponse:
 @described(
     _holder_read(
         "Usage records, newest first",
-        ok(GENERATIONS_PAGE),
+        ok(ref("GenerationsPage")),
         [*FILTERS, CURSOR, query("limit", INTEGER, "page size (1 to 500, 50)")],
     )
 )
@@ -226,8 +212,9 @@ async def generations(request: web.Request) -> web.Response:
     page = await request.app[SERVICES].generations.newest(
         account.id, query.filters, int(query.start * 1000), int(query.end * 1000), limit, cursor
     )
+    records = [generation_view(r) for r in page.records]
     return json_response(
-        {"data": [generation_view(r) for r in page.records], "next_cursor": page.next_cursor}
+        shapes.GenerationsPage(data=records, next_cursor=page.next_cursor).answer()
     )
 
 
@@ -262,7 +249,7 @@ async def generations_csv(request: web.Request) -> web.StreamResponse:
         account.id, query.filters, int(query.start * 1000), int(query.end * 1000)
     ):
         view = generation_view(record)
-        await response.write(_csv_line([view[c] for c in GENERATION_COLUMNS]))
+        await response.write(_csv_line([getattr(view, c) for c in GENERATION_COLUMNS]))
     await response.write_eof()
     return response
 
@@ -313,9 +300,8 @@ async def admin_activity(request: web.Request) -> web.Response:
         if by_account and not totals.requests:
             continue
         out.append(_bucket(start, label, group, totals))
-    return json_response(
-        {"data": {"accounts": len(accounts), "buckets": out, "totals": _totals(total)}}
-    )
+    answer = shapes.AdminActivity(accounts=len(accounts), buckets=out, totals=_totals(total))
+    return json_response({"data": answer.answer()})
 
 
 async def _csv_response(

@@ -8,8 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api import shapes
 from gateway.api.bodies import (
     KeyChanges,
+    LimitOverrides,
     NewAccount,
     NewKey,
     read_as,
@@ -34,7 +36,7 @@ from gateway.http.describe import (
     path,
     ref,
 )
-from gateway.http.errors import ApiError, bad_request, json_response
+from gateway.http.errors import ApiError, json_response
 from gateway.http.json_input import json_object
 from gateway.limits import LIMITS
 from gateway.state import CLOCK, SERVICES, SETTINGS
@@ -67,17 +69,6 @@ def tier_threshold(request: web.Request) -> int:
 
 
 ACCOUNT_ID = path("account_id", "an account id")
-OVERRIDES = {
-    "type": "object",
-    "description": 'limit name -> a count, "unlimited", or null to drop the override',
-    "additionalProperties": {
-        "oneOf": [
-            {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
-            {"const": "unlimited"},
-            {"type": "null"},
-        ]
-    },
-}
 
 
 def admin_op(
@@ -111,7 +102,7 @@ async def create_account(request: web.Request) -> web.Response:
     account = await request.app[SERVICES].accounts.create_account(
         body.name or "", usd_to_nanos(grant), request.app[CLOCK].now()
     )
-    return json_response(account_view(account, tier_threshold(request)), status=201)
+    return json_response(account_view(account, tier_threshold(request)).answer(), status=201)
 
 
 @routes.get("/admin/v1/accounts/{account_id}")
@@ -128,7 +119,7 @@ async def get_account(request: web.Request) -> web.Response:
     if account is None:
         raise ApiError(404, "no such account", "not_found")
     topup = await request.app[SERVICES].outbox.auto_topup(account.id)
-    return json_response(account_view(account, tier_threshold(request), topup))
+    return json_response(account_view(account, tier_threshold(request), topup).answer())
 
 
 @routes.post("/admin/v1/accounts/{account_id}/keys")
@@ -156,7 +147,7 @@ async def create_key(request: web.Request) -> web.Response:
         )
     except AccountNotFound:
         raise ApiError(404, "no such account", "not_found") from None
-    return json_response({"key": secret, **key_admin_view(key)}, status=201)
+    return json_response({"key": secret, **key_admin_view(key).answer()}, status=201)
 
 
 @routes.patch("/admin/v1/keys/{key_hash}")
@@ -184,7 +175,7 @@ async def update_key(request: web.Request) -> web.Response:
     key = await services.accounts.update_key(key_hash, request.app[CLOCK].now(), **changes)
     if key is None:
         raise ApiError(404, "no such key", "not_found")
-    return json_response(key_admin_view(key))
+    return json_response(key_admin_view(key).answer())
 
 
 @routes.get("/admin/v1/accounts/{account_id}/limits")
@@ -204,7 +195,7 @@ async def get_limits(request: web.Request) -> web.Response:
         404,
         *BODY_ERRORS,
         parameters=[ACCOUNT_ID],
-        body=json_body(OVERRIDES, required=False),
+        body=json_body(ref("LimitOverrides"), required=False),
     )
 )
 async def put_limits(request: web.Request) -> web.Response:
@@ -213,22 +204,9 @@ async def put_limits(request: web.Request) -> web.Response:
     `{"free-per-day": 5000, "free-per-minute": "unlimited"}`; limits not named keep their state.
     """
     account_id = await existing_account(request)
-    body = await json_object(request)
-    policy = request.app[LIMITS].policy
-    changes: dict[str, int | None] = {}
-    for name, value in body.items():
-        if policy.get(name) is None:
-            raise bad_request(f"no limit named {name!r} in the rate-limit file", name)
-        if value is None:
-            changes[name] = None
-        elif value == "unlimited":
-            changes[name] = UNLIMITED
-        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9:
-            changes[name] = value
-        else:
-            raise bad_request(
-                f"'{name}' must be a whole number of requests, \"unlimited\" or null", name
-            )
+    names = [c.name for c in request.app[LIMITS].policy.limits]
+    overrides = read_as(LimitOverrides, await json_object(request), limit_names=names)
+    changes: dict[str, int | None] = dict(overrides.root)
     await request.app[SERVICES].limits.set_overrides(account_id, changes)
     return json_response(await _limits_view(request, account_id))
 
@@ -242,10 +220,10 @@ async def existing_account(request: web.Request) -> str:
 
 async def _limits_view(request: web.Request, account_id: str) -> dict[str, Any]:
     overrides = await request.app[SERVICES].limits.overrides(account_id)
-    return {
-        "account_id": account_id,
-        "overrides": {
+    return shapes.Limits(
+        account_id=account_id,
+        overrides={
             name: "unlimited" if value == UNLIMITED else value for name, value in overrides.items()
         },
-        "limits": [c.name for c in request.app[LIMITS].policy.limits],
-    }
+        limits=[c.name for c in request.app[LIMITS].policy.limits],
+    ).answer()

@@ -3,6 +3,7 @@
 
 from aiohttp import web
 
+from gateway.api import shapes
 from gateway.api.admin import ACCOUNT_ID, admin_op, existing_account, tier_threshold
 from gateway.api.bodies import (
     AutoTopupSettings,
@@ -19,11 +20,8 @@ from gateway.http.describe import (
     BODY_ERRORS,
     INTEGER,
     STRING,
-    TIME,
     described,
     json_body,
-    list_of,
-    obj,
     ok,
     path,
     query,
@@ -44,20 +42,6 @@ from metering.ledger import RefundRefused
 from metering.money import NANOS_PER_USD, fee_nanos, format_usd
 
 routes = web.RouteTableDef()
-
-REFUND = obj(
-    ["purchase_id", "refunded", "fee_refunded", "fee_kept"],
-    purchase_id=STRING,
-    refunded=ref("Usd"),
-    fee_refunded=ref("Usd"),
-    fee_kept=ref("Usd"),
-    created_at=TIME,
-)
-LEDGER_PAGE = obj(
-    ["data", "next_cursor"],
-    data=list_of(ref("LedgerEntry")),
-    next_cursor={"type": ["string", "null"]},
-)
 
 
 @routes.put("/admin/v1/accounts/{account_id}/auto-topup")
@@ -96,7 +80,7 @@ async def put_auto_topup(request: web.Request) -> web.Response:
     topup = await outbox.auto_topup(account_id)
     account = await request.app[SERVICES].accounts.get_account(account_id)
     assert account is not None
-    return json_response(account_view(account, tier_threshold(request), topup))
+    return json_response(account_view(account, tier_threshold(request), topup).answer())
 
 
 @routes.post("/admin/v1/accounts/{account_id}/purchases")
@@ -145,14 +129,14 @@ async def create_purchase(request: web.Request) -> web.Response:
         ) from None
     if created:
         count_purchase(purchase)
-    return json_response(purchase_view(purchase), status=201 if created else 200)
+    return json_response(purchase_view(purchase).answer(), status=201 if created else 200)
 
 
 @routes.post("/admin/v1/purchases/{purchase_id}/refund")
 @described(
     admin_op(
         "Refund what is unused of a purchase",
-        ok(REFUND),
+        ok(ref("Refund")),
         404,
         409,
         parameters=[path("purchase_id", "a purchase id")],
@@ -183,15 +167,14 @@ async def refund_purchase(request: web.Request) -> web.Response:
             reason=exc.reason,
             refund_window_hours=settings.refund_window_hours,
         ) from None
-    return json_response(
-        {
-            "purchase_id": refund.purchase_id,
-            "refunded": format_usd(refund.refunded),
-            "fee_refunded": "0.00",
-            "fee_kept": format_usd(refund.fee),
-            "created_at": refund.created_at,
-        }
+    answer = shapes.Refund(
+        purchase_id=refund.purchase_id,
+        refunded=format_usd(refund.refunded),
+        fee_refunded="0.00",
+        fee_kept=format_usd(refund.fee),
+        created_at=refund.created_at,
     )
+    return json_response(answer.answer())
 
 
 _REFUSALS = {
@@ -208,7 +191,7 @@ _REFUSALS = {
 @described(
     admin_op(
         "Every movement of credit, newest first",
-        ok(LEDGER_PAGE),
+        ok(ref("LedgerPage")),
         400,
         404,
         parameters=[
@@ -227,12 +210,11 @@ async def ledger(request: web.Request) -> web.Response:
     except ValueError:
         raise bad_request("'limit' must be a whole number from 1 to 1000", "limit") from None
     entries, more = await request.app[SERVICES].ledger.entries(account_id, before, limit)
-    return json_response(
-        {
-            "data": [ledger_entry_view(e) for e in entries],
-            "next_cursor": None if more is None else f"{more[0]}:{more[1]}",
-        }
+    page = shapes.LedgerPage(
+        data=[ledger_entry_view(e) for e in entries],
+        next_cursor=None if more is None else f"{more[0]}:{more[1]}",
     )
+    return json_response(page.answer())
 
 
 def _ledger_cursor(text: str | None) -> tuple[int, str] | None:

@@ -6,7 +6,9 @@ Each field's check is its own and names the field: a problem is a 400 in the err
 `metadata.field`, its message saying what the field must be. Bounds that are settings (the
 largest purchase) and the time a key's expiry is measured from come in the validation context.
 Unknown fields are ignored, except in a key's changes, where naming a field that cannot be changed
-is a 400 rather than a silent no-op.
+is a 400 rather than a silent no-op. A payment notification is one of three event models, picked
+by its `type` (PAYMENT_EVENTS); an account's limit overrides are a map from the limit file's names
+(given in the context) to counts.
 """
 
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    RootModel,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -26,6 +29,7 @@ from pydantic import (
 
 from gateway.http.errors import bad_request
 from metering.money import AmountError, parse_usd
+from ratelimit.policy import UNLIMITED
 
 MAX_KEY_LIFETIME_MS = 100 * 365 * 86_400_000
 LIMIT_RESETS = ("daily", "weekly", "monthly")
@@ -34,12 +38,15 @@ Check = Callable[[Any, ValidationInfo], Any]
 
 
 def _field(info: ValidationInfo) -> str:
-    return info.field_name or "field"
+    """The field's name; a map's value has none, and read_as puts the key in its place."""
+    return info.field_name or "{field}"
 
 
-def _text(max_len: int) -> Check:
+def _text(max_len: int, *, required: bool = False) -> Check:
     def check(value: Any, info: ValidationInfo) -> str | None:
         if value is None:
+            if required:
+                raise ValueError(f"'{_field(info)}' is required")
             return None
         if not isinstance(value, str) or not value.strip() or len(value) > max_len:
             raise ValueError(
@@ -171,6 +178,49 @@ Method = Annotated[
     WithJsonSchema({"enum": ["card", "alipay", "crypto"]}),
 ]
 IdempotencyKey = Annotated[str, BeforeValidator(_text(200)), WithJsonSchema(_NAME)]
+Reference = Annotated[str, BeforeValidator(_text(200, required=True)), WithJsonSchema(_NAME)]
+OptionalReference = Annotated[
+    str | None, BeforeValidator(_text(200)), WithJsonSchema({**_NAME, **_OR_NULL})
+]
+AccountId = Annotated[
+    str,
+    BeforeValidator(_text(64, required=True)),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 64}),
+]
+
+
+def _limit_name(value: Any, info: ValidationInfo) -> str:
+    if value not in (info.context or {}).get("limit_names", ()):
+        raise ValueError(f"no limit named {value!r} in the rate-limit file")
+    return str(value)
+
+
+def _override(value: Any, info: ValidationInfo) -> int | None:
+    """A count, "unlimited" (stored as ratelimit's UNLIMITED), or None to drop the override."""
+    if value is None:
+        return None
+    if value == "unlimited":
+        return UNLIMITED
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_OVERRIDE:
+        return value
+    raise ValueError(f"'{_field(info)}' must be a whole number of requests, \"unlimited\" or null")
+
+
+MAX_OVERRIDE = 10**9
+LimitName = Annotated[str, BeforeValidator(_limit_name)]
+Override = Annotated[
+    int | None,
+    BeforeValidator(_override),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_OVERRIDE},
+                {"const": "unlimited"},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
 
 
 class Body(BaseModel):
@@ -217,16 +267,71 @@ class KeyChanges(Body):
     expires_at: ExpiresAt = None
 
 
-B = TypeVar("B", bound=Body)
+class LimitOverrides(RootModel[dict[LimitName, Override]]):
+    """Limit name -> a count, "unlimited", or null to drop the override; the names are the
+    rate-limit file's (`limit_names` in the context). Limits not named keep their state."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{"free-per-day": 5000}]})
 
 
-def read_as(model: type[B], body: dict[str, Any], **context: Any) -> B:
-    """`body` as `model`, or the 400 that names the first field in the way."""
+class PaymentSucceededData(Body):
+    account_id: AccountId
+    payment_id: Reference = Field(description="the purchase's idempotency key")
+    amount: RequiredCents
+    method: Method
+
+
+class PaymentRefundedData(Body):
+    account_id: AccountId
+    payment_id: Reference
+
+
+class PaymentFailedData(Body):
+    account_id: AccountId
+    payment_id: OptionalReference = None
+    topup_id: OptionalReference = Field(None, description="the topup.requested event's id")
+
+
+class PaymentSucceeded(Body):
+    id: Reference
+    type: Literal["payment.succeeded"]
+    data: PaymentSucceededData
+
+
+class PaymentRefunded(Body):
+    id: Reference
+    type: Literal["payment.refunded"]
+    data: PaymentRefundedData
+
+
+class PaymentFailed(Body):
+    """An auto top-up request that will not be bought: a new one may be made."""
+
+    id: Reference
+    type: Literal["payment.failed"]
+    data: PaymentFailedData
+
+
+PaymentEvent = PaymentSucceeded | PaymentRefunded | PaymentFailed
+PAYMENT_EVENTS: dict[str, type[PaymentEvent]] = {
+    "payment.succeeded": PaymentSucceeded,
+    "payment.refunded": PaymentRefunded,
+    "payment.failed": PaymentFailed,
+}
+
+M = TypeVar("M", bound=BaseModel)
+_NOT_AN_OBJECT = ("model_type", "model_attributes_type", "dict_type")
+
+
+def read_as(model: type[M], body: Any, **context: Any) -> M:
+    """`body` as `model`, or the 400 that names the first field in the way (the innermost
+    name: `amount`, not `data`)."""
     try:
         return model.model_validate(body, context=context)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = str(error["loc"][0])[:64] if error["loc"] else None
+        names = [str(part) for part in error["loc"] if isinstance(part, str) and part != "[key]"]
+        field = names[-1][:64] if names else None
         if error["type"] == "extra_forbidden":
             message = (
                 f"'{field}' cannot be changed; change {', '.join(CHANGEABLE[:-1])} or "
@@ -234,9 +339,20 @@ def read_as(model: type[B], body: dict[str, Any], **context: Any) -> B:
             )
         elif error["type"] == "missing":
             message = f"'{field}' is required"
+        elif error["type"] in _NOT_AN_OBJECT:
+            message = f"'{field}' must be an object" if field else "the body must be an object"
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
+            message = message.replace("'{field}'", f"'{field}'")
         raise bad_request(message, field) from None
 
 
-BODIES: tuple[type[Body], ...] = (NewAccount, AutoTopupSettings, NewPurchase, NewKey, KeyChanges)
+BODIES: tuple[type[BaseModel], ...] = (
+    NewAccount,
+    AutoTopupSettings,
+    NewPurchase,
+    NewKey,
+    KeyChanges,
+    LimitOverrides,
+    *PAYMENT_EVENTS.values(),
+)

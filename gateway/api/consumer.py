@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from gateway.api import shapes
 from gateway.api.views import generation_view, key_holder_view, model_view
 from gateway.http.auth import authenticate
 from gateway.http.describe import (
@@ -12,8 +13,6 @@ from gateway.http.describe import (
     data_of,
     described,
     errors,
-    list_of,
-    obj,
     ok,
     op,
     query,
@@ -28,11 +27,6 @@ from metering.usage import account_of_generation
 from ratelimit.policy import UNLIMITED
 
 routes = web.RouteTableDef()
-CREDITS = obj(
-    ["total_credits", "total_usage"],
-    total_credits={"type": "number"},
-    total_usage={"type": "number"},
-)
 
 
 @routes.get("/api/v1/models")
@@ -42,13 +36,12 @@ CREDITS = obj(
         "The catalog, with listed prices as decimal strings",
         "consumer",
         OPEN,
-        {"200": ok(obj(["object", "data"], object={"const": "list"}, data=list_of(ref("Model"))))},
+        {"200": ok(ref("ModelList"))},
     )
 )
 async def list_models(request: web.Request) -> web.Response:
-    return json_response(
-        {"object": "list", "data": [model_view(m) for m in request.app[MODELS].values()]}
-    )
+    models = [model_view(m) for m in request.app[MODELS].values()]
+    return json_response(shapes.ModelList(object="list", data=models).answer())
 
 
 async def usable_key(request: web.Request) -> ApiKey:
@@ -81,20 +74,16 @@ async def holder(request: web.Request) -> tuple[ApiKey, Account]:
         "Credits in and used, USD",
         "consumer",
         API_KEY,
-        {"200": ok(data_of(CREDITS)), **errors(*KEY_ERRORS)},
+        {"200": ok(data_of(ref("Credits"))), **errors(*KEY_ERRORS)},
     )
 )
 async def credits(request: web.Request) -> web.Response:
     _, account = await holder(request)
-    return json_response(
-        {
-            "data": {
-                # Credited and not taken back by refunds or expiry: the balance plus the usage.
-                "total_credits": nanos_to_number(account.balance + account.usage),
-                "total_usage": nanos_to_number(account.usage),
-            }
-        }
+    answer = shapes.Credits(
+        total_credits=nanos_to_number(account.balance + account.usage),
+        total_usage=nanos_to_number(account.usage),
     )
+    return json_response({"data": answer.answer()})
 
 
 @routes.get("/api/v1/key")
@@ -109,19 +98,19 @@ async def credits(request: web.Request) -> web.Response:
 )
 async def current_key(request: web.Request) -> web.Response:
     key, account = await holder(request)
-    data = key_holder_view(key, account)
     daily = request.app[LIMITS].policy.free_daily()
+    free_daily = None
     if daily is not None:
         used, allowed = await request.app[SERVICES].limits.usage(
             account.id, key.hash, daily, account.purchased, request.app[CLOCK].now()
         )
         unlimited = allowed == UNLIMITED
-        data["free_model_daily_requests"] = {
-            "limit": None if unlimited else allowed,
-            "remaining": None if unlimited else max(allowed - used, 0),
-            "used": used,
-        }
-    return json_response({"data": data})
+        free_daily = shapes.FreeModelDailyRequests(
+            limit=None if unlimited else allowed,
+            remaining=None if unlimited else max(allowed - used, 0),
+            used=used,
+        )
+    return json_response({"data": key_holder_view(key, account, free_daily).answer()})
 
 
 @routes.get("/api/v1/generation")
@@ -147,4 +136,4 @@ async def generation(request: web.Request) -> web.Response:
     record = await request.app[SERVICES].metering.generation(account.id, generation_id)
     if record is None:
         raise not_found
-    return json_response({"data": generation_view(record)})
+    return json_response({"data": generation_view(record).answer()})

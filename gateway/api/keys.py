@@ -7,23 +7,20 @@ key cannot make another management key: only the operator can.
 
 from aiohttp import web
 
+from gateway.api import shapes
 from gateway.api.bodies import KeyChanges, NewKey, read_as
 from gateway.api.consumer import usable_key
 from gateway.api.key_input import key_changes, new_key_fields
 from gateway.api.views import key_admin_view
 from gateway.http.describe import (
     BODY_ERRORS,
-    COUNT,
     INTEGER,
     MANAGEMENT_KEY,
     MANAGER_ERRORS,
-    STRING,
     data_of,
     described,
     errors,
     json_body,
-    list_of,
-    obj,
     ok,
     op,
     path,
@@ -57,9 +54,6 @@ async def _own_key(request: web.Request, manager: ApiKey) -> ApiKey:
 
 
 KEY_HASH = path("key_hash", "an API key's hash (sha256 of the secret, hex)")
-KEY_PAGE = obj(["data", "offset", "total"], data=list_of(ref("Key")), offset=COUNT, total=COUNT)
-MADE_KEY = obj(["key", "data"], key=STRING, data=ref("Key"))
-DELETED = data_of(obj(["hash", "deleted"], hash=STRING, deleted={"const": True}))
 
 
 @routes.get("/api/v1/keys")
@@ -68,7 +62,7 @@ DELETED = data_of(obj(["hash", "deleted"], hash=STRING, deleted={"const": True})
         "The account's keys",
         "keys",
         MANAGEMENT_KEY,
-        {"200": ok(KEY_PAGE), **errors(400, *MANAGER_ERRORS)},
+        {"200": ok(ref("KeyPage")), **errors(400, *MANAGER_ERRORS)},
         parameters=[
             query("offset", INTEGER, "keys to skip"),
             query("limit", INTEGER, "page size (1 to 100)"),
@@ -86,13 +80,8 @@ async def list_keys(request: web.Request) -> web.Response:
         manager.account_id, request.app[CLOCK].now()
     )
     page = keys[offset : offset + limit]
-    return json_response(
-        {
-            "data": [key_admin_view(k) for k in page],
-            "offset": offset,
-            "total": len(keys),
-        }
-    )
+    views = [key_admin_view(k) for k in page]
+    return json_response(shapes.KeyPage(data=views, offset=offset, total=len(keys)).answer())
 
 
 @routes.post("/api/v1/keys")
@@ -102,7 +91,7 @@ async def list_keys(request: web.Request) -> web.Response:
         "keys",
         MANAGEMENT_KEY,
         {
-            "201": ok(MADE_KEY, "Made: `key` is the secret, shown once"),
+            "201": ok(ref("MadeKey"), "Made: `key` is the secret, shown once"),
             **errors(*BODY_ERRORS, *MANAGER_ERRORS),
         },
         body=json_body(ref("NewKey"), required=False),
@@ -120,7 +109,8 @@ async def create_key(request: web.Request) -> web.Response:
     secret, key = await request.app[SERVICES].accounts.create_key(
         manager.account_id, now=now, **fields
     )
-    return json_response({"key": secret, "data": key_admin_view(key)}, status=201)
+    made = shapes.MadeKey(key=secret, data=key_admin_view(key))
+    return json_response(made.answer(), status=201)
 
 
 @routes.get("/api/v1/keys/{key_hash}")
@@ -135,7 +125,7 @@ async def create_key(request: web.Request) -> web.Response:
 )
 async def get_key(request: web.Request) -> web.Response:
     key = await _own_key(request, await _manager(request))
-    return json_response({"data": key_admin_view(key)})
+    return json_response({"data": key_admin_view(key).answer()})
 
 
 @routes.patch("/api/v1/keys/{key_hash}")
@@ -164,7 +154,7 @@ async def update_key(request: web.Request) -> web.Response:
     )
     if updated is None:
         raise ApiError(404, "no such key in this account", "not_found")
-    return json_response({"data": key_admin_view(updated)})
+    return json_response({"data": key_admin_view(updated).answer()})
 
 
 @routes.delete("/api/v1/keys/{key_hash}")
@@ -173,7 +163,7 @@ async def update_key(request: web.Request) -> web.Response:
         "Delete a key",
         "keys",
         MANAGEMENT_KEY,
-        {"200": ok(DELETED), **errors(404, *MANAGER_ERRORS)},
+        {"200": ok(data_of(ref("DeletedKey"))), **errors(404, *MANAGER_ERRORS)},
         parameters=[KEY_HASH],
     )
 )
@@ -182,4 +172,4 @@ async def delete_key(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await services.accounts.delete_key(key.account_id, key.hash)
     services.keys.forget(key.hash)
-    return json_response({"data": {"hash": key.hash, "deleted": True}})
+    return json_response({"data": shapes.DeletedKey(hash=key.hash, deleted=True).answer()})

@@ -191,6 +191,83 @@ class Bucket(Shape):
     requests: Count
 
 
+class ModelList(Shape):
+    object: Literal["list"]
+    data: list[Model]
+
+
+class KeyPage(Shape):
+    data: list[Key]
+    offset: Count
+    total: Count
+
+
+class MadeKey(Shape):
+    key: str = Field(description="the secret, shown once")
+    data: Key
+
+
+class DeletedKey(Shape):
+    hash: str
+    deleted: Literal[True]
+
+
+class LedgerPage(Shape):
+    data: list[LedgerEntry]
+    next_cursor: str | None = Field(description="the next page's cursor; null on the last page")
+
+
+class GenerationsPage(Shape):
+    data: list[Generation]
+    next_cursor: str | None = Field(description="the next page's cursor; null on the last page")
+
+
+class Activity(Shape):
+    buckets: list[Bucket]
+    totals: Totals
+
+
+class AdminActivity(Shape):
+    accounts: Count = Field(description="accounts with any activity in the span")
+    buckets: list[Bucket]
+    totals: Totals
+
+
+class Credits(Shape):
+    """Credited and not taken back (by refunds or expiry), and used: USD as numbers, as
+    OpenRouter has it."""
+
+    total_credits: float
+    total_usage: float
+
+
+class Refund(Shape):
+    purchase_id: str
+    refunded: Usd
+    fee_refunded: Usd
+    fee_kept: Usd
+    created_at: Time | None = None
+
+
+class Limits(Shape):
+    """An account's rate-limit overrides, and the names of the limits in the file."""
+
+    account_id: str
+    overrides: dict[str, Annotated[int, Field(ge=0)] | Literal["unlimited"]]
+    limits: list[str]
+
+
+class PaymentReceived(Shape):
+    """A payment notification taken: what it did (the fields of its event type only)."""
+
+    received: Literal[True]
+    duplicate: bool | None = None
+    purchase: Purchase | None = None
+    purchase_id: str | None = None
+    refunded: Usd | None = None
+    topup_cleared: bool | None = None
+
+
 ANSWERS: tuple[type[Shape], ...] = (
     Totals,
     Bucket,
@@ -201,4 +278,16 @@ ANSWERS: tuple[type[Shape], ...] = (
     Purchase,
     LedgerEntry,
     Model,
+    ModelList,
+    KeyPage,
+    MadeKey,
+    DeletedKey,
+    LedgerPage,
+    GenerationsPage,
+    Activity,
+    AdminActivity,
+    Credits,
+    Refund,
+    Limits,
+    PaymentReceived,
 )

@@ -16,7 +16,7 @@ def price_text(value: Any) -> str:
     return "0" if not value else format(value.normalize(), "f")
 
 
-def model_view(model: ResolvedModel) -> dict[str, Any]:
+def model_view(model: ResolvedModel) -> shapes.Model:
     p = model.config.pricing
     extra = {
         name: price_text(getattr(p, name))
@@ -39,12 +39,12 @@ def model_view(model: ResolvedModel) -> dict[str, Any]:
         ),
         top_provider=shapes.TopProvider(max_completion_tokens=model.config.max_output_tokens),
         is_free=model.is_free,
-    ).answer()
+    )
 
 
 def account_view(
     account: Account, tier_threshold: int, auto_topup: tuple[int, int, bool] | None = None
-) -> dict[str, Any]:
+) -> shapes.Account:
     return shapes.Account(
         id=account.id,
         name=account.name,
@@ -65,10 +65,10 @@ def account_view(
             request_outstanding=auto_topup[2],
         ),
         created_at=account.created_at,
-    ).answer()
+    )
 
 
-def key_admin_view(key: ApiKey) -> dict[str, Any]:
+def key_admin_view(key: ApiKey) -> shapes.Key:
     return shapes.Key(
         hash=key.hash,
         account_id=key.account_id,
@@ -80,10 +80,12 @@ def key_admin_view(key: ApiKey) -> dict[str, Any]:
         usage=format_usd(key.usage),
         created_at=key.created_at,
         expires_at=None if key.expires_at_ms is None else rfc3339(key.expires_at_ms / 1000),
-    ).answer()
+    )
 
 
-def key_holder_view(key: ApiKey, account: Account) -> dict[str, Any]:
+def key_holder_view(
+    key: ApiKey, account: Account, free_daily: shapes.FreeModelDailyRequests | None = None
+) -> shapes.KeyHolder:
     remaining = (
         None if key.limit is None else nanos_to_number(max(key.limit - _period_usage(key), 0))
     )
@@ -98,8 +100,8 @@ def key_holder_view(key: ApiKey, account: Account) -> dict[str, Any]:
         limit_remaining=remaining,
         is_free_tier=account.purchased == 0,
         is_management_key=key.management,
-        free_model_daily_requests=None,
-    ).answer()
+        free_model_daily_requests=free_daily,
+    )
 
 
 def _period_usage(key: ApiKey) -> int:
@@ -108,17 +110,17 @@ def _period_usage(key: ApiKey) -> int:
     )
 
 
-def ledger_entry_view(entry: LedgerEntry) -> dict[str, Any]:
+def ledger_entry_view(entry: LedgerEntry) -> shapes.LedgerEntry:
     return shapes.LedgerEntry(
         id=entry.id,
         kind=entry.kind,  # type: ignore[arg-type]
         amount=format_usd(entry.amount),
         created_at=rfc3339(entry.created_at_ms / 1000),
         ref=entry.ref,
-    ).answer()
+    )
 
 
-def purchase_view(purchase: Purchase) -> dict[str, Any]:
+def purchase_view(purchase: Purchase) -> shapes.Purchase:
     return shapes.Purchase(
         id=purchase.id,
         account_id=purchase.account_id,
@@ -128,10 +130,10 @@ def purchase_view(purchase: Purchase) -> dict[str, Any]:
         method=purchase.method,  # type: ignore[arg-type]
         idempotency_key=purchase.idempotency_key,
         created_at=purchase.created_at,
-    ).answer()
+    )
 
 
-def generation_view(record: UsageRecord) -> dict[str, Any]:
+def generation_view(record: UsageRecord) -> shapes.Generation:
     return shapes.Generation(
         id=record.id,
         model=record.model,
@@ -152,7 +154,7 @@ def generation_view(record: UsageRecord) -> dict[str, Any]:
         status=record.status,
         usage_source=record.usage_source,  # type: ignore[arg-type]
         created_at=record.created_at,
-    ).answer()
+    )
 
 
 def duration_text(seconds: float) -> str:

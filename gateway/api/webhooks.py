@@ -16,6 +16,14 @@ and neither changes anything.
 import orjson
 from aiohttp import web
 
+from gateway.api.bodies import (
+    PAYMENT_EVENTS,
+    PaymentRefunded,
+    PaymentSucceeded,
+    PaymentSucceededData,
+    read_as,
+)
+from gateway.api.shapes import PaymentReceived
 from gateway.api.signing import SIGNATURE_HEADER, BadSignature, StaleSignature, verify
 from gateway.api.views import purchase_view
 from gateway.http.describe import (
@@ -24,13 +32,12 @@ from gateway.http.describe import (
     described,
     errors,
     json_body,
-    obj,
     ok,
     op,
     ref,
 )
 from gateway.http.errors import ApiError, bad_request, json_response
-from gateway.http.json_input import read_body, text_field, usd_field
+from gateway.http.json_input import read_body
 from gateway.observability.metrics import REFUNDS, count_purchase
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.accounts import AccountNotFound, AmountTooLarge, IdempotencyConflict
@@ -42,32 +49,6 @@ MAX_WEBHOOK_BYTES = 64 * 1024
 FOREVER_SECONDS = 100 * 365 * 86_400.0
 
 
-PAYMENT_EVENT = obj(
-    ["id", "type", "data"],
-    id={"type": "string", "minLength": 1, "maxLength": 200},
-    type={"enum": ["payment.succeeded", "payment.refunded", "payment.failed"]},
-    data=obj(
-        ["account_id"],
-        account_id={"type": "string", "minLength": 1, "maxLength": 64},
-        payment_id={"type": "string", "minLength": 1, "maxLength": 200},
-        amount={
-            "type": "string",
-            "pattern": r"^[0-9]{1,6}(\.[0-9]{1,2})?$",
-            "description": "US dollars in whole cents",
-        },
-        method={"enum": ["card", "alipay", "crypto"]},
-        topup_id=STRING,
-    ),
-)
-RECEIVED = obj(
-    ["received"],
-    received={"const": True},
-    duplicate={"type": "boolean"},
-    purchase=ref("Purchase"),
-    purchase_id=STRING,
-    refunded=ref("Usd"),
-    topup_cleared={"type": "boolean"},
-)
 SIGNATURE = {
     "name": "Gateway-Signature",
     "in": "header",
@@ -83,9 +64,15 @@ SIGNATURE = {
         "Payment notifications, signed (payment.succeeded, .refunded, .failed)",
         "webhooks",
         OPEN,
-        {"200": ok(RECEIVED, "Received"), **errors(400, 401, 404, 409, 413, 503)},
+        {"200": ok(ref("PaymentReceived"), "Received"), **errors(400, 401, 404, 409, 413, 503)},
         parameters=[SIGNATURE],
-        body=json_body(PAYMENT_EVENT),
+        body=json_body(
+            {
+                "oneOf": [
+                    ref(name) for name in ("PaymentSucceeded", "PaymentRefunded", "PaymentFailed")
+                ]
+            }
+        ),
     )
 )
 async def payments(request: web.Request) -> web.Response:
@@ -108,51 +95,39 @@ async def payments(request: web.Request) -> web.Response:
     except StaleSignature as exc:
         raise ApiError(400, str(exc), "stale_signature") from None
     try:
-        event = orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise bad_request("webhook body is not valid JSON") from None
-    if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
-        raise bad_request("webhook body must be an event object with 'data'", "data")
-    text_field(event, "id", required=True)
-    kind = event.get("type")
-    data = event["data"]
-    account_id = text_field(data, "account_id", required=True, max_len=64) or ""
-    if not account_id.isalnum():
-        raise ApiError(404, "no such account", "not_found")
-    payment_id = text_field(data, "payment_id", required=kind != "payment.failed") or ""
-    if kind == "payment.succeeded":
-        return await _succeeded(request, account_id, payment_id, data)
-    if kind == "payment.refunded":
-        return await _refunded(request, account_id, payment_id)
-    if kind == "payment.failed":
-        # An auto top-up request that will not be bought: a new one may be made.
-        topup_id = text_field(data, "topup_id", max_len=200)
-        cleared = bool(topup_id) and await request.app[SERVICES].outbox.answered(
-            account_id, topup_id or ""
+    kind = body.get("type") if isinstance(body, dict) else None
+    model = PAYMENT_EVENTS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise bad_request(
+            "'type' must be payment.succeeded, payment.refunded or payment.failed", "type"
         )
-        return json_response({"received": True, "topup_cleared": cleared})
-    raise bad_request(
-        "'type' must be payment.succeeded, payment.refunded or payment.failed", "type"
+    event = read_as(model, body, max_usd=settings.max_purchase)
+    if not event.data.account_id.isalnum():
+        raise ApiError(404, "no such account", "not_found")
+    if isinstance(event, PaymentSucceeded):
+        return await _succeeded(request, event.data)
+    if isinstance(event, PaymentRefunded):
+        return await _refunded(request, event.data.account_id, event.data.payment_id)
+    topup_id = event.data.topup_id
+    cleared = bool(topup_id) and await request.app[SERVICES].outbox.answered(
+        event.data.account_id, topup_id or ""
     )
+    return json_response(PaymentReceived(received=True, topup_cleared=cleared).answer())
 
 
-async def _succeeded(
-    request: web.Request, account_id: str, payment_id: str, data: dict[str, object]
-) -> web.Response:
+async def _succeeded(request: web.Request, data: PaymentSucceededData) -> web.Response:
     settings = request.app[SETTINGS]
-    amount = usd_field(data, "amount", max_decimals=2, maximum=settings.max_purchase)
-    if amount is None:
-        raise bad_request("'amount' is required", "amount")
-    method = data.get("method")
-    if method not in ("card", "alipay", "crypto"):
-        raise bad_request("'method' must be one of card, alipay, crypto", "method")
+    amount, method = data.amount, data.method
     if method == "crypto":
         fee = fee_nanos(amount, settings.crypto_fee_percent, settings.crypto_fee_minimum)
     else:
         fee = fee_nanos(amount, settings.card_fee_percent, settings.card_fee_minimum)
     try:
         purchase, created = await request.app[SERVICES].accounts.purchase(
-            account_id, amount, fee, method, payment_id, request.app[CLOCK].now()
+            data.account_id, amount, fee, method, data.payment_id, request.app[CLOCK].now()
         )
     except AccountNotFound:
         raise ApiError(404, "no such account", "not_found") from None
@@ -166,9 +141,8 @@ async def _succeeded(
         ) from None
     if created:
         count_purchase(purchase)
-    return json_response(
-        {"received": True, "duplicate": not created, "purchase": purchase_view(purchase)}
-    )
+    answer = PaymentReceived(received=True, duplicate=not created, purchase=purchase_view(purchase))
+    return json_response(answer.answer())
 
 
 async def _refunded(request: web.Request, account_id: str, payment_id: str) -> web.Response:
@@ -191,4 +165,5 @@ async def _refunded(request: web.Request, account_id: str, payment_id: str) -> w
         if exc.reason != "nothing_left":
             raise ApiError(409, f"refund refused: {exc.reason}", "refund_refused") from None
         refunded = "0.00"  # all of it was used: acknowledged, nothing to take back
-    return json_response({"received": True, "purchase_id": purchase.id, "refunded": refunded})
+    answer = PaymentReceived(received=True, purchase_id=purchase.id, refunded=refunded)
+    return json_response(answer.answer())

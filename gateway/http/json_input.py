@@ -1,8 +1,7 @@
-"""Small, strict readers for JSON request bodies of the admin and key APIs (each problem a 400
-naming its field)."""
+"""Reading JSON request bodies: the whole body within its bounds, and a JSON object or a 400.
+The fields are read by the typed models of gateway.api.bodies."""
 
 import asyncio
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -10,7 +9,6 @@ from aiohttp import web
 
 from gateway.http.errors import ApiError, bad_request
 from gateway.state import SETTINGS
-from metering.money import AmountError, parse_usd
 
 MAX_ADMIN_BODY = 64 * 1024
 
@@ -60,42 +58,3 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")
     return body
-
-
-def text_field(
-    body: dict[str, Any],
-    name: str,
-    *,
-    required: bool = False,
-    max_len: int = 200,
-    default: str | None = None,
-) -> str | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise bad_request(f"'{name}' is required", name)
-        return default
-    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
-        raise bad_request(
-            f"'{name}' must be a non-empty string of at most {max_len} characters", name
-        )
-    return value
-
-
-def usd_field(
-    body: dict[str, Any],
-    name: str,
-    *,
-    max_decimals: int,
-    maximum: Decimal | None = None,
-    allow_zero: bool = False,
-) -> Decimal | None:
-    if body.get(name) is None:
-        return None
-    try:
-        value = parse_usd(body[name], max_decimals=max_decimals, allow_zero=allow_zero)
-    except AmountError as exc:
-        raise bad_request(f"'{name}' {exc}", name) from None
-    if maximum is not None and value > maximum:
-        raise bad_request(f"'{name}' must be at most {maximum}", name)
-    return value

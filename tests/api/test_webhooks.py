@@ -134,3 +134,43 @@ async def test_odd_signature_headers_are_401s_not_crashes(hook_client: TestClien
             "/webhooks/payments", data=b"{}", headers={"Gateway-Signature": header}
         )
         assert resp.status == 401, header
+
+
+async def test_malformed_events_are_400s_that_name_the_field(hook_client: TestClient) -> None:
+    account_id, _ = await new_account(hook_client)
+
+    def paid(**changes: Any) -> dict[str, Any]:
+        event = _paid(account_id, "pay_bad")
+        for name, value in changes.items():
+            target = event if name in ("id", "type", "data") else event["data"]
+            if value is ...:
+                del target[name]
+            else:
+                target[name] = value
+        return event
+
+    cases: list[tuple[dict[str, Any], str]] = [
+        (paid(type=["payment.succeeded"]), "type"),
+        (paid(type="payment.pending"), "type"),
+        (paid(id=...), "id"),
+        (paid(id=None), "id"),
+        (paid(data=...), "data"),
+        (paid(data=[account_id]), "data"),
+        (paid(account_id=7), "account_id"),
+        (paid(amount=...), "amount"),
+        (paid(amount=10.5), "amount"),
+        (paid(amount="10.001"), "amount"),
+        (paid(amount="100000.01"), "amount"),
+        (paid(method="cash"), "method"),
+        (paid(payment_id=""), "payment_id"),
+        ({"id": "e", "type": "payment.refunded", "data": {"account_id": account_id}}, "payment_id"),
+    ]
+    for event, field in cases:
+        status, body = await _send(hook_client, event)
+        assert status == 400, (event, body)
+        assert body["error"]["metadata"]["field"] == field, (event, body)
+        assert field in body["error"]["message"], (event, body)
+    status, _ = await _send(hook_client, paid(account_id="no-such-account"))
+    assert status == 404
+    state = await account_state(hook_client, account_id)
+    assert state["balance"] == "0.00" and state["lifetime_purchases"] == "0.00"

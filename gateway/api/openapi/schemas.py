@@ -53,14 +53,6 @@ ERROR = obj(
     ),
 )
 
-LIMIT_OVERRIDE = {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "unlimited"}]}
-LIMITS = obj(
-    ["account_id", "overrides", "limits"],
-    account_id={"type": "string"},
-    overrides={"type": "object", "additionalProperties": LIMIT_OVERRIDE},
-    limits={"type": "array", "items": {"type": "string"}},
-)
-
 USAGE = obj(
     ["prompt_tokens", "completion_tokens", "total_tokens", "cost"],
     prompt_tokens=COUNT,
@@ -128,7 +120,6 @@ SCHEMAS: dict[str, Schema] = {
     "Error": ERROR,
     "Usd": USD,
     **model_schemas(shapes.ANSWERS, "serialization"),
-    "Limits": LIMITS,
     "Completion": COMPLETION,
     "ChatCompletionRequest": CHAT_REQUEST,
     "CompletionRequest": TEXT_REQUEST,
