@@ -45,6 +45,7 @@ class UsageRecord:
     created_at: str
     created_at_ms: int
     num_media_prompt: int = 0  # input images, each charged the model's image price (if listed)
+    zero_completion_insurance: bool = False  # the charge was waived: nothing (usable) came back
 
     def to_json(self) -> str:
         return self.to_json_bytes().decode()

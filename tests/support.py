@@ -108,6 +108,8 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
         paid("test/overuse", "sim-overuse"),
         paid("test/slowstream", "sim-slowstream", max_output_tokens=1000),
         paid("test/trickle", "sim-trickle", max_output_tokens=100),
+        paid("test/empty", "sim-empty"),
+        paid("test/errorchunk", "sim-errorchunk"),
         ModelConfig(
             id="test/fallback", providers=["deadsim", "sim"], upstream_model="sim-gpt", pricing=PAID
         ),

@@ -236,6 +236,7 @@ GENERATION_COLUMNS = (
     "finish_reason",
     "status",
     "num_media_prompt",
+    "zero_completion_insurance",
 )
 
 

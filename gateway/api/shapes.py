@@ -114,6 +114,9 @@ class Generation(Shape):
     finish_reason: str | None
     status: int
     usage_source: Literal["provider", "provider_share", "estimated", "none"]
+    zero_completion_insurance: bool = Field(
+        description="not charged: no completion tokens and no finish reason, or an error finish"
+    )
     created_at: Time
 
 

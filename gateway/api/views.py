@@ -153,6 +153,7 @@ def generation_view(record: UsageRecord) -> shapes.Generation:
         finish_reason=record.finish_reason,
         status=record.status,
         usage_source=record.usage_source,  # type: ignore[arg-type]
+        zero_completion_insurance=record.zero_completion_insurance,
         created_at=record.created_at,
     )
 

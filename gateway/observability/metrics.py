@@ -114,6 +114,11 @@ TTFT_SECONDS = Histogram(
 )
 TOKENS = Counter("gateway_tokens_total", "Tokens charged", ["model", "provider", "kind"])
 SPEND = Counter("gateway_spend_usd_total", "USD charged for usage", ["model", "provider"])
+INSURED = Counter(
+    "gateway_zero_completion_insured_total",
+    "Answers not charged: no completion and no finish reason, or an error finish",
+    ["model", "provider"],
+)
 PURCHASED = Counter("gateway_credits_purchased_usd_total", "Credits bought", ["method"])
 FEES = Counter("gateway_fees_usd_total", "Platform fees on purchases", ["method"])
 REFUNDS = Counter("gateway_refunds_usd_total", "Credits refunded")

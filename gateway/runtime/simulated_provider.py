@@ -46,7 +46,11 @@ BEHAVIOURS = {
     "sim-slowstream": f"streams {LONG_REPLY_WORDS} words, one every 20 ms",
     "sim-flood": f"streams {FLOOD_CHUNKS} chunks of 4 KB as fast as the reader takes them",
     "sim-trickle": "sends one byte every 50 ms, for up to ten minutes, then answers",
+    "sim-empty": "answers no text: zero completion tokens and a null finish reason",
+    "sim-errorchunk": "ends in an error: finish reason `error` (when streaming, after two words, "
+    "with an `error` member)",
 }
+ERROR_AFTER_WORDS = 2
 STATS = web.AppKey("stats", dict[str, int])
 SLOW_SECONDS = web.AppKey("slow_seconds", float)
 
@@ -70,6 +74,10 @@ def count_prompt_tokens(body: dict[str, Any]) -> int:
 def _words(model: str, max_tokens: int | None) -> list[str]:
     if model == "sim-flood":
         return [FLOOD_PIECE] * FLOOD_CHUNKS  # whatever max_tokens said
+    if model == "sim-empty":
+        return []
+    if model == "sim-errorchunk":
+        return REPLY[:ERROR_AFTER_WORDS]
     words = REPLY * 40 if model == "sim-slowstream" else REPLY
     words = words[:LONG_REPLY_WORDS]
     return words[:max_tokens] if max_tokens else words
@@ -122,7 +130,7 @@ async def _completion(request: web.Request) -> web.StreamResponse:
         return web.Response(body=b"{not json", content_type="application/json")
     text = " ".join(words)
     cut = isinstance(max_tokens, int) and max_tokens < len(_words(model, None))
-    choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if cut else "stop"}
+    choice: dict[str, Any] = {"index": 0, "finish_reason": _finish_reason(model, cut)}
     if chat:
         choice["message"] = {"role": "assistant", "content": text}
     else:
@@ -185,9 +193,13 @@ async def _stream(
                 await response.write(b"data: {broken\n\n")
             if delay:
                 await asyncio.sleep(delay)
-        done = {"index": 0, "finish_reason": "stop"}
+        done: dict[str, Any] = {"index": 0, "finish_reason": _finish_reason(model, False)}
         done["delta" if chat else "text"] = {} if chat else ""
-        await response.write(chunk([done]))
+        last = chunk([done])
+        if model == "sim-errorchunk":  # as OpenRouter sends a provider's error mid stream
+            error = {"message": "simulated: the model failed mid stream", "code": 502}
+            last = last[:-3] + b',"error":' + orjson.dumps(error) + b"}\n\n"
+        await response.write(last)
         options = body.get("stream_options") or {}
         if options.get("include_usage") and model != "sim-nousage":
             await response.write(chunk([], _usage(prompt_tokens, len(words))))
@@ -198,6 +210,14 @@ async def _stream(
         stats["streams_aborted"] += 1
         raise
     return response
+
+
+def _finish_reason(model: str, cut: bool) -> str | None:
+    if model == "sim-empty":
+        return None
+    if model == "sim-errorchunk":
+        return "error"
+    return "length" if cut else "stop"
 
 
 async def _trickle(request: web.Request, stream: bool) -> web.StreamResponse:

@@ -11,6 +11,7 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.models import ResolvedModel
 from gateway.observability.metrics import (
+    INSURED,
     REDIS_ERRORS,
     REDIS_SECONDS,
     SPEND,
@@ -61,6 +62,7 @@ class Exchange:
     _renewing: "asyncio.Future[None] | None" = None
 
     cost: int = 0  # nanodollars, set with the usage by charge()
+    insured: bool = False  # zero completion insurance waived the cost (see insure())
 
     def charge(self, usage: TokenUsage, source: str) -> None:
         """`source`: "provider" (its usage), "estimated" (ours), "none" (nothing came: free)."""
@@ -69,6 +71,19 @@ class Exchange:
         self.usage = usage
         self.usage_source = source
         self.cost = self.model.prices.cost_nanos(usage)
+
+    def insure(self) -> None:
+        """Zero completion insurance, as OpenRouter has it: an answer with no completion tokens
+        and no finish reason, or one that ended in an error (the provider's error chunk, or the
+        stream broken off), costs nothing, prompt included. A client that hung up is charged
+        what was generated: its finish reason is "cancelled", and it is never insured."""
+        if self.cancelled or not self.cost:
+            return
+        reason = (self.finish_reason or "").strip()
+        completion = self.usage.completion if self.usage is not None else 0
+        if reason == "error" or (not reason and completion == 0):
+            self.cost = 0
+            self.insured = True
 
     def record(self) -> UsageRecord:
         done = self.done_at or time.monotonic()
@@ -97,6 +112,7 @@ class Exchange:
             created_at=rfc3339(wall),
             created_at_ms=int(wall * 1000),
             num_media_prompt=usage.images,
+            zero_completion_insurance=self.insured,
         )
 
     def hold_reservation(self, every: float) -> None:
@@ -129,6 +145,7 @@ class Exchange:
             if self._renewal is not None:
                 self._renewal.cancel()
             self.done_at = self.done_at or time.monotonic()
+            self.insure()
             self._handed_off = asyncio.get_running_loop().create_future()
             self._send_settlement(self._handed_off)
         if not self._handed_off.done():
@@ -220,3 +237,5 @@ def _count_usage(record: UsageRecord) -> None:
             labelled(TOKENS, *labels, kind).inc(count)
     if record.cost:
         labelled(SPEND, *labels).inc(record.cost / NANOS_PER_USD)
+    if record.zero_completion_insurance:
+        labelled(INSURED, *labels).inc()
