@@ -5,6 +5,7 @@ account's slot without an index, and another account's id simply finds nothing.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -46,6 +47,9 @@ class UsageRecord:
     created_at_ms: int
     num_media_prompt: int = 0  # input images, each charged the model's image price (if listed)
     zero_completion_insurance: bool = False  # the charge was waived: nothing (usable) came back
+    # The tries that gave way before the one that served: {"model", "provider", "status"}, the
+    # status an HTTP status or "connect", "timeout", "protocol".
+    failed_attempts: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> str:
         return self.to_json_bytes().decode()

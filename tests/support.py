@@ -66,6 +66,7 @@ class ThreadedServer:
 
 
 PAID = Pricing(prompt=PROMPT_PRICE, completion=COMPLETION_PRICE)
+PRICEY = Pricing(prompt=PROMPT_PRICE * 100, completion=COMPLETION_PRICE * 100)
 VISION = Pricing(prompt=PROMPT_PRICE, completion=COMPLETION_PRICE, image=IMAGE_PRICE)
 
 
@@ -109,6 +110,13 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
         paid("test/slowstream", "sim-slowstream", max_output_tokens=1000),
         paid("test/trickle", "sim-trickle", max_output_tokens=100),
         paid("test/empty", "sim-empty"),
+        ModelConfig(
+            id="test/pricey",
+            provider="sim",
+            upstream_model="sim-gpt",
+            pricing=PRICEY,
+            max_output_tokens=1000,
+        ),
         paid("test/errorchunk", "sim-errorchunk"),
         ModelConfig(
             id="test/fallback", providers=["deadsim", "sim"], upstream_model="sim-gpt", pricing=PAID

@@ -93,6 +93,14 @@ class KeyHolder(Shape):
     free_model_daily_requests: FreeModelDailyRequests | None
 
 
+class FailedAttempt(Shape):
+    model: str
+    provider: str
+    status: int | Literal["connect", "timeout", "protocol"] = Field(
+        description="the provider's HTTP status, or why it gave no answer"
+    )
+
+
 class Generation(Shape):
     """One usage record, with OpenRouter's field names."""
 
@@ -116,6 +124,9 @@ class Generation(Shape):
     usage_source: Literal["provider", "provider_share", "estimated", "none"]
     zero_completion_insurance: bool = Field(
         description="not charged: no completion tokens and no finish reason, or an error finish"
+    )
+    failed_attempts: list[FailedAttempt] = Field(
+        description="the tries that gave way before the one that served, in order"
     )
     created_at: Time
 

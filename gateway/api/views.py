@@ -154,6 +154,7 @@ def generation_view(record: UsageRecord) -> shapes.Generation:
         status=record.status,
         usage_source=record.usage_source,  # type: ignore[arg-type]
         zero_completion_insurance=record.zero_completion_insurance,
+        failed_attempts=[shapes.FailedAttempt(**a) for a in record.failed_attempts],
         created_at=record.created_at,
     )
 

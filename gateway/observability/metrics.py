@@ -140,6 +140,11 @@ OUTBOX_EVENTS = Gauge(
     "Auto top-up requests waiting for delivery (as the last pass saw them)",
     multiprocess_mode="max",
 )
+FALLBACKS = Counter(
+    "gateway_fallbacks_total",
+    "Provider tries that gave way to the next provider or model, by why",
+    ["provider", "reason"],
+)
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Provider failures", ["provider", "kind"]
 )

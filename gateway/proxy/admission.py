@@ -46,19 +46,20 @@ async def admit(
     request: web.Request,
     account_id: str,
     key_hash: str,
-    model: ResolvedModel,
+    route: tuple[ResolvedModel, ...],
     req: CompletionRequest,
     prompt: PromptEstimate,
 ) -> Admitted:
+    """Admit the request for whichever of `route` may serve it: the costliest one's worst case
+    is reserved, and it counts against the limits of every model that may serve it (a free
+    fallback counts against the free-model limits: it may be what answers)."""
     services = request.app[SERVICES]
     now = request.app[CLOCK].now()
-    max_out = req.output_limit(model.config.max_output_tokens) * req.completions
-    worst = model.prices.worst_case_nanos(prompt.tokens, max_out, prompt.images)
-    reserve = 0 if model.is_free else worst
+    model, reserve = _costliest(route, req, prompt)
     if reserve > MAX_NANOS:
         raise ApiError(402, "this request's worst-case cost is too large; lower max_tokens")
     generation_id = new_generation_id(account_id)
-    limits = request.app[LIMITS].policy.applicable(model.id, model.providers[0].name, model.is_free)
+    limits = _limits_of(request, route)
     inputs = admission_inputs(account_id, key_hash, limits, now)
     started = time.perf_counter()
     try:
@@ -67,7 +68,7 @@ async def admit(
             key_hash,
             generation_id,
             reserve,
-            paid=not model.is_free,
+            paid=not all(m.is_free for m in route),
             now=now,
             limit_keys=inputs.keys,
             limit_args=inputs.args,
@@ -76,7 +77,7 @@ async def admit(
         REDIS_ERRORS.labels("admit").inc()
         if reserve and not isinstance(exc, NotSent):  # it may have run, and Redis kept it
             _give_back(request.app[JOURNAL], services.metering, account_id, generation_id, now)
-        if model.is_free and request.app[SETTINGS].admit_free_models_without_redis:
+        if all(m.is_free for m in route) and request.app[SETTINGS].admit_free_models_without_redis:
             log.warning("redis unavailable (%s): free model admitted unchecked", type(exc).__name__)
             return Admitted(generation_id, 0)
         raise
@@ -89,6 +90,34 @@ async def admit(
             PAYMENT_REQUIRED.labels(str(error.metadata.get("reason", "other"))).inc()
         raise error
     return Admitted(generation_id, reserve, headers)
+
+
+def _costliest(
+    route: tuple[ResolvedModel, ...], req: CompletionRequest, prompt: PromptEstimate
+) -> tuple[ResolvedModel, int]:
+    """The candidate whose worst case is the largest, and that worst case (0 when all are
+    free)."""
+    costliest, worst = route[0], 0
+    for model in route:
+        if model.is_free:
+            continue
+        max_out = req.output_limit(model.config.max_output_tokens) * req.completions
+        cost = model.prices.worst_case_nanos(prompt.tokens, max_out, prompt.images)
+        if cost > worst:
+            costliest, worst = model, cost
+    return costliest, worst
+
+
+def _limits_of(request: web.Request, route: tuple[ResolvedModel, ...]) -> tuple[CompiledLimit, ...]:
+    policy = request.app[LIMITS].policy
+    if len(route) == 1:
+        model = route[0]
+        return policy.applicable(model.id, model.providers[0].name, model.is_free)
+    found: dict[str, CompiledLimit] = {}
+    for model in route:
+        for limit in policy.applicable(model.id, model.providers[0].name, model.is_free):
+            found.setdefault(limit.limit.name, limit)
+    return tuple(found.values())
 
 
 def _limit_headers(

@@ -46,7 +46,7 @@ def _observed(outcome: Outcome, received: float, ended: float) -> dict[str, obje
     """The request's metrics, and the fields it adds to its access line."""
     exchange = outcome.exchange
     if exchange is not None and exchange.provider_name:
-        outcome.provider = exchange.provider_name
+        outcome.model, outcome.provider = exchange.model.id, exchange.provider_name
     upstream = None
     if exchange is not None and exchange.sent_at is not None:
         upstream = (exchange.done_at or ended) - exchange.sent_at

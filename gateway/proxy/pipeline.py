@@ -2,7 +2,8 @@
 
     1. inbound     gateway.http.auth           the bearer key -> account (cached), key guessing
                    gateway.proxy.request_body  the body: size cap, JSON, the fields that cost
-    2. model       gateway.models              catalog id -> listed prices and providers
+    2. route       gateway.proxy.routing       the model, then its fallbacks (`models`), each
+                                               with its listed prices and providers
     3. estimate    metering.estimate           the prompt's bound (and its likely count)
     4. admission   gateway.proxy.admission     ONE Redis round trip: key, balance, limits, the
                                                worst case reserved (401, 402, 429 or admitted)
@@ -26,7 +27,6 @@ from aiohttp import web
 from gateway.http.auth import authenticate
 from gateway.http.errors import ApiError
 from gateway.http.json_input import read_body
-from gateway.models import ResolvedModel
 from gateway.observability.metrics import INFLIGHT, SWITCH
 from gateway.proxy.admission import admit
 from gateway.proxy.forward.route import forward
@@ -34,6 +34,7 @@ from gateway.proxy.observe import Outcome, record_when_answered
 from gateway.proxy.relay.answer import relay_answer
 from gateway.proxy.relay.streaming import relay_stream
 from gateway.proxy.request_body import Kind, parse_completion_request
+from gateway.proxy.routing import candidates
 from gateway.proxy.settle.exchange import Exchange
 from gateway.proxy.settle.journal import JOURNAL
 from gateway.proxy.settle.settling import SETTLING
@@ -76,12 +77,13 @@ async def _handle(
     services = request.app[SERVICES]
     account_id, key_hash = await authenticate(request, services.keys)  # 1
     req = parse_completion_request(await _body(request), kind)
-    model = _model(request, req.model)  # 2
+    route = candidates(req.body, req.model, request.app[MODELS])  # 2
+    model = route[0]
     outcome.model, outcome.provider = model.id, model.providers[0].name
     prompt = estimate_prompt(req.body, req.size)  # 3
     if kind != "chat":  # a stray `messages` on /completions never reaches the model as images
         prompt = prompt._replace(images=0)
-    admitted = await admit(request, account_id, key_hash, model, req, prompt)  # 4
+    admitted = await admit(request, account_id, key_hash, route, req, prompt)  # 4
     exchange = Exchange(
         metering=services.metering,
         clock=request.app[CLOCK],
@@ -103,11 +105,11 @@ async def _handle(
         exchange.hold_reservation(request.app[SETTINGS].reservation_timeout_seconds / 3)
     deadlines = services.upstream.deadlines
     try:
-        upstream = await forward(request, exchange, req, kind)  # 5
+        upstream = await forward(request, exchange, req, kind, route)  # 5
         if req.stream:  # 6
             deadlines.forget()  # a stream keeps to exchange.upstream_deadline as it relays
             return await relay_stream(request, upstream, exchange)
-        return await relay_answer(upstream, exchange, model, services.upstream)
+        return await relay_answer(upstream, exchange, services.upstream)
     except ApiError as exc:
         exchange.status = exc.status
         # The request was admitted and counted: its record and rate-limit state still apply.
@@ -134,14 +136,3 @@ async def _body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"request body is larger than {limit} bytes", max_bytes=limit)
     return await read_body(request)
-
-
-def _model(request: web.Request, model_id: str) -> ResolvedModel:
-    model = request.app[MODELS].get(model_id)
-    if model is None:
-        raise ApiError(
-            404,
-            f"model {model_id!r} is not available here; see GET /api/v1/models",
-            "model_not_found",
-        )
-    return model

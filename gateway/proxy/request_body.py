@@ -69,6 +69,9 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
     body = parse_object(raw)
 
     model = body.get("model")
+    fallbacks = body.get("models")
+    if model is None and isinstance(fallbacks, list) and fallbacks:
+        model = fallbacks[0]  # OpenRouter's `models` alone: the first is the model asked for
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' is required and must be a non-empty string", "model")
 

@@ -51,6 +51,9 @@ BEHAVIOURS = {
     "with an `error` member)",
 }
 ERROR_AFTER_WORDS = 2
+# Fields an OpenAI-style provider does not know, and refuses (as OpenAI does: "Unrecognized
+# request argument supplied"): the gateway must keep its routing fields to itself.
+FOREIGN_FIELDS = ("models", "provider", "route")
 STATS = web.AppKey("stats", dict[str, int])
 SLOW_SECONDS = web.AppKey("slow_seconds", float)
 
@@ -100,6 +103,10 @@ async def _completion(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Authorization", "").startswith("Bearer "):
         stats["with_key"] += 1
     body = orjson.loads(await request.read())
+    foreign = [name for name in FOREIGN_FIELDS if name in body]
+    if foreign:
+        message = f"Unrecognized request argument supplied: {foreign[0]}"
+        return web.json_response({"error": {"message": message}}, status=400)
     model = str(body.get("model", ""))
     if model == "sim-slow":
         await asyncio.sleep(request.app[SLOW_SECONDS])

@@ -9,7 +9,6 @@ import orjson
 from aiohttp import web
 
 from gateway.http.errors import ApiError
-from gateway.models import ResolvedModel
 from gateway.proxy.forward.provider_client import ProviderResponse, UpstreamBroken
 from gateway.proxy.forward.provider_errors import MAX_ANSWER_BYTES, AnswerTooLarge
 from gateway.proxy.forward.upstream import Upstream
@@ -19,7 +18,7 @@ from metering.pricing import TokenUsage
 
 
 async def relay_answer(
-    upstream: ProviderResponse, exchange: Exchange, model: ResolvedModel, caller: Upstream
+    upstream: ProviderResponse, exchange: Exchange, caller: Upstream
 ) -> web.Response:
     try:
         raw = await caller.read(upstream, MAX_ANSWER_BYTES)
@@ -60,7 +59,7 @@ async def relay_answer(
     exchange.finish_reason = _finish_reason(data)
     await exchange.settle()
     data["id"] = exchange.generation_id
-    data["model"] = model.id
+    data["model"] = exchange.model.id  # the model that served (a fallback, perhaps)
     data["provider"] = exchange.provider_name
     data["usage"] = usage_with_cost(data.get("usage"), tokens, exchange.cost)
     return web.Response(  # the provider's answer, re-encoded, with every secret taken out
