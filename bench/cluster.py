@@ -23,7 +23,7 @@ from pathlib import Path
 import redis
 
 from bench.tls import TlsFiles
-from gateway.runtime.redis_server import RedisServer, ServerBinary
+from gateway.runtime.redis_server import RedisServer, RedisStartFailed, ServerBinary
 
 SLOTS = 16384
 BUS_OFFSET = 10_000  # a node's cluster bus listens on its port + 10000 (Redis 6.2 has no choice)
@@ -72,8 +72,19 @@ class LocalCluster:
         return self.tls_ports.get(port, port)
 
     def start(self, timeout: float = 30.0) -> "LocalCluster":
-        count = self.masters * (1 + self.replicas)
-        for n in range(count):
+        try:
+            for n in range(self.masters * (1 + self.replicas)):
+                self.nodes.append(self._start_node(n))
+            self._join(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_node(self, n: int, attempts: int = 3) -> RedisServer:
+        """A node on free ports; on new ones when another process took them meanwhile (a
+        port is free when chosen, not necessarily when the server binds it)."""
+        for attempt in range(attempts):
             port = free_cluster_port()
             tls_args: tuple[str, ...] = ()
             if self.tls is not None:
@@ -98,13 +109,12 @@ class LocalCluster:
                     *tls_args,
                 ),
             )
-            self.nodes.append(node.start())
-        try:
-            self._join(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            try:
+                return node.start()
+            except RedisStartFailed:
+                if attempt + 1 == attempts:
+                    raise
+        raise AssertionError("unreachable")
 
     def _client(self, node: RedisServer) -> "redis.Redis":
         return redis.Redis(host="127.0.0.1", port=node.port, decode_responses=True)

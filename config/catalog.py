@@ -60,6 +60,11 @@ class ProviderConfig(BaseModel):
     base_url: str = Field(pattern=r"^https?://")
     api_key_env: str | None = None
     simulated: bool = False
+    # Stores or trains on what it is sent: a request's `provider.data_collection: "deny"` skips it.
+    collects_data: bool = False
+    # The request parameters it supports (None: not declared, taken as all): a request's
+    # `provider.require_parameters: true` skips it when it uses another.
+    supported_parameters: tuple[str, ...] | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -78,6 +83,8 @@ class ModelConfig(BaseModel):
     context_length: int | None = Field(default=None, gt=0)
     name: str | None = None
     pricing: Pricing = Field(default_factory=Pricing)
+    # As a provider's: what every provider of this model supports (both lists apply).
+    supported_parameters: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _one_provider_list(self) -> "ModelConfig":

@@ -60,4 +60,7 @@ class UsageRecord:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "UsageRecord":
-        return cls(**orjson.loads(raw))
+        fields = orjson.loads(raw)
+        if "failed_attempts" in fields:  # a JSON array: a tuple, as the record was made
+            fields["failed_attempts"] = tuple(fields["failed_attempts"])
+        return cls(**fields)

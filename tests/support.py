@@ -81,6 +81,16 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
             simulated=True,
         ),
         ProviderConfig(name="deadsim", base_url="http://127.0.0.1:9/v1", simulated=True),
+        # The same simulated server under another name: one that keeps what it is sent and
+        # declares only some parameters (provider preferences' tests).
+        ProviderConfig(
+            name="sim2",
+            base_url=provider_url + "/v1",
+            api_key_env="SIM_PROVIDER_KEY",
+            simulated=True,
+            collects_data=True,
+            supported_parameters=("temperature",),
+        ),
     ]
 
     def paid(id_: str, upstream: str, **kw: Any) -> ModelConfig:
@@ -122,6 +132,9 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
             id="test/fallback", providers=["deadsim", "sim"], upstream_model="sim-gpt", pricing=PAID
         ),
         ModelConfig(id="test/unreachable", provider="deadsim", pricing=PAID),
+        ModelConfig(
+            id="test/multi", providers=["sim", "sim2"], upstream_model="sim-gpt", pricing=PAID
+        ),
     ]
     return providers, models
 

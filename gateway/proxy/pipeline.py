@@ -29,6 +29,7 @@ from gateway.http.errors import ApiError
 from gateway.http.json_input import read_body
 from gateway.observability.metrics import INFLIGHT, SWITCH
 from gateway.proxy.admission import admit
+from gateway.proxy.forward.provider_stats import ProviderStats
 from gateway.proxy.forward.route import forward
 from gateway.proxy.observe import Outcome, record_when_answered
 from gateway.proxy.relay.answer import relay_answer
@@ -77,13 +78,14 @@ async def _handle(
     services = request.app[SERVICES]
     account_id, key_hash = await authenticate(request, services.keys)  # 1
     req = parse_completion_request(await _body(request), kind)
-    route = candidates(req.body, req.model, request.app[MODELS])  # 2
-    model = route[0]
+    route = candidates(req.body, req.model, request.app[MODELS], services.upstream.stats)  # 2
+    model = route[0].model
     outcome.model, outcome.provider = model.id, model.providers[0].name
     prompt = estimate_prompt(req.body, req.size)  # 3
     if kind != "chat":  # a stray `messages` on /completions never reaches the model as images
         prompt = prompt._replace(images=0)
-    admitted = await admit(request, account_id, key_hash, route, req, prompt)  # 4
+    models = tuple(candidate.model for candidate in route)
+    admitted = await admit(request, account_id, key_hash, models, req, prompt)  # 4
     exchange = Exchange(
         metering=services.metering,
         clock=request.app[CLOCK],
@@ -128,6 +130,18 @@ async def _handle(
     finally:
         deadlines.forget()
         await exchange.settle()  # 7, once whatever happened
+        _measure(services.upstream.stats, exchange)
+
+
+def _measure(stats: ProviderStats, exchange: Exchange) -> None:
+    """The serving provider's latency and throughput, for `provider.sort` (answered requests
+    only: a failure says nothing of its speed)."""
+    sent, first = exchange.sent_at, exchange.first_byte_at
+    if exchange.status != 200 or sent is None or first is None:
+        return
+    usage = exchange.usage
+    generated = (exchange.done_at or first) - first
+    stats.observe(exchange.provider_name, first - sent, usage.completion if usage else 0, generated)
 
 
 async def _body(request: web.Request) -> bytes:

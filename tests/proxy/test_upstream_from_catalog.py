@@ -178,6 +178,10 @@ async def test_no_header_or_body_field_reaches_another_host(
                 headers={**extra_headers, **bearer(key)},
             )
             text = await resp.text()
+            if "provider" in extra_fields and resp.status == 404:
+                # Preferences naming only the attacker's "provider": no catalog provider is left.
+                assert '"error_type":"no_endpoints"' in text, text
+                continue
             assert resp.status == 200, (extra_headers, extra_fields, text)
             assert "simulated reply" in text or "simulated" in text, text[:200]
             calls += 1

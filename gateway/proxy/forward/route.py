@@ -24,7 +24,7 @@ from gateway.proxy.forward.provider_client import ProviderResponse
 from gateway.proxy.forward.provider_errors import raise_provider_error
 from gateway.proxy.forward.upstream import UpstreamFailure
 from gateway.proxy.request_body import CompletionRequest, Kind
-from gateway.proxy.routing import provider_body
+from gateway.proxy.routing import Candidate, provider_body
 from gateway.proxy.settle.exchange import Exchange
 from gateway.state import SERVICES
 
@@ -36,16 +36,15 @@ async def forward(
     exchange: Exchange,
     req: CompletionRequest,
     kind: Kind,
-    route: tuple[ResolvedModel, ...],
+    route: tuple[Candidate, ...],
 ) -> ProviderResponse:
     """The first answer of the candidates' providers that does not give way (see above)."""
     upstream = request.app[SERVICES].upstream
     base = provider_body(req.body)
     failure: UpstreamFailure | None = None
-    for m, model in enumerate(route):
+    for m, (model, providers) in enumerate(route):
         exchange.model = model
         payload = _payload(base, req, model)
-        providers = model.providers
         for i, provider in enumerate(providers):
             last = m + 1 == len(route) and i + 1 == len(providers)
             exchange.provider_name = provider.name

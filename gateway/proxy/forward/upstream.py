@@ -14,6 +14,7 @@ from config.catalog import ProviderConfig
 from gateway.proxy.forward.deadlines import AnswerDeadlines
 from gateway.proxy.forward.provider_client import ProviderPool, ProviderResponse, UpstreamBroken
 from gateway.proxy.forward.provider_errors import read_capped
+from gateway.proxy.forward.provider_stats import ProviderStats
 from gateway.proxy.relay.redaction import Redactor
 
 log = logging.getLogger("gateway.upstream")
@@ -45,6 +46,7 @@ class Upstream:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self.deadlines = AnswerDeadlines(total_timeout)
+        self.stats = ProviderStats()  # what `provider.sort` orders by
         self._pools: dict[str, ProviderPool] = {}
         self._auth: dict[str, dict[str, str]] = {}
         self._secrets: dict[str, str] = {}
