@@ -115,20 +115,40 @@ class Stack:
         return self
 
     def start_gateway(self) -> Child:
+        """The gateway on its port; the first time, on another free one should something have
+        taken it since it was chosen (a restart keeps its address: clients know it)."""
         self._gateway_runs += 1
-        port = self.url.rsplit(":", 1)[1]
-        self.gateway = self._serve(f"gateway-{self._gateway_runs}", int(port), "data")
+        name = f"gateway-{self._gateway_runs}"
+        if self._gateway_runs == 1:
+            self.gateway, port = self._serve_on_a_free_port(name, "data", self.url)
+            self.url = f"http://127.0.0.1:{port}"
+        else:
+            self.gateway = self._serve(name, int(self.url.rsplit(":", 1)[1]), "data")
         return self.gateway
 
     def add_gateway(self) -> str:
         """One more `gateway serve` on the same store, with its own port and data directory
         (another machine, as far as the gateway can tell); its base URL."""
         n = len(self.others) + 2
-        port = free_port()
-        child = self._serve(f"gateway-other-{n}", port, f"data-{n}")
+        child, port = self._serve_on_a_free_port(f"gateway-other-{n}", f"data-{n}")
         url = f"http://127.0.0.1:{port}"
         self.others.append((child, url))
         return url
+
+    def _serve_on_a_free_port(
+        self, name: str, data: str, url: str | None = None, attempts: int = 3
+    ) -> tuple[Child, int]:
+        """A port is free when chosen, not always when bound (the cluster's nodes and every
+        outgoing connection take ports too): on "address already in use", another."""
+        port = int(url.rsplit(":", 1)[1]) if url else free_port()
+        for attempt in range(attempts):
+            try:
+                return self._serve(name, port, data), port
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt + 1 == attempts:
+                    raise
+                port = free_port()
+        raise AssertionError("unreachable")
 
     def _serve(self, name: str, port: int, data: str) -> Child:
         toml = catalog_toml(self.workdir / "gateway.toml", self.provider_url)

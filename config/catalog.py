@@ -59,6 +59,8 @@ class ProviderConfig(BaseModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     base_url: str = Field(pattern=r"^https?://")
     api_key_env: str | None = None
+    # Several keys, used in turn (a key that is rate limited or refused is passed over a while).
+    api_key_envs: tuple[str, ...] = ()
     simulated: bool = False
     # Stores or trains on what it is sent: a request's `provider.data_collection: "deny"` skips it.
     collects_data: bool = False
@@ -70,6 +72,17 @@ class ProviderConfig(BaseModel):
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_list(self) -> "ProviderConfig":
+        if self.api_key_env and self.api_key_envs:
+            raise ValueError("give either api_key_env or api_key_envs, not both")
+        return self
+
+    @property
+    def key_envs(self) -> tuple[str, ...]:
+        """The environment variables that hold its keys, in the order they are used."""
+        return (self.api_key_env,) if self.api_key_env else self.api_key_envs
 
 
 class ModelConfig(BaseModel):

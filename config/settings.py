@@ -56,6 +56,20 @@ class Settings(BaseSettings):
     upstream_total_timeout: float = Field(
         default=900.0, gt=0, description="bound on one whole provider answer, streams included"
     )
+    upstream_retries: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="rounds over a request's providers again when every try failed for a reason "
+        "worth retrying (429, 5xx, unreachable), before any output",
+    )
+    provider_cooldown_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="how long a provider that failed, or a key that was rate limited without a "
+        "Retry-After, is passed over (0: never)",
+    )
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
     cancelled_stream_usage_seconds: float = Field(
         default=2.0,

@@ -8,11 +8,12 @@ from aiohttp import web
 from config.settings import Settings
 from gateway.api import activity, activity_page, admin, admin_credits, consumer, keys, webhooks
 from gateway.api.openapi.document import DOCUMENT, Document, openapi_endpoint
+from gateway.catalog import CATALOG, CatalogHolder
 from gateway.clock import Clock
 from gateway.http.auth import KeyCache
 from gateway.http.errors import error_middleware
 from gateway.http.key_guessing import KEY_GUESSING, KeyGuessing
-from gateway.limits import LIMITS, LimitsHolder, limits_reloader
+from gateway.limits import LIMITS, LimitsHolder
 from gateway.middleware import gateway_middleware
 from gateway.models import resolve_catalog
 from gateway.observability.health import healthz, readyz
@@ -24,6 +25,7 @@ from gateway.proxy.settle.settling import SETTLING, Settling
 from gateway.redis_clients import open_clients
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS, Services, Serving
 from gateway.tasks.expiry import expiry_sweeper
+from gateway.tasks.reloads import file_reloader
 from gateway.tasks.topup import topup_worker
 from metering.accounts import AccountStore
 from metering.admission import Metering
@@ -56,7 +58,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SERVING] = Serving()
     app[DOCUMENT] = Document()
     app.cleanup_ctx.append(_services)
-    app.cleanup_ctx.append(limits_reloader)
+    app.cleanup_ctx.append(file_reloader)
     app.cleanup_ctx.append(expiry_sweeper)
     app.cleanup_ctx.append(topup_worker)
     app.cleanup_ctx.append(journal_replayer)
@@ -101,8 +103,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         read_timeout=settings.upstream_read_timeout,
         total_timeout=settings.upstream_total_timeout,
         other_secrets=settings.own_secrets(),
+        cooldown_seconds=settings.provider_cooldown_seconds,
     )
     await upstream.start()
+    app[CATALOG] = CatalogHolder(settings.config, app[MODELS], upstream)
     app[SERVICES] = Services(
         redis=redis,
         clients=clients,

@@ -145,6 +145,11 @@ FALLBACKS = Counter(
     "Provider tries that gave way to the next provider or model, by why",
     ["provider", "reason"],
 )
+COOLDOWNS = Counter(
+    "gateway_provider_cooldowns_total",
+    "Providers (for a model) and provider keys set to cool down, by why",
+    ["provider", "reason"],
+)
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Provider failures", ["provider", "kind"]
 )

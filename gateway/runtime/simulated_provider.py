@@ -8,6 +8,7 @@ everywhere it shows, and its replies say so.
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -200,13 +201,7 @@ async def _stream(
                 await response.write(b"data: {broken\n\n")
             if delay:
                 await asyncio.sleep(delay)
-        done: dict[str, Any] = {"index": 0, "finish_reason": _finish_reason(model, False)}
-        done["delta" if chat else "text"] = {} if chat else ""
-        last = chunk([done])
-        if model == "sim-errorchunk":  # as OpenRouter sends a provider's error mid stream
-            error = {"message": "simulated: the model failed mid stream", "code": 502}
-            last = last[:-3] + b',"error":' + orjson.dumps(error) + b"}\n\n"
-        await response.write(last)
+        await response.write(_last_chunk(chunk, model, chat))
         options = body.get("stream_options") or {}
         if options.get("include_usage") and model != "sim-nousage":
             await response.write(chunk([], _usage(prompt_tokens, len(words))))
@@ -217,6 +212,18 @@ async def _stream(
         stats["streams_aborted"] += 1
         raise
     return response
+
+
+def _last_chunk(chunk: Callable[[list[dict[str, Any]]], bytes], model: str, chat: bool) -> bytes:
+    """The chunk with the finish reason; sim-errorchunk's carries an `error` member, as
+    OpenRouter sends a provider's error mid stream."""
+    done: dict[str, Any] = {"index": 0, "finish_reason": _finish_reason(model, False)}
+    done["delta" if chat else "text"] = {} if chat else ""
+    last = chunk([done])
+    if model == "sim-errorchunk":
+        error = {"message": "simulated: the model failed mid stream", "code": 502}
+        last = last[:-3] + b',"error":' + orjson.dumps(error) + b"}\n\n"
+    return last
 
 
 def _finish_reason(model: str, cut: bool) -> str | None:

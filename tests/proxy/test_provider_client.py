@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.proxy.forward.provider_client import ProviderPool, UpstreamBroken, UpstreamSilent
+from gateway.proxy.forward.provider_client import ProviderPool
+from gateway.proxy.forward.provider_connection import UpstreamBroken, UpstreamSilent
 from tests.scripted_provider import Answer, ScriptedProvider, json_answer, read_all, sends
 
 Make = Callable[..., Awaitable[tuple[ScriptedProvider, ProviderPool]]]

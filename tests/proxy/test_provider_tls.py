@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.proxy.forward.provider_client import ProviderPool, UpstreamBroken
+from gateway.proxy.forward.provider_client import ProviderPool
+from gateway.proxy.forward.provider_connection import UpstreamBroken
 from tests.scripted_provider import WAIT, Answer, ScriptedProvider, json_answer, read_all, sends
 
 OPENSSL = shutil.which("openssl")

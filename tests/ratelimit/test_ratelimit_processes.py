@@ -1,4 +1,5 @@
-"""Several gateway processes on one Redis enforce one limit; SIGHUP reloads the file."""
+"""Several gateway processes on one Redis enforce one limit; SIGHUP reloads the limits file and
+the catalog."""
 
 import json
 import signal
@@ -115,6 +116,32 @@ def test_sighup_reloads_the_file(two_gateways: tuple[list[str], Path, list[Any]]
     assert _free(bases[0], key) == 429  # 7 used of 7 under the previous, still valid limits
     stop(procs[0])
     assert "rate-limit file refused" in (procs[0].stderr.read() if procs[0].stderr else "")
+
+
+def test_sighup_reloads_the_catalog_too(
+    two_gateways: tuple[list[str], Path, list[Any]], tmp_path: Path
+) -> None:
+    bases, _, procs = two_gateways
+    config = tmp_path / "gateway.toml"
+    added = '\n[[models]]\nid = "test/other:free"\nprovider = "sim"\nupstream_model = "sim-free"\n'
+    config.write_text(config.read_text() + added)
+    procs[0].send_signal(signal.SIGHUP)
+
+    def models(base: str) -> set[str]:
+        return {m["id"] for m in _call(base + "/api/v1/models")[1]["data"]}
+
+    assert wait_until(lambda: "test/other:free" in models(bases[0]), 10)
+    assert models(bases[1]) == {"test/free:free"}  # not told, and its watch is an hour apart
+    key = _account(bases[0])
+    body = {"model": "test/other:free", "messages": [{"role": "user", "content": "hi"}]}
+    assert _call(bases[0] + "/api/v1/chat/completions", body, key)[0] == 200
+    config.write_text(config.read_text().replace('provider = "sim"', 'provider = "nobody"'))
+    procs[0].send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert "test/other:free" in models(bases[0])  # the bad file was refused
+    stop(procs[0])
+    err = procs[0].stderr.read() if procs[0].stderr else ""
+    assert "catalog refused" in err and "unknown provider 'nobody'" in err
 
 
 def test_check_config_reports_a_bad_limits_file(tmp_path: Path) -> None:

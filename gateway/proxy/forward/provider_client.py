@@ -1,292 +1,23 @@
-"""The gateway's HTTP/1.1 client for providers: keep-alive connections per provider, a request
-written in one call, the answer framed by gateway/proxy/forward/http1.py as it arrives.
+"""The gateway's HTTP/1.1 client for providers: a pool of keep-alive connections per provider
+(each one: provider_connection.py), a request written in one call.
 
 Why not aiohttp's ClientSession: its general machinery (request and response objects, cookie
 jar, auto headers, a task to write each body, timer contexts) was about a fifth of the gateway's
 CPU per request under `make bench` (README, Performance), more than admission or settlement.
 A provider hop needs one thing: POST a JSON body to a fixed origin and relay the answer.
-Everything unusual a provider might send (1xx heads, chunked or compressed bodies, a body that
-ends with the connection, a connection closed while idle) is handled; what cannot be framed
-safely is a protocol failure, and that connection is closed.
 """
 
 import asyncio
-import socket
 import ssl
-from collections import deque
-from typing import Any, cast
 from urllib.parse import urlsplit
 
-from gateway.proxy.forward.http1 import (
-    MAX_HEAD_BYTES,
-    Body,
-    Decoder,
-    Headers,
-    ProtocolViolation,
-    ResponseHead,
-    body_of,
-    decoder_for,
-    parse_head,
+from gateway.proxy.forward.provider_connection import (
+    ProviderConnection,
+    ProviderResponse,
+    UpstreamBroken,
 )
 
-HIGH_WATER = 256 * 1024  # unread answer bytes that pause reading from the provider
 IDLE_SECONDS = 30.0  # a kept-alive connection unused this long is closed, not reused
-
-
-class UpstreamBroken(Exception):
-    """The provider's connection failed or its bytes made no sense; `kind` says which
-    (connect | timeout | protocol)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-class UpstreamSilent(UpstreamBroken, TimeoutError):
-    """The provider sent nothing for `upstream_read_timeout` seconds."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("timeout", message)
-
-
-class ProviderConnection(asyncio.Protocol):
-    """One connection, one request at a time. The answer's state lives here; a
-    ProviderResponse is the caller's handle on it."""
-
-    def __init__(self, pool: "ProviderPool") -> None:
-        self._pool = pool
-        self._loop = pool.loop
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.idle_since = 0.0
-        self._head = b""  # the answer's head as it arrives
-        self._head_ready: asyncio.Future[ResponseHead] | None = None
-        self._keep_alive = False
-        self._body: Body | None = None
-        self._decoder: Decoder | None = None
-        self._pieces: deque[bytes] = deque()
-        self._buffered = 0
-        self._paused = False
-        self._failure: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._busy = False  # a request is out and its answer not released
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        if not self._busy:
-            self.abort()  # bytes on an idle connection: its framing can no longer be trusted
-            return
-        if self._failure is not None:
-            return
-        if self._body is not None and self._body.done:
-            self._keep_alive = False  # bytes after a complete answer: this one stands, no reuse
-            return
-        try:
-            if self._body is None:
-                data = self._take_head(data)
-                if self._body is None:
-                    return
-            self._take_body(data)
-        except ProtocolViolation as exc:
-            self._fail(UpstreamBroken("protocol", str(exc)))
-
-    def eof_received(self) -> bool:
-        self.closed = True  # an idle one is not checked out again, even before connection_lost
-        if self._busy and self._failure is None:
-            try:
-                if self._body is None:
-                    raise ProtocolViolation("the connection closed before the answer's head")
-                self._body.eof()
-                self._wake()
-            except ProtocolViolation as exc:
-                self._fail(UpstreamBroken("protocol", str(exc)))
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._pool.forget(self)
-        if self._busy and self._failure is None and not (self._body and self._body.done):
-            self._fail(UpstreamBroken("protocol", "the provider closed the connection"))
-
-    # the request
-
-    async def request(self, head: bytes, body: bytes) -> "ProviderResponse":
-        assert self.transport is not None and not self._busy
-        self._busy = True
-        self._head = b""
-        self._body = self._decoder = self._failure = None
-        self._pieces.clear()
-        self._buffered = 0
-        ready: asyncio.Future[ResponseHead] = self._loop.create_future()
-        self._head_ready = ready
-        # Written whole: a body the provider reads slowly waits in the transport's buffer (it is
-        # at most the request size cap).
-        self.transport.writelines((head, body))
-        timer = self._loop.call_later(self._pool.read_timeout, self._silent, ready)
-        try:
-            answer = await ready
-        finally:
-            timer.cancel()
-            self._head_ready = None
-        return ProviderResponse(self, answer.status, answer.headers)
-
-    def _take_head(self, data: bytes) -> bytes:
-        """Consume head bytes; returns what follows the head (the body's first bytes)."""
-        while True:
-            buffered = self._head + data if self._head else data
-            end = buffered.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffered) > MAX_HEAD_BYTES:
-                    raise ProtocolViolation("the answer's head is too large")
-                if b"\n\n" in buffered:
-                    raise ProtocolViolation("the answer's head ends its lines without CR")
-                self._head = buffered
-                return b""
-            head = parse_head(buffered[:end])
-            self._head, data = b"", buffered[end + 4 :]
-            if head.status < 200:  # 100 Continue, 103 Early Hints: the real head follows
-                if head.status == 101:
-                    raise ProtocolViolation("the provider switched protocols")
-                continue
-            self._keep_alive = head.keep_alive
-            self._decoder = decoder_for(head)
-            self._body = body_of(head)
-            if self._head_ready is not None and not self._head_ready.done():
-                self._head_ready.set_result(head)
-            return data
-
-    def _take_body(self, data: bytes) -> None:
-        assert self._body is not None
-        if data:
-            payload, rest = self._body.feed(data)
-            if rest:
-                self._keep_alive = False  # bytes after the answer's end: no reuse
-            if payload:
-                self._pieces.append(payload)
-                self._buffered += len(payload)
-                if self._buffered > HIGH_WATER and not self._paused and self.transport:
-                    self._paused = True
-                    self.transport.pause_reading()
-        if self._pieces or self._body.done:
-            self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _silent(self, waiting: "asyncio.Future[Any]") -> None:
-        if not waiting.done():
-            self._fail(
-                UpstreamSilent(f"the provider sent nothing within {self._pool.read_timeout:g} s")
-            )
-
-    def _fail(self, failure: UpstreamBroken) -> None:
-        if self._failure is None:
-            self._failure = failure
-        for waiting in (self._head_ready, self._waiter):
-            if waiting is not None and not waiting.done():
-                waiting.set_exception(failure)
-        self.abort()
-
-    def abort(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    # the answer, through ProviderResponse
-
-    async def readany(self) -> bytes:
-        while True:
-            if self._decoder is not None and self._decoder.tail:
-                out = self._decode(b"")
-                if out:
-                    return out
-            if self._pieces:
-                raw = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
-                self._pieces.clear()
-                self._buffered = 0
-                if self._paused and not self.closed and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                out = raw if self._decoder is None else self._decode(raw)
-                if out:
-                    return out
-                continue
-            if self._failure is not None:
-                raise self._failure
-            if self._body is None or self._body.done:
-                return b""
-            await self._wait()
-
-    def _decode(self, raw: bytes) -> bytes:
-        assert self._decoder is not None
-        try:
-            return self._decoder.decode(raw)
-        except ProtocolViolation as exc:
-            failure = UpstreamBroken("protocol", str(exc))
-            self._fail(failure)
-            raise failure from None
-
-    async def _wait(self) -> None:
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        self._waiter = waiter
-        timer = self._loop.call_later(self._pool.read_timeout, self._silent, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-
-    def release(self) -> None:
-        """Back to the pool when the whole answer was read and the framing allows another
-        request; else closed."""
-        if not self._busy:
-            return
-        self._busy = False
-        body = self._body
-        reusable = (
-            self._keep_alive
-            and self._failure is None
-            and not self._pieces
-            and body is not None
-            and body.done
-            and body.reusable
-            and (self._decoder is None or not self._decoder.tail)
-            and not self.closed
-        )
-        if reusable:
-            self._pool.keep(self)
-        else:
-            self.abort()
-
-
-class ProviderResponse:
-    """The caller's handle on one answer: its status and headers, `readany()` for the body
-    as it arrives (b"" at its end), then `release()` (or `close()` to stop it at once)."""
-
-    __slots__ = ("_connection", "headers", "status")
-
-    def __init__(self, connection: ProviderConnection, status: int, headers: Headers) -> None:
-        self._connection = connection
-        self.status = status
-        self.headers = headers
-
-    async def readany(self) -> bytes:
-        return await self._connection.readany()
-
-    def release(self) -> None:
-        self._connection.release()
-
-    def close(self) -> None:
-        self._connection.abort()
-        self._connection.release()
 
 
 class ProviderPool:
@@ -330,6 +61,7 @@ class ProviderPool:
         self._heads: dict[str, bytes] = {}
         self._idle: list[ProviderConnection] = []
         self._open: set[ProviderConnection] = set()
+        self._retired = False
         self.loop = asyncio.get_running_loop()
 
     async def post(self, path: str, body: bytes) -> ProviderResponse:
@@ -380,7 +112,17 @@ class ProviderPool:
         self._open.add(connection)
         return connection
 
+    def retire(self) -> None:
+        """Replaced (a catalog reload): idle connections close now, busy ones when released."""
+        self._retired = True
+        for connection in self._idle:
+            connection.abort()
+        self._idle.clear()
+
     def keep(self, connection: ProviderConnection) -> None:
+        if self._retired:
+            connection.abort()
+            return
         now = connection.idle_since = self.loop.time()
         if self._idle and now - self._idle[0].idle_since >= IDLE_SECONDS:
             self._idle.pop(0).abort()  # the oldest, left over from a burst (one per call)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from gateway.http.errors import ApiError
-from gateway.proxy.forward.provider_client import ProviderResponse, UpstreamBroken
+from gateway.proxy.forward.provider_connection import ProviderResponse, UpstreamBroken
 
 MAX_ERROR_BYTES = 64 * 1024
 MAX_ANSWER_BYTES = 32 * 1024 * 1024

@@ -5,30 +5,66 @@ The request body reaches the provider as the client sent it, less the gateway's 
 reserved (`max_tokens`, or `max_completion_tokens` when the client used that), and a stream asks
 for its usage (`stream_options.include_usage`).
 
-Before any output, a try gives way: to the model's next provider when this one cannot be reached,
-times out, answers 5xx or 429 (it is busy); to the next model (the request's `models`) after any
-refusal, its 4xx included (such as a context that is too long). The last candidate's answer is
-the client's. Every try that gave way is noted in the record (`failed_attempts`).
+Before any output, a try gives way:
+- to the same provider with its next key, after a 429 or a refusal of the key (401, 403), when
+  the provider has another key that is not cooling down;
+- to the model's next provider when this one cannot be reached, times out, answers 5xx or 429;
+  providers cooling down (gateway.proxy.forward.cooldowns) are tried last;
+- to the next model (the request's `models`) after any other refusal, its 4xx included (such as a
+  context that is too long);
+- when every try of a round failed for a reason worth another (429, 5xx, unreachable: not a
+  timeout, not a refusal of the request), to another round over them all, `upstream_retries`
+  times at most, RETRY_PAUSE_SECONDS apart.
+The last try's answer is the client's. Every try that gave way is in the record
+(`failed_attempts`) and counted (`gateway_fallbacks_total`).
 """
 
+import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from config.catalog import ProviderConfig
 from gateway.http.errors import ApiError
 from gateway.models import ResolvedModel
 from gateway.observability.metrics import FALLBACKS, UPSTREAM_ERRORS
-from gateway.proxy.forward.provider_client import ProviderResponse
+from gateway.proxy.forward.provider_connection import ProviderResponse
 from gateway.proxy.forward.provider_errors import raise_provider_error
-from gateway.proxy.forward.upstream import UpstreamFailure
+from gateway.proxy.forward.upstream import Upstream, UpstreamFailure
 from gateway.proxy.request_body import CompletionRequest, Kind
 from gateway.proxy.routing import Candidate, provider_body
 from gateway.proxy.settle.exchange import Exchange
-from gateway.state import SERVICES
+from gateway.state import SERVICES, SETTINGS
 
 UPSTREAM_PATHS: dict[Kind, str] = {"chat": "/chat/completions", "completions": "/completions"}
+RETRY_PAUSE_SECONDS = 0.2
+KEY_TROUBLE = (401, 403, 429)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One try that failed before any output: what it was, and the error the client would get."""
+
+    model: str
+    provider: str
+    what: int | str  # the provider's HTTP status, or connect, timeout, protocol
+    error: ApiError
+
+    @property
+    def worth_another_round(self) -> bool:
+        if isinstance(self.what, str):
+            return self.what != "timeout"
+        return self.what == 429 or self.what >= 500
+
+    @property
+    def refuses_the_request(self) -> bool:
+        """A 4xx about the request itself: the model's other providers would refuse it too."""
+        return (
+            isinstance(self.what, int) and 400 <= self.what < 500 and self.what not in KEY_TROUBLE
+        )
 
 
 async def forward(
@@ -38,50 +74,80 @@ async def forward(
     kind: Kind,
     route: tuple[Candidate, ...],
 ) -> ProviderResponse:
-    """The first answer of the candidates' providers that does not give way (see above)."""
+    """The first answer that does not give way (see above)."""
     upstream = request.app[SERVICES].upstream
+    rounds = 1 + request.app[SETTINGS].upstream_retries
     base = provider_body(req.body)
-    failure: UpstreamFailure | None = None
-    for m, (model, providers) in enumerate(route):
-        exchange.model = model
-        payload = _payload(base, req, model)
-        for i, provider in enumerate(providers):
-            last = m + 1 == len(route) and i + 1 == len(providers)
-            exchange.provider_name = provider.name
-            exchange.sent_at = time.monotonic()
-            exchange.upstream_deadline = upstream.deadlines.watch()
-            try:
-                response = await upstream.post(provider, UPSTREAM_PATHS[kind], payload)
-            except UpstreamFailure as exc:
-                UPSTREAM_ERRORS.labels(provider.name, exc.kind).inc()
-                failure = exc
-                _gave_way(exchange, exc.kind, last)
-                continue
-            status = response.status
-            if status >= 500:
-                UPSTREAM_ERRORS.labels(provider.name, "status").inc()
-            if status == 200:
-                exchange.first_byte_at = time.monotonic()
+    payloads = [_payload(base, req, model) for model, _ in route]
+    failures: list[Failure] = []
+    for round_ in range(rounds):
+        started = len(failures)
+        for (model, providers), payload in zip(route, payloads, strict=True):
+            exchange.model = model
+            if not round_:  # first those not cooling down; in a retry round, as listed
+                providers = upstream.warm_first(model.id, providers)
+            response = await _try_providers(upstream, exchange, kind, payload, providers, failures)
+            if response is not None:
+                _gave_way(exchange, failures)
                 return response
-            busy = status >= 500 or status == 429
-            if not last and (busy or m + 1 < len(route)):
-                response.release()
-                _gave_way(exchange, status, last)
-                if busy:
-                    continue
-                break  # a refusal of the request: this model's other providers would refuse too
-            exchange.first_byte_at = time.monotonic()
-            await raise_provider_error(
-                response, provider.name, upstream.redactor.text, upstream.read
-            )
-    assert failure is not None
-    status = 408 if failure.kind == "timeout" else 502
-    raise ApiError(
-        status,
-        str(failure),
-        "timeout" if status == 408 else "provider_error",
-        provider_name=exchange.provider_name,
-    )
+        if round_ + 1 == rounds or not all(f.worth_another_round for f in failures[started:]):
+            break
+        await asyncio.sleep(RETRY_PAUSE_SECONDS)
+    _gave_way(exchange, failures[:-1])
+    raise failures[-1].error
+
+
+async def _try_providers(
+    upstream: Upstream,
+    exchange: Exchange,
+    kind: Kind,
+    payload: bytes,
+    providers: tuple[ProviderConfig, ...],
+    failures: list[Failure],
+) -> ProviderResponse | None:
+    """One model's providers in turn (a provider's keys in turn while a key is the trouble);
+    None when every one failed, or one refused the request itself."""
+    for provider in providers:
+        for _ in range(upstream.key_count(provider)):
+            outcome = await _try(upstream, exchange, kind, payload, provider)
+            if isinstance(outcome, ProviderResponse):
+                return outcome
+            failures.append(outcome)
+            if outcome.refuses_the_request:
+                return None
+            if outcome.what not in KEY_TROUBLE or upstream.cooling(provider, exchange.model.id):
+                break  # the provider's trouble, or no other key to try
+    return None
+
+
+async def _try(
+    upstream: Upstream, exchange: Exchange, kind: Kind, payload: bytes, provider: ProviderConfig
+) -> ProviderResponse | Failure:
+    exchange.provider_name = provider.name
+    exchange.sent_at = time.monotonic()
+    exchange.upstream_deadline = upstream.deadlines.watch()
+    model = exchange.model.id
+    key = upstream.next_key(provider)
+    try:
+        response = await upstream.post(provider, UPSTREAM_PATHS[kind], payload, key)
+    except UpstreamFailure as exc:
+        UPSTREAM_ERRORS.labels(provider.name, exc.kind).inc()
+        upstream.cool_after(provider, model, key, exc.kind, None)
+        status = 408 if exc.kind == "timeout" else 502
+        error_type = "timeout" if status == 408 else "provider_error"
+        error = ApiError(status, str(exc), error_type, provider_name=provider.name)
+        return Failure(model, provider.name, exc.kind, error)
+    exchange.first_byte_at = time.monotonic()
+    if response.status == 200:
+        return response
+    if response.status >= 500:
+        UPSTREAM_ERRORS.labels(provider.name, "status").inc()
+    upstream.cool_after(provider, model, key, response.status, response.headers.get("Retry-After"))
+    try:
+        await raise_provider_error(response, provider.name, upstream.redactor.text, upstream.read)
+    except ApiError as exc:
+        return Failure(model, provider.name, response.status, exc)
+    raise AssertionError("raise_provider_error returned")
 
 
 def _payload(base: dict[str, Any], req: CompletionRequest, model: ResolvedModel) -> bytes:
@@ -99,15 +165,13 @@ def _payload(base: dict[str, Any], req: CompletionRequest, model: ResolvedModel)
     return orjson.dumps(body)
 
 
-def _gave_way(exchange: Exchange, what: int | str, last: bool) -> None:
-    """Note a try that gave way to the next (the last one's failure is the answer itself)."""
-    if last:
-        return
-    exchange.failed_attempts.append(
-        {"model": exchange.model.id, "provider": exchange.provider_name, "status": what}
-    )
-    reason = _reason(what)
-    FALLBACKS.labels(exchange.provider_name, reason).inc()
+def _gave_way(exchange: Exchange, failures: list[Failure]) -> None:
+    """The tries that gave way to another, into the record and the metrics."""
+    for failure in failures:
+        exchange.failed_attempts.append(
+            {"model": failure.model, "provider": failure.provider, "status": failure.what}
+        )
+        FALLBACKS.labels(failure.provider, _reason(failure.what)).inc()
 
 
 def _reason(what: int | str) -> str:

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway.http.errors import ApiError
-from gateway.proxy.forward.provider_client import ProviderResponse, UpstreamBroken
+from gateway.proxy.forward.provider_connection import ProviderResponse, UpstreamBroken
 from gateway.proxy.forward.provider_errors import MAX_ANSWER_BYTES, AnswerTooLarge
 from gateway.proxy.forward.upstream import Upstream
 from gateway.proxy.relay.provider_usage import parse_usage, usage_with_cost

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.observability.metrics import OPEN_STREAMS
-from gateway.proxy.forward.provider_client import ProviderResponse, UpstreamBroken
+from gateway.proxy.forward.provider_connection import ProviderResponse, UpstreamBroken
 from gateway.proxy.relay.sse_relay import ProviderStreamBroken, SseRelay
 from gateway.proxy.settle.exchange import Exchange
 from gateway.state import SERVICES, SETTINGS
