@@ -98,6 +98,8 @@ class ModelConfig(BaseModel):
     pricing: Pricing = Field(default_factory=Pricing)
     # As a provider's: what every provider of this model supports (both lists apply).
     supported_parameters: tuple[str, ...] | None = None
+    # How often each provider is tried first: {"a": 3, "b": 1}; unlisted providers weigh 0.
+    weights: dict[str, int] | None = None
 
     @model_validator(mode="after")
     def _one_provider_list(self) -> "ModelConfig":
@@ -107,6 +109,13 @@ class ModelConfig(BaseModel):
             raise ValueError("a model needs a provider (or a providers list, in fallback order)")
         if self.id.endswith(":free") and not self.pricing.is_free:
             raise ValueError(f"{self.id} ends in ':free' but lists a non-zero price")
+        if self.weights is not None:
+            unknown = set(self.weights) - set(self.provider_names)
+            if unknown:
+                names = ", ".join(sorted(unknown))
+                raise ValueError(f"weights name providers the model does not list: {names}")
+            if any(w < 0 for w in self.weights.values()) or not any(self.weights.values()):
+                raise ValueError("weights must be whole numbers from 0, at least one above 0")
         return self
 
     @property

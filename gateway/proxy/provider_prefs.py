@@ -62,7 +62,8 @@ class ProviderPrefs:
         self, model: ResolvedModel, parameters: frozenset[str], stats: ProviderStats
     ) -> tuple[ProviderConfig, ...]:
         """The model's providers these preferences allow, in the order to try them."""
-        allowed = [p for p in model.providers if self._allows(p, model, parameters)]
+        listed = model.providers if self.order or self.sort else model.providers_in_turn()
+        allowed = [p for p in listed if self._allows(p, model, parameters)]
         rest = list(allowed)
         if self.sort == "latency":
             rest.sort(key=lambda p: stats.latency_rank(p.name))

@@ -42,7 +42,7 @@ def candidates(
     if ROUTING_FIELDS.isdisjoint(body):
         model = catalog.get(primary)
         if model is not None:  # the common case: no routing asked for
-            return (Candidate(model, model.providers),)
+            return (Candidate(model, model.providers_in_turn()),)
     first, sort = _listed(catalog, primary)
     models = [first, *(m for m in _fallbacks(body, primary, catalog) if m is not first)]
     prefs = parse_prefs(body.get("provider"), sort)

@@ -196,3 +196,41 @@ async def test_a_rate_limited_provider_gives_way_to_the_next(busy_client: TestCl
         "/api/v1/chat/completions", json=chat("test/busy-only"), headers=bearer(key)
     )
     assert resp.status == 503 and resp.headers["Retry-After"] == "7"  # the last one's answer
+
+
+@pytest.fixture
+async def weighted_client(redis_url: str, provider: ThreadedServer) -> AsyncIterator[TestClient]:
+    providers, models = catalog_for(provider.url)
+    models.append(
+        ModelConfig(
+            id="test/weighted",
+            providers=["sim", "sim2"],
+            upstream_model="sim-gpt",
+            pricing=PAID,
+            weights={"sim": 1, "sim2": 3},
+        )
+    )
+    settings = make_settings(redis_url, provider.url, providers=providers, models=models)
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+        yield c
+
+
+async def test_weights_spread_the_first_try(weighted_client: TestClient) -> None:
+    """sim2 weighs 3, sim 1: about three requests in four go to sim2 first (200 requests: the
+    bounds are six standard deviations away); an `order` still wins."""
+    _, key = await new_account(weighted_client, purchase="5.00")
+    served = [(await _served(weighted_client, key, "test/weighted"))[1] for _ in range(200)]
+    to_sim2 = sum(r["provider_name"] == "sim2" for r in served)
+    assert 110 < to_sim2 < 190, to_sim2
+    assert all(r["failed_attempts"] == [] for r in served)
+    ordered = {"order": ["sim"]}
+    for _ in range(10):
+        _, record = await _served(weighted_client, key, "test/weighted", provider=ordered)
+        assert record["provider_name"] == "sim"
+
+
+def test_weights_name_the_models_providers() -> None:
+    with pytest.raises(ValueError, match="does not list: other"):
+        ModelConfig(id="m", providers=["a", "b"], weights={"a": 1, "other": 2})
+    with pytest.raises(ValueError, match="at least one above 0"):
+        ModelConfig(id="m", providers=["a", "b"], weights={"a": 0})
