@@ -39,7 +39,8 @@ TRICKLE_BYTES = 12_000
 BEHAVIOURS = {
     "sim-slow": "waits `slow_seconds` before answering",
     "sim-delay": "waits 50 ms before answering (for races)",
-    "sim-error-NNN": "answers status NNN with an error body (e.g. sim-error-500)",
+    "sim-error-NNN": "answers status NNN with an error body (e.g. sim-error-500; a 429 says "
+    "Retry-After: 2)",
     "sim-garbage": "answers 200 with a body that is not JSON (a broken SSE event when streaming)",
     "sim-drop": "drops the connection (after two chunks when streaming)",
     "sim-nousage": "never reports usage",
@@ -120,7 +121,8 @@ async def _completion(request: web.Request) -> web.StreamResponse:
             if status == 400
             else (f"simulated error {status}")
         )
-        return web.json_response({"error": {"message": message}}, status=status)
+        headers = {"Retry-After": "2"} if status == 429 else None  # as providers send it
+        return web.json_response({"error": {"message": message}}, status=status, headers=headers)
     if model == "sim-trickle":
         return await _trickle(request, bool(body.get("stream")))
     if model == "sim-drop" and not body.get("stream"):
