@@ -56,6 +56,7 @@ async def admit(
     services = request.app[SERVICES]
     now = request.app[CLOCK].now()
     model, reserve = _costliest(route, req, prompt)
+    all_free = route[0].is_free if len(route) == 1 else all(m.is_free for m in route)
     if reserve > MAX_NANOS:
         raise ApiError(402, "this request's worst-case cost is too large; lower max_tokens")
     generation_id = new_generation_id(account_id)
@@ -68,7 +69,7 @@ async def admit(
             key_hash,
             generation_id,
             reserve,
-            paid=not all(m.is_free for m in route),
+            paid=not all_free,
             now=now,
             limit_keys=inputs.keys,
             limit_args=inputs.args,
@@ -77,7 +78,7 @@ async def admit(
         REDIS_ERRORS.labels("admit").inc()
         if reserve and not isinstance(exc, NotSent):  # it may have run, and Redis kept it
             _give_back(request.app[JOURNAL], services.metering, account_id, generation_id, now)
-        if all(m.is_free for m in route) and request.app[SETTINGS].admit_free_models_without_redis:
+        if all_free and request.app[SETTINGS].admit_free_models_without_redis:
             log.warning("redis unavailable (%s): free model admitted unchecked", type(exc).__name__)
             return Admitted(generation_id, 0)
         raise

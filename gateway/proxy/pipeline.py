@@ -84,7 +84,7 @@ async def _handle(
     prompt = estimate_prompt(req.body, req.size)  # 3
     if kind != "chat":  # a stray `messages` on /completions never reaches the model as images
         prompt = prompt._replace(images=0)
-    models = tuple(candidate.model for candidate in route)
+    models = (model,) if len(route) == 1 else tuple([c.model for c in route])
     admitted = await admit(request, account_id, key_hash, models, req, prompt)  # 4
     exchange = Exchange(
         metering=services.metering,
