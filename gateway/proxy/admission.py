@@ -98,6 +98,12 @@ def _costliest(
 ) -> tuple[ResolvedModel, int]:
     """The candidate whose worst case is the largest, and that worst case (0 when all are
     free)."""
+    if len(route) == 1:  # the common case, without the loop (it is on every request)
+        model = route[0]
+        if model.is_free:
+            return model, 0
+        max_out = req.output_limit(model.config.max_output_tokens) * req.completions
+        return model, model.prices.worst_case_nanos(prompt.tokens, max_out, prompt.images)
     costliest, worst = route[0], 0
     for model in route:
         if model.is_free:

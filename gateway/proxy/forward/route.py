@@ -155,9 +155,8 @@ def _payload(base: dict[str, Any], req: CompletionRequest, model: ResolvedModel)
 def _gave_way(exchange: Exchange, failures: list[Failure]) -> None:
     """The tries that gave way to another, into the record and the metrics."""
     for failure in failures:
-        exchange.failed_attempts.append(
-            {"model": failure.model, "provider": failure.provider, "status": failure.what}
-        )
+        attempt = {"model": failure.model, "provider": failure.provider, "status": failure.what}
+        exchange.failed_attempts = (*exchange.failed_attempts, attempt)
         FALLBACKS.labels(failure.provider, _reason(failure.what)).inc()
 
 

@@ -63,7 +63,7 @@ class Exchange:
 
     cost: int = 0  # nanodollars, set with the usage by charge()
     insured: bool = False  # zero completion insurance waived the cost (see insure())
-    failed_attempts: list[dict[str, Any]] = field(default_factory=list)  # see forward/route.py
+    failed_attempts: tuple[dict[str, Any], ...] = ()  # see forward/route.py
 
     def charge(self, usage: TokenUsage, source: str) -> None:
         """`source`: "provider" (its usage), "estimated" (ours), "none" (nothing came: free)."""
@@ -114,7 +114,7 @@ class Exchange:
             created_at_ms=int(wall * 1000),
             num_media_prompt=usage.images,
             zero_completion_insurance=self.insured,
-            failed_attempts=tuple(self.failed_attempts),
+            failed_attempts=self.failed_attempts,
         )
 
     def hold_reservation(self, every: float) -> None:
