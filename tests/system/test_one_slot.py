@@ -3,6 +3,7 @@ what Redis itself saw (MONITOR) while a scenario drives every kind of write: acc
 purchases, paid, free and streamed requests, refunds, limits, auto top-up, expiry, reads. A call
 whose keys spanned two slots would be refused by a cluster (CROSSSLOT)."""
 
+import asyncio
 import re
 import socket
 import threading
@@ -138,3 +139,33 @@ async def test_every_script_and_transaction_touches_one_slot(
             elif client in open_tx:
                 open_tx[client].append(args)
     assert checked > 0, "the scenario ran no transactions?"
+
+
+async def test_routing_adds_no_redis_round_trip(
+    own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path
+) -> None:
+    """A request that falls back from a failing model to another, with provider preferences,
+    still makes two script calls (admission and settlement) and nothing else on Redis: the
+    routing decision is made from what the gateway holds."""
+    settings = make_settings(own_redis.url, provider.url, data_dir=tmp_path / "data")
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+        _, key = await new_account(c, purchase="5.00")
+        warm = await c.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key))
+        assert warm.status == 200  # the scripts are loaded (a first call may meet NOSCRIPT)
+        routed = chat(
+            "test/error-500",
+            models=["test/multi"],
+            provider={"order": ["sim2"], "allow_fallbacks": True, "sort": "latency"},
+        )
+        for body in (chat("test/paid"), routed):
+            monitor = Monitor(own_redis.port or 0)
+            await asyncio.sleep(0.1)  # MONITOR is on before the request
+            resp = await c.post("/api/v1/chat/completions", json=body, headers=bearer(key))
+            assert resp.status == 200, await resp.text()
+            await c.get("/api/v1/credits", headers=bearer(key))  # the settlement has landed
+            await asyncio.sleep(0.1)
+            seen = monitor.stop()
+            scripts = [a for _, a in seen if a and a[0].upper() in (b"EVALSHA", b"EVAL")]
+            generation = resp.headers["X-Generation-Id"].encode()
+            per_request = [a for a in scripts if any(generation in arg for arg in a)]
+            assert len(per_request) == 2, [a[:3] for a in per_request]
