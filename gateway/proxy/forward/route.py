@@ -80,6 +80,14 @@ async def forward(
     upstream = request.app[SERVICES].upstream
     rounds = 1 + request.app[SETTINGS].upstream_retries
     base = provider_body(req.body)
+    if len(route) == 1 and rounds == 1:  # most requests: one model, one provider, one key
+        model, providers = route[0]
+        if len(providers) == 1 and upstream.key_count(providers[0]) == 1:
+            exchange.model = model
+            outcome = await _try(upstream, exchange, kind, _payload(base, req, model), providers[0])
+            if isinstance(outcome, ProviderResponse):
+                return outcome
+            raise outcome.error
     payloads = [_payload(base, req, model) for model, _ in route]
     failures: list[Failure] = []
     for round_ in range(rounds):
