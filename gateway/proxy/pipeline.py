@@ -81,9 +81,8 @@ async def _handle(
     route = candidates(req.body, req.model, request.app[MODELS], services.upstream.stats)  # 2
     model = route[0].model
     outcome.model, outcome.provider = model.id, model.providers[0].name
-    prompt = estimate_prompt(req.body, req.size)  # 3
-    if kind != "chat":  # a stray `messages` on /completions never reaches the model as images
-        prompt = prompt._replace(images=0)
+    prompt = estimate_prompt(req.body, req.size)  # 3; images only in chat messages:
+    prompt = prompt if kind == "chat" else prompt._replace(images=0)
     models = (model,) if len(route) == 1 else tuple([c.model for c in route])
     admitted = await admit(request, account_id, key_hash, models, req, prompt)  # 4
     exchange = Exchange(
@@ -101,6 +100,7 @@ async def _handle(
         started=received,
         journal=request.app[JOURNAL],
         settling=request.app[SETTLING],
+        generates=req.generates,
     )
     outcome.exchange = exchange
     if admitted.reserve:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from gateway.http.errors import bad_request
 from gateway.http.json_input import parse_object
 
-Kind = Literal["chat", "completions"]
+Kind = Literal["chat", "completions", "embeddings"]
 INT64 = 2**63 - 1
 # The sampling numbers as OpenAI and OpenRouter document them: (lowest, highest, whole numbers).
 # A value outside would be refused by the provider anyway; refused here, nothing is reserved.
@@ -49,10 +49,18 @@ class CompletionRequest:
     n: int
     size: int  # bytes of the body as received
     prompts: int = 1  # a /completions prompt may be a list of prompts, each answered
+    kind: Kind = "chat"
+
+    @property
+    def generates(self) -> bool:
+        """Whether the model writes output (embeddings read input only)."""
+        return self.kind != "embeddings"
 
     def output_limit(self, cap: int) -> int:
         """Tokens one completion may generate: the client's limit within the model's cap. The
         provider is always sent this limit, so it cannot generate more than was reserved."""
+        if self.kind == "embeddings":
+            return 0
         return min(self.max_tokens or cap, cap)
 
     @property
@@ -75,6 +83,8 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' is required and must be a non-empty string", "model")
 
+    if kind == "embeddings":
+        return _embeddings_request(body, model, len(raw))
     if kind == "chat":
         _check_messages(body.get("messages"))
     else:
@@ -114,7 +124,31 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
         raise bad_request(f"'best_of' must be an integer from 1 to {MAX_CHOICES}", "best_of")
     prompts = _prompt_count(body.get("prompt")) if kind == "completions" else 1
     return CompletionRequest(
-        body, model, stream, min(limits) if limits else None, n, len(raw), prompts
+        body, model, stream, min(limits) if limits else None, n, len(raw), prompts, kind
+    )
+
+
+def _embeddings_request(body: dict[str, Any], model: str, size: int) -> CompletionRequest:
+    """`input`: a string, a list of strings, a list of token ids, or a list of such lists; no
+    stream (an embedding is answered whole). Everything else (`encoding_format`, `dimensions`,
+    `user`) passes through."""
+    value = body.get("input")
+    strings = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+    ids = isinstance(value, list) and value and all(_token_ids(v) for v in value)
+    if not (isinstance(value, str) and value) and not strings and not _token_ids(value) and not ids:
+        raise bad_request(
+            "'input' is required: a string, an array of strings, or token ids", "input"
+        )
+    if body.get("stream"):
+        raise bad_request("'stream' is not supported for embeddings", "stream")
+    return CompletionRequest(body, model, False, None, 1, size, 1, "embeddings")
+
+
+def _token_ids(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
     )
 
 

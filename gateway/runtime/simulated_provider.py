@@ -6,7 +6,9 @@ everywhere it shows, and its replies say so.
 """
 
 import asyncio
+import base64
 import math
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -249,6 +251,43 @@ async def _trickle(request: web.Request, stream: bool) -> web.StreamResponse:
     return response
 
 
+EMBEDDING_SIZE = 8
+
+
+async def _embeddings(request: web.Request) -> web.Response:
+    """OpenAI's embeddings: a small made-up vector per input, usage in prompt tokens (about four
+    characters a token of text, one a token id); `encoding_format: "base64"` as OpenAI sends it
+    (little-endian float32). sim-error-NNN and sim-nousage behave as for completions."""
+    request.app[STATS]["requests"] += 1
+    body = orjson.loads(await request.read())
+    foreign = [name for name in FOREIGN_FIELDS if name in body]
+    if foreign:
+        message = f"Unrecognized request argument supplied: {foreign[0]}"
+        return web.json_response({"error": {"message": message}}, status=400)
+    model = str(body.get("model", ""))
+    if model.startswith("sim-error-") and model[10:].isdigit():
+        message = f"simulated error {model[10:]}"
+        return web.json_response({"error": {"message": message}}, status=int(model[10:]))
+    value = body.get("input")
+    items = (
+        value if isinstance(value, list) and not all(isinstance(v, int) for v in value) else [value]
+    )
+    tokens = sum(
+        math.ceil(len(item) / 4) if isinstance(item, str) else len(item or []) for item in items
+    )
+    data = []
+    for index, item in enumerate(items):
+        vector = [round(math.sin(len(str(item)) + i), 6) for i in range(EMBEDDING_SIZE)]
+        packed: Any = vector
+        if body.get("encoding_format") == "base64":
+            packed = base64.b64encode(struct.pack(f"<{EMBEDDING_SIZE}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": packed})
+    reply: dict[str, Any] = {"object": "list", "data": data, "model": model}
+    if model != "sim-nousage":
+        reply["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return web.Response(body=orjson.dumps(reply), content_type="application/json")
+
+
 async def _stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATS])
 
@@ -269,5 +308,6 @@ def create_simulated_provider(slow_seconds: float = 2.0) -> web.Application:
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", _completion)
         app.router.add_post(f"{prefix}/completions", _completion)
+        app.router.add_post(f"{prefix}/embeddings", _embeddings)
     app.router.add_get("/_sim/stats", _stats)
     return app

@@ -116,6 +116,46 @@ TEXT_REQUEST = {
     },
 }
 
+EMBEDDING_REQUEST = {
+    "type": "object",
+    "required": ["model", "input"],
+    "description": "OpenAI embeddings; fields not listed pass through to the provider",
+    "properties": {
+        "model": {"type": "string", "minLength": 1, "description": "a catalog id"},
+        "input": {
+            "oneOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "integer", "minimum": 0},
+                    },
+                },
+            ]
+        },
+        "encoding_format": {"enum": ["float", "base64"]},
+        "dimensions": {"type": "integer", "minimum": 1},
+        "stream": {"const": False},
+    },
+}
+EMBEDDINGS = obj(
+    ["data", "model", "usage"],
+    object={"const": "list"},
+    data={"type": "array"},
+    model={"type": "string", "description": "the catalog id that served"},
+    usage=obj(
+        ["prompt_tokens", "total_tokens", "cost"],
+        prompt_tokens=COUNT,
+        total_tokens=COUNT,
+        cost={"type": "number", "description": "USD charged"},
+    ),
+)
+
 SCHEMAS: dict[str, Schema] = {
     "Error": ERROR,
     "Usd": USD,
@@ -123,6 +163,8 @@ SCHEMAS: dict[str, Schema] = {
     "Completion": COMPLETION,
     "ChatCompletionRequest": CHAT_REQUEST,
     "CompletionRequest": TEXT_REQUEST,
+    "EmbeddingRequest": EMBEDDING_REQUEST,
+    "Embeddings": EMBEDDINGS,
     **model_schemas(bodies.BODIES, "validation"),
 }
 

@@ -39,7 +39,11 @@ from gateway.proxy.routing import Candidate, provider_body
 from gateway.proxy.settle.exchange import Exchange
 from gateway.state import SERVICES, SETTINGS
 
-UPSTREAM_PATHS: dict[Kind, str] = {"chat": "/chat/completions", "completions": "/completions"}
+UPSTREAM_PATHS: dict[Kind, str] = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+}
 RETRY_PAUSE_SECONDS = 0.2
 KEY_TROUBLE = (401, 403, 429)
 
@@ -148,6 +152,8 @@ async def _try(
 def _payload(base: dict[str, Any], req: CompletionRequest, model: ResolvedModel) -> bytes:
     body = dict(base)
     body["model"] = model.config.upstream_name
+    if not req.generates:  # embeddings: no output to cap, no stream
+        return orjson.dumps(body)
     # The provider may generate no more than admission reserved for.
     limit = req.output_limit(model.config.max_output_tokens)
     if body.get("max_completion_tokens") is not None:

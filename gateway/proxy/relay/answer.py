@@ -50,7 +50,7 @@ async def relay_answer(
             "provider_error",
             provider_name=exchange.provider_name,
         ) from None
-    tokens = parse_usage(data.get("usage"))
+    tokens = parse_usage(data.get("usage"), output=exchange.generates)
     if tokens is None:
         tokens = TokenUsage(prompt=exchange.prompt_estimate, completion=_estimate_output(data))
         exchange.charge(tokens, "estimated")
@@ -61,7 +61,9 @@ async def relay_answer(
     data["id"] = exchange.generation_id
     data["model"] = exchange.model.id  # the model that served (a fallback, perhaps)
     data["provider"] = exchange.provider_name
-    data["usage"] = usage_with_cost(data.get("usage"), tokens, exchange.cost)
+    data["usage"] = usage_with_cost(
+        data.get("usage"), tokens, exchange.cost, output=exchange.generates
+    )
     return web.Response(  # the provider's answer, re-encoded, with every secret taken out
         body=caller.redactor.bytes(orjson.dumps(data)),
         content_type="application/json",

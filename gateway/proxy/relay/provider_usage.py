@@ -21,12 +21,13 @@ def _detail(usage: dict[str, Any], section: str, name: str) -> int:
     return 0
 
 
-def parse_usage(usage: Any, images: int = 0) -> TokenUsage | None:
-    """Token counts from an OpenAI-style usage object; None when it is missing or not sane."""
+def parse_usage(usage: Any, images: int = 0, *, output: bool = True) -> TokenUsage | None:
+    """Token counts from an OpenAI-style usage object; None when it is missing or not sane.
+    Without `output` (embeddings), no completion count is expected: it is 0."""
     if not isinstance(usage, dict):
         return None
     prompt = _count(usage.get("prompt_tokens"))
-    completion = _count(usage.get("completion_tokens"))
+    completion = _count(usage.get("completion_tokens")) if output else 0
     if prompt is None or completion is None:
         return None
     return TokenUsage(
@@ -39,9 +40,17 @@ def parse_usage(usage: Any, images: int = 0) -> TokenUsage | None:
     )
 
 
-def usage_with_cost(original: Any, tokens: TokenUsage, cost_nanos: int) -> dict[str, Any]:
-    """The provider's usage object (or one we built) with `cost` in USD, as OpenRouter has it."""
+def usage_with_cost(
+    original: Any, tokens: TokenUsage, cost_nanos: int, *, output: bool = True
+) -> dict[str, Any]:
+    """The provider's usage object (or one we built) with `cost` in USD, as OpenRouter has it;
+    without `output` (embeddings), only the input's counts."""
     usage: dict[str, Any] = dict(original) if isinstance(original, dict) else {}
+    if not output:
+        usage.setdefault("prompt_tokens", tokens.prompt)
+        usage.setdefault("total_tokens", tokens.prompt)
+        usage["cost"] = nanos_to_number(cost_nanos)
+        return usage
     usage.setdefault("prompt_tokens", tokens.prompt)
     usage.setdefault("completion_tokens", tokens.completion)
     usage.setdefault("total_tokens", tokens.total)

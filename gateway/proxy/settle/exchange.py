@@ -63,6 +63,7 @@ class Exchange:
 
     cost: int = 0  # nanodollars, set with the usage by charge()
     insured: bool = False  # zero completion insurance waived the cost (see insure())
+    generates: bool = True  # False for embeddings: no output, no completion to insure
     failed_attempts: tuple[dict[str, Any], ...] = ()  # see forward/route.py
 
     def charge(self, usage: TokenUsage, source: str) -> None:
@@ -78,7 +79,7 @@ class Exchange:
         and no finish reason, or one that ended in an error (the provider's error chunk, or the
         stream broken off), costs nothing, prompt included. A client that hung up is charged
         what was generated: its finish reason is "cancelled", and it is never insured."""
-        if self.cancelled or not self.cost:
+        if self.cancelled or not self.cost or not self.generates:
             return
         reason = (self.finish_reason or "").strip()
         completion = self.usage.completion if self.usage is not None else 0
