@@ -100,6 +100,15 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
+def _unknown_argument(body: dict[str, Any]) -> web.Response | None:
+    """The 400 OpenAI answers a field it does not know with (the gateway's routing fields)."""
+    foreign = [name for name in FOREIGN_FIELDS if name in body]
+    if not foreign:
+        return None
+    message = f"Unrecognized request argument supplied: {foreign[0]}"
+    return web.json_response({"error": {"message": message}}, status=400)
+
+
 async def _completion(request: web.Request) -> web.StreamResponse:
     chat = request.path.endswith("/chat/completions")
     stats = request.app[STATS]
@@ -107,10 +116,9 @@ async def _completion(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Authorization", "").startswith("Bearer "):
         stats["with_key"] += 1
     body = orjson.loads(await request.read())
-    foreign = [name for name in FOREIGN_FIELDS if name in body]
-    if foreign:
-        message = f"Unrecognized request argument supplied: {foreign[0]}"
-        return web.json_response({"error": {"message": message}}, status=400)
+    refused = _unknown_argument(body)
+    if refused is not None:
+        return refused
     model = str(body.get("model", ""))
     if model == "sim-slow":
         await asyncio.sleep(request.app[SLOW_SECONDS])
@@ -260,10 +268,9 @@ async def _embeddings(request: web.Request) -> web.Response:
     (little-endian float32). sim-error-NNN and sim-nousage behave as for completions."""
     request.app[STATS]["requests"] += 1
     body = orjson.loads(await request.read())
-    foreign = [name for name in FOREIGN_FIELDS if name in body]
-    if foreign:
-        message = f"Unrecognized request argument supplied: {foreign[0]}"
-        return web.json_response({"error": {"message": message}}, status=400)
+    refused = _unknown_argument(body)
+    if refused is not None:
+        return refused
     model = str(body.get("model", ""))
     if model.startswith("sim-error-") and model[10:].isdigit():
         message = f"simulated error {model[10:]}"
