@@ -5,11 +5,13 @@ in the file is refused: 0.1 in binary is not 0.1, and money here is exact to the
 """
 
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 MAX_PRICE_DECIMALS = 18
+Api = Literal["chat", "completions", "embeddings"]
+APIS: tuple[Api, ...] = ("chat", "completions", "embeddings")
 
 
 def _parse_price(value: Any) -> Decimal:
@@ -61,6 +63,8 @@ class ProviderConfig(BaseModel):
     api_key_env: str | None = None
     # Several keys, used in turn (a key that is rate limited or refused is passed over a while).
     api_key_envs: tuple[str, ...] = ()
+    # The APIs it serves natively (a request for another passes it over).
+    apis: tuple[Api, ...] = APIS
     simulated: bool = False
     # Stores or trains on what it is sent: a request's `provider.data_collection: "deny"` skips it.
     collects_data: bool = False

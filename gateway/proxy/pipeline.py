@@ -78,8 +78,8 @@ async def _handle(
     services = request.app[SERVICES]
     account_id, key_hash = await authenticate(request, services.keys)  # 1
     req = parse_completion_request(await _body(request), kind)
-    route = candidates(req.body, req.model, request.app[MODELS], services.upstream.stats)  # 2
-    model = route[0].model
+    route = candidates(req.body, req.model, request.app[MODELS], services.upstream.stats, kind)
+    model = route[0].model  # 2
     outcome.model, outcome.provider = model.id, model.providers[0].name
     prompt = estimate_prompt(req.body, req.size)  # 3; images only in chat messages:
     prompt = prompt if kind == "chat" else prompt._replace(images=0)

@@ -59,10 +59,12 @@ class ProviderPrefs:
         return all(getattr(pricing, name) <= top for name, top in self.max_price.items())
 
     def providers_for(
-        self, model: ResolvedModel, parameters: frozenset[str], stats: ProviderStats
+        self, model: ResolvedModel, api: str, parameters: frozenset[str], stats: ProviderStats
     ) -> tuple[ProviderConfig, ...]:
-        """The model's providers these preferences allow, in the order to try them."""
-        listed = model.providers if self.order or self.sort else model.providers_in_turn()
+        """The model's providers serving `api` that these preferences allow, in the order to
+        try them."""
+        ordered = self.order or self.sort
+        listed = model.serving(api) if ordered else model.providers_in_turn(api)
         allowed = [p for p in listed if self._allows(p, model, parameters)]
         rest = list(allowed)
         if self.sort == "latency":

@@ -32,7 +32,11 @@ class Candidate(NamedTuple):
 
 
 def candidates(
-    body: dict[str, Any], primary: str, catalog: dict[str, ResolvedModel], stats: ProviderStats
+    body: dict[str, Any],
+    primary: str,
+    catalog: dict[str, ResolvedModel],
+    stats: ProviderStats,
+    api: str = "chat",
 ) -> tuple[Candidate, ...]:
     """`primary` (the request's `model`: a 404 when the catalog lacks it), then its `models`
     not yet named, each with the providers the preferences allow; models with none are passed
@@ -41,8 +45,8 @@ def candidates(
     client that lists it as a fallback."""
     if ROUTING_FIELDS.isdisjoint(body):
         model = catalog.get(primary)
-        if model is not None:  # the common case: no routing asked for
-            return (Candidate(model, model.providers_in_turn()),)
+        if model is not None and api in model.everywhere:  # the common case
+            return (Candidate(model, model.providers_in_turn(api)),)
     first, sort = _listed(catalog, primary)
     models = [first, *(m for m in _fallbacks(body, primary, catalog) if m is not first)]
     prefs = parse_prefs(body.get("provider"), sort)
@@ -50,10 +54,17 @@ def candidates(
     found: list[Candidate] = []
     for model in {model.id: model for model in models}.values():  # each once, in order
         if prefs.within_price(model):
-            providers = prefs.providers_for(model, parameters, stats)
+            providers = prefs.providers_for(model, api, parameters, stats)
             if providers:
                 found.append(Candidate(model, providers))
     if not found:
+        if not any(m.serving(api) for m in models):
+            raise ApiError(
+                404,
+                f"model {first.id!r} has no provider here that serves the {api} API",
+                "no_endpoints",
+                api=api,
+            )
         raise ApiError(
             404,
             "no provider of the models asked for matches the request's provider preferences "

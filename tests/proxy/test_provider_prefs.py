@@ -234,3 +234,37 @@ def test_weights_name_the_models_providers() -> None:
         ModelConfig(id="m", providers=["a", "b"], weights={"a": 1, "other": 2})
     with pytest.raises(ValueError, match="at least one above 0"):
         ModelConfig(id="m", providers=["a", "b"], weights={"a": 0})
+
+
+@pytest.fixture
+async def apis_client(redis_url: str, provider: ThreadedServer) -> AsyncIterator[TestClient]:
+    """`chatonly` serves chat alone; test/mixed has it first, then sim (every API)."""
+    providers, models = catalog_for(provider.url)
+    providers.append(ProviderConfig(name="chatonly", base_url=provider.url + "/v1", apis=("chat",)))
+    models += [
+        ModelConfig(
+            id="test/chat-only", provider="chatonly", upstream_model="sim-gpt", pricing=PAID
+        ),
+        ModelConfig(
+            id="test/mixed", providers=["chatonly", "sim"], upstream_model="sim-gpt", pricing=PAID
+        ),
+    ]
+    settings = make_settings(redis_url, provider.url, providers=providers, models=models)
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+        yield c
+
+
+async def test_an_api_no_provider_serves_is_a_404_naming_it(apis_client: TestClient) -> None:
+    _, key = await new_account(apis_client, purchase="1.00")
+    embed = {"model": "test/chat-only", "input": "hi"}
+    resp = await apis_client.post("/api/v1/embeddings", json=embed, headers=bearer(key))
+    body = await resp.json()
+    assert resp.status == 404 and body["error"]["metadata"]["api"] == "embeddings"
+    assert "test/chat-only" in body["error"]["message"]
+    assert (await _served(apis_client, key, "test/chat-only"))[0] == 200  # chat it serves
+    resp = await apis_client.post(
+        "/api/v1/embeddings", json={"model": "test/mixed", "input": "hi"}, headers=bearer(key)
+    )
+    record = await generation_record(apis_client, key, resp.headers["X-Generation-Id"])
+    assert resp.status == 200 and record["provider_name"] == "sim"  # chatonly passed over
+    assert record["failed_attempts"] == []
