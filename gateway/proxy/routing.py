@@ -61,15 +61,15 @@ def candidates(
         if not any(m.serving(api) for m in models):
             raise ApiError(
                 404,
-                f"model {first.id!r} has no provider here that serves the {api} API",
+                f"No endpoints found that support the {api} API for model {first.id!r}",
                 "no_endpoints",
                 api=api,
             )
         raise ApiError(
             404,
-            "no provider of the models asked for matches the request's provider preferences "
-            "(only, ignore, order with allow_fallbacks false, max_price, require_parameters, "
-            "data_collection)",
+            "No allowed providers are available for the selected model: none of its providers "
+            "matches the request's provider preferences (only, ignore, order with "
+            "allow_fallbacks false, max_price, require_parameters, data_collection)",
             "no_endpoints",
         )
     return tuple(found)
@@ -121,7 +121,8 @@ def _listed(catalog: dict[str, ResolvedModel], model_id: str) -> tuple[ResolvedM
 
 
 def provider_body(body: dict[str, Any]) -> dict[str, Any]:
-    """The request as a provider may see it: the routing fields taken out."""
+    """The request as a provider may see it: the routing fields taken out. Not a copy when
+    there are none (each try's payload copies it: forward/route.py:_payload)."""
     if ROUTING_FIELDS.isdisjoint(body):
-        return dict(body)
+        return body
     return {k: v for k, v in body.items() if k not in ROUTING_FIELDS}

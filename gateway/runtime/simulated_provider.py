@@ -109,6 +109,21 @@ def _unknown_argument(body: dict[str, Any]) -> web.Response | None:
     return web.json_response({"error": {"message": message}}, status=400)
 
 
+def _simulated_error(model: str) -> web.Response | None:
+    """sim-error-NNN's answer: status NNN with an error body (a 400 says the context is too
+    small, a 429 carries Retry-After as providers send it)."""
+    if not (model.startswith("sim-error-") and model[10:].isdigit()):
+        return None
+    status = int(model[10:])
+    message = (
+        "simulated: this model's context is too small"
+        if status == 400
+        else f"simulated error {status}"
+    )
+    headers = {"Retry-After": "2"} if status == 429 else None
+    return web.json_response({"error": {"message": message}}, status=status, headers=headers)
+
+
 async def _completion(request: web.Request) -> web.StreamResponse:
     chat = request.path.endswith("/chat/completions")
     stats = request.app[STATS]
@@ -124,15 +139,9 @@ async def _completion(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(request.app[SLOW_SECONDS])
     elif model == "sim-delay":
         await asyncio.sleep(0.05)
-    if model.startswith("sim-error-") and model[10:].isdigit():
-        status = int(model[10:])
-        message = (
-            "simulated: this model's context is too small"
-            if status == 400
-            else (f"simulated error {status}")
-        )
-        headers = {"Retry-After": "2"} if status == 429 else None  # as providers send it
-        return web.json_response({"error": {"message": message}}, status=status, headers=headers)
+    failure = _simulated_error(model)
+    if failure is not None:
+        return failure
     if model == "sim-trickle":
         return await _trickle(request, bool(body.get("stream")))
     if model == "sim-drop" and not body.get("stream"):
@@ -272,9 +281,9 @@ async def _embeddings(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     model = str(body.get("model", ""))
-    if model.startswith("sim-error-") and model[10:].isdigit():
-        message = f"simulated error {model[10:]}"
-        return web.json_response({"error": {"message": message}}, status=int(model[10:]))
+    failure = _simulated_error(model)
+    if failure is not None:
+        return failure
     value = body.get("input")
     items = (
         value if isinstance(value, list) and not all(isinstance(v, int) for v in value) else [value]
