@@ -18,7 +18,7 @@ from gateway.middleware import gateway_middleware
 from gateway.models import resolve_catalog
 from gateway.observability.health import healthz, readyz
 from gateway.observability.metrics import SWITCH, metrics_endpoint
-from gateway.proxy import chat, embeddings
+from gateway.proxy.apis import chat, embeddings
 from gateway.proxy.forward.upstream import Upstream
 from gateway.proxy.settle.journal import JOURNAL, SettlementJournal, journal_replayer
 from gateway.proxy.settle.settling import SETTLING, Settling

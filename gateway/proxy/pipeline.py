@@ -9,14 +9,16 @@
                                                worst case reserved (401, 402, 429 or admitted)
     5. forward     gateway.proxy.forward       the providers in order (route), our HTTP/1.1
                                                client (provider_client, http1), their refusals
-    6. relay       gateway.proxy.relay         a stream event by event (streaming, sse_relay), or
+    6. relay       gateway.proxy.relay         a stream event by event (streaming, event_relay), or
                                                the answer whole (answer); secrets taken out
     7. settlement  gateway.proxy.settle        ONE Redis round trip: the exact cost, the record;
                                                journaled when Redis is away (exchange, journal)
 
-An API adapter (chat and completions today: gateway.proxy.chat) names its routes and calls
-`serve_completion` with its kind. Exactly two Redis round trips per request whatever the features:
-the admission script and the settlement script.
+An API adapter (gateway.proxy.apis: chat, completions, embeddings, responses, messages) names its
+routes and calls `serve_completion` with itself: what differs between APIs (the body's fields,
+the provider's path, where the usage is, how cost goes into the answer) is the adapter's.
+Exactly two Redis round trips per request whatever the features: the admission script and the
+settlement script.
 """
 
 import asyncio
@@ -29,12 +31,12 @@ from gateway.http.errors import ApiError
 from gateway.http.json_input import read_body
 from gateway.observability.metrics import INFLIGHT, SWITCH
 from gateway.proxy.admission import admit
+from gateway.proxy.apis.adapter import ERROR_SHAPE, ApiAdapter
 from gateway.proxy.forward.provider_stats import ProviderStats
 from gateway.proxy.forward.route import forward
 from gateway.proxy.observe import Outcome, record_when_answered
 from gateway.proxy.relay.answer import relay_answer
 from gateway.proxy.relay.streaming import relay_stream
-from gateway.proxy.request_body import Kind, parse_completion_request
 from gateway.proxy.routing import candidates
 from gateway.proxy.settle.exchange import Exchange
 from gateway.proxy.settle.journal import JOURNAL
@@ -43,8 +45,9 @@ from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS
 from metering.estimate import estimate_prompt
 
 
-async def serve_completion(request: web.Request, kind: Kind) -> web.StreamResponse:
-    """One completion request of `kind`, its outcome recorded whatever way it ends."""
+async def serve_completion(request: web.Request, api: ApiAdapter) -> web.StreamResponse:
+    """One request of `api`, its outcome recorded whatever way it ends."""
+    request[ERROR_SHAPE] = api.error_shape
     outcome = Outcome()
     received = time.monotonic()
     serving = request.app[SERVING]
@@ -52,7 +55,7 @@ async def serve_completion(request: web.Request, kind: Kind) -> web.StreamRespon
     if SWITCH.on:
         INFLIGHT.inc()
     try:
-        response = await _handle(request, kind, outcome, received)
+        response = await _handle(request, api, outcome, received)
         outcome.status = response.status
         return response
     except ApiError as exc:
@@ -72,17 +75,17 @@ async def serve_completion(request: web.Request, kind: Kind) -> web.StreamRespon
 
 
 async def _handle(
-    request: web.Request, kind: Kind, outcome: Outcome, received: float
+    request: web.Request, api: ApiAdapter, outcome: Outcome, received: float
 ) -> web.StreamResponse:
     """The stages in order (see the module's docstring)."""
     services = request.app[SERVICES]
     account_id, key_hash = await authenticate(request, services.keys)  # 1
-    req = parse_completion_request(await _body(request), kind)
-    route = candidates(req.body, req.model, request.app[MODELS], services.upstream.stats, kind)
+    req = api.parse(await _body(request), request)
+    route = candidates(req.body, req.model, request.app[MODELS], services.upstream.stats, api.kind)
     model = route[0].model  # 2
     outcome.model, outcome.provider = model.id, model.providers[0].name
-    prompt = estimate_prompt(req.body, req.size)  # 3; images only in chat messages:
-    prompt = prompt if kind == "chat" else prompt._replace(images=0)
+    prompt = estimate_prompt(req.body, req.size)  # 3; images only in the input the model reads:
+    prompt = prompt if api.reads_images else prompt._replace(images=0)
     models = (model,) if len(route) == 1 else tuple([c.model for c in route])
     admitted = await admit(request, account_id, key_hash, models, req, prompt)  # 4
     exchange = Exchange(
@@ -107,11 +110,11 @@ async def _handle(
         exchange.hold_reservation(request.app[SETTINGS].reservation_timeout_seconds / 3)
     deadlines = services.upstream.deadlines
     try:
-        upstream = await forward(request, exchange, req, kind, route)  # 5
+        upstream = await forward(request, exchange, req, api, route)  # 5
         if req.stream:  # 6
             deadlines.forget()  # a stream keeps to exchange.upstream_deadline as it relays
-            return await relay_stream(request, upstream, exchange)
-        return await relay_answer(upstream, exchange, services.upstream)
+            return await relay_stream(request, upstream, exchange, api.stream_relay)
+        return await relay_answer(upstream, exchange, services.upstream, api)
     except ApiError as exc:
         exchange.status = exc.status
         # The request was admitted and counted: its record and rate-limit state still apply.

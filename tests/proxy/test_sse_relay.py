@@ -134,7 +134,7 @@ def test_garbage_passes_through_uncounted() -> None:
 def test_a_hung_up_streams_share_counts_unshown_reasoning_whole() -> None:
     """Reasoning the model did not stream came before any output: it is charged whole, and the
     visible output in the share the client had; streamed reasoning is shared like the rest."""
-    from gateway.proxy.relay.sse_relay import _share
+    from gateway.proxy.relay.event_relay import share as _share
     from metering.pricing import TokenUsage
 
     usage = TokenUsage(prompt=30, completion=120, cached=10, reasoning=100)

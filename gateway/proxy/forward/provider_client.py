@@ -18,6 +18,11 @@ from gateway.proxy.forward.provider_connection import (
 )
 
 IDLE_SECONDS = 30.0  # a kept-alive connection unused this long is closed, not reused
+KEY_AS_X_API_KEY = frozenset(("/messages",))  # Anthropic's Messages API
+
+
+def _lines(fields: dict[str, str]) -> bytes:
+    return "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode("latin-1")
 
 
 class ProviderPool:
@@ -57,21 +62,28 @@ class ProviderPool:
         for field, value in fixed.items():
             if any(c in value for c in "\r\n\0"):  # would end the head early: a second request
                 raise ValueError(f"provider {name}: the {field} header has a line break in it")
-        self._fields = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
+        self._fields = _lines(fixed)
+        # Anthropic's API takes the key as `x-api-key` (a Bearer there is an OAuth token).
+        bearer = fixed.pop("Authorization", "")
+        if bearer:
+            fixed["x-api-key"] = bearer.removeprefix("Bearer ")
+        self._key_fields = _lines(fixed)
         self._heads: dict[str, bytes] = {}
         self._idle: list[ProviderConnection] = []
         self._open: set[ProviderConnection] = set()
         self._retired = False
         self.loop = asyncio.get_running_loop()
 
-    async def post(self, path: str, body: bytes) -> ProviderResponse:
-        """POST `body` to the provider's `path`; returns once the answer's head is in. Raises
-        UpstreamBroken; a cancelled call closes its connection."""
+    async def post(self, path: str, body: bytes, headers: bytes = b"") -> ProviderResponse:
+        """POST `body` to the provider's `path`, with `headers` (lines ending in CRLF) beside
+        the fixed ones; returns once the answer's head is in. Raises UpstreamBroken; a cancelled
+        call closes its connection."""
         head = self._heads.get(path)
         if head is None:
             request_line = f"POST {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1")
-            head = self._heads[path] = request_line + self._fields
-        head += b"Content-Length: %d\r\n\r\n" % len(body)
+            fields = self._key_fields if path in KEY_AS_X_API_KEY else self._fields
+            head = self._heads[path] = request_line + fields
+        head += headers + b"Content-Length: %d\r\n\r\n" % len(body)
         connection = self._checkout() or await self._connect()
         try:
             return await connection.request(head, body)

@@ -2,8 +2,9 @@
 
 The request body reaches the provider as the client sent it, less the gateway's routing fields
 (gateway.proxy.routing), with the model's upstream name and an output cap within what admission
-reserved (`max_tokens`, or `max_completion_tokens` when the client used that), and a stream asks
-for its usage (`stream_options.include_usage`).
+reserved, as the API's adapter writes it (gateway.proxy.apis: chat's `max_tokens`, or
+`max_completion_tokens` when the client used that, and `stream_options.include_usage`;
+Responses' `max_output_tokens`; Messages' `max_tokens`).
 
 Before any output, a try gives way:
 - to the same provider with its next key, after a 429 or a refusal of the key (401, 403), when
@@ -22,28 +23,21 @@ The last try's answer is the client's. Every try that gave way is in the record
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 from aiohttp import web
 
 from config.catalog import ProviderConfig
 from gateway.http.errors import ApiError
-from gateway.models import ResolvedModel
 from gateway.observability.metrics import FALLBACKS, UPSTREAM_ERRORS
+from gateway.proxy.apis.adapter import ApiAdapter
 from gateway.proxy.forward.provider_connection import ProviderResponse
 from gateway.proxy.forward.provider_errors import raise_provider_error
 from gateway.proxy.forward.upstream import Upstream, UpstreamFailure
-from gateway.proxy.request_body import CompletionRequest, Kind
+from gateway.proxy.request_body import CompletionRequest
 from gateway.proxy.routing import Candidate, provider_body
 from gateway.proxy.settle.exchange import Exchange
 from gateway.state import SERVICES, SETTINGS
 
-UPSTREAM_PATHS: dict[Kind, str] = {
-    "chat": "/chat/completions",
-    "completions": "/completions",
-    "embeddings": "/embeddings",
-}
 RETRY_PAUSE_SECONDS = 0.2
 KEY_TROUBLE = (401, 403, 429)
 
@@ -75,7 +69,7 @@ async def forward(
     request: web.Request,
     exchange: Exchange,
     req: CompletionRequest,
-    kind: Kind,
+    api: ApiAdapter,
     route: tuple[Candidate, ...],
 ) -> ProviderResponse:
     """The first answer that does not give way (see above). Most requests name one model with
@@ -84,15 +78,16 @@ async def forward(
     upstream = request.app[SERVICES].upstream
     rounds = 1 + request.app[SETTINGS].upstream_retries
     base = provider_body(req.body)
+    call = _Call(upstream, exchange, api.upstream_path, api.forward_headers(req))
     if len(route) == 1 and rounds == 1:  # most requests: one model, one provider, one key
         model, providers = route[0]
         if len(providers) == 1 and upstream.key_count(providers[0]) == 1:
             exchange.model = model
-            outcome = await _try(upstream, exchange, kind, _payload(base, req, model), providers[0])
+            outcome = await call.attempt(api.payload(dict(base), req, model), providers[0])
             if isinstance(outcome, ProviderResponse):
                 return outcome
             raise outcome.error
-    payloads = [_payload(base, req, model) for model, _ in route]
+    payloads = [api.payload(dict(base), req, model) for model, _ in route]
     failures: list[Failure] = []
     for round_ in range(rounds):
         started = len(failures)
@@ -102,7 +97,7 @@ async def forward(
                 providers = upstream.warm_first(model.id, providers)
             for provider in providers:
                 for _ in range(upstream.key_count(provider)):  # keys in turn, while one is
-                    outcome = await _try(upstream, exchange, kind, payload, provider)
+                    outcome = await call.attempt(payload, provider)
                     if isinstance(outcome, ProviderResponse):
                         if failures:
                             _gave_way(exchange, failures)
@@ -119,51 +114,44 @@ async def forward(
     raise failures[-1].error
 
 
-async def _try(
-    upstream: Upstream, exchange: Exchange, kind: Kind, payload: bytes, provider: ProviderConfig
-) -> ProviderResponse | Failure:
-    exchange.provider_name = provider.name
-    exchange.sent_at = time.monotonic()
-    exchange.upstream_deadline = upstream.deadlines.watch()
-    model = exchange.model.id
-    key = upstream.next_key(provider)
-    try:
-        response = await upstream.post(provider, UPSTREAM_PATHS[kind], payload, key)
-    except UpstreamFailure as exc:
-        UPSTREAM_ERRORS.labels(provider.name, exc.kind).inc()
-        upstream.cool_after(provider, model, key, exc.kind, None)
-        status = 408 if exc.kind == "timeout" else 502
-        error_type = "timeout" if status == 408 else "provider_error"
-        error = ApiError(status, str(exc), error_type, provider_name=provider.name)
-        return Failure(model, provider.name, exc.kind, error)
-    exchange.first_byte_at = time.monotonic()
-    if response.status == 200:
-        return response
-    if response.status >= 500:
-        UPSTREAM_ERRORS.labels(provider.name, "status").inc()
-    upstream.cool_after(provider, model, key, response.status, response.headers.get("Retry-After"))
-    try:
-        await raise_provider_error(response, provider.name, upstream.redactor.text, upstream.read)
-    except ApiError as exc:
-        return Failure(model, provider.name, response.status, exc)
-    raise AssertionError("raise_provider_error returned")
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What every try of one request shares: the provider's path and the headers sent on."""
 
+    upstream: Upstream
+    exchange: Exchange
+    path: str
+    headers: bytes
 
-def _payload(base: dict[str, Any], req: CompletionRequest, model: ResolvedModel) -> bytes:
-    body = dict(base)
-    body["model"] = model.config.upstream_name
-    if not req.generates:  # embeddings: no output to cap, no stream
-        return orjson.dumps(body)
-    # The provider may generate no more than admission reserved for.
-    limit = req.output_limit(model.config.max_output_tokens)
-    if body.get("max_completion_tokens") is not None:
-        body["max_completion_tokens"] = limit
-    if body.get("max_completion_tokens") is None or body.get("max_tokens") is not None:
-        body["max_tokens"] = limit
-    if req.stream:
-        options = body.get("stream_options") or {}
-        body["stream_options"] = {**options, "include_usage": True}
-    return orjson.dumps(body)
+    async def attempt(self, payload: bytes, provider: ProviderConfig) -> ProviderResponse | Failure:
+        upstream, exchange = self.upstream, self.exchange
+        exchange.provider_name = provider.name
+        exchange.sent_at = time.monotonic()
+        exchange.upstream_deadline = upstream.deadlines.watch()
+        model = exchange.model.id
+        key = upstream.next_key(provider)
+        try:
+            response = await upstream.post(provider, self.path, payload, key, self.headers)
+        except UpstreamFailure as exc:
+            UPSTREAM_ERRORS.labels(provider.name, exc.kind).inc()
+            upstream.cool_after(provider, model, key, exc.kind, None)
+            status = 408 if exc.kind == "timeout" else 502
+            error_type = "timeout" if status == 408 else "provider_error"
+            error = ApiError(status, str(exc), error_type, provider_name=provider.name)
+            return Failure(model, provider.name, exc.kind, error)
+        exchange.first_byte_at = time.monotonic()
+        if response.status == 200:
+            return response
+        if response.status >= 500:
+            UPSTREAM_ERRORS.labels(provider.name, "status").inc()
+        retry_after = response.headers.get("Retry-After")
+        upstream.cool_after(provider, model, key, response.status, retry_after)
+        try:
+            redact = upstream.redactor.text
+            await raise_provider_error(response, provider.name, redact, upstream.read)
+        except ApiError as exc:
+            return Failure(model, provider.name, response.status, exc)
+        raise AssertionError("raise_provider_error returned")
 
 
 def _gave_way(exchange: Exchange, failures: list[Failure]) -> None:

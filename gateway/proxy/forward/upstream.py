@@ -153,7 +153,7 @@ class Upstream:
             COOLDOWNS.labels(provider.name, trouble).inc()
 
     async def post(
-        self, provider: ProviderConfig, path: str, body: bytes, key: int = 0
+        self, provider: ProviderConfig, path: str, body: bytes, key: int = 0, headers: bytes = b""
     ) -> ProviderResponse:
         """POST to the provider. Its whole answer is due `total_timeout` seconds from now: the
         caller reads the rest with `read()` (or, for a stream, by `exchange.upstream_deadline`
@@ -162,7 +162,7 @@ class Upstream:
             pools = self._pools.get(provider.name)
             if not pools:  # taken out of the catalog while this request was being served
                 raise UpstreamBroken("connect", "no longer in the catalog")
-            return await pools[key % len(pools)].post(path, body)
+            return await pools[key % len(pools)].post(path, body, headers)
         except asyncio.CancelledError:
             if self.deadlines.took_too_long():
                 raise UpstreamFailure("timeout", f"provider {provider.name} timed out") from None

@@ -2,7 +2,7 @@
 
 When the client goes away, the account is charged for what was generated until then, never more
 than the whole answer: when some output had been sent, the provider's stream is read on (not
-relayed) for a few seconds for its own usage, then closed (see _client_gone and sse_relay.py).
+relayed) for a few seconds for its own usage, then closed (see _client_gone and event_relay.py).
 
 A client that reads slowly slows the relay down (each write waits for the socket to drain, so
 the provider's stream waits too, and memory stays flat); one that takes no bytes at all for
@@ -19,7 +19,8 @@ from aiohttp import web
 
 from gateway.observability.metrics import OPEN_STREAMS
 from gateway.proxy.forward.provider_connection import ProviderResponse, UpstreamBroken
-from gateway.proxy.relay.sse_relay import ProviderStreamBroken, SseRelay
+from gateway.proxy.relay.event_relay import EventRelay, ProviderStreamBroken
+from gateway.proxy.relay.redaction import Redactor
 from gateway.proxy.settle.exchange import Exchange
 from gateway.state import SERVICES, SETTINGS
 
@@ -30,13 +31,16 @@ KEEPALIVE = b": keep-alive\n\n"
 # usage comes last, and a stream with more still to come is cut off (and estimated) rather than
 # read through, whatever its pace.
 READ_FOR_USAGE_BYTES = 1024 * 1024
-DONE = b"data: [DONE]\n\n"
 
 
 async def relay_stream(
-    request: web.Request, upstream: ProviderResponse, exchange: Exchange
+    request: web.Request,
+    upstream: ProviderResponse,
+    exchange: Exchange,
+    relay_for: Callable[[Exchange, Redactor], EventRelay],
 ) -> web.StreamResponse:
-    relay = SseRelay(exchange, request.app[SERVICES].upstream.redactor)
+    """Relay with the API's own relay (`relay_for`: an adapter's `stream_relay`)."""
+    relay = relay_for(exchange, request.app[SERVICES].upstream.redactor)
     response = web.StreamResponse(
         status=200,
         headers={
@@ -69,7 +73,7 @@ async def _relay(
     request: web.Request,
     upstream: ProviderResponse,
     exchange: Exchange,
-    relay: SseRelay,
+    relay: EventRelay,
     response: web.StreamResponse,
 ) -> web.StreamResponse:
     settings = request.app[SETTINGS]
@@ -124,13 +128,13 @@ async def _send(
 
 async def _finish(
     exchange: Exchange,
-    relay: SseRelay,
+    relay: EventRelay,
     failure: str | None,
     send: "Callable[[bytes], Awaitable[None]]",
     response: web.StreamResponse,
 ) -> None:
-    """The provider's stream is over: settle, then send what was kept back, the error event if
-    it broke off, the usage chunk with its cost, and [DONE]."""
+    """The provider's stream is over: settle, then send the relay's tail (what was kept back,
+    the error if it broke off, the usage with its cost)."""
     relay.charge()
     if failure is not None:
         exchange.finish_reason = "error"
@@ -138,22 +142,19 @@ async def _finish(
         log.info("stream %s: provider closed without [DONE]", exchange.generation_id)
     await exchange.settle()
     try:
-        last = relay.kept_back()
-        if failure is not None:
-            last += relay.error_chunk(failure)
-        await send(last + relay.final_chunk() + DONE)
+        await send(relay.tail(failure))
         await response.write_eof()
     except ConnectionResetError:
         exchange.cancelled = True
 
 
 async def _client_gone(
-    upstream: ProviderResponse, exchange: Exchange, relay: SseRelay, usage_seconds: float
+    upstream: ProviderResponse, exchange: Exchange, relay: EventRelay, usage_seconds: float
 ) -> None:
     """The client hung up. When it had been sent some output, the provider's stream is read on
     (not relayed) for up to `usage_seconds` and READ_FOR_USAGE_BYTES, until its usage arrives:
     the client is then charged the provider's own prompt count and its share of the output
-    tokens, instead of an estimate (sse_relay.py). The provider is stopped then, or at once when
+    tokens, instead of an estimate (event_relay.py). The provider is stopped then, or at once when
     nothing had been sent."""
     relay.client_left()
     exchange.cancelled = True
@@ -168,7 +169,7 @@ async def _client_gone(
 
 
 async def _read_for_usage(
-    upstream: ProviderResponse, relay: SseRelay, seconds: float, deadline: float | None
+    upstream: ProviderResponse, relay: EventRelay, seconds: float, deadline: float | None
 ) -> None:
     until = asyncio.get_running_loop().time() + seconds
     budget = READ_FOR_USAGE_BYTES

@@ -1,0 +1,1 @@
+"""The APIs the gateway meters, one adapter module each (adapter.py says what one knows)."""
