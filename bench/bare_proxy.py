@@ -1,9 +1,10 @@
 """A bare aiohttp pass-through proxy: the floor any aiohttp gateway can reach on this machine.
 
 No auth, no metering, no body parsing: one shared ClientSession (pooled like the gateway's) forwards
-POST /api/v1/chat/completions to the mock provider's /v1/chat/completions and relays the answer,
-streams byte for byte as they arrive. The gap between it and the gateway is what the gateway's own
-work costs; the gap between it and the mock is what any aiohttp proxy hop costs.
+POST /api/v1/<api> (chat/completions, embeddings, responses) to the mock provider's /v1/<api> and
+relays the answer, streams byte for byte as they arrive. The gap between it and the gateway is
+what the gateway's own work costs; the gap between it and the mock is what any aiohttp proxy hop
+costs.
 
 Usage: python -m bench.bare_proxy --port PORT --upstream http://127.0.0.1:MOCKPORT
 """
@@ -20,12 +21,13 @@ from gateway.runtime.serve import tune_garbage_collector
 UPSTREAM = web.AppKey("upstream", str)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 JSON_HEADERS = {"Content-Type": "application/json"}
+PROXIED = ("chat/completions", "embeddings", "responses")
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     session = request.app[SESSION]
-    url = request.app[UPSTREAM] + "/v1/chat/completions"
+    url = request.app[UPSTREAM] + request.path.removeprefix("/api")
     async with session.post(url, data=body, headers=JSON_HEADERS) as upstream:
         content_type = upstream.headers.get("Content-Type", "application/json")
         if not content_type.startswith("text/event-stream"):
@@ -67,7 +69,8 @@ def create_app(upstream: str) -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[UPSTREAM] = upstream.rstrip("/")
     app.cleanup_ctx.append(_session)
-    app.router.add_post("/api/v1/chat/completions", proxy)
+    for api in PROXIED:
+        app.router.add_post(f"/api/v1/{api}", proxy)
     app.router.add_get("/healthz", healthz)
     return app
 

@@ -118,6 +118,18 @@ def format_table(results: dict[str, Any]) -> str:
     if ratios:
         each = ", ".join(f"{r:.2f}" for r in ratios)
         lines.append(f"  each round: {each}; the table shows the median round")
+    for api, runs in results.get("apis", {}).items():
+        lines.append(
+            f"{api}: gateway {runs['gateway']['rps']:.0f} req/s, bare proxy "
+            f"{runs['bare']['rps']:.0f} req/s: {runs['ratio']:.2f}x the floor"
+            f" (non-2xx {runs['gateway']['non2xx']}, errors {runs['gateway']['errors']})"
+        )
+    if "api_metering" in results:
+        m = results["api_metering"]
+        lines.append(
+            f"  their charge: ${m['charged']} for ${m['answered_at_listed_cost']} answered at "
+            f"the listed cost; reserved after: ${m['reserved']}"
+        )
     lines += ["", "CPU of each process during each measured run, % of one core (wrk not shown):"]
     procs = list(next(iter(results["load"].values()))["cpu_percent"])
     lines.append("  " + _row(["under load", *procs], [31] + [8] * len(procs)))

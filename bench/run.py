@@ -26,6 +26,7 @@ from bench.latency import Target, take_turns
 from bench.procs import ROOT, Child, CpuMeter, python_child
 from bench.report import RESULTS_DIR, format_table, machine_info, redis_server_info, write_json
 from bench.scenario import (
+    API_BODIES,
     PAID_MODEL,
     UPSTREAM_MODEL,
     admin_call,
@@ -68,7 +69,7 @@ class Bench:
             "bare",
             ["-m", "bench.bare_proxy", "--port", str(bare_port), "--upstream", self.mock_url],
         )
-        toml = gateway_toml(self.workdir / "gateway.toml", self.mock_url)
+        toml = gateway_toml(self.workdir / "gateway.toml", self.mock_url, every_api=True)
         serve = ["serve", "--config", str(toml), "--port", str(gateway_port)]
         gateway = self._child(
             "gateway",
@@ -181,9 +182,7 @@ class Bench:
         """The gateway really metered: its account's usage is whole requests at the listed price,
         at least as many as the clients saw answered, and no reservation is left behind."""
         time.sleep(1.0)  # settlements of requests still in flight when the load stopped
-        account = admin_call(
-            f"{self.gateway_url}/admin/v1/accounts/{self.account_id}", self.admin_token
-        )
+        account = self._account()
         usage = Decimal(account["total_usage"])
         self.results["metering_check"] = {
             "total_usage": account["total_usage"],
@@ -192,6 +191,59 @@ class Bench:
             "settled_requests": str(usage / self.cost) if self.cost else "?",
             "client_counted": self.client_counted,
         }
+
+    def api_throughput(self, use_wrk: bool) -> None:
+        """The other APIs under the same load, each against the bare proxy on the same path,
+        after the metering check (their requests cost otherwise): every gateway answer is
+        checked against its own cost once more at the end (`api_metering`)."""
+        a = self.args
+        before = Decimal(self._account()["total_usage"])
+        expected = Decimal(0)
+        self.results["apis"] = {}
+        for api, body_of in API_BODIES.items():
+            runs: dict[str, Any] = {}
+            for name, url, model, auth in (
+                ("bare", f"{self.bare_url}/api/v1/{api}", UPSTREAM_MODEL, ""),
+                ("gateway", f"{self.gateway_url}/api/v1/{api}", PAID_MODEL, self.auth),
+            ):
+                log(f"load: {api} through {name} ({a.warmup:g} s warm-up + {a.duration:g} s)")
+                warm, report = load.measure(
+                    url,
+                    body_of(model).decode(),
+                    auth,
+                    connections=a.connections,
+                    duration=a.duration,
+                    warmup=a.warmup,
+                    use_wrk=use_wrk,
+                )
+                runs[name] = report.as_dict()
+                if name == "gateway":
+                    cost = self._one_cost(url, body_of(model))
+                    answered = sum(r.requests - r.non2xx for r in (warm, report) if r is not None)
+                    expected += cost * (answered + 1)
+            bare_rps = runs["bare"]["rps"]
+            runs["ratio"] = runs["gateway"]["rps"] / bare_rps if bare_rps else 0.0
+            self.results["apis"][api] = runs
+        time.sleep(1.0)  # settlements still in flight
+        after = self._account()
+        self.results["api_metering"] = {
+            "charged": str(Decimal(after["total_usage"]) - before),
+            "answered_at_listed_cost": str(expected),
+            "reserved": after["reserved"],
+        }
+
+    def _account(self) -> dict[str, Any]:
+        return admin_call(
+            f"{self.gateway_url}/admin/v1/accounts/{self.account_id}", self.admin_token
+        )
+
+    def _one_cost(self, url: str, body: bytes) -> Decimal:
+        headers = {"Content-Type": "application/json", "Authorization": self.auth}
+        loop = new_event_loop()
+        try:
+            return loop.run_until_complete(one_request_cost(url, body, headers))
+        finally:
+            loop.close()
 
     def profile_gateway(self, use_wrk: bool, out: Path) -> None:
         """An extra, unreported load run on the gateway with py-spy attached."""
@@ -322,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 loop.close()
             bench.throughput(use_wrk)
             bench.metering_check()
+            bench.api_throughput(use_wrk)
             assert bench.redis is not None
             redis_info = redis_server_info(bench.redis.url)
             bench.results["machine"] = machine_info(redis_info, wrk if use_wrk else None)

@@ -19,15 +19,31 @@ def chat_body(model: str, **extra: Any) -> bytes:
     return orjson.dumps({"model": model, "messages": MESSAGES, **extra})
 
 
-def gateway_toml(path: Path, mock_url: str, key_env: str = "") -> Path:
+# The other APIs' runs (`make bench` measures each against the bare proxy on the same path):
+# a small batch of embeddings (RAG's shape) and a Responses call as the Agents SDK sends one.
+API_BODIES = {
+    "embeddings": lambda model: orjson.dumps(
+        {"model": model, "input": ["The quick brown fox", "jumps over the lazy dog"]}
+    ),
+    "responses": lambda model: orjson.dumps(
+        {"model": model, "input": "Hello there", "instructions": "Be brief."}
+    ),
+}
+
+
+def gateway_toml(path: Path, mock_url: str, key_env: str = "", *, every_api: bool = False) -> Path:
     """One provider (the mock) and one paid model, priced like a small real model; with
-    `key_env`, the mock's key is read from that variable (so there is a secret to redact)."""
+    `key_env`, the mock's key is read from that variable (so there is a secret to redact); with
+    `every_api`, the mock serves the Responses API too (a file older builds would refuse, so
+    bench.compare leaves it out)."""
     key_line = f'api_key_env = "{key_env}"' if key_env else ""
+    apis_line = 'apis = ["chat", "completions", "embeddings", "responses"]' if every_api else ""
     path.write_text(
         textwrap.dedent(f"""\
         [[providers]]
         name = "mock"
         base_url = "{mock_url}/v1"
+        {apis_line}
         {key_line}
 
         [[models]]

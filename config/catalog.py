@@ -10,7 +10,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 MAX_PRICE_DECIMALS = 18
-Api = Literal["chat", "completions", "embeddings"]
+Api = Literal["chat", "completions", "embeddings", "responses", "messages"]
+# What a provider serves when its `apis` are not given: the OpenAI-compatible three (Responses and
+# Anthropic's Messages are declared where served).
 APIS: tuple[Api, ...] = ("chat", "completions", "embeddings")
 
 

@@ -18,7 +18,7 @@ from gateway.middleware import gateway_middleware
 from gateway.models import resolve_catalog
 from gateway.observability.health import healthz, readyz
 from gateway.observability.metrics import SWITCH, metrics_endpoint
-from gateway.proxy.apis import chat, embeddings
+from gateway.proxy.apis import chat, embeddings, messages, responses
 from gateway.proxy.forward.upstream import Upstream
 from gateway.proxy.settle.journal import JOURNAL, SettlementJournal, journal_replayer
 from gateway.proxy.settle.settling import SETTLING, Settling
@@ -64,6 +64,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(journal_replayer)
     app.add_routes(chat.routes)
     app.add_routes(embeddings.routes)
+    app.add_routes(responses.routes)
+    app.add_routes(messages.routes)
     app.add_routes(consumer.routes)
     app.add_routes(admin.routes)
     app.add_routes(admin_credits.routes)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 TOKENS_PER_MESSAGE = 4
 LIKELY_CHARS_PER_TOKEN = 4
 LIKELY_TOKENS_PER_MESSAGE = 3
-_READ_FIELDS = ("messages", "prompt", "tools", "functions", "input")
+_READ_FIELDS = ("messages", "prompt", "tools", "functions", "input", "system", "instructions")
 IMAGE_TOKENS = 1500
 _IMAGE_TYPES = ("image_url", "input_image", "image")
 
@@ -31,8 +31,11 @@ class PromptEstimate(NamedTuple):
 
 
 def estimate_prompt(body: dict[str, Any], body_bytes: int) -> PromptEstimate:
+    """Messages (chat, Anthropic's) or the Responses API's input items: what may hold images."""
     messages = body.get("messages")
-    messages = messages if isinstance(messages, list) else []
+    if not isinstance(messages, list):
+        items = body.get("input")
+        messages = [m for m in items if isinstance(m, dict)] if isinstance(items, list) else []
     images, image_bytes = _images(messages)
     text_bytes = max(body_bytes - image_bytes, 0)
     tokens = -(-text_bytes // 2) + TOKENS_PER_MESSAGE * len(messages) + IMAGE_TOKENS * images

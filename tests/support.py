@@ -6,10 +6,10 @@ import threading
 from decimal import Decimal
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
-from config.catalog import ModelConfig, Pricing, ProviderConfig
+from config.catalog import Api, ModelConfig, Pricing, ProviderConfig
 from config.settings import Settings
 from metering.usage import UsageRecord
 
@@ -18,6 +18,8 @@ PROVIDER_SECRET = "sk-provider-secret-never-shown-7d3a"
 PROMPT_PRICE = Decimal("0.00000015")
 COMPLETION_PRICE = Decimal("0.0000006")
 IMAGE_PRICE = Decimal("0.001")  # per input image, for test/vision
+CACHE_READ_PRICE = Decimal("0.000000015")  # test/cache: a tenth of the prompt price
+CACHE_WRITE_PRICE = Decimal("0.0000001875")  # and a quarter more than it
 
 
 class ThreadedServer:
@@ -68,6 +70,13 @@ class ThreadedServer:
 PAID = Pricing(prompt=PROMPT_PRICE, completion=COMPLETION_PRICE)
 PRICEY = Pricing(prompt=PROMPT_PRICE * 100, completion=COMPLETION_PRICE * 100)
 VISION = Pricing(prompt=PROMPT_PRICE, completion=COMPLETION_PRICE, image=IMAGE_PRICE)
+CACHED = Pricing(
+    prompt=PROMPT_PRICE,
+    completion=COMPLETION_PRICE,
+    input_cache_read=CACHE_READ_PRICE,
+    input_cache_write=CACHE_WRITE_PRICE,
+)
+ALL_APIS: tuple[Api, ...] = ("chat", "completions", "embeddings", "responses", "messages")
 
 
 def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelConfig]]:
@@ -79,8 +88,11 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
             base_url=provider_url + "/v1",
             api_key_env="SIM_PROVIDER_KEY",
             simulated=True,
+            apis=ALL_APIS,
         ),
-        ProviderConfig(name="deadsim", base_url="http://127.0.0.1:9/v1", simulated=True),
+        ProviderConfig(
+            name="deadsim", base_url="http://127.0.0.1:9/v1", simulated=True, apis=ALL_APIS
+        ),
         # The same simulated server under another name: one that keeps what it is sent and
         # declares only some parameters (provider preferences' tests).
         ProviderConfig(
@@ -90,6 +102,7 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
             simulated=True,
             collects_data=True,
             supported_parameters=("temperature",),
+            apis=ALL_APIS,
         ),
     ]
 
@@ -128,6 +141,13 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
             max_output_tokens=1000,
         ),
         paid("test/errorchunk", "sim-errorchunk"),
+        ModelConfig(
+            id="test/cache",
+            provider="sim",
+            upstream_model="sim-cache",
+            pricing=CACHED,
+            max_output_tokens=1000,
+        ),
         ModelConfig(
             id="test/fallback", providers=["deadsim", "sim"], upstream_model="sim-gpt", pricing=PAID
         ),
@@ -194,6 +214,27 @@ async def account_state(client: TestClient, account_id: str) -> dict[str, Any]:
     assert resp.status == 200
     data: dict[str, Any] = await resp.json()
     return data
+
+
+async def settled_state(client: TestClient, account_id: str) -> dict[str, Any]:
+    """The account once no reservation is held (a hung-up stream settles a little later)."""
+    for _ in range(100):
+        state = await account_state(client, account_id)
+        if state["reserved"] == "0.00":
+            return state
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"account {account_id} still holds a reservation")
+
+
+async def hang_up_after(resp: ClientResponse, marker: bytes, events: int) -> None:
+    """Read a stream until `events` data lines carrying `marker` came, then hang up."""
+    seen = 0
+    async for line in resp.content:
+        if line.startswith(b"data: ") and marker in line:
+            seen += 1
+            if seen == events:
+                break
+    resp.close()
 
 
 async def generation_record(client: TestClient, key: str, generation_id: str) -> dict[str, Any]:

@@ -25,8 +25,11 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip()
 
 
-def key_hash_of(request: web.Request) -> str:
+def key_hash_of(request: web.Request, x_api_key: bool = False) -> str:
+    """The key's hash; with `x_api_key`, the key may come as Anthropic's clients send it."""
     token = bearer_token(request)
+    if token is None and x_api_key:
+        token = request.headers.get("x-api-key", "").strip() or None
     if token is None:
         raise ApiError(
             401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_api_key"
@@ -61,12 +64,14 @@ class KeyCache:
         self._entries.pop(key_hash, None)
 
 
-async def authenticate(request: web.Request, cache: KeyCache) -> tuple[str, str]:
+async def authenticate(
+    request: web.Request, cache: KeyCache, x_api_key: bool = False
+) -> tuple[str, str]:
     """(account id, key hash) for a bearer key that exists; its state is checked by the caller.
     An address that keeps sending unknown keys is slowed down (see gateway.http.key_guessing)."""
     guard = request.app[KEY_GUESSING]
     guard.check(request)
-    key_hash = key_hash_of(request)
+    key_hash = key_hash_of(request, x_api_key)
     account_id = await cache.account_of(key_hash)
     if account_id is None:
         await guard.failed(request)

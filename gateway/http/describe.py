@@ -104,8 +104,10 @@ def text(media_type: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {media_type: {"schema": STRING}}}
 
 
-def errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"$ref": f"#/components/responses/{s}"} for s in sorted(set(statuses))}
+def errors(*statuses: int, shape: str = "") -> dict[str, Any]:
+    """The error answers of `statuses`; `shape="anthropic"`: in Anthropic's error shape."""
+    prefix = f"{shape}-" if shape else ""
+    return {str(s): {"$ref": f"#/components/responses/{prefix}{s}"} for s in sorted(set(statuses))}
 
 
 def query(name: str, schema: Schema, description: str, *, required: bool = False) -> Any:

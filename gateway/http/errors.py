@@ -45,6 +45,22 @@ _TYPES_BY_STATUS = {
 }
 
 
+# The error shape a request's answers take: OpenRouter's (above), or Anthropic's
+# `{"type": "error", "error": {"type", "message"}}` on its Messages API (set by the adapter).
+ERROR_SHAPE = web.RequestKey("error_shape", str)
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -65,10 +81,20 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         return error_body(self.status, self.message, self.error_type, **self.metadata)
 
-    def response(self) -> web.Response:
+    def response(self, shape: str = "openrouter") -> web.Response:
+        body = anthropic_error(self.status, self.message) if shape == "anthropic" else self.body()
         return json_response(
-            self.body(), status=self.status, headers=retry_advice(self.status, self.headers)
+            body, status=self.status, headers=retry_advice(self.status, self.headers)
         )
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    """An error as Anthropic's API words it (its SDK reads `error.type` and `error.message`)."""
+    fallback = "api_error" if status >= 500 else "invalid_request_error"
+    return {
+        "type": "error",
+        "error": {"type": _ANTHROPIC_TYPES.get(status, fallback), "message": message},
+    }
 
 
 def retry_advice(status: int, headers: dict[str, str]) -> dict[str, str]:
@@ -136,20 +162,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
     """The JSON error answer for what a handler raised; re-raises what is not an error to answer
     (a redirect, a client that went away)."""
+    shape = request.get(ERROR_SHAPE, "openrouter")
     if isinstance(exc, ApiError):
-        return exc.response()
+        return exc.response(shape)
     if isinstance(exc, STORE_ERRORS):
         log.warning(
             "redis unavailable on %s %s: %s", request.method, request.path, type(exc).__name__
         )
         return ApiError(
             503, "the gateway's store is unavailable; try again shortly", "service_unavailable"
-        ).response()
+        ).response(shape)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         limit = request.app[SETTINGS].max_body_bytes
         return ApiError(
             413, f"request body is larger than {limit} bytes", max_bytes=limit
-        ).response()
+        ).response(shape)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc
@@ -157,11 +184,11 @@ def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
             exc.status, exc.reason
         )
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return ApiError(exc.status, message, headers=headers).response()
+        return ApiError(exc.status, message, headers=headers).response(shape)
     if isinstance(exc, OSError):
         if request.transport is None or request.transport.is_closing():
             raise exc  # the client went away; nothing to answer
         log.error("unexpected I/O error on %s %s", request.method, request.path, exc_info=exc)
-        return ApiError(500, "internal error", "internal_error").response()
+        return ApiError(500, "internal error", "internal_error").response(shape)
     log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
-    return ApiError(500, "internal error", "internal_error").response()
+    return ApiError(500, "internal error", "internal_error").response(shape)

@@ -27,11 +27,11 @@ import time
 from aiohttp import web
 
 from gateway.http.auth import authenticate
-from gateway.http.errors import ApiError
+from gateway.http.errors import ERROR_SHAPE, ApiError
 from gateway.http.json_input import read_body
 from gateway.observability.metrics import INFLIGHT, SWITCH
 from gateway.proxy.admission import admit
-from gateway.proxy.apis.adapter import ERROR_SHAPE, ApiAdapter
+from gateway.proxy.apis.adapter import ApiAdapter
 from gateway.proxy.forward.provider_stats import ProviderStats
 from gateway.proxy.forward.route import forward
 from gateway.proxy.observe import Outcome, record_when_answered
@@ -79,7 +79,7 @@ async def _handle(
 ) -> web.StreamResponse:
     """The stages in order (see the module's docstring)."""
     services = request.app[SERVICES]
-    account_id, key_hash = await authenticate(request, services.keys)  # 1
+    account_id, key_hash = await authenticate(request, services.keys, api.takes_x_api_key)  # 1
     req = api.parse(await _body(request), request)
     route = candidates(req.body, req.model, request.app[MODELS], services.upstream.stats, api.kind)
     model = route[0].model  # 2

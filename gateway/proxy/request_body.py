@@ -19,7 +19,7 @@ from typing import Any, Literal
 from gateway.http.errors import bad_request
 from gateway.http.json_input import parse_object
 
-Kind = Literal["chat", "completions", "embeddings"]
+Kind = Literal["chat", "completions", "embeddings", "responses", "messages"]
 INT64 = 2**63 - 1
 # The sampling numbers as OpenAI and OpenRouter document them: (lowest, highest, whole numbers).
 # A value outside would be refused by the provider anyway; refused here, nothing is reserved.
@@ -50,6 +50,7 @@ class CompletionRequest:
     size: int  # bytes of the body as received
     prompts: int = 1  # a /completions prompt may be a list of prompts, each answered
     kind: Kind = "chat"
+    headers: bytes = b""  # header lines the provider is sent beside the request (Messages)
 
     @property
     def generates(self) -> bool:
@@ -76,12 +77,7 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
         raise bad_request("request body is empty; send a JSON object")
     body = parse_object(raw)
 
-    model = body.get("model")
-    fallbacks = body.get("models")
-    if model is None and isinstance(fallbacks, list) and fallbacks:
-        model = fallbacks[0]  # OpenRouter's `models` alone: the first is the model asked for
-    if not isinstance(model, str) or not model.strip():
-        raise bad_request("'model' is required and must be a non-empty string", "model")
+    model = model_of(body)
 
     if kind == "embeddings":
         return _embeddings_request(body, model, len(raw))
@@ -90,17 +86,13 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
     else:
         _check_prompt(body.get("prompt"))
 
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise bad_request("'stream' must be true or false", "stream")
+    stream = stream_of(body)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise bad_request("'stream_options' must be an object", "stream_options")
 
-    max_tokens = _token_limit(body, "max_tokens")
-    max_completion = _token_limit(body, "max_completion_tokens")
+    max_tokens = token_limit(body, "max_tokens")
+    max_completion = token_limit(body, "max_completion_tokens")
     limits = [v for v in (max_tokens, max_completion) if v is not None]
 
     n = body.get("n", 1)
@@ -110,12 +102,12 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
         raise bad_request(f"'n' must be an integer from 1 to {MAX_CHOICES}", "n")
 
     for name, (lowest, highest, whole) in _NUMBER_RANGES.items():
-        _check_number(body, name, lowest, highest, whole=whole)
+        check_number(body, name, lowest, highest, whole=whole)
     if kind == "chat":
         if body.get("logprobs") is not None and not isinstance(body["logprobs"], bool):
             raise bad_request("'logprobs' must be true or false", "logprobs")
     else:
-        _check_number(body, "logprobs", 0, MAX_LEGACY_LOGPROBS, whole=True)
+        check_number(body, "logprobs", 0, MAX_LEGACY_LOGPROBS, whole=True)
     _check_logit_bias(body.get("logit_bias"))
     best_of = body.get("best_of")
     if best_of is not None and (
@@ -126,6 +118,26 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
     return CompletionRequest(
         body, model, stream, min(limits) if limits else None, n, len(raw), prompts, kind
     )
+
+
+def model_of(body: dict[str, Any]) -> str:
+    """The model asked for: `model`, or OpenRouter's `models` alone (the first is the one)."""
+    model = body.get("model")
+    fallbacks = body.get("models")
+    if model is None and isinstance(fallbacks, list) and fallbacks:
+        model = fallbacks[0]
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("'model' is required and must be a non-empty string", "model")
+    return model
+
+
+def stream_of(body: dict[str, Any]) -> bool:
+    stream = body.get("stream", False)
+    if stream is None:
+        return False
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be true or false", "stream")
+    return stream
 
 
 def _embeddings_request(body: dict[str, Any], model: str, size: int) -> CompletionRequest:
@@ -163,7 +175,7 @@ def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _check_number(
+def check_number(
     body: dict[str, Any], name: str, lowest: float, highest: float, *, whole: bool
 ) -> None:
     value = body.get(name)
@@ -188,7 +200,7 @@ def _check_logit_bias(bias: Any) -> None:
         )
 
 
-def _token_limit(body: dict[str, Any], name: str) -> int | None:
+def token_limit(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
     if value is None:
         return None

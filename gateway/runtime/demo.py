@@ -1,8 +1,9 @@
 """`gateway demo`: everything needed to try the gateway on a machine with nothing else.
 
-An embedded Redis in a fresh temporary directory, a SIMULATED OpenAI-style provider on loopback
-(no real model is called, and every output says so), a demo account with $10 of purchased credits
-and a key; then a ready curl line.
+An embedded Redis in a fresh temporary directory, a SIMULATED provider on loopback (no real model
+is called, and every output says so) that serves every API the gateway meters (chat, completions,
+embeddings, OpenAI's Responses, Anthropic's Messages), a demo account with $10 of purchased
+credits and a key; then a ready curl line for each API.
 """
 
 import asyncio
@@ -24,10 +25,17 @@ from metering.money import fee_nanos
 
 DEMO_PAID_MODEL = "simulated/gpt-4o-mini"
 DEMO_FREE_MODEL = "simulated/llama-3.1-8b-instruct:free"
+DEMO_EMBEDDING_MODEL = "simulated/text-embedding-3-small"
+DEMO_CLAUDE_MODEL = "simulated/claude-haiku"
 
 
 def demo_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelConfig]]:
-    provider = ProviderConfig(name="simulated", base_url=provider_url, simulated=True)
+    provider = ProviderConfig(
+        name="simulated",
+        base_url=provider_url,
+        simulated=True,
+        apis=("chat", "completions", "embeddings", "responses", "messages"),
+    )
     models = [
         ModelConfig(
             id=DEMO_PAID_MODEL,
@@ -53,6 +61,28 @@ def demo_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
             upstream_model="sim-slowstream",
             max_output_tokens=1000,
             pricing=Pricing(prompt=Decimal("0.000001"), completion=Decimal("0.000002")),
+        ),
+        ModelConfig(
+            id=DEMO_EMBEDDING_MODEL,
+            name="Simulated text embedding (no real model)",
+            provider="simulated",
+            upstream_model="sim-embedding",
+            context_length=8192,
+            pricing=Pricing(prompt=Decimal("0.00000002"), completion=Decimal("0")),
+        ),
+        ModelConfig(
+            id=DEMO_CLAUDE_MODEL,
+            name="Simulated Claude Haiku, with prompt caching (no real model)",
+            provider="simulated",
+            upstream_model="sim-cache",
+            max_output_tokens=8192,
+            context_length=200000,
+            pricing=Pricing(
+                prompt=Decimal("0.0000008"),
+                completion=Decimal("0.000004"),
+                input_cache_read=Decimal("0.00000008"),
+                input_cache_write=Decimal("0.000001"),
+            ),
         ),
     ]
     return [provider], models
@@ -113,25 +143,31 @@ async def _demo(host: str, port: int, redis_url: str, data_dir: Path) -> None:
 
 
 def _banner(base: str, sim_port: int, secret: str) -> str:
-    curl = (
-        f"curl -s {base}/api/v1/chat/completions \\\n"
-        f"  -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' \\\n"
-        f'  -d \'{{"model": "{DEMO_PAID_MODEL}", "messages": '
-        f'[{{"role": "user", "content": "Hello!"}}]}}\''
-    )
+    auth = f"-H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json'"
+    hello = '[{"role": "user", "content": "Hello!"}]'
     return f"""
 Gateway demo is running at {base}
   Provider: SIMULATED (a built-in test provider on 127.0.0.1:{sim_port}; no real model is called)
-  Models:   {DEMO_PAID_MODEL} (paid, listed prices), {DEMO_FREE_MODEL} (free)
+  Models:   {DEMO_PAID_MODEL} (paid, listed prices), {DEMO_FREE_MODEL} (free),
+            {DEMO_EMBEDDING_MODEL}, {DEMO_CLAUDE_MODEL} (prompt caching)
   Account:  "demo", with $10.00 of purchased credits
   API key:  {secret}
 
 Try it:
-{curl}
+curl -s {base}/api/v1/chat/completions \\
+  {auth} \\
+  -d '{{"model": "{DEMO_PAID_MODEL}", "messages": {hello}}}'
 
-  Credits:  curl -s {base}/api/v1/credits -H 'Authorization: Bearer {secret}'
-  Models:   curl -s {base}/api/v1/models
-  Activity: {base}/activity (paste the API key there)
+  Embeddings: curl -s {base}/api/v1/embeddings {auth} \\
+                -d '{{"model": "{DEMO_EMBEDDING_MODEL}", "input": ["a", "b"]}}'
+  Responses:  curl -s {base}/api/v1/responses {auth} \\
+                -d '{{"model": "{DEMO_PAID_MODEL}", "input": "Hello!"}}'
+  Messages:   curl -s {base}/v1/messages -H 'x-api-key: {secret}' \\
+                -H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' \\
+                -d '{{"model": "{DEMO_CLAUDE_MODEL}", "max_tokens": 100, "messages": {hello}}}'
+  Credits:    curl -s {base}/api/v1/credits -H 'Authorization: Bearer {secret}'
+  Models:     curl -s {base}/api/v1/models
+  Activity:   {base}/activity (paste the API key there)
 
 Stop it with Ctrl-C (SIGINT) or SIGTERM; the demo's data is temporary and removed on exit.
 """

@@ -1,8 +1,9 @@
 """A simulated OpenAI-style provider on loopback, for `gateway demo`, the tests and the benchmark.
 
-It answers /v1/chat/completions and /v1/completions, streaming or not, with usage, and misbehaves
-on request: the upstream model name picks the behaviour (see BEHAVIOURS). It is named as simulated
-everywhere it shows, and its replies say so.
+It answers /v1/chat/completions, /v1/completions and /v1/embeddings here, and OpenAI's Responses
+API and Anthropic's Messages API in simulated_apis.py, streaming or not, with usage, and
+misbehaves on request: the upstream model name picks the behaviour (simulated_basics.py,
+BEHAVIOURS). It is named as simulated everywhere it shows, and its replies say so.
 """
 
 import asyncio
@@ -16,78 +17,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-REPLY = [
-    "This",
-    "is",
-    "a",
-    "simulated",
-    "reply",
-    "from",
-    "the",
-    "gateway's",
-    "built-in",
-    "test",
-    "provider;",
-    "no",
-    "real",
-    "model",
-    "was",
-    "called.",
-]
-LONG_REPLY_WORDS = 400
-FLOOD_CHUNKS = 50_000
-FLOOD_PIECE = "flood " * 680
-TRICKLE_BYTES = 12_000
-BEHAVIOURS = {
-    "sim-slow": "waits `slow_seconds` before answering",
-    "sim-delay": "waits 50 ms before answering (for races)",
-    "sim-error-NNN": "answers status NNN with an error body (e.g. sim-error-500; a 429 says "
-    "Retry-After: 2)",
-    "sim-garbage": "answers 200 with a body that is not JSON (a broken SSE event when streaming)",
-    "sim-drop": "drops the connection (after two chunks when streaming)",
-    "sim-nousage": "never reports usage",
-    "sim-overuse": "reports 10,000 more prompt tokens than it was sent (a hidden system prompt)",
-    "sim-slowstream": f"streams {LONG_REPLY_WORDS} words, one every 20 ms",
-    "sim-flood": f"streams {FLOOD_CHUNKS} chunks of 4 KB as fast as the reader takes them",
-    "sim-trickle": "sends one byte every 50 ms, for up to ten minutes, then answers",
-    "sim-empty": "answers no text: zero completion tokens and a null finish reason",
-    "sim-errorchunk": "ends in an error: finish reason `error` (when streaming, after two words, "
-    "with an `error` member)",
-}
-ERROR_AFTER_WORDS = 2
-# Fields an OpenAI-style provider does not know, and refuses (as OpenAI does: "Unrecognized
-# request argument supplied"): the gateway must keep its routing fields to itself.
-FOREIGN_FIELDS = ("models", "provider", "route")
-STATS = web.AppKey("stats", dict[str, int])
-SLOW_SECONDS = web.AppKey("slow_seconds", float)
-
-
-def count_prompt_tokens(body: dict[str, Any]) -> int:
-    """About four characters a token, plus three per message: what real tokenizers roughly do."""
-    if isinstance(body.get("messages"), list):
-        chars = 0
-        for m in body["messages"]:
-            content = m.get("content") if isinstance(m, dict) else None
-            if isinstance(content, str):
-                chars += len(content)
-            elif isinstance(content, list):
-                texts = (p.get("text") for p in content if isinstance(p, dict))
-                chars += sum(len(text) for text in texts if isinstance(text, str))
-        return math.ceil(chars / 4) + 3 * len(body["messages"])
-    prompt = body.get("prompt")
-    return math.ceil(len(prompt) / 4) if isinstance(prompt, str) else 1
-
-
-def _words(model: str, max_tokens: int | None) -> list[str]:
-    if model == "sim-flood":
-        return [FLOOD_PIECE] * FLOOD_CHUNKS  # whatever max_tokens said
-    if model == "sim-empty":
-        return []
-    if model == "sim-errorchunk":
-        return REPLY[:ERROR_AFTER_WORDS]
-    words = REPLY * 40 if model == "sim-slowstream" else REPLY
-    words = words[:LONG_REPLY_WORDS]
-    return words[:max_tokens] if max_tokens else words
+from gateway.runtime import simulated_apis
+from gateway.runtime.simulated_basics import (
+    SLOW_SECONDS,
+    STATS,
+    TRICKLE_BYTES,
+    count_prompt_tokens,
+    simulated_error,
+    unknown_argument,
+    words_for,
+)
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
@@ -100,30 +39,6 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
-def _unknown_argument(body: dict[str, Any]) -> web.Response | None:
-    """The 400 OpenAI answers a field it does not know with (the gateway's routing fields)."""
-    foreign = [name for name in FOREIGN_FIELDS if name in body]
-    if not foreign:
-        return None
-    message = f"Unrecognized request argument supplied: {foreign[0]}"
-    return web.json_response({"error": {"message": message}}, status=400)
-
-
-def _simulated_error(model: str) -> web.Response | None:
-    """sim-error-NNN's answer: status NNN with an error body (a 400 says the context is too
-    small, a 429 carries Retry-After as providers send it)."""
-    if not (model.startswith("sim-error-") and model[10:].isdigit()):
-        return None
-    status = int(model[10:])
-    message = (
-        "simulated: this model's context is too small"
-        if status == 400
-        else f"simulated error {status}"
-    )
-    headers = {"Retry-After": "2"} if status == 429 else None
-    return web.json_response({"error": {"message": message}}, status=status, headers=headers)
-
-
 async def _completion(request: web.Request) -> web.StreamResponse:
     chat = request.path.endswith("/chat/completions")
     stats = request.app[STATS]
@@ -131,7 +46,7 @@ async def _completion(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Authorization", "").startswith("Bearer "):
         stats["with_key"] += 1
     body = orjson.loads(await request.read())
-    refused = _unknown_argument(body)
+    refused = unknown_argument(body)
     if refused is not None:
         return refused
     model = str(body.get("model", ""))
@@ -139,7 +54,7 @@ async def _completion(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(request.app[SLOW_SECONDS])
     elif model == "sim-delay":
         await asyncio.sleep(0.05)
-    failure = _simulated_error(model)
+    failure = simulated_error(model)
     if failure is not None:
         return failure
     if model == "sim-trickle":
@@ -150,7 +65,7 @@ async def _completion(request: web.Request) -> web.StreamResponse:
         return web.Response()
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
     stats["last_max_tokens"] = max_tokens if isinstance(max_tokens, int) else -1
-    words = _words(model, max_tokens if isinstance(max_tokens, int) else None)
+    words = words_for(model, max_tokens if isinstance(max_tokens, int) else None)
     prompt_tokens = count_prompt_tokens(body) + (10_000 if model == "sim-overuse" else 0)
     ident = f"simcmpl-{time.monotonic_ns()}"
     if body.get("stream"):
@@ -158,7 +73,7 @@ async def _completion(request: web.Request) -> web.StreamResponse:
     if model == "sim-garbage":
         return web.Response(body=b"{not json", content_type="application/json")
     text = " ".join(words)
-    cut = isinstance(max_tokens, int) and max_tokens < len(_words(model, None))
+    cut = isinstance(max_tokens, int) and max_tokens < len(words_for(model, None))
     choice: dict[str, Any] = {"index": 0, "finish_reason": _finish_reason(model, cut)}
     if chat:
         choice["message"] = {"role": "assistant", "content": text}
@@ -277,11 +192,11 @@ async def _embeddings(request: web.Request) -> web.Response:
     (little-endian float32). sim-error-NNN and sim-nousage behave as for completions."""
     request.app[STATS]["requests"] += 1
     body = orjson.loads(await request.read())
-    refused = _unknown_argument(body)
+    refused = unknown_argument(body)
     if refused is not None:
         return refused
     model = str(body.get("model", ""))
-    failure = _simulated_error(model)
+    failure = simulated_error(model)
     if failure is not None:
         return failure
     value = body.get("input")
@@ -319,11 +234,18 @@ def create_simulated_provider(slow_seconds: float = 2.0) -> web.Application:
         "streams_aborted": 0,
         "streams_dropped": 0,
         "chunks_sent": 0,
+        "x_api_key": 0,
+        "bearer_on_messages": 0,
     }
+    app[simulated_apis.STORED] = {}
+    app[simulated_apis.SEEN] = {}
     app[SLOW_SECONDS] = slow_seconds
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", _completion)
         app.router.add_post(f"{prefix}/completions", _completion)
         app.router.add_post(f"{prefix}/embeddings", _embeddings)
+        app.router.add_post(f"{prefix}/responses", simulated_apis.responses)
+        app.router.add_post(f"{prefix}/messages", simulated_apis.messages)
     app.router.add_get("/_sim/stats", _stats)
+    app.router.add_get("/_sim/seen", simulated_apis.seen)
     return app

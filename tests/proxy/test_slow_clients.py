@@ -20,7 +20,7 @@ from bench.stack import Stack, rss_bytes
 from gateway.app import create_app
 from gateway.runtime.redis_server import find_binaries
 from gateway.runtime.server import start_site
-from gateway.runtime.simulated_provider import FLOOD_CHUNKS
+from gateway.runtime.simulated_basics import FLOOD_CHUNKS
 from tests.support import ThreadedServer, account_state, bearer, chat, make_settings, new_account
 
 pytestmark = pytest.mark.skipif(not find_binaries(), reason="no redis-server or valkey-server")

@@ -2,8 +2,10 @@
 
 import json
 import signal
+import subprocess
 import textwrap
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -65,34 +67,56 @@ def test_sigkill_of_serve_leaves_no_redis_behind(tmp_path: Path, provider: Threa
     assert wait_until(lambda: not pids_with(str(data_dir / "redis.sock")), 10)
 
 
-def test_demo_answers_its_own_curl_line() -> None:
+def _curl_lines(banner: str) -> list[str]:
+    """The banner's curl commands, each with its continuation lines joined."""
+    commands, current = [], ""
+    for line in banner.splitlines():
+        text = line.strip()
+        if ":" in text and "curl -s" in text and not current:
+            text = text[text.index("curl -s") :]
+        if current or text.startswith("curl -s"):
+            current += " " + text.removesuffix("\\").strip()
+            if not text.endswith("\\"):
+                commands.append(current.strip())
+                current = ""
+    return commands
+
+
+def test_demo_answers_its_own_curl_lines() -> None:
+    """Every API's line the demo prints answers with its exact cost, and the credits add up."""
     port = free_port()
     proc = gateway_process(["demo", "--port", str(port)], {})
     try:
         assert proc.stdout is not None
         lines = []
-        for _ in range(40):
+        for _ in range(60):
             line = proc.stdout.readline()
             lines.append(line)
             if line.strip().startswith("Stop it with"):
                 break
         text = "".join(lines)
-        assert "SIMULATED" in text and "curl" in text
+        assert "SIMULATED" in text
         key = next(ln.split()[-1] for ln in lines if ln.strip().startswith("API key:"))
-        body = json.dumps(
-            {"model": "simulated/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}
-        ).encode()
-        status, reply = _get(
-            f"http://127.0.0.1:{port}/api/v1/chat/completions",
-            {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            body,
-        )
-        assert status == 200
-        assert reply["usage"]["cost"] > 0
+        calls = [c for c in _curl_lines(text) if " -d " in c]
+        paths = [c.split()[2].split(str(port))[1] for c in calls]
+        assert paths == [
+            "/api/v1/chat/completions",
+            "/api/v1/embeddings",
+            "/api/v1/responses",
+            "/v1/messages",
+        ]
+        costs = []
+        for command in calls:
+            done = subprocess.run(
+                ["bash", "-c", command], capture_output=True, timeout=20, check=True
+            )
+            reply = json.loads(done.stdout)
+            assert reply["usage"]["cost"] > 0, reply
+            costs.append(Decimal(str(reply["usage"]["cost"])))
         status, credits = _get(
             f"http://127.0.0.1:{port}/api/v1/credits", {"Authorization": f"Bearer {key}"}
         )
-        assert credits["data"]["total_usage"] == reply["usage"]["cost"]
+        assert status == 200 and Decimal(str(credits["data"]["total_usage"])) == sum(costs)
     finally:
         assert stop(proc, signal.SIGINT) == 0
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from gateway.api import bodies, shapes
+from gateway.api.openapi.api_schemas import API_SCHEMAS, anthropic_responses
 from gateway.http.describe import COUNT, Schema, obj, ref
 
 USD = {
@@ -165,6 +166,7 @@ SCHEMAS: dict[str, Schema] = {
     "CompletionRequest": TEXT_REQUEST,
     "EmbeddingRequest": EMBEDDING_REQUEST,
     "Embeddings": EMBEDDINGS,
+    **API_SCHEMAS,
     **model_schemas(bodies.BODIES, "validation"),
 }
 
@@ -202,7 +204,8 @@ def _error_response(status: int) -> dict[str, Any]:
     return response
 
 
-RESPONSES = {str(status): _error_response(status) for status in _ERRORS}
+_OPENROUTER_ERRORS = {str(status): _error_response(status) for status in _ERRORS}
+RESPONSES = {**_OPENROUTER_ERRORS, **anthropic_responses(_OPENROUTER_ERRORS)}
 
 SECURITY_SCHEMES = {
     "apiKey": {

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from gateway.http.describe import API_KEY, STRING, errors, json_body, op, ref
 from gateway.models import ResolvedModel
 from gateway.proxy.relay.event_relay import EventRelay
 from gateway.proxy.relay.redaction import Redactor
@@ -21,7 +22,6 @@ from metering.pricing import TokenUsage
 # How this API's errors look: OpenRouter's `{"error": {"code", "message", "metadata"}}`, or
 # Anthropic's `{"type": "error", "error": {"type", "message"}}` (gateway.http.errors).
 ErrorShape = Literal["openrouter", "anthropic"]
-ERROR_SHAPE = web.RequestKey("error_shape", str)
 
 
 class ApiAdapter:
@@ -29,6 +29,7 @@ class ApiAdapter:
     upstream_path: str  # after the provider's base_url (which ends in /v1)
     error_shape: ErrorShape = "openrouter"
     reads_images: bool = False  # its input may hold images (priced per image)
+    takes_x_api_key: bool = False  # the key may come as `x-api-key` (Anthropic's clients)
 
     def parse(self, raw: bytes, request: web.Request) -> CompletionRequest:
         """The request body checked: a 400 naming the field, before anything is reserved."""
@@ -66,3 +67,37 @@ class ApiAdapter:
 def estimate_text_tokens(texts: list[str]) -> int:
     """About four bytes a token of returned text, when the provider reported no usage."""
     return sum(-(-len(text.encode()) // 4) for text in texts)
+
+
+REFUSALS = (400, 401, 402, 403, 404, 408, 413, 429, 502, 503)
+
+
+def api_operation(
+    summary: str,
+    answered: str,
+    request_schema: str,
+    json_schema: str,
+    stream_schema: Any = None,
+    shape: ErrorShape = "openrouter",
+) -> dict[str, Any]:
+    """One API's OpenAPI operation: its body, its answer (`answered` says what it is; JSON,
+    and SSE when `stream_schema` is given), the generation id header and its refusals."""
+    content: dict[str, Any] = {"application/json": {"schema": ref(json_schema)}}
+    if stream_schema is not None:
+        content["text/event-stream"] = {"schema": stream_schema}
+    header = {"description": "the generation id", "required": True, "schema": STRING}
+    error = "AnthropicError" if shape == "anthropic" else "Error"
+    answers = {
+        "200": {
+            "description": answered,
+            "headers": {"X-Generation-Id": header},
+            "content": content,
+        },
+        **errors(*REFUSALS, shape="" if shape == "openrouter" else shape),
+        "4XX": {
+            "description": "The provider's own refusal of the request (such as a context that "
+            "is too long), passed on with its status",
+            "content": {"application/json": {"schema": ref(error)}},
+        },
+    }
+    return op(summary, "completions", API_KEY, answers, body=json_body(ref(request_schema)))

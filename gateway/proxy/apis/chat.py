@@ -6,9 +6,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.http.describe import API_KEY, STRING, described, errors, json_body, obj, op, ref
+from gateway.http.describe import STRING, described, obj
 from gateway.models import ResolvedModel
-from gateway.proxy.apis.adapter import ApiAdapter, estimate_text_tokens
+from gateway.proxy.apis.adapter import ApiAdapter, api_operation, estimate_text_tokens
 from gateway.proxy.pipeline import serve_completion
 from gateway.proxy.relay.event_relay import EventRelay
 from gateway.proxy.relay.provider_usage import parse_usage, usage_with_cost
@@ -89,35 +89,14 @@ SSE_EVENT = obj(
     event=STRING,
     id=STRING,
 )
-ANSWERED = {
-    "description": "The answer, with `usage.cost`; a stream (`stream: true`) is SSE whose last "
-    "chunk before `data: [DONE]` carries the usage",
-    "headers": {
-        "X-Generation-Id": {"description": "the generation id", "required": True, "schema": STRING}
-    },
-    "content": {
-        "application/json": {"schema": ref("Completion")},
-        "text/event-stream": {"schema": SSE_EVENT},
-    },
-}
-REFUSED = {
-    **errors(400, 401, 402, 403, 404, 408, 413, 429, 502, 503),
-    "4XX": {
-        "description": "The provider's own refusal of the request (such as a context that is too "
-        "long), passed on with its status",
-        "content": {"application/json": {"schema": ref("Error")}},
-    },
-}
+ANSWERED = (
+    "The answer, with `usage.cost`; a stream (`stream: true`) is SSE whose last chunk before "
+    "`data: [DONE]` carries the usage"
+)
 
 
 def _completion(summary: str, request_schema: str) -> dict[str, object]:
-    return op(
-        summary,
-        "completions",
-        API_KEY,
-        {"200": ANSWERED, **REFUSED},
-        body=json_body(ref(request_schema)),
-    )
+    return api_operation(summary, ANSWERED, request_schema, "Completion", SSE_EVENT)
 
 
 @routes.post("/api/v1/chat/completions")

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.http.describe import API_KEY, STRING, described, errors, json_body, op, ref
+from gateway.http.describe import described
 from gateway.models import ResolvedModel
-from gateway.proxy.apis.adapter import ApiAdapter
+from gateway.proxy.apis.adapter import ApiAdapter, api_operation
 from gateway.proxy.pipeline import serve_completion
 from gateway.proxy.relay.event_relay import EventRelay
 from gateway.proxy.relay.provider_usage import parse_usage, usage_with_cost
@@ -57,31 +57,16 @@ class EmbeddingsAdapter(ApiAdapter):
 EMBEDDINGS = EmbeddingsAdapter()
 
 routes = web.RouteTableDef()
-ANSWERED = {
-    "description": "The provider's embeddings, with `usage.cost`",
-    "headers": {
-        "X-Generation-Id": {"description": "the generation id", "required": True, "schema": STRING}
-    },
-    "content": {"application/json": {"schema": ref("Embeddings")}},
-}
 
 
 @routes.post("/api/v1/embeddings")
 @routes.post("/v1/embeddings")
 @described(
-    op(
+    api_operation(
         "Embeddings",
-        "completions",
-        API_KEY,
-        {
-            "200": ANSWERED,
-            **errors(400, 401, 402, 403, 404, 408, 413, 429, 502, 503),
-            "4XX": {
-                "description": "The provider's own refusal of the request, passed on",
-                "content": {"application/json": {"schema": ref("Error")}},
-            },
-        },
-        body=json_body(ref("EmbeddingRequest")),
+        "The provider's embeddings, with `usage.cost`",
+        "EmbeddingRequest",
+        "Embeddings",
     )
 )
 async def embeddings(request: web.Request) -> web.StreamResponse:

@@ -8,16 +8,16 @@ from metering.pricing import TokenUsage
 MAX_TOKENS_REPORTED = 10**9
 
 
-def _count(value: Any) -> int | None:
+def token_count(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value if 0 <= value <= MAX_TOKENS_REPORTED else None
 
 
-def _detail(usage: dict[str, Any], section: str, name: str) -> int:
+def detail_count(usage: dict[str, Any], section: str, name: str) -> int:
     details = usage.get(section)
     if isinstance(details, dict):
-        return _count(details.get(name)) or 0
+        return token_count(details.get(name)) or 0
     return 0
 
 
@@ -26,16 +26,16 @@ def parse_usage(usage: Any, images: int = 0, *, output: bool = True) -> TokenUsa
     Without `output` (embeddings), no completion count is expected: it is 0."""
     if not isinstance(usage, dict):
         return None
-    prompt = _count(usage.get("prompt_tokens"))
-    completion = _count(usage.get("completion_tokens")) if output else 0
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens")) if output else 0
     if prompt is None or completion is None:
         return None
     return TokenUsage(
         prompt=prompt,
         completion=completion,
-        cached=_detail(usage, "prompt_tokens_details", "cached_tokens"),
-        cache_write=_detail(usage, "prompt_tokens_details", "cache_write_tokens"),
-        reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        cached=detail_count(usage, "prompt_tokens_details", "cached_tokens"),
+        cache_write=detail_count(usage, "prompt_tokens_details", "cache_write_tokens"),
+        reasoning=detail_count(usage, "completion_tokens_details", "reasoning_tokens"),
         images=images,
     )
 

@@ -103,6 +103,16 @@ class StreamRedaction:
         self._held.clear()
         return list(choices.values())
 
+    def take(self, index: int, name: str) -> str:
+        """What text `name` of `index` still keeps back (its end came: it is sent now)."""
+        return self._held.pop((index, name, 0), "") if self._held else ""
+
+    def rest(self) -> list[tuple[int, str, str]]:
+        """Every text still kept back, as (index, name, text), and none kept any more."""
+        held = [(index, name, text) for (index, name, _), text in sorted(self._held.items())]
+        self._held.clear()
+        return held
+
     def _pass(self, key: tuple[int, str, int], value: str, final: bool) -> str:
         held = self._held.pop(key, None) if self._held else None
         text = self._redactor.text(held + value if held else value)
