@@ -237,3 +237,21 @@ async def test_free_model_limits_count_every_api_alike(client: TestClient) -> No
     assert first.status == second.status == 200
     left = [int(r.headers["X-RateLimit-Remaining"]) for r in (first, second)]
     assert left[1] == left[0] - 1
+
+
+async def test_every_api_counts_in_activity(client: TestClient) -> None:
+    """A message and a response land in Activity beside a chat completion, each at its cost."""
+    _, key = await new_account(client, purchase="1.00")
+    costs = []
+    calls = (
+        ("/api/v1/chat/completions", chat("test/paid")),
+        ("/api/v1/responses", {"model": "test/paid", "input": "Hello there"}),
+        ("/api/v1/messages", {"model": "test/paid", "max_tokens": 50, "messages": HELLO}),
+    )
+    for path, body in calls:
+        resp = await client.post(path, json=body, headers=bearer(key))
+        assert resp.status == 200
+        costs.append(Decimal(str((await resp.json())["usage"]["cost"])))
+    activity = await (await client.get("/api/v1/activity", headers=bearer(key))).json()
+    totals = activity["data"]["totals"]
+    assert totals["requests"] == 3 and Decimal(totals["spend"]) == sum(costs)
