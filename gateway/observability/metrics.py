@@ -153,6 +153,17 @@ COOLDOWNS = Counter(
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Provider failures", ["provider", "kind"]
 )
+PROVIDER_CONNECTIONS = Gauge(
+    "gateway_provider_connections",
+    "Connections to providers, open (busy or idle) and idle",
+    ["provider", "state"],
+    multiprocess_mode="livesum",
+)
+PROVIDER_CONNECTION_WAITS = Counter(
+    "gateway_provider_connection_waits_total",
+    "Requests that waited for a connection: the provider's max_connections were all busy",
+    ["provider", "outcome"],
+)
 
 
 class Switch:

@@ -1,23 +1,43 @@
 """The gateway's HTTP/1.1 client for providers: a pool of keep-alive connections per provider
-(each one: provider_connection.py), a request written in one call.
+(each one: provider_connection.py; how one is opened: provider_dial.py), a request written in one
+call.
 
 Why not aiohttp's ClientSession: its general machinery (request and response objects, cookie
 jar, auto headers, a task to write each body, timer contexts) was about a fifth of the gateway's
 CPU per request under `make bench` (README, Performance), more than admission or settlement.
 A provider hop needs one thing: POST a JSON body to a fixed origin and relay the answer.
+
+Connections, as real networks need them:
+- at most `max_connections` open per provider key (the catalog's, default 100); a request that
+  finds them all busy waits for one, up to the connect timeout (then it is a `busy` failure,
+  which the route treats as the provider's trouble: the next provider, else a 503);
+- an idle connection is closed by a timer after IDLE_SECONDS, or sooner when the provider's
+  `Keep-Alive: timeout=N` says it keeps it less (a second before N): servers such as uvicorn,
+  hypercorn and vLLM close theirs after 5 s, and a request sent on a connection the server is
+  closing fails;
+- a request that went out on a reused connection which then closed before a single byte of the
+  answer came is sent once more, on a fresh connection. That is what a stale keep-alive looks
+  like, and it is safe here: the retry is the same admitted request (one generation id, one
+  reservation, one settlement), so the client is charged once whatever the provider did; what the
+  provider may have started on the lost connection cannot reach the client.
 """
 
 import asyncio
 import ssl
+from collections import deque
+from typing import cast
 from urllib.parse import urlsplit
 
+from gateway.observability.metrics import PROVIDER_CONNECTION_WAITS, PROVIDER_CONNECTIONS
 from gateway.proxy.forward.provider_connection import (
     ProviderConnection,
     ProviderResponse,
     UpstreamBroken,
 )
+from gateway.proxy.forward.provider_dial import Resolver, dial, resolve_by_system
 
-IDLE_SECONDS = 30.0  # a kept-alive connection unused this long is closed, not reused
+IDLE_SECONDS = 4.0  # a kept-alive connection unused this long is closed (servers: often 5 s)
+DEFAULT_MAX_CONNECTIONS = 100
 KEY_AS_X_API_KEY = frozenset(("/messages",))  # Anthropic's Messages API
 
 
@@ -39,6 +59,8 @@ class ProviderPool:
         connect_timeout: float,
         read_timeout: float,
         tls: ssl.SSLContext | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        resolve: Resolver = resolve_by_system,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -71,8 +93,14 @@ class ProviderPool:
         self._heads: dict[str, bytes] = {}
         self._idle: list[ProviderConnection] = []
         self._open: set[ProviderConnection] = set()
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._dialing = 0  # connections being opened: they count toward the limit
         self._retired = False
+        self.max_connections = max_connections
+        self._resolve = resolve
         self.loop = asyncio.get_running_loop()
+        self._open_gauge = PROVIDER_CONNECTIONS.labels(name, "open")
+        self._idle_gauge = PROVIDER_CONNECTIONS.labels(name, "idle")
 
     async def post(self, path: str, body: bytes, headers: bytes = b"") -> ProviderResponse:
         """POST `body` to the provider's `path`, with `headers` (lines ending in CRLF) beside
@@ -84,69 +112,157 @@ class ProviderPool:
             fields = self._key_fields if path in KEY_AS_X_API_KEY else self._fields
             head = self._heads[path] = request_line + fields
         head += headers + b"Content-Length: %d\r\n\r\n" % len(body)
-        connection = self._checkout() or await self._connect()
+        connection = self._checkout()
+        if connection is not None:
+            try:
+                return await connection.request(head, body)
+            except UpstreamBroken as exc:
+                _discard(connection)
+                if exc.kind != "protocol" or connection.received:
+                    raise
+                # A stale keep-alive: closed as the request went out; once more, afresh.
+            except BaseException:
+                _discard(connection)
+                raise
+        connection = await self._fresh()
         try:
             return await connection.request(head, body)
         except BaseException:
-            connection.abort()
-            connection.release()
+            _discard(connection)
             raise
 
     def _checkout(self) -> ProviderConnection | None:
-        now = self.loop.time()
         while self._idle:
             connection = self._idle.pop()
+            self._idle_gauge.dec()
+            connection.stop_idling()
             transport = connection.transport
-            if (
-                not connection.closed
-                and transport is not None
-                and not transport.is_closing()
-                and now - connection.idle_since < IDLE_SECONDS
-            ):
+            if not connection.closed and transport is not None and not transport.is_closing():
                 return connection
             connection.abort()
         return None
 
-    async def _connect(self) -> ProviderConnection:
+    async def _fresh(self) -> ProviderConnection:
+        """A new connection, once one may be opened: at the limit, the request waits (up to the
+        connect timeout) for one to close, or takes an idle one that comes back meanwhile."""
+        if self._full() and self._idle:  # room made by closing the oldest idle connection
+            oldest = self._idle.pop(0)
+            self._idle_gauge.dec()
+            self._open.discard(oldest)
+            self._open_gauge.dec()
+            oldest.abort()
+        elif self._full():
+            waited = await self._wait_for_room()
+            if waited is not None:
+                return waited
+        return await self._connect()
+
+    def _full(self) -> bool:
+        return len(self._open) + self._dialing >= self.max_connections
+
+    async def _wait_for_room(self) -> ProviderConnection | None:
+        waits = PROVIDER_CONNECTION_WAITS
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, connection = await self.loop.create_connection(
+                while self._full():
+                    room: asyncio.Future[None] = self.loop.create_future()
+                    self._waiting.append(room)
+                    await room
+                    idle = self._checkout()
+                    if idle is not None:
+                        waits.labels(self.name, "reused").inc()
+                        return idle
+        except TimeoutError:
+            waits.labels(self.name, "timed_out").inc()
+            raise UpstreamBroken(
+                "busy", f"all {self.max_connections} connections were busy"
+            ) from None
+        waits.labels(self.name, "opened").inc()
+        return None
+
+    def _room(self) -> None:
+        """A connection closed or went idle: the first request waiting may go on."""
+        while self._waiting:
+            room = self._waiting.popleft()
+            if not room.done():
+                room.set_result(None)
+                return
+
+    async def _connect(self) -> ProviderConnection:
+        self._dialing += 1
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, protocol = await dial(
                     lambda: ProviderConnection(self),
                     self._host,
                     self._port,
-                    ssl=self._tls,
-                    server_hostname=self._host if self._tls else None,
+                    tls=self._tls,
+                    resolve=self._resolve,
                 )
         except TimeoutError:
             raise UpstreamBroken("timeout", "no connection within the connect timeout") from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamBroken("connect", f"unreachable ({type(exc).__name__})") from None
+        finally:
+            self._dialing -= 1
+            self._room()  # a dial that failed leaves room
+        connection = cast(ProviderConnection, protocol)
         self._open.add(connection)
+        self._open_gauge.inc()
         return connection
 
     def retire(self) -> None:
         """Replaced (a catalog reload): idle connections close now, busy ones when released."""
         self._retired = True
-        for connection in self._idle:
-            connection.abort()
-        self._idle.clear()
+        while self._idle:
+            self._idle_gauge.dec()
+            _discard(self._idle.pop())
 
     def keep(self, connection: ProviderConnection) -> None:
-        if self._retired:
+        """A connection whose answer was read whole, back for the next request: idle until its
+        timer (IDLE_SECONDS, or less by the provider's Keep-Alive hint) closes it."""
+        lifetime = connection.idle_lifetime(IDLE_SECONDS)
+        if self._retired or lifetime <= 0:
             connection.abort()
             return
-        now = connection.idle_since = self.loop.time()
-        if self._idle and now - self._idle[0].idle_since >= IDLE_SECONDS:
-            self._idle.pop(0).abort()  # the oldest, left over from a burst (one per call)
+        connection.idle_since = self.loop.time()
+        connection.idle_until(self.loop.call_later(lifetime, self._expire, connection))
         self._idle.append(connection)
+        self._idle_gauge.inc()
+        self._room()
 
-    def forget(self, connection: ProviderConnection) -> None:
-        self._open.discard(connection)
+    def _expire(self, connection: ProviderConnection) -> None:
         if connection in self._idle:
             self._idle.remove(connection)
+            self._idle_gauge.dec()
+        connection.abort()
+
+    def forget(self, connection: ProviderConnection) -> None:
+        """The connection is gone (connection_lost)."""
+        if connection in self._open:
+            self._open.discard(connection)
+            self._open_gauge.dec()
+        if connection in self._idle:
+            self._idle.remove(connection)
+            self._idle_gauge.dec()
+        connection.stop_idling()
+        self._room()
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
 
     async def close(self) -> None:
         for connection in list(self._open):
             connection.abort()
         self._idle.clear()
         await asyncio.sleep(0)  # their connection_lost callbacks run
+
+
+def _discard(connection: ProviderConnection) -> None:
+    connection.abort()
+    connection.release()

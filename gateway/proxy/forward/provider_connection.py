@@ -70,6 +70,9 @@ class ProviderConnection(asyncio.Protocol):
         self._failure: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._busy = False  # a request is out and its answer not released
+        self.received = 0  # bytes of the current request's answer that came (0: none yet)
+        self._keep_alive_hint: float | None = None  # the provider's Keep-Alive: timeout=
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
 
@@ -83,6 +86,7 @@ class ProviderConnection(asyncio.Protocol):
         if not self._busy:
             self.abort()  # bytes on an idle connection: its framing can no longer be trusted
             return
+        self.received += len(data)
         if self._failure is not None:
             return
         if self._body is not None and self._body.done:
@@ -120,6 +124,7 @@ class ProviderConnection(asyncio.Protocol):
     async def request(self, head: bytes, body: bytes) -> "ProviderResponse":
         assert self.transport is not None and not self._busy
         self._busy = True
+        self.received = 0
         self._head = b""
         self._body = self._decoder = self._failure = None
         self._pieces.clear()
@@ -156,6 +161,7 @@ class ProviderConnection(asyncio.Protocol):
                     raise ProtocolViolation("the provider switched protocols")
                 continue
             self._keep_alive = head.keep_alive
+            self._keep_alive_hint = keep_alive_timeout(head.headers.get("keep-alive"))
             self._decoder = decoder_for(head)
             self._body = body_of(head)
             if self._head_ready is not None and not self._head_ready.done():
@@ -197,8 +203,26 @@ class ProviderConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        self.stop_idling()
         if self.transport is not None:
             self.transport.abort()
+
+    # idling in the pool
+
+    def idle_lifetime(self, default: float) -> float:
+        """How long it may wait idle for the next request: `default`, or a second less than the
+        provider said it keeps it (`Keep-Alive: timeout=N`), whichever is shorter."""
+        hint = self._keep_alive_hint
+        return default if hint is None else min(default, hint - 1)
+
+    def idle_until(self, timer: asyncio.TimerHandle) -> None:
+        self.stop_idling()
+        self._idle_timer = timer
+
+    def stop_idling(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     # the answer, through ProviderResponse
 
@@ -265,6 +289,18 @@ class ProviderConnection(asyncio.Protocol):
             self._pool.keep(self)
         else:
             self.abort()
+
+
+def keep_alive_timeout(value: str | None) -> float | None:
+    """`timeout=N` of a Keep-Alive header (RFC 9112 leaves it to HTTP/1.0's draft), or None."""
+    if not value:
+        return None
+    for part in value.split(","):
+        name, _, number = part.strip().partition("=")
+        if name.strip().lower() == "timeout":
+            number = number.strip()
+            return float(number) if number.isascii() and number.isdigit() else None
+    return None
 
 
 class ProviderResponse:

@@ -134,10 +134,7 @@ class _Call:
             response = await upstream.post(provider, self.path, payload, key, self.headers)
         except UpstreamFailure as exc:
             UPSTREAM_ERRORS.labels(provider.name, exc.kind).inc()
-            upstream.cool_after(provider, model, key, exc.kind, None)
-            status = 408 if exc.kind == "timeout" else 502
-            error_type = "timeout" if status == 408 else "provider_error"
-            error = ApiError(status, str(exc), error_type, provider_name=provider.name)
+            error = _failed(upstream, exc, provider, model, key)
             return Failure(model, provider.name, exc.kind, error)
         exchange.first_byte_at = time.monotonic()
         if response.status == 200:
@@ -152,6 +149,25 @@ class _Call:
         except ApiError as exc:
             return Failure(model, provider.name, response.status, exc)
         raise AssertionError("raise_provider_error returned")
+
+
+def _failed(
+    upstream: Upstream, exc: UpstreamFailure, provider: ProviderConfig, model: str, key: int
+) -> ApiError:
+    """The client's error for a try that reached no answer; the provider cools down for it,
+    unless its connections were only all busy (the gateway's own limit, not its trouble)."""
+    if exc.kind == "busy":
+        return ApiError(
+            503,
+            str(exc),
+            "provider_error",
+            headers={"Retry-After": "1"},
+            provider_name=provider.name,
+        )
+    upstream.cool_after(provider, model, key, exc.kind, None)
+    status = 408 if exc.kind == "timeout" else 502
+    error_type = "timeout" if status == 408 else "provider_error"
+    return ApiError(status, str(exc), error_type, provider_name=provider.name)
 
 
 def _gave_way(exchange: Exchange, failures: list[Failure]) -> None:

@@ -29,7 +29,7 @@ class UpstreamFailure(Exception):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind  # connect | timeout | protocol
+        self.kind = kind  # connect | timeout | protocol | busy (its connections all in use)
 
 
 class Upstream:
@@ -89,6 +89,7 @@ class Upstream:
                 headers,
                 connect_timeout=self._connect_timeout,
                 read_timeout=self._read_timeout,
+                max_connections=provider.max_connections,
             )
             for headers in self._auth[provider.name]
         ]
@@ -186,6 +187,8 @@ class Upstream:
 
 
 def _failure_message(provider: str, exc: UpstreamBroken) -> str:
+    if exc.kind == "busy":
+        return f"provider {provider} is busy: {exc}; try again shortly"
     if exc.kind == "timeout":
         return f"provider {provider} timed out"
     if exc.kind == "connect":
