@@ -6,6 +6,7 @@ in the file is refused: 0.1 in binary is not 0.1, and money here is exact to the
 
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -76,10 +77,21 @@ class ProviderConfig(BaseModel):
     # The request parameters it supports (None: not declared, taken as all): a request's
     # `provider.require_parameters: true` skips it when it uses another.
     supported_parameters: tuple[str, ...] | None = None
+    # The egress proxy it is reached through (http://[user:pass@]host:port), or "direct" for
+    # none; unset: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment.
+    proxy: str | None = Field(default=None, pattern=r"^(direct|http://\S+)$")
 
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
+        """Its path and query are kept (Azure's `?api-version=`); credentials are refused."""
+        parts = urlsplit(v)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not hold credentials: give the key with api_key_env")
+        if parts.fragment:
+            raise ValueError("must not have a #fragment")
+        if parts.query:
+            return v
         return v.rstrip("/")
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from config.environment import stray_variables
 from config.errors import ConfigError
 from config.limits import load_limits
 from config.settings import Settings, load_settings
+from gateway.proxy.forward.egress_proxy import egress_problems
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         # Flags win over GATEWAY_* variables, which win over the file.
         settings = load_settings(args.config).model_copy(update=overrides)
         load_limits(settings.limits_file)  # refuse a bad rate-limit file before starting
+        problems = egress_problems(settings.providers)
+        if problems:
+            print("\n".join(problems), file=sys.stderr)
+            return EXIT_USAGE
         from gateway.runtime.serve import run_serve
 
         return run_serve(settings)
@@ -102,6 +107,7 @@ def check_config(paths: list[Path]) -> int:
                 load_limits(path)
             else:
                 settings = load_settings(path)
+                problems.extend(egress_problems(settings.providers))
                 if settings.limits_file is not None:
                     load_limits(settings.limits_file)
         except ConfigError as exc:

@@ -29,6 +29,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from gateway.observability.metrics import PROVIDER_CONNECTION_WAITS, PROVIDER_CONNECTIONS
+from gateway.proxy.forward.egress_proxy import EgressProxy
 from gateway.proxy.forward.provider_connection import (
     ProviderConnection,
     ProviderResponse,
@@ -61,26 +62,35 @@ class ProviderPool:
         tls: ssl.SSLContext | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         resolve: Resolver = resolve_by_system,
+        proxy: EgressProxy | None = None,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"provider {name}: base_url must be an http(s) URL")
+        if url.username is not None:
+            raise ValueError(f"provider {name}: base_url must not hold credentials")
         self.name = name
         self.read_timeout = read_timeout
         self._connect_timeout = connect_timeout
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._tls = (tls or ssl.create_default_context()) if url.scheme == "https" else None
-        self._prefix = url.path.rstrip("/")
         host = f"[{self._host}]" if ":" in self._host else self._host
         default_port = self._port == (443 if self._tls else 80)
         authority = host if default_port else f"{host}:{self._port}"
+        self._proxy = proxy
+        self._prefix = url.path.rstrip("/")
+        if proxy is not None and self._tls is None:  # absolute form, to the proxy
+            self._prefix = f"http://{authority}{self._prefix}"
+        self._query = f"?{url.query}" if url.query else ""  # Azure's ?api-version=...
         fixed = {
             "Host": authority,
             "Accept": "*/*",
             "Accept-Encoding": "gzip, deflate",
             **headers,
         }
+        if proxy is not None and proxy.authorization and self._tls is None:
+            fixed["Proxy-Authorization"] = proxy.authorization
         for field, value in fixed.items():
             if any(c in value for c in "\r\n\0"):  # would end the head early: a second request
                 raise ValueError(f"provider {name}: the {field} header has a line break in it")
@@ -108,7 +118,8 @@ class ProviderPool:
         call closes its connection."""
         head = self._heads.get(path)
         if head is None:
-            request_line = f"POST {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1")
+            target = f"{self._prefix}{path}{self._query}"
+            request_line = f"POST {target} HTTP/1.1\r\n".encode("latin-1")
             fields = self._key_fields if path in KEY_AS_X_API_KEY else self._fields
             head = self._heads[path] = request_line + fields
         head += headers + b"Content-Length: %d\r\n\r\n" % len(body)
@@ -198,6 +209,7 @@ class ProviderPool:
                     self._port,
                     tls=self._tls,
                     resolve=self._resolve,
+                    proxy=self._proxy,
                 )
         except TimeoutError:
             raise UpstreamBroken("timeout", "no connection within the connect timeout") from None

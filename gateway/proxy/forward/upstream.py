@@ -15,6 +15,7 @@ from config.catalog import ProviderConfig
 from gateway.observability.metrics import COOLDOWNS
 from gateway.proxy.forward.cooldowns import Cooldowns
 from gateway.proxy.forward.deadlines import AnswerDeadlines
+from gateway.proxy.forward.egress_proxy import proxy_for
 from gateway.proxy.forward.provider_client import ProviderPool
 from gateway.proxy.forward.provider_connection import ProviderResponse, UpstreamBroken
 from gateway.proxy.forward.provider_errors import read_capped
@@ -82,6 +83,9 @@ class Upstream:
         return Redactor([*sorted(self._secrets), *self._other_secrets])
 
     def _pools_for(self, provider: ProviderConfig) -> list[ProviderPool]:
+        proxy = proxy_for(provider.base_url, provider.proxy)  # checked at start (cli.py)
+        if proxy is not None and proxy.secret:
+            self._secrets.add(proxy.secret)
         return [
             ProviderPool(
                 provider.name,
@@ -90,6 +94,7 @@ class Upstream:
                 connect_timeout=self._connect_timeout,
                 read_timeout=self._read_timeout,
                 max_connections=provider.max_connections,
+                proxy=proxy,
             )
             for headers in self._auth[provider.name]
         ]
@@ -98,6 +103,7 @@ class Upstream:
         self.deadlines.start()
         for provider in self._providers.values():
             self._pools[provider.name] = self._pools_for(provider)
+        self.redactor = self._redactor()  # with the proxies' passwords
 
     def update(self, providers: dict[str, ProviderConfig]) -> None:
         """The catalog was reloaded: new pools for the providers that are new or changed (their
