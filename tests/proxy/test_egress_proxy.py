@@ -127,6 +127,10 @@ def test_the_environment_names_the_proxy_unless_no_proxy_names_the_host(
     catalog = proxy_for("https://api.openai.com/v1", "http://127.0.0.1:8888")
     assert catalog is not None and catalog.port == 8888 and catalog.authorization is None
     assert bypassed("anything.example", "*")
+    # A provider on this machine never goes through the environment's proxy.
+    for local in ("http://127.0.0.1:8000/v1", "https://localhost/v1", "https://[::1]:8443/v1"):
+        monkeypatch.setenv("http_proxy", "http://egress.internal:3128")
+        assert proxy_for(local, None) is None
     with pytest.raises(ValueError, match="http://"):
         parse_proxy("socks5://127.0.0.1:1080")
 

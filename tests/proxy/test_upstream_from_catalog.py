@@ -1,6 +1,8 @@
-"""The upstream address comes only from the catalog: no model name, header or body field, and no
-proxy setting in the environment, can make the gateway call another host. A second real HTTP
-server on loopback plays the attacker's host and counts every connection and request it gets."""
+"""The upstream address comes only from the catalog: no model name, header or body field can make
+the gateway call another host. A second real HTTP server on loopback plays the attacker's host
+and counts every connection and request it gets. (An egress proxy is the operator's choice, from
+the catalog or the environment: tests/proxy/test_egress_proxy.py. Here the environment names
+none, and `ALL_PROXY`, which the gateway does not read, names the attacker.)"""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
@@ -39,11 +41,9 @@ async def uc(
     attacker: ThreadedServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[TestClient]:
-    # A proxy in the environment must not be used for providers either.
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
-        monkeypatch.setenv(name, attacker.url)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ALL_PROXY", attacker.url)
     app = create_app(make_settings(redis_url, provider.url))
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c

@@ -3,14 +3,16 @@
 Which proxy: the provider's catalog `proxy` (a URL, or "direct" for none), else the environment
 as every HTTP client reads it: `HTTPS_PROXY` for an https provider, `HTTP_PROXY` for an http one
 (either case), unless `NO_PROXY` names the provider's host (a name, a domain suffix, an address,
-`*`). Credentials in the proxy's URL become `Proxy-Authorization: Basic`. An https provider is
-reached through an HTTP CONNECT tunnel, TLS running end to end inside it; an http provider is
-sent its requests in absolute form through the proxy. Only http:// proxies (TLS to the proxy
+`*`) or the provider is on loopback. Credentials in the proxy's URL become
+`Proxy-Authorization: Basic`. An https provider is reached through an HTTP CONNECT tunnel, TLS
+running end to end inside it; an http provider is sent its requests in absolute form through the
+proxy. Only http:// proxies (TLS to the proxy
 itself is not supported).
 """
 
 import asyncio
 import base64
+import ipaddress
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -57,11 +59,22 @@ def proxy_for(base_url: str, configured: str | None) -> EgressProxy | None:
     scheme = parts.scheme
     found = {k.lower(): v for k, v in os.environ.items() if k.lower().endswith("_proxy") and v}
     url = found.get(f"{scheme}_proxy")
-    if not url or not parts.hostname:
+    if not url or not parts.hostname or _loopback(parts.hostname):
         return None
     if bypassed(parts.hostname, found.get("no_proxy", "")):
         return None
     return parse_proxy(url)
+
+
+def _loopback(host: str) -> bool:
+    """A provider on this machine (a local vLLM) is never sent through the environment's proxy,
+    as Go's HTTP client has it; a catalog `proxy` still applies."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def bypassed(host: str, no_proxy: str) -> bool:

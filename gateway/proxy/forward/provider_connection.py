@@ -22,6 +22,7 @@ from gateway.proxy.forward.http1 import (
     Headers,
     ProtocolViolation,
     ResponseHead,
+    bare_line_feed,
     body_of,
     decoder_for,
     parse_head,
@@ -147,11 +148,11 @@ class ProviderConnection(asyncio.Protocol):
         while True:
             buffered = self._head + data if self._head else data
             end = buffered.find(b"\r\n\r\n")
+            if end > MAX_HEAD_BYTES or (end < 0 and len(buffered) > MAX_HEAD_BYTES):
+                raise ProtocolViolation("the answer's head is too large")
+            if bare_line_feed(buffered if end < 0 else buffered[:end]):
+                raise ProtocolViolation("the answer's head ends a line without CR")
             if end < 0:
-                if len(buffered) > MAX_HEAD_BYTES:
-                    raise ProtocolViolation("the answer's head is too large")
-                if b"\n\n" in buffered:
-                    raise ProtocolViolation("the answer's head ends its lines without CR")
                 self._head = buffered
                 return b""
             head = parse_head(buffered[:end])
@@ -246,6 +247,8 @@ class ProviderConnection(asyncio.Protocol):
             if self._failure is not None:
                 raise self._failure
             if self._body is None or self._body.done:
+                if self._decoder is not None:
+                    self._finish_decoding()
                 return b""
             await self._wait()
 
@@ -253,6 +256,15 @@ class ProviderConnection(asyncio.Protocol):
         assert self._decoder is not None
         try:
             return self._decoder.decode(raw)
+        except ProtocolViolation as exc:
+            failure = UpstreamBroken("protocol", str(exc))
+            self._fail(failure)
+            raise failure from None
+
+    def _finish_decoding(self) -> None:
+        assert self._decoder is not None
+        try:
+            self._decoder.finish()
         except ProtocolViolation as exc:
             failure = UpstreamBroken("protocol", str(exc))
             self._fail(failure)
