@@ -230,3 +230,46 @@ async def test_a_chunked_stream_over_tls_arrives_piece_by_piece(
     response.release()
     assert await read_all(pool) == (200, b"next")
     assert provider.connections == 1
+
+
+async def _ragged(writer: asyncio.StreamWriter) -> None:
+    """An answer framed by the connection's end, which then ends without TLS close_notify."""
+    writer.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"until": "close"}')
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    transport = writer.transport
+    inner = getattr(transport, "_ssl_protocol", None)  # asyncio's TLS over its TCP transport
+    (inner._transport if inner is not None else transport).abort()  # TCP closed under the TLS
+
+
+async def _ragged_answer(certificates: Certificates) -> tuple[int, bytes]:
+    provider = ScriptedProvider([_ragged], server_context(certificates.provider))
+    url = await provider.start()
+    pool = ProviderPool(
+        "ragged",
+        url,
+        {},
+        connect_timeout=WAIT,
+        read_timeout=WAIT,
+        tls=ssl.create_default_context(cafile=str(certificates.ca)),
+    )
+    try:
+        return await read_all(pool)
+    finally:
+        await pool.close()
+        await provider.stop()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_tls_answer_ending_without_close_notify_reads_the_same_on_both_loops(
+    certificates: Certificates, loop: str
+) -> None:
+    """asyncio reports the ragged end as an end of file, uvloop only as the connection lost:
+    both now take it as the end of an answer framed by the connection's end."""
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert runner.run(_ragged_answer(certificates)) == (200, b'{"until": "close"}')

@@ -75,6 +75,7 @@ class ProviderPool:
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._tls = (tls or ssl.create_default_context()) if url.scheme == "https" else None
+        self.secure = self._tls is not None
         host = f"[{self._host}]" if ":" in self._host else self._host
         default_port = self._port == (443 if self._tls else 80)
         authority = host if default_port else f"{host}:{self._port}"

@@ -22,6 +22,7 @@ from gateway.proxy.forward.http1 import (
     Headers,
     ProtocolViolation,
     ResponseHead,
+    UntilClose,
     bare_line_feed,
     body_of,
     decoder_for,
@@ -115,10 +116,25 @@ class ProviderConnection(asyncio.Protocol):
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        by_us = self.closed  # abort() and eof_received() mark it first
         self.closed = True
         self._pool.forget(self)
         if self._busy and self._failure is None and not (self._body and self._body.done):
+            if exc is None and not by_us and self._ragged_tls_end():
+                return
             self._fail(UpstreamBroken("protocol", "the provider closed the connection"))
+
+    def _ragged_tls_end(self) -> bool:
+        """A TLS answer framed by the connection's end, which ended without close_notify: asyncio
+        reports it as an end of file, uvloop only as the connection lost. Taken as the end on
+        both loops, as Python's ssl module (suppress_ragged_eofs) and aiohttp do: a cut-off JSON
+        answer still fails to parse (502), and a cut-off stream lacks its usage (estimated)."""
+        body = self._body
+        if not self._pool.secure or body is None or not isinstance(body, UntilClose):
+            return False
+        body.eof()
+        self._wake()
+        return True
 
     # the request
 
