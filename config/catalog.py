@@ -15,6 +15,9 @@ Api = Literal["chat", "completions", "embeddings", "responses", "messages"]
 # What a provider serves when its `apis` are not given: the OpenAI-compatible three (Responses and
 # Anthropic's Messages are declared where served).
 APIS: tuple[Api, ...] = ("chat", "completions", "embeddings")
+# What a model reads and writes, in OpenRouter's words (its models list's `architecture`).
+InputModality = Literal["text", "image", "file", "audio", "video"]
+OutputModality = Literal["text", "image", "embeddings", "audio", "video"]
 
 
 def _parse_price(value: Any) -> Decimal:
@@ -121,6 +124,16 @@ class ModelConfig(BaseModel):
     supported_parameters: tuple[str, ...] | None = None
     # How often each provider is tried first: {"a": 3, "b": 1}; unlisted providers weigh 0.
     weights: dict[str, int] | None = None
+    # What the models list says of it beside the prices, as OpenRouter's does: none of these
+    # changes what a request may do or costs.
+    canonical_slug: str | None = Field(default=None, min_length=1, max_length=200)  # None: id
+    created: int = Field(default=0, ge=0)  # unix seconds it was added; 0: not said
+    description: str = ""
+    input_modalities: tuple[InputModality, ...] = Field(default=("text",), min_length=1)
+    # None: ["embeddings"] when its providers serve only embeddings, else ["text"]
+    output_modalities: tuple[OutputModality, ...] | None = Field(default=None, min_length=1)
+    tokenizer: str = Field(default="Other", min_length=1)  # OpenRouter's: GPT, Claude, Llama3...
+    instruct_type: str | None = None  # the prompt format of a raw completion: chatml, llama3...
 
     @model_validator(mode="after")
     def _one_provider_list(self) -> "ModelConfig":

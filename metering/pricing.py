@@ -5,7 +5,7 @@ integer; the total is rounded once per request to nanodollars. Example: 1,234 pr
 $0.00000015 and 56 completion tokens at $0.0000006 cost 185,100 + 33,600 = 218,700 nanodollars.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from config.catalog import Pricing
@@ -85,6 +85,16 @@ class PriceTable:
     def cost_nanos(self, u: TokenUsage) -> int:
         """Exact cost, rounded half up once to the nanodollar."""
         return (self.cost_attos(u) + ATTOS_PER_NANO // 2) // ATTOS_PER_NANO
+
+    def cache_discount_nanos(self, u: TokenUsage) -> int | None:
+        """What the provider's cache changed in the cost: the cost with every prompt token at
+        the prompt price, less the cost. Positive when cache reads are cheaper, negative when
+        cache writes cost more (as OpenRouter's `cache_discount` has it); None when no token
+        was read from or written to a cache. 1,000 cached of 1,200 prompt tokens at $0.0000025,
+        read at $0.00000125: 1,000 times $0.00000125 saved, 1,250,000 nanodollars."""
+        if u.cached <= 0 and u.cache_write <= 0:
+            return None
+        return self.cost_nanos(replace(u, cached=0, cache_write=0)) - self.cost_nanos(u)
 
     def worst_case_nanos(
         self, prompt_tokens: int, max_completion_tokens: int, images: int = 0

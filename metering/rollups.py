@@ -163,3 +163,17 @@ def summarize(
         for group in sorted(groups, key=lambda g: g or ""):
             rows.append((bucket.start, group, groups[group]))
     return rows, total
+
+
+def by_endpoint(buckets: list[Bucket], filters: Filters) -> list[tuple[int, str, str, Totals]]:
+    """Rows (bucket start, model, provider, totals) in time order, then by model and provider:
+    one per model and provider that served in the bucket (OpenRouter's activity rows, whose
+    endpoint is a model at a provider). Buckets without requests have none."""
+    rows: list[tuple[int, str, str, Totals]] = []
+    for bucket in buckets:
+        groups: dict[tuple[str, str], Totals] = {}
+        for combo, totals in bucket.by_combo.items():
+            if filters.admit(combo):
+                groups.setdefault((combo[0], combo[1]), Totals()).add(totals)
+        rows.extend((bucket.start, *endpoint, groups[endpoint]) for endpoint in sorted(groups))
+    return rows

@@ -16,6 +16,7 @@ from typing import Any, get_args
 from aiohttp import web
 
 from gateway.api import shapes
+from gateway.api.activity_openrouter import openrouter_activity, wants_openrouter_shape
 from gateway.api.consumer import holder
 from gateway.api.views import generation_view
 from gateway.http.describe import (
@@ -169,10 +170,27 @@ def _holder_read(summary: str, answer: dict[str, Any], parameters: list[Any]) ->
     )
 
 
+OPENROUTER = [
+    query("date", {"type": "string", "format": "date"}, "OpenRouter's shape: one UTC day"),
+    query("api_key_hash", STRING, "OpenRouter's shape: only this API key (as `key`)"),
+    query("shape", {"enum": ["openrouter"]}, "OpenRouter's shape (default: the last 30 days)"),
+]
+
+
 @routes.get("/api/v1/activity")
-@described(_holder_read("Spend, tokens and requests over time", ok(ACTIVITY), [*FILTERS, GROUP_BY]))
+@described(
+    _holder_read(
+        "Spend, tokens and requests over time (OpenRouter's rows with date, api_key_hash or "
+        "shape=openrouter)",
+        ok({"oneOf": [ACTIVITY, ref("ActivityItems")]}),
+        [*FILTERS, GROUP_BY, *OPENROUTER],
+    )
+)
 async def activity(request: web.Request) -> web.Response:
     _, account = await holder(request)
+    if wants_openrouter_shape(request.query):
+        rows = await openrouter_activity(request, account.id)
+        return json_response(rows.answer())
     answer = await activity_of(request, account.id, parse_query(request))
     return json_response({"data": answer.answer()})
 

@@ -3,7 +3,8 @@
 from aiohttp import web
 
 from gateway.api import shapes
-from gateway.api.views import generation_view, key_holder_view, model_view
+from gateway.api.model_view import model_view
+from gateway.api.views import generation_view, key_holder_view
 from gateway.http.auth import authenticate
 from gateway.http.describe import (
     API_KEY,

@@ -129,6 +129,22 @@ class Generation(Shape):
         description="the tries that gave way before the one that served, in order"
     )
     created_at: Time
+    # OpenRouter's other fields, with its names and types.
+    native_tokens_prompt: Count = Field(description="the same count as tokens_prompt")
+    native_tokens_completion: Count = Field(description="the same count as tokens_completion")
+    native_finish_reason: str | None = Field(description="the same as finish_reason")
+    cache_discount: float | None = Field(
+        description="USD the provider's cache took off the listed cost (negative when cache "
+        "writes cost more); null when no prompt token was read from or written to a cache"
+    )
+    upstream_id: str | None = Field(description="the provider's own id of its answer")
+    external_user: str | None = Field(description="the request's `user`")
+    origin: str = Field(description="the request's HTTP-Referer header; empty without one")
+    usage: float = Field(description="USD charged, as total_cost")
+    is_byok: bool = Field(description="always false: the gateway calls with its own keys")
+    router: str | None = Field(description="always null: no router picks the model here")
+    app_id: int | None = Field(description="always null: no app registry here")
+    moderation_latency: int | None = Field(description="always null: nothing is moderated")
 
 
 class Purchase(Shape):
@@ -151,23 +167,40 @@ class LedgerEntry(Shape):
 
 
 class ModelPricing(Shape):
-    """USD per token (or per request, per image), decimal strings as listed."""
+    """USD per token (per request for `request`, per input image for `image`), decimal strings,
+    every field present as OpenRouter lists them. A cached or cache-written prompt token the
+    catalog lists no price for is charged the prompt price, and that is what its field says;
+    `internal_reasoning` "0" is no price of its own (reasoning tokens are completion tokens,
+    charged the completion price); no web search is offered here ("0")."""
 
     prompt: Price
     completion: Price
     request: Price
     image: Price
-    internal_reasoning: Price | None = None
-    input_cache_read: Price | None = None
-    input_cache_write: Price | None = None
+    web_search: Price
+    internal_reasoning: Price
+    input_cache_read: Price
+    input_cache_write: Price
+
+
+class Architecture(Shape):
+    """What the model reads and writes, as OpenRouter's models list has it."""
+
+    modality: str = Field(description="inputs->outputs", examples=["text->text"])
+    input_modalities: list[str]
+    output_modalities: list[str]
+    tokenizer: str
+    instruct_type: str | None
 
 
 class TopProvider(Shape):
+    context_length: int | None
     max_completion_tokens: Count
+    is_moderated: bool = Field(description="always false: the gateway moderates nothing")
 
 
 class Model(Shape):
-    """A catalog entry, as `GET /api/v1/models` lists it."""
+    """A catalog entry, as `GET /api/v1/models` lists it: OpenAI's fields, OpenRouter's, ours."""
 
     id: str
     name: str
@@ -178,6 +211,12 @@ class Model(Shape):
     pricing: ModelPricing
     top_provider: TopProvider
     is_free: bool
+    canonical_slug: str
+    created: int = Field(description="unix seconds the model was added; 0 when not said")
+    description: str
+    architecture: Architecture
+    supported_parameters: list[str]
+    per_request_limits: None
 
 
 class Totals(Shape):
@@ -241,6 +280,31 @@ class Activity(Shape):
     totals: Totals
 
 
+class ActivityItem(Shape):
+    """One UTC day of one model at one provider: OpenRouter's activity row (`usage` a number,
+    as it has it), with `spend`, the same USD as an exact decimal string."""
+
+    date: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="YYYY-MM-DD, UTC")
+    model: str
+    model_permaslug: str = Field(description="the model's canonical_slug")
+    endpoint_id: str = Field(description="stable for a model at a provider")
+    provider_name: str
+    usage: float = Field(description="USD charged")
+    spend: Usd
+    byok_usage_inference: float = Field(description="always 0: no keys of the caller's own")
+    requests: Count
+    prompt_tokens: Count
+    completion_tokens: Count
+    reasoning_tokens: Count
+
+
+class ActivityItems(Shape):
+    """`GET /api/v1/activity` in OpenRouter's shape (asked with `date`, `api_key_hash` or
+    `shape=openrouter`)."""
+
+    data: list[ActivityItem]
+
+
 class AdminActivity(Shape):
     accounts: Count = Field(description="accounts with any activity in the span")
     buckets: list[Bucket]
@@ -299,6 +363,7 @@ ANSWERS: tuple[type[Shape], ...] = (
     LedgerPage,
     GenerationsPage,
     Activity,
+    ActivityItems,
     AdminActivity,
     Credits,
     Refund,

@@ -1,45 +1,12 @@
 """JSON shapes of records as the APIs show them: USD as decimal strings (or numbers where the
 OpenAI/OpenRouter shape has numbers), times in RFC 3339 UTC."""
 
-from typing import Any
-
 from gateway.api import shapes
-from gateway.models import ResolvedModel
 from metering.accounts import Account, ApiKey, Purchase
 from metering.ledger import LedgerEntry
 from metering.money import format_usd, nanos_to_number
 from metering.periods import rfc3339
 from metering.usage import UsageRecord
-
-
-def price_text(value: Any) -> str:
-    return "0" if not value else format(value.normalize(), "f")
-
-
-def model_view(model: ResolvedModel) -> shapes.Model:
-    p = model.config.pricing
-    extra = {
-        name: price_text(getattr(p, name))
-        for name in ("internal_reasoning", "input_cache_read", "input_cache_write")
-        if getattr(p, name) is not None
-    }
-    return shapes.Model(
-        id=model.id,
-        name=model.config.name or model.id,
-        object="model",
-        owned_by=model.providers[0].name,
-        providers=[pr.name for pr in model.providers],
-        context_length=model.config.context_length,
-        pricing=shapes.ModelPricing(
-            prompt=price_text(p.prompt),
-            completion=price_text(p.completion),
-            request=price_text(p.request),
-            image=price_text(p.image),
-            **extra,
-        ),
-        top_provider=shapes.TopProvider(max_completion_tokens=model.config.max_output_tokens),
-        is_free=model.is_free,
-    )
 
 
 def account_view(
@@ -156,6 +123,20 @@ def generation_view(record: UsageRecord) -> shapes.Generation:
         zero_completion_insurance=record.zero_completion_insurance,
         failed_attempts=[shapes.FailedAttempt(**a) for a in record.failed_attempts],
         created_at=record.created_at,
+        native_tokens_prompt=record.tokens_prompt,
+        native_tokens_completion=record.tokens_completion,
+        native_finish_reason=record.finish_reason,
+        cache_discount=None
+        if record.cache_discount is None
+        else nanos_to_number(record.cache_discount),
+        upstream_id=record.upstream_id,
+        external_user=record.external_user,
+        origin=record.origin or "",
+        usage=nanos_to_number(record.cost),
+        is_byok=False,
+        router=None,
+        app_id=None,
+        moderation_latency=None,
     )
 
 

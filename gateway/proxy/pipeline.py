@@ -104,6 +104,8 @@ async def _handle(
         journal=request.app[JOURNAL],
         settling=request.app[SETTLING],
         generates=req.generates,
+        external_user=req.body.get("user"),
+        origin=request.headers.get("HTTP-Referer"),
     )
     outcome.exchange = exchange
     if admitted.reserve:

@@ -109,3 +109,21 @@ def test_input_images_cost_their_listed_price_in_the_charge_and_the_worst_case()
     # What 3 images leave of $0.004 buys (0.004 - 0.003 - 10 x 0.00000015) / 0.0000006 tokens.
     assert vision.affordable_output(4_000_000, 10, 1, images=3) == 1664
     assert vision.affordable_output(2_000_000, 10, 1, images=3) == 0
+
+
+def test_cache_discount_is_what_the_cache_changed_in_the_cost() -> None:
+    table = PriceTable.from_pricing(
+        Pricing(
+            prompt=Decimal("0.000003"),
+            completion=Decimal("0.000015"),
+            input_cache_read=Decimal("0.0000003"),
+            input_cache_write=Decimal("0.00000375"),
+        )
+    )
+    # 800 read at $0.0000003 instead of $0.000003: 800 x $0.0000027 = $0.00216 saved.
+    usage = TokenUsage(prompt=1000, completion=10, cached=800)
+    assert table.cache_discount_nanos(usage) == 2_160_000
+    # 100 written at $0.00000375: 100 x $0.00000075 = $0.000075 more, a negative discount.
+    assert table.cache_discount_nanos(TokenUsage(prompt=1000, cache_write=100)) == -75_000
+    assert table.cache_discount_nanos(TokenUsage(prompt=1000, completion=10)) is None
+    assert MINI.cache_discount_nanos(TokenUsage(prompt=100, cached=100)) == 0  # no cache price

@@ -219,3 +219,34 @@ async def test_a_record_is_stored_once_and_found_by_its_generation_id(
         assert await metering.generation(account.id, old_style) == older
     finally:
         await redis.aclose()
+
+
+async def test_a_record_keeps_its_optional_fields_only_when_known(
+    any_redis_url: str, stores: tuple[AccountStore, Metering]
+) -> None:
+    """upstream_id, external_user, origin and cache_discount are left out of the stored record
+    when None (every request writes one), and read back as they were when set."""
+    accounts, metering = stores
+    account = await accounts.create_account("c", 1_000_000, NOW)
+    _, key = await accounts.create_key(account.id, "k", NOW)
+    plain = usage_record(account.id, key.hash, new_generation_id(account.id), 250)
+    full = replace(
+        usage_record(account.id, key.hash, new_generation_id(account.id), 250),
+        upstream_id="chatcmpl-1",
+        external_user="user-123",
+        origin="https://app.example/",
+        cache_discount=-75,
+    )
+    for record in (plain, full):
+        assert (await metering.settle(record, NOW)).applied
+        assert await metering.generation(account.id, record.id) == record
+    redis = store_client(any_redis_url)
+    try:
+        stored = [
+            fields["r"] for _, fields in await redis.xrange(AccountKeys(account.id).usage_stream)
+        ]
+    finally:
+        await redis.aclose()
+    assert "null" not in stored[0].replace('"finish_reason":null', "")
+    assert not any(name in stored[0] for name in ("upstream_id", "origin", "cache_discount"))
+    assert '"origin":"https://app.example/"' in stored[1] and '"cache_discount":-75' in stored[1]

@@ -26,7 +26,7 @@ from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339
 from metering.pricing import TokenUsage
 from metering.transport.client import STORE_ERRORS
-from metering.usage import UsageRecord
+from metering.usage import UsageRecord, clip
 
 log = logging.getLogger("gateway.exchange")
 
@@ -65,6 +65,11 @@ class Exchange:
     insured: bool = False  # zero completion insurance waived the cost (see insure())
     generates: bool = True  # False for embeddings: no output, no completion to insure
     failed_attempts: tuple[dict[str, Any], ...] = ()  # see forward/route.py
+    # For the record as sent (record() keeps strings only, clipped): the provider's own id of
+    # its answer (set by the relay), the request's `user` and its `HTTP-Referer` header.
+    upstream_id: str | None = None
+    external_user: str | None = None
+    origin: str | None = None
 
     def charge(self, usage: TokenUsage, source: str) -> None:
         """`source`: "provider" (its usage), "estimated" (ours), "none" (nothing came: free)."""
@@ -116,6 +121,10 @@ class Exchange:
             num_media_prompt=usage.images,
             zero_completion_insurance=self.insured,
             failed_attempts=self.failed_attempts,
+            upstream_id=clip(self.upstream_id),
+            external_user=clip(self.external_user),
+            origin=clip(self.origin),
+            cache_discount=None if self.insured else self.model.prices.cache_discount_nanos(usage),
         )
 
     def hold_reservation(self, every: float) -> None:
