@@ -387,3 +387,25 @@ async def test_activity_in_openrouters_shape_when_asked_as_it_is_asked(oc: TestC
     ):
         resp = await oc.get(f"/api/v1/activity?{q}", headers=bearer(key))
         assert resp.status == 400, q
+
+
+async def test_messages_answer_keeps_the_providers_id_and_its_cache_discount(
+    oc: TestClient,
+) -> None:
+    """Anthropic's Messages API: the answer's id becomes the generation id, the record keeps the
+    provider's; 100 prompt tokens read from the cache, 50 written to it (the simulated
+    provider's sim-cache), both at their listed prices."""
+    _, key = await new_account(oc, purchase="1.00")
+    body = {
+        "model": "test/cache",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    resp = await oc.post("/api/v1/messages", json=body, headers={"x-api-key": key})
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    data = await generation_record(oc, key, resp.headers["X-Generation-Id"])
+    _check_generation(data)
+    assert answer["id"] == data["id"] and data["upstream_id"].startswith("msg_sim")
+    # 100 x ($0.00000015 - $0.000000015) saved, 50 x ($0.0000001875 - $0.00000015) more.
+    assert Decimal(str(data["cache_discount"])) == Decimal("0.000011625")
