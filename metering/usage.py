@@ -58,6 +58,9 @@ class UsageRecord:
     external_user: str | None = None
     origin: str | None = None
     cache_discount: int | None = None
+    # The provider's own words for how it ended, where they differ from `finish_reason`'s
+    # (Anthropic's end_turn, the Responses API's incomplete reason).
+    native_finish_reason: str | None = None
 
     def to_json(self) -> str:
         return self.to_json_bytes().decode()
@@ -82,7 +85,7 @@ class UsageRecord:
         return cls(**fields)
 
 
-OPTIONAL = ("upstream_id", "external_user", "origin", "cache_discount")
+OPTIONAL = ("upstream_id", "external_user", "origin", "cache_discount", "native_finish_reason")
 _KEPT = tuple(f.name for f in fields(UsageRecord) if f.name not in OPTIONAL)
 _kept = attrgetter(*_KEPT)
 _optional = attrgetter(*OPTIONAL)

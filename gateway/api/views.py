@@ -125,7 +125,7 @@ def generation_view(record: UsageRecord) -> shapes.Generation:
         created_at=record.created_at,
         native_tokens_prompt=record.tokens_prompt,
         native_tokens_completion=record.tokens_completion,
-        native_finish_reason=record.finish_reason,
+        native_finish_reason=record.native_finish_reason or record.finish_reason,
         cache_discount=None
         if record.cache_discount is None
         else nanos_to_number(record.cache_discount),

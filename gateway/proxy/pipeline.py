@@ -104,7 +104,7 @@ async def _handle(
         journal=request.app[JOURNAL],
         settling=request.app[SETTLING],
         generates=req.generates,
-        external_user=req.body.get("user"),
+        external_user=api.external_user(req.body),
         origin=request.headers.get("HTTP-Referer"),
     )
     outcome.exchange = exchange

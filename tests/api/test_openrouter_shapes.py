@@ -288,6 +288,7 @@ async def test_generation_has_openrouters_fields_from_the_request(oc: TestClient
     data = await generation_record(oc, key, streamed.headers["X-Generation-Id"])
     _check_generation(data)
     assert data["external_user"] == "u" * 256  # clipped: every request writes a record
+    assert data["upstream_id"].startswith("simcmpl-")  # a stream's too, from its chunks
 
 
 async def test_cache_discount_is_what_the_cache_took_off(oc: TestClient) -> None:

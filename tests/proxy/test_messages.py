@@ -108,6 +108,7 @@ async def test_a_streamed_message_carries_its_cost_in_message_delta(client: Test
             messages=HELLO,  # type: ignore[arg-type]
             system="Be brief.",
             stream=True,
+            metadata={"user_id": "u-42"},
         )
         events = [event async for event in stream]
     kinds = [event.type for event in events]
@@ -122,6 +123,8 @@ async def test_a_streamed_message_carries_its_cost_in_message_delta(client: Test
     assert Decimal(str(delta.usage.model_extra["cost"])) == cost  # type: ignore[union-attr]
     record = await generation_record(client, key, start.id)
     assert record["streamed"] is True and Decimal(record["total_cost_usd"]) == cost
+    assert record["upstream_id"].startswith("msg_sim") and record["external_user"] == "u-42"
+    assert record["finish_reason"] == "stop" and record["native_finish_reason"] == "end_turn"
     state = await account_state(client, account_id)
     assert Decimal(state["balance"]) == Decimal("1.00") - cost and state["reserved"] == "0.00"
 

@@ -100,6 +100,8 @@ async def test_a_streamed_response_ends_with_its_cost(client: TestClient) -> Non
     generation = stream.response.headers["x-generation-id"]
     record = await generation_record(client, key, generation)
     assert record["streamed"] is True and record["finish_reason"] == "length"
+    assert record["native_finish_reason"] == "max_output_tokens"
+    assert record["upstream_id"] == last.id  # the provider's response id
     assert Decimal(record["total_cost_usd"]) == cost
     state = await account_state(client, account_id)
     assert Decimal(state["balance"]) == Decimal("1.00") - cost and state["reserved"] == "0.00"

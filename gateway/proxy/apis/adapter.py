@@ -59,6 +59,14 @@ class ApiAdapter:
     def stream_relay(self, exchange: Exchange, redactor: Redactor) -> EventRelay:
         raise NotImplementedError
 
+    def native_finish_reason(self, data: dict[str, Any]) -> str | None:
+        """How the provider itself said the answer ended, where it words it otherwise."""
+        return None
+
+    def external_user(self, body: dict[str, Any]) -> Any:
+        """The end user the client named (OpenAI's `user`), for the record."""
+        return body.get("user")
+
     def forward_headers(self, req: CompletionRequest) -> bytes:
         """Header lines (each ending in CRLF) the provider is sent beside the request."""
         return b""

@@ -90,6 +90,14 @@ class MessagesAdapter(ApiAdapter):
     def finish_reason(self, data: dict[str, Any]) -> str | None:
         return finish_of(data.get("stop_reason"))
 
+    def native_finish_reason(self, data: dict[str, Any]) -> str | None:
+        reason = data.get("stop_reason")
+        return reason if isinstance(reason, str) else None
+
+    def external_user(self, body: dict[str, Any]) -> Any:
+        metadata = body.get("metadata")  # Anthropic's `metadata.user_id`
+        return metadata.get("user_id") if isinstance(metadata, dict) else None
+
     def estimate_output(self, data: dict[str, Any]) -> int:
         texts: list[str] = []
         for block in data.get("content") or []:

@@ -87,7 +87,9 @@ class MessagesRelay(EventRelay):
             self.last_delta = chunk
             delta = chunk.get("delta")
             if isinstance(delta, dict):
-                self.exchange.finish_reason = finish_of(delta.get("stop_reason"))
+                reason = delta.get("stop_reason")
+                self.exchange.finish_reason = finish_of(reason)
+                self.exchange.native_finish_reason = reason if isinstance(reason, str) else None
             self.usage = parse_messages_usage(chunk.get("usage"), self.start_usage) or self.usage
             return None
         elif kind == "message_stop":
@@ -101,6 +103,8 @@ class MessagesRelay(EventRelay):
         message = chunk.get("message")
         if not isinstance(message, dict):
             return
+        if isinstance(message.get("id"), str):
+            self.exchange.upstream_id = message["id"]
         message["id"] = self.exchange.generation_id
         message["model"] = self.exchange.model.id
         usage = message.get("usage")

@@ -23,6 +23,7 @@ from gateway.proxy.apis.adapter import ApiAdapter, api_operation, estimate_text_
 from gateway.proxy.apis.responses_stream import (
     ResponsesRelay,
     finish_of,
+    native_finish_of,
     parse_responses_usage,
     usage_with_cost,
 )
@@ -88,6 +89,9 @@ class ResponsesAdapter(ApiAdapter):
 
     def finish_reason(self, data: dict[str, Any]) -> str | None:
         return finish_of(data)
+
+    def native_finish_reason(self, data: dict[str, Any]) -> str | None:
+        return native_finish_of(data)
 
     def estimate_output(self, data: dict[str, Any]) -> int:
         texts: list[str] = []

@@ -53,6 +53,16 @@ def finish_of(response: dict[str, Any]) -> str | None:
     return None
 
 
+def native_finish_of(response: dict[str, Any]) -> str | None:
+    """The response's status, or for an incomplete one its reason (max_output_tokens...)."""
+    status = response.get("status")
+    details = response.get("incomplete_details")
+    reason = details.get("reason") if isinstance(details, dict) else None
+    if status == "incomplete" and isinstance(reason, str):
+        return reason
+    return status if isinstance(status, str) else None
+
+
 def usage_with_cost(original: Any, tokens: TokenUsage, cost_nanos: int) -> dict[str, Any]:
     """The provider's usage object (or one made from what was charged) with `cost` in USD."""
     usage: dict[str, Any] = dict(original) if isinstance(original, dict) else {}
@@ -96,11 +106,14 @@ class ResponsesRelay(EventRelay):
         response = chunk.get("response")
         if isinstance(response, dict):
             self.response = response
+            if self.exchange.upstream_id is None and isinstance(response.get("id"), str):
+                self.exchange.upstream_id = response["id"]
             if "model" in response:
                 response["model"] = self.exchange.model.id
         if kind in TERMINAL and isinstance(response, dict):
             self.usage = parse_responses_usage(response.get("usage")) or self.usage
             self.exchange.finish_reason = finish_of(response)
+            self.exchange.native_finish_reason = native_finish_of(response)
             self.terminal = chunk
             self.done = True
             return None

@@ -57,6 +57,7 @@ async def relay_answer(
     else:
         exchange.charge(tokens, "provider")
     exchange.finish_reason = api.finish_reason(data)
+    exchange.native_finish_reason = api.native_finish_reason(data)
     exchange.upstream_id = data.get("id")  # the provider's own, before it becomes ours
     await exchange.settle()
     api.dress(data, exchange, tokens)

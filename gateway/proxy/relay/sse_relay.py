@@ -89,6 +89,8 @@ class SseRelay(EventRelay):
 
     def _swap(self, chunk: dict[str, Any]) -> None:
         if "id" in chunk:
+            if self.exchange.upstream_id is None:
+                self.exchange.upstream_id = chunk["id"]  # the provider's (clipped if not text)
             chunk["id"] = self.exchange.generation_id
         if "model" in chunk:
             chunk["model"] = self.exchange.model.id

@@ -70,6 +70,7 @@ class Exchange:
     upstream_id: str | None = None
     external_user: str | None = None
     origin: str | None = None
+    native_finish_reason: str | None = None  # the provider's, where it words it otherwise
 
     def charge(self, usage: TokenUsage, source: str) -> None:
         """`source`: "provider" (its usage), "estimated" (ours), "none" (nothing came: free)."""
@@ -124,6 +125,7 @@ class Exchange:
             upstream_id=clip(self.upstream_id),
             external_user=clip(self.external_user),
             origin=clip(self.origin),
+            native_finish_reason=clip(self.native_finish_reason),
             cache_discount=None if self.insured else self.model.prices.cache_discount_nanos(usage),
         )
 
