@@ -11,10 +11,12 @@ Connections, as real networks need them:
 - at most `max_connections` open per provider key (the catalog's, default 100); a request that
   finds them all busy waits for one, up to the connect timeout (then it is a `busy` failure,
   which the route treats as the provider's trouble: the next provider, else a 503);
-- an idle connection is closed by a timer after IDLE_SECONDS, or sooner when the provider's
+- an idle connection is not reused after IDLE_SECONDS, or sooner when the provider's
   `Keep-Alive: timeout=N` says it keeps it less (a second before N): servers such as uvicorn,
   hypercorn and vLLM close theirs after 5 s, and a request sent on a connection the server is
-  closing fails;
+  closing fails. A sweep every SWEEP_SECONDS, while any connection is idle, closes those past
+  their time (one timer a pool, none a request), and sets the pool's gauges: a request's path
+  arms no timer and writes no metric for the pool;
 - a request that went out on a reused connection which then closed before a single byte of the
   answer came is sent once more, on a fresh connection. That is what a stale keep-alive looks
   like, and it is safe here: the retry is the same admitted request (one generation id, one
@@ -38,6 +40,7 @@ from gateway.proxy.forward.provider_connection import (
 from gateway.proxy.forward.provider_dial import Resolver, dial, resolve_by_system
 
 IDLE_SECONDS = 4.0  # a kept-alive connection unused this long is closed (servers: often 5 s)
+SWEEP_SECONDS = 0.5
 DEFAULT_MAX_CONNECTIONS = 100
 KEY_AS_X_API_KEY = frozenset(("/messages",))  # Anthropic's Messages API
 
@@ -112,6 +115,7 @@ class ProviderPool:
         self.loop = asyncio.get_running_loop()
         self._open_gauge = PROVIDER_CONNECTIONS.labels(name, "open")
         self._idle_gauge = PROVIDER_CONNECTIONS.labels(name, "idle")
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def post(self, path: str, body: bytes, headers: bytes = b"") -> ProviderResponse:
         """POST `body` to the provider's `path`, with `headers` (lines ending in CRLF) beside
@@ -146,10 +150,13 @@ class ProviderPool:
     def _checkout(self) -> ProviderConnection | None:
         while self._idle:
             connection = self._idle.pop()
-            self._idle_gauge.dec()
-            connection.stop_idling()
             transport = connection.transport
-            if not connection.closed and transport is not None and not transport.is_closing():
+            if (
+                not connection.closed
+                and transport is not None
+                and not transport.is_closing()
+                and self.loop.time() < connection.idle_until
+            ):
                 return connection
             connection.abort()
         return None
@@ -159,9 +166,8 @@ class ProviderPool:
         connect timeout) for one to close, or takes an idle one that comes back meanwhile."""
         if self._full() and self._idle:  # room made by closing the oldest idle connection
             oldest = self._idle.pop(0)
-            self._idle_gauge.dec()
             self._open.discard(oldest)
-            self._open_gauge.dec()
+            self._open_gauge.set(len(self._open))
             oldest.abort()
         elif self._full():
             waited = await self._wait_for_room()
@@ -221,44 +227,51 @@ class ProviderPool:
             self._room()  # a dial that failed leaves room
         connection = cast(ProviderConnection, protocol)
         self._open.add(connection)
-        self._open_gauge.inc()
+        self._open_gauge.set(len(self._open))
         return connection
 
     def retire(self) -> None:
         """Replaced (a catalog reload): idle connections close now, busy ones when released."""
         self._retired = True
         while self._idle:
-            self._idle_gauge.dec()
             _discard(self._idle.pop())
+        self._idle_gauge.set(0)
 
     def keep(self, connection: ProviderConnection) -> None:
-        """A connection whose answer was read whole, back for the next request: idle until its
-        timer (IDLE_SECONDS, or less by the provider's Keep-Alive hint) closes it."""
+        """A connection whose answer was read whole, back for the next request: idle for
+        IDLE_SECONDS at most, or less by the provider's Keep-Alive hint."""
         lifetime = connection.idle_lifetime(IDLE_SECONDS)
         if self._retired or lifetime <= 0:
             connection.abort()
             return
-        connection.idle_since = self.loop.time()
-        connection.idle_until(self.loop.call_later(lifetime, self._expire, connection))
+        now = self.loop.time()
+        connection.idle_since = now
+        connection.idle_until = now + lifetime
         self._idle.append(connection)
-        self._idle_gauge.inc()
-        self._room()
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)
+        if self._waiting:
+            self._room()
 
-    def _expire(self, connection: ProviderConnection) -> None:
-        if connection in self._idle:
+    def _sweep(self) -> None:
+        """Close the idle connections past their time; again in SWEEP_SECONDS while any is
+        idle. The gauges are set here: a request's path writes no metric."""
+        now = self.loop.time()
+        expired = [c for c in self._idle if c.idle_until <= now]
+        for connection in expired:
             self._idle.remove(connection)
-            self._idle_gauge.dec()
-        connection.abort()
+            connection.abort()
+        self._idle_gauge.set(len(self._idle))
+        self._open_gauge.set(len(self._open))
+        self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep) if self._idle else None
 
     def forget(self, connection: ProviderConnection) -> None:
         """The connection is gone (connection_lost)."""
         if connection in self._open:
             self._open.discard(connection)
-            self._open_gauge.dec()
+            self._open_gauge.set(len(self._open))
         if connection in self._idle:
             self._idle.remove(connection)
-            self._idle_gauge.dec()
-        connection.stop_idling()
         self._room()
 
     @property
@@ -270,6 +283,9 @@ class ProviderPool:
         return len(self._idle)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for connection in list(self._open):
             connection.abort()
         self._idle.clear()

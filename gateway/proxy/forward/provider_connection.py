@@ -74,7 +74,7 @@ class ProviderConnection(asyncio.Protocol):
         self._busy = False  # a request is out and its answer not released
         self.received = 0  # bytes of the current request's answer that came (0: none yet)
         self._keep_alive_hint: float | None = None  # the provider's Keep-Alive: timeout=
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_until = 0.0  # loop time after which it is not reused, while idle
 
     # asyncio.Protocol
 
@@ -220,7 +220,6 @@ class ProviderConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
-        self.stop_idling()
         if self.transport is not None:
             self.transport.abort()
 
@@ -231,15 +230,6 @@ class ProviderConnection(asyncio.Protocol):
         provider said it keeps it (`Keep-Alive: timeout=N`), whichever is shorter."""
         hint = self._keep_alive_hint
         return default if hint is None else min(default, hint - 1)
-
-    def idle_until(self, timer: asyncio.TimerHandle) -> None:
-        self.stop_idling()
-        self._idle_timer = timer
-
-    def stop_idling(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
 
     # the answer, through ProviderResponse
 
