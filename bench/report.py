@@ -81,6 +81,15 @@ def _row(cells: list[str], widths: list[int]) -> str:
     )
 
 
+def cpu_per_request(run: dict[str, Any] | None) -> dict[str, float] | None:
+    """µs of each process's CPU per answered request in a load run: its busy share of one core
+    over the run, divided by the requests a second answered (Redis's is what a request's
+    scripts cost the store, the number that caps the metered path per Redis core)."""
+    if not run or not run.get("rps"):
+        return None
+    return {name: pct * 10_000 / run["rps"] for name, pct in run["cpu_percent"].items()}
+
+
 def format_table(results: dict[str, Any]) -> str:
     s = results["settings"]
     lines = [
@@ -136,6 +145,12 @@ def format_table(results: dict[str, Any]) -> str:
     for key, r in results["load"].items():
         cells = [f"{r['cpu_percent'][p]:.0f}" for p in procs]
         lines.append("  " + _row([TARGET_LABELS[key], *cells], [31] + [8] * len(procs)))
+    per_request = cpu_per_request(results["load"].get("gateway"))
+    if per_request is not None:
+        lines.append(
+            f"  gateway run, CPU per request: gateway {per_request['gateway']:.0f} µs, "
+            f"Redis {per_request['redis']:.0f} µs"
+        )
     u = results["unloaded"]
     lines += [
         "",

@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from metering.layout import OUTBOX_INDEX, AccountKeys
 from metering.outbox import new_event_id
 from metering.periods import period_stamps
-from metering.rollups import GRANULARITIES, bucket_start, field_prefix
+from metering.rollups import GRANULARITIES, bucket_start, field_prefix, next_bucket
 from metering.scripts import Scripts
 from metering.transport.batch_calls import Durable
 from metering.transport.client import STORE_ERRORS, AnyRedis, Batcher
@@ -214,6 +214,7 @@ class Metering:
     def _settle_inputs(self, record: UsageRecord, now: float) -> tuple[list[str], list[Any]]:
         k = AccountKeys(record.account_id)
         day, week, month = period_stamps(now)
+        starts = [bucket_start(g, now) for g in GRANULARITIES]
         keys = [
             k.account,
             k.api_key(record.key_hash),
@@ -223,7 +224,7 @@ class Metering:
             k.usage_stream,
             k.usage_by_day,
             k.outbox,
-            *(k.rollup(g, bucket_start(g, now)) for g in GRANULARITIES),
+            *(k.rollup(g, start) for g, start in zip(GRANULARITIES, starts, strict=True)),
         ]
         args = [
             record.id,
@@ -240,7 +241,10 @@ class Metering:
             record.tokens_prompt,
             record.tokens_completion,
             record.native_tokens_reasoning,
-            *self._rollup_seconds,
+            *(  # each bucket lives its retention after its end (settle.lua)
+                max(int(next_bucket(g, start) - now), 0) + kept
+                for g, start, kept in zip(GRANULARITIES, starts, self._rollup_seconds, strict=True)
+            ),
             self._topup_pending_ms,
         ]
         return keys, args

@@ -7,7 +7,8 @@
 -- ARGV[1] generation id  ARGV[2] cost nanos  ARGV[3] record json  ARGV[4] record ttl seconds
 -- ARGV[5] day stamp  ARGV[6] week stamp  ARGV[7] month stamp  ARGV[8] raw record retention ms
 -- ARGV[9] id for a top-up request, if one is due  ARGV[10] now ms  ARGV[11] rollup field prefix
--- ARGV[12..14] prompt, completion, reasoning tokens  ARGV[15..18] rollup retention seconds
+-- ARGV[12..14] prompt, completion, reasoning tokens  ARGV[15..18] each rollup bucket's time to
+-- live from now (seconds: until its end, plus its granularity's retention)
 -- ARGV[19] how long an unanswered top-up request stays outstanding (ms)
 -- Returns {status, balance, 1 when a top-up request was queued}; status: ok | duplicate
 if redis.call('EXISTS', KEYS[5]) == 1 then
@@ -51,14 +52,18 @@ redis.call('SET', KEYS[5], entry, 'EX', tonumber(ARGV[4]))
 
 -- Rollups for the Activity charts, per minute, hour, day and month (KEYS[9..12]), by
 -- (model, provider, key) (ARGV[11], a field prefix): spend, prompt, completion and reasoning
--- tokens, and requests. Each bucket expires after its granularity's retention (ARGV[15..18]),
--- counted from its last write (a retention shorter than the bucket must not cut it mid-use).
-local metrics = {{'s', ARGV[2]}, {'p', ARGV[12]}, {'c', ARGV[13]}, {'r', ARGV[14]}, {'n', '1'}}
+-- tokens, and requests. Each bucket expires its granularity's retention after its end
+-- (ARGV[15..18]): every write to it comes before its end, so that is never sooner than the
+-- retention after its last write, and it is set once, by the write that adds a new field (its
+-- request count is then 1), not by every write (four commands a request fewer).
+local metrics = {{'s', ARGV[2]}, {'p', ARGV[12]}, {'c', ARGV[13]}, {'r', ARGV[14]}}
 for i = 9, 12 do
   for _, m in ipairs(metrics) do
     if m[2] ~= '0' then redis.call('HINCRBY', KEYS[i], ARGV[11] .. m[1], m[2]) end
   end
-  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[6 + i]))
+  if redis.call('HINCRBY', KEYS[i], ARGV[11] .. 'n', 1) == 1 then
+    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[6 + i]))
+  end
 end
 
 -- Auto top-up: below the threshold, queue one request for a purchase in the account's outbox,
