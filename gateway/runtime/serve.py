@@ -13,6 +13,7 @@ from config.environment import stray_variables
 from config.settings import Settings
 from gateway.app import create_app, create_metrics_app
 from gateway.observability.logs import configure as configure_logging
+from gateway.runtime.file_limits import describe_open_file_limit, raise_open_file_limit
 from gateway.runtime.redis_server import (
     RedisBinaryMissing,
     RedisServer,
@@ -28,6 +29,7 @@ def run_serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     for stray in stray_variables(os.environ, Settings.model_fields):
         log.warning("%s", stray.describe())
+    describe_open_file_limit(raise_open_file_limit())  # the workers inherit it
     embedded: RedisServer | None = None
     if not settings.redis_url:
         try:

@@ -1,6 +1,7 @@
 """The command line as users run it: serve with the embedded Redis, demo, check-config."""
 
 import json
+import resource
 import signal
 import subprocess
 import textwrap
@@ -8,6 +9,8 @@ import urllib.request
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gateway.runtime.redis_server import free_port
 from tests.processes import (
@@ -342,3 +345,36 @@ def test_unusable_redis_urls_and_bad_files_are_one_line_and_exit_2(tmp_path: Pat
             lines = err.strip().splitlines()
             assert len(lines) == 1 and culprit in lines[0], (command, env, err)
             assert "Traceback" not in err and "pw-secret" not in err
+
+
+def _low_file_limit() -> None:
+    """In the child before it runs: the soft limit many systems start a service with."""
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    )
+
+
+def test_serve_raises_its_open_file_limit_and_says_what_it_allows(
+    tmp_path: Path, provider: ThreadedServer
+) -> None:
+    """Every stream holds two sockets: with the common soft limit of 1,024 a worker would stop near
+    500 streams. `serve` raises it to the hard limit and logs the streams it allows."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip("the hard open-file limit here is 1,024 or less: nothing to raise")
+    port = free_port()
+    proc = gateway_process(
+        ["serve", "--config", str(paid_model_config(tmp_path, provider.url)), "--port", str(port)],
+        {"GATEWAY_DATA_DIR": str(tmp_path / "data")},
+        preexec_fn=_low_file_limit,
+    )
+    try:
+        assert wait_until(lambda: answers(f"http://127.0.0.1:{port}/readyz"), 20), "no start"
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
+        soft = int(line.split()[3])
+        assert soft > 1024 and soft == min(hard, 1_048_576)
+    finally:
+        stop(proc, signal.SIGTERM)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert f"open files: at most {soft} per process, about {(soft - 64) // 2}" in err
