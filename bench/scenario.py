@@ -11,6 +11,7 @@ import aiohttp
 import orjson
 
 PAID_MODEL = "bench/paid"
+HOLD_MODEL = "bench/hold"  # a stream held open, one event a second (bench.open_streams)
 UPSTREAM_MODEL = "sim-gpt"  # the simulated provider's normal, fast answer
 MESSAGES = [{"role": "user", "content": "Hello there"}]
 
@@ -38,6 +39,13 @@ def gateway_toml(path: Path, mock_url: str, key_env: str = "", *, every_api: boo
     bench.compare leaves it out)."""
     key_line = f'api_key_env = "{key_env}"' if key_env else ""
     apis_line = 'apis = ["chat", "completions", "embeddings", "responses"]' if every_api else ""
+    hold = (
+        f'[[models]]\nid = "{HOLD_MODEL}"\nprovider = "mock"\nupstream_model = "sim-hold"\n'
+        'max_output_tokens = 120\n[models.pricing]\nprompt = "0.00000015"\n'
+        'completion = "0.0000006"\n'
+        if every_api
+        else ""
+    )
     path.write_text(
         textwrap.dedent(f"""\
         [[providers]]
@@ -54,6 +62,7 @@ def gateway_toml(path: Path, mock_url: str, key_env: str = "", *, every_api: boo
         prompt = "0.00000015"
         completion = "0.0000006"
         """)
+        + hold
     )
     return path
 

@@ -76,7 +76,7 @@ class ProviderConfig(BaseModel):
     collects_data: bool = False
     # Connections open to it at most, per key (a request finding them all busy waits, up to the
     # connect timeout).
-    max_connections: int = Field(default=100, ge=1, le=100_000)
+    max_connections: int = Field(default=10_000, ge=1, le=100_000)
     # The request parameters it supports (None: not declared, taken as all): a request's
     # `provider.require_parameters: true` skips it when it uses another.
     supported_parameters: tuple[str, ...] | None = None

@@ -25,6 +25,7 @@ REPLY = [
     "called.",
 ]
 LONG_REPLY_WORDS = 400
+HOLD_WORDS = 120
 FLOOD_CHUNKS = 50_000
 FLOOD_PIECE = "flood " * 680
 TRICKLE_BYTES = 12_000
@@ -38,6 +39,7 @@ BEHAVIOURS = {
     "sim-nousage": "never reports usage",
     "sim-overuse": "reports 10,000 more prompt tokens than it was sent (a hidden system prompt)",
     "sim-slowstream": f"streams {LONG_REPLY_WORDS} words, one every 20 ms",
+    "sim-hold": f"streams {HOLD_WORDS} words, one a second (streams held open: bench.open_streams)",
     "sim-flood": f"streams {FLOOD_CHUNKS} chunks of 4 KB as fast as the reader takes them",
     "sim-trickle": "sends one byte every 50 ms, for up to ten minutes, then answers",
     "sim-empty": "answers no text: zero completion tokens and a null finish reason",
@@ -81,6 +83,8 @@ def words_for(model: str, max_tokens: int | None) -> list[str]:
         return []
     if model == "sim-errorchunk":
         return REPLY[:ERROR_AFTER_WORDS]
+    if model == "sim-hold":
+        return (REPLY * 8)[: min(max_tokens or HOLD_WORDS, HOLD_WORDS)]
     words = REPLY * 40 if model == "sim-slowstream" else REPLY
     words = words[:LONG_REPLY_WORDS]
     return words[:max_tokens] if max_tokens else words

@@ -118,7 +118,7 @@ async def _stream(
         }
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
-    delay = 0.02 if model == "sim-slowstream" else 0.0
+    delay = {"sim-slowstream": 0.02, "sim-hold": 1.0}.get(model, 0.0)
     try:
         for i, word in enumerate(words):
             piece = word if i == 0 else " " + word

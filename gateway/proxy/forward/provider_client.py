@@ -8,9 +8,10 @@ CPU per request under `make bench` (README, Performance), more than admission or
 A provider hop needs one thing: POST a JSON body to a fixed origin and relay the answer.
 
 Connections, as real networks need them:
-- at most `max_connections` open per provider key (the catalog's, default 100); a request that
-  finds them all busy waits for one, up to the connect timeout (then it is a `busy` failure,
-  which the route treats as the provider's trouble: the next provider, else a 503);
+- at most `max_connections` open per provider key (the catalog's, default 10,000: every open
+  stream holds one, and a gateway's life is holding streams; lower it to spare a provider); a
+  request that finds them all busy waits for one, up to the connect timeout (then it is a `busy`
+  failure, which the route treats as the provider's trouble: the next provider, else a 503);
 - an idle connection is not reused after IDLE_SECONDS, or sooner when the provider's
   `Keep-Alive: timeout=N` says it keeps it less (a second before N): servers such as uvicorn,
   hypercorn and vLLM close theirs after 5 s, and a request sent on a connection the server is
@@ -41,7 +42,7 @@ from gateway.proxy.forward.provider_dial import Resolver, dial, resolve_by_syste
 
 IDLE_SECONDS = 4.0  # a kept-alive connection unused this long is closed (servers: often 5 s)
 SWEEP_SECONDS = 0.5
-DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_MAX_CONNECTIONS = 10_000
 KEY_AS_X_API_KEY = frozenset(("/messages",))  # Anthropic's Messages API
 
 

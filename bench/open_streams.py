@@ -1,0 +1,174 @@
+"""`python -m bench.open_streams --streams 1000`: memory per open stream, the gateway's against the
+bare proxy's, in one run.
+
+Starts what `make bench` starts (Redis, the simulated provider, the bare aiohttp proxy, `gateway
+serve`), then for each proxy: its resident memory, then N streams opened and held (the simulated
+provider's `sim-hold` sends one event a second), its memory with all N open, and its memory a few
+seconds after they all closed (is it given back?). Memory per open stream is the difference over
+N. With `--gateway-workers 2` the gateway's memory is that of all its processes. Every socket of a
+stream is two file descriptors in the proxy (the client's and the provider's): 10,000 streams
+need a hard open-file limit above 20,000 in one worker, or two workers.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import new_event_loop
+from bench.run import Bench, log
+from bench.scenario import HOLD_MODEL
+from bench.stack import rss_bytes
+
+OPEN_AT_ONCE = 200  # streams opened concurrently, wave after wave
+SETTLE_SECONDS = 5.0
+
+
+def _family_rss(pid: int) -> int:
+    """The process's memory and its children's (a gateway's workers)."""
+    total = rss_bytes(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                total += rss_bytes(int(stat.parent.name))
+    return total
+
+
+class Opening:
+    """How many streams are open end to end (their first event came), or failed to open."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Semaphore(OPEN_AT_ONCE)
+        self.open = 0
+        self.failed = 0
+        self.why: dict[str, int] = {}  # what the streams that did not open met
+
+    def fail(self, why: str) -> bool:
+        self.failed += 1
+        self.why[why] = self.why.get(why, 0) + 1
+        return False
+
+
+async def _hold(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    opening: Opening,
+    release: asyncio.Event,
+) -> bool:
+    async with opening.gate:
+        try:
+            resp = await session.post(url, json=body, headers=headers)
+        except aiohttp.ClientError as exc:
+            return opening.fail(type(exc).__name__)
+        if resp.status != 200:
+            why = f"{resp.status}: {(await resp.text())[:120]}"
+            resp.release()
+            return opening.fail(why)
+        await resp.content.readany()  # the first event: the stream is open end to end
+        opening.open += 1
+    try:
+        async with asyncio.timeout(600):
+            while not release.is_set():
+                piece = await resp.content.readany()
+                if not piece:
+                    return True
+    finally:
+        resp.close()
+    return True
+
+
+async def measure(url: str, model: str, auth: str, pid: int, streams: int) -> dict[str, Any]:
+    headers = {"Authorization": auth} if auth else {}
+    body = {"model": model, "messages": [{"role": "user", "content": "hold"}], "stream": True}
+    before = _family_rss(pid)
+    release = asyncio.Event()
+    opening = Opening()
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        tasks = [
+            asyncio.ensure_future(_hold(session, url, body, headers, opening, release))
+            for _ in range(streams)
+        ]
+        started = time.monotonic()
+        for _ in range(600):  # every stream open (or failed), within two minutes
+            if opening.open + opening.failed >= streams:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        held = _family_rss(pid)
+        open_seconds = time.monotonic() - started
+        release.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(SETTLE_SECONDS)
+    after = _family_rss(pid)
+    ok = opening.open
+    assert all(r is True or r is False for r in results), results[:3]
+    return {
+        "streams": streams,
+        "ok": ok,
+        "open_seconds": round(open_seconds, 1),
+        "rss_before_mb": round(before / 2**20, 1),
+        "rss_open_mb": round(held / 2**20, 1),
+        "rss_after_mb": round(after / 2**20, 1),
+        "kb_per_stream": round((held - before) / 1024 / max(ok, 1), 1),
+        "failed": opening.why,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.open_streams", description=__doc__)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--gateway-workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    args.redis_socket, args.gateway_env = "tcp", []
+    with tempfile.TemporaryDirectory(prefix="gateway-streams-") as tmp:
+        bench = Bench(args, Path(tmp))
+        try:
+            bench.start()
+            loop = new_event_loop()
+            try:
+                rows = {}
+                for name, url, model, auth, pid in (
+                    ("bare", f"{bench.bare_url}/api/v1/chat/completions", "sim-hold", "", 0),
+                    (
+                        "gateway",
+                        f"{bench.gateway_url}/api/v1/chat/completions",
+                        HOLD_MODEL,
+                        bench.auth,
+                        bench.gateway_pid,
+                    ),
+                ):
+                    pid = pid or next(c.pid for c in bench.children if c.name == "bare")
+                    log(f"{name}: opening {args.streams} streams")
+                    rows[name] = loop.run_until_complete(
+                        measure(url, model, auth, pid, args.streams)
+                    )
+            finally:
+                loop.close()
+        finally:
+            bench.stop()
+    print(f"\n== {args.streams} open streams, held (one event a second each) ==")
+    for name, row in rows.items():
+        print(
+            f"  {name:<8} {row['ok']} open in {row['open_seconds']} s: RSS "
+            f"{row['rss_before_mb']} -> {row['rss_open_mb']} MB open "
+            f"({row['kb_per_stream']} KB a stream) -> {row['rss_after_mb']} MB "
+            f"{SETTLE_SECONDS:g} s after they closed"
+        )
+        if row["failed"]:
+            print(f"           did not open: {row['failed']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
