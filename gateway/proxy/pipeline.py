@@ -37,7 +37,8 @@ from gateway.proxy.forward.route import forward
 from gateway.proxy.observe import Outcome, record_when_answered
 from gateway.proxy.relay.answer import relay_answer
 from gateway.proxy.relay.streaming import relay_stream
-from gateway.proxy.routing import candidates
+from gateway.proxy.request_body import CompletionRequest
+from gateway.proxy.routing import Candidate, candidates
 from gateway.proxy.settle.exchange import Exchange
 from gateway.proxy.settle.journal import JOURNAL
 from gateway.proxy.settle.settling import SETTLING
@@ -110,6 +111,18 @@ async def _handle(
     outcome.exchange = exchange
     if admitted.reserve:
         exchange.hold_reservation(request.app[SETTINGS].reservation_timeout_seconds / 3)
+    return await _forward_and_settle(request, api, req, route, exchange)
+
+
+async def _forward_and_settle(
+    request: web.Request,
+    api: ApiAdapter,
+    req: CompletionRequest,
+    route: tuple[Candidate, ...],
+    exchange: Exchange,
+) -> web.StreamResponse:
+    """Stages 5 to 7 of an admitted request: settled once, whatever happens."""
+    services = request.app[SERVICES]
     deadlines = services.upstream.deadlines
     try:
         upstream = await forward(request, exchange, req, api, route)  # 5

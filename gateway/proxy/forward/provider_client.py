@@ -50,6 +50,19 @@ def _lines(fields: dict[str, str]) -> bytes:
     return "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode("latin-1")
 
 
+def _fixed_fields(name: str, fixed: dict[str, str]) -> tuple[bytes, bytes]:
+    """The header lines every request carries, and the same for Anthropic's API, which takes the
+    key as `x-api-key` (a Bearer there is an OAuth token)."""
+    for field, value in fixed.items():
+        if any(c in value for c in "\r\n\0"):  # would end the head early: a second request
+            raise ValueError(f"provider {name}: the {field} header has a line break in it")
+    keyed = dict(fixed)
+    bearer = keyed.pop("Authorization", "")
+    if bearer:
+        keyed["x-api-key"] = bearer.removeprefix("Bearer ")
+    return _lines(fixed), _lines(keyed)
+
+
 class ProviderPool:
     """Keep-alive connections to one provider's origin, and the request head for each path
     made once (the provider's secret goes in it: never logged, never in an error). `tls`
@@ -88,23 +101,10 @@ class ProviderPool:
         if proxy is not None and self._tls is None:  # absolute form, to the proxy
             self._prefix = f"http://{authority}{self._prefix}"
         self._query = f"?{url.query}" if url.query else ""  # Azure's ?api-version=...
-        fixed = {
-            "Host": authority,
-            "Accept": "*/*",
-            "Accept-Encoding": "gzip, deflate",
-            **headers,
-        }
+        fixed = {"Host": authority, "Accept": "*/*", "Accept-Encoding": "gzip, deflate", **headers}
         if proxy is not None and proxy.authorization and self._tls is None:
             fixed["Proxy-Authorization"] = proxy.authorization
-        for field, value in fixed.items():
-            if any(c in value for c in "\r\n\0"):  # would end the head early: a second request
-                raise ValueError(f"provider {name}: the {field} header has a line break in it")
-        self._fields = _lines(fixed)
-        # Anthropic's API takes the key as `x-api-key` (a Bearer there is an OAuth token).
-        bearer = fixed.pop("Authorization", "")
-        if bearer:
-            fixed["x-api-key"] = bearer.removeprefix("Bearer ")
-        self._key_fields = _lines(fixed)
+        self._fields, self._key_fields = _fixed_fields(name, fixed)
         self._heads: dict[str, bytes] = {}
         self._idle: list[ProviderConnection] = []
         self._open: set[ProviderConnection] = set()
