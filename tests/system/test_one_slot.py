@@ -169,3 +169,41 @@ async def test_routing_adds_no_redis_round_trip(
             generation = resp.headers["X-Generation-Id"].encode()
             per_request = [a for a in scripts if any(generation in arg for arg in a)]
             assert len(per_request) == 2, [a[:3] for a in per_request]
+
+
+async def test_every_api_makes_one_admission_and_one_settlement(
+    own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path
+) -> None:
+    """Embeddings, the Responses API and Anthropic's Messages API, streamed or not, each make
+    exactly the two script calls chat makes (admission, settlement) for their generation."""
+    hello = [{"role": "user", "content": "Hello there"}]
+    calls = [
+        ("/api/v1/embeddings", {"model": "test/paid", "input": ["a", "b"]}),
+        ("/api/v1/responses", {"model": "test/paid", "input": "Hello"}),
+        ("/api/v1/responses", {"model": "test/paid", "input": "Hello", "stream": True}),
+        ("/api/v1/messages", {"model": "test/paid", "max_tokens": 20, "messages": hello}),
+        (
+            "/api/v1/messages",
+            {"model": "test/paid", "max_tokens": 20, "messages": hello, "stream": True},
+        ),
+    ]
+    settings = make_settings(own_redis.url, provider.url, data_dir=tmp_path / "data")
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+        _, key = await new_account(c, purchase="5.00")
+        warm = await c.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key))
+        assert warm.status == 200  # the scripts are loaded (a first call may meet NOSCRIPT)
+        monitor = Monitor(own_redis.port or 0)  # one watch for them all (stopping one is slow)
+        await asyncio.sleep(0.1)  # MONITOR is on before the requests
+        generations = []
+        for path, body in calls:
+            resp = await c.post(path, json=body, headers=bearer(key))
+            assert resp.status == 200, await resp.text()
+            await resp.read()
+            generations.append((path, resp.headers["X-Generation-Id"].encode()))
+        await c.get("/api/v1/credits", headers=bearer(key))  # the settlements have landed
+        await asyncio.sleep(0.1)
+        seen = monitor.stop()
+    scripts = [a for _, a in seen if a and a[0].upper() in (b"EVALSHA", b"EVAL")]
+    for path, generation in generations:
+        per_request = [a for a in scripts if any(generation in arg for arg in a)]
+        assert len(per_request) == 2, (path, [a[:3] for a in per_request])
