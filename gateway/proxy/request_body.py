@@ -72,17 +72,21 @@ class CompletionRequest:
         return per_prompt * self.prompts
 
 
-def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
+def body_and_model(raw: bytes) -> tuple[dict[str, Any], str]:
+    """What every API's body starts with: a JSON object that names its model."""
     if not raw:
         raise bad_request("request body is empty; send a JSON object")
     body = parse_object(raw)
+    return body, _model_of(body)
 
-    model = model_of(body)
+
+def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
+    body, model = body_and_model(raw)
 
     if kind == "embeddings":
         return _embeddings_request(body, model, len(raw))
     if kind == "chat":
-        _check_messages(body.get("messages"))
+        check_messages(body.get("messages"))
     else:
         _check_prompt(body.get("prompt"))
 
@@ -120,7 +124,7 @@ def parse_completion_request(raw: bytes, kind: Kind) -> CompletionRequest:
     )
 
 
-def model_of(body: dict[str, Any]) -> str:
+def _model_of(body: dict[str, Any]) -> str:
     """The model asked for: `model`, or OpenRouter's `models` alone (the first is the one)."""
     model = body.get("model")
     fallbacks = body.get("models")
@@ -211,17 +215,23 @@ def token_limit(body: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _check_messages(messages: Any) -> None:
+def check_messages(messages: Any, roles: tuple[str, ...] = ()) -> None:
+    """Chat's messages; with `roles` (Anthropic's: user, assistant), each role one of them and
+    every message's content given."""
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' is required and must be a non-empty array", "messages")
     for i, message in enumerate(messages):
         field = f"messages[{i}]"
         if not isinstance(message, dict):
             raise bad_request(f"'{field}' must be an object", field)
-        if not isinstance(message.get("role"), str):
+        role = message.get("role")
+        if roles and role not in roles:
+            named = " or ".join(f'"{r}"' for r in roles)
+            raise bad_request(f"'{field}.role' must be {named}", f"{field}.role")
+        if not isinstance(role, str):
             raise bad_request(f"'{field}.role' must be a string", f"{field}.role")
         content = message.get("content")
-        if content is not None and not isinstance(content, (str, list)):
+        if (content is not None or roles) and not isinstance(content, (str, list)):
             raise bad_request(
                 f"'{field}.content' must be a string or an array of parts", f"{field}.content"
             )

@@ -16,7 +16,6 @@ from aiohttp import web
 
 from gateway.http.describe import described, ref
 from gateway.http.errors import bad_request
-from gateway.http.json_input import parse_object
 from gateway.models import ResolvedModel
 from gateway.proxy.apis.adapter import ApiAdapter, api_operation, estimate_text_tokens
 from gateway.proxy.apis.messages_stream import (
@@ -30,8 +29,9 @@ from gateway.proxy.relay.event_relay import EventRelay
 from gateway.proxy.relay.redaction import Redactor
 from gateway.proxy.request_body import (
     CompletionRequest,
+    body_and_model,
+    check_messages,
     check_number,
-    model_of,
     stream_of,
     token_limit,
 )
@@ -52,11 +52,8 @@ class MessagesAdapter(ApiAdapter):
     takes_x_api_key = True
 
     def parse(self, raw: bytes, request: web.Request) -> CompletionRequest:
-        if not raw:
-            raise bad_request("request body is empty; send a JSON object")
-        body = parse_object(raw)
-        model = model_of(body)
-        _check_messages(body.get("messages"))
+        body, model = body_and_model(raw)
+        check_messages(body.get("messages"), ROLES)
         system = body.get("system")
         if system is not None and not isinstance(system, (str, list)):
             raise bad_request("'system' must be a string or an array of text blocks", "system")
@@ -116,21 +113,6 @@ class MessagesAdapter(ApiAdapter):
 
     def stream_relay(self, exchange: Exchange, redactor: Redactor) -> EventRelay:
         return MessagesRelay(exchange, redactor)
-
-
-def _check_messages(messages: Any) -> None:
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' is required and must be a non-empty array", "messages")
-    for i, message in enumerate(messages):
-        field = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise bad_request(f"'{field}' must be an object", field)
-        if message.get("role") not in ROLES:
-            raise bad_request(f'\'{field}.role\' must be "user" or "assistant"', f"{field}.role")
-        if not isinstance(message.get("content"), (str, list)):
-            raise bad_request(
-                f"'{field}.content' must be a string or an array of blocks", f"{field}.content"
-            )
 
 
 def _passed_headers(request: web.Request) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.proxy.relay.event_relay import EventRelay, text_size
+from gateway.proxy.relay.event_relay import EventRelay, sse_event, text_size
 from gateway.proxy.relay.provider_usage import token_count
 from gateway.proxy.relay.redaction import Redactor
 from gateway.proxy.settle.exchange import Exchange
@@ -133,7 +133,7 @@ class MessagesRelay(EventRelay):
         if not text or template is None or not isinstance(delta, dict):
             return b""
         field = _OUTPUT.get(str(delta.get("type")), "text")
-        return _event({**template, "delta": {**delta, field: text}})
+        return sse_event({**template, "delta": {**delta, field: text}})
 
     def kept_back(self) -> bytes:
         if self.texts is None:
@@ -148,13 +148,8 @@ class MessagesRelay(EventRelay):
             "delta": {"stop_reason": None, "stop_sequence": None},
         }
         last["usage"] = usage_with_cost(last.get("usage"), exchange.usage, exchange.cost)
-        out = self.kept_back() + _event(last)
+        out = self.kept_back() + sse_event(last)
         if failure is not None:
             error = {"type": "error", "error": {"type": "api_error", "message": failure}}
-            return self._out(out + _event(error))
-        return self._out(out + _event({"type": "message_stop"}))
-
-
-def _event(data: dict[str, Any]) -> bytes:
-    kind = str(data.get("type", "message_delta"))
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+            return self._out(out + sse_event(error))
+        return self._out(out + sse_event({"type": "message_stop"}))

@@ -17,7 +17,6 @@ from aiohttp import web
 
 from gateway.http.describe import described, ref
 from gateway.http.errors import bad_request
-from gateway.http.json_input import parse_object
 from gateway.models import ResolvedModel
 from gateway.proxy.apis.adapter import ApiAdapter, api_operation, estimate_text_tokens
 from gateway.proxy.apis.responses_stream import (
@@ -32,8 +31,8 @@ from gateway.proxy.relay.event_relay import EventRelay
 from gateway.proxy.relay.redaction import Redactor
 from gateway.proxy.request_body import (
     CompletionRequest,
+    body_and_model,
     check_number,
-    model_of,
     stream_of,
     token_limit,
 )
@@ -47,10 +46,7 @@ class ResponsesAdapter(ApiAdapter):
     reads_images = True  # `input_image` parts
 
     def parse(self, raw: bytes, request: web.Request) -> CompletionRequest:
-        if not raw:
-            raise bad_request("request body is empty; send a JSON object")
-        body = parse_object(raw)
-        model = model_of(body)
+        body, model = body_and_model(raw)
         value = body.get("input")
         if value is None and not isinstance(body.get("prompt"), dict):
             raise bad_request("'input' is required: a string or an array of items", "input")

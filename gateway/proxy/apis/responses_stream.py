@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
-from gateway.proxy.relay.event_relay import EventRelay, text_size
-from gateway.proxy.relay.provider_usage import detail_count, token_count
+from gateway.proxy.relay.event_relay import EventRelay, sse_event, text_size
+from gateway.proxy.relay.provider_usage import RESPONSES_USAGE, parse_usage
+from gateway.proxy.relay.provider_usage import usage_with_cost as with_cost
 from gateway.proxy.relay.redaction import Redactor
 from gateway.proxy.settle.exchange import Exchange
-from metering.money import nanos_to_number
 from metering.pricing import TokenUsage
 
 TERMINAL = frozenset(("response.completed", "response.incomplete", "response.failed"))
@@ -65,29 +65,11 @@ def native_finish_of(response: dict[str, Any]) -> str | None:
 
 def usage_with_cost(original: Any, tokens: TokenUsage, cost_nanos: int) -> dict[str, Any]:
     """The provider's usage object (or one made from what was charged) with `cost` in USD."""
-    usage: dict[str, Any] = dict(original) if isinstance(original, dict) else {}
-    usage.setdefault("input_tokens", tokens.prompt)
-    usage.setdefault("input_tokens_details", {"cached_tokens": tokens.cached})
-    usage.setdefault("output_tokens", tokens.completion)
-    usage.setdefault("output_tokens_details", {"reasoning_tokens": tokens.reasoning})
-    usage.setdefault("total_tokens", tokens.total)
-    usage["cost"] = nanos_to_number(cost_nanos)
-    return usage
+    return with_cost(original, tokens, cost_nanos, names=RESPONSES_USAGE)
 
 
 def parse_responses_usage(usage: Any) -> TokenUsage | None:
-    if not isinstance(usage, dict):
-        return None
-    prompt = token_count(usage.get("input_tokens"))
-    completion = token_count(usage.get("output_tokens"))
-    if prompt is None or completion is None:
-        return None
-    return TokenUsage(
-        prompt=prompt,
-        completion=completion,
-        cached=detail_count(usage, "input_tokens_details", "cached_tokens"),
-        reasoning=detail_count(usage, "output_tokens_details", "reasoning_tokens"),
-    )
+    return parse_usage(usage, names=RESPONSES_USAGE)
 
 
 class ResponsesRelay(EventRelay):
@@ -150,9 +132,7 @@ class ResponsesRelay(EventRelay):
         template = self.delta_events.pop((index, name), None)
         if not text or template is None:
             return b""
-        event = {**template, "delta": text}
-        kind = event.get("type", "response.output_text.delta")
-        return _event(str(kind), event)
+        return sse_event({**template, "delta": text})
 
     def kept_back(self) -> bytes:
         if self.texts is None:
@@ -175,8 +155,4 @@ class ResponsesRelay(EventRelay):
         response = last["response"]
         response["model"] = exchange.model.id
         response["usage"] = usage_with_cost(response.get("usage"), exchange.usage, exchange.cost)
-        return self._out(self.kept_back() + _event(str(last["type"]), last))
-
-
-def _event(kind: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        return self._out(self.kept_back() + sse_event(last))

@@ -245,9 +245,7 @@ class ProviderPool:
         if self._retired or lifetime <= 0:
             connection.abort()
             return
-        now = self.loop.time()
-        connection.idle_since = now
-        connection.idle_until = now + lifetime
+        connection.idle_until = self.loop.time() + lifetime
         self._idle.append(connection)
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)

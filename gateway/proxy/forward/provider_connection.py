@@ -60,7 +60,6 @@ class ProviderConnection(asyncio.Protocol):
         self._loop = pool.loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.idle_since = 0.0
         self._head = b""  # the answer's head as it arrives
         self._head_ready: asyncio.Future[ResponseHead] | None = None
         self._keep_alive = False

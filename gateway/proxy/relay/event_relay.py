@@ -167,6 +167,13 @@ class EventRelay:
         )
 
 
+def sse_event(data: dict[str, Any]) -> bytes:
+    """An event the relay writes itself, named by its data's `type` (as the Responses and
+    Messages APIs name every event)."""
+    name = str(data.get("type", "message"))
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
 def text_size(value: Any) -> int:
     """Characters of output in a streamed value (a string's, else its JSON's)."""
     if not value:
