@@ -1,5 +1,7 @@
 """The aiohttp application factory: routes, middlewares, and every resource in a cleanup context."""
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -26,12 +28,14 @@ from gateway.redis_clients import open_clients
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS, Services, Serving
 from gateway.tasks.expiry import expiry_sweeper
 from gateway.tasks.reloads import file_reloader
+from gateway.tasks.rollups import rollup_folder
 from gateway.tasks.topup import topup_worker
 from metering.accounts import AccountStore
 from metering.admission import Metering
 from metering.generations import Generations
 from metering.ledger import Ledger
 from metering.outbox import Outbox
+from metering.rollup_fold import RollupFold
 from metering.rollups import Rollups
 from metering.scripts import Scripts
 from ratelimit.store import RateLimitStore, admission_prelude
@@ -60,6 +64,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(file_reloader)
     app.cleanup_ctx.append(expiry_sweeper)
+    app.cleanup_ctx.append(rollup_folder)
     app.cleanup_ctx.append(topup_worker)
     app.cleanup_ctx.append(journal_replayer)
     app.add_routes(chat.routes)
@@ -110,6 +115,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     await upstream.start()
     app[CATALOG] = CatalogHolder(settings.config, app[MODELS], upstream)
+    fold = RollupFold(
+        Scripts(redis),
+        retention_seconds=(
+            7 * SECONDS_PER_DAY,
+            min(90, settings.rollup_days) * SECONDS_PER_DAY,
+            settings.rollup_days * SECONDS_PER_DAY,
+            settings.rollup_days * SECONDS_PER_DAY,
+        ),
+    )
     app[SERVICES] = Services(
         redis=redis,
         clients=clients,
@@ -119,29 +133,28 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             Scripts(hot, admission_prelude=admission_prelude()),
             reservation_timeout=settings.reservation_timeout_seconds,
             record_ttl_seconds=settings.usage_record_days * SECONDS_PER_DAY,
-            rollup_seconds=(
-                7 * SECONDS_PER_DAY,
-                min(90, settings.rollup_days) * SECONDS_PER_DAY,
-                settings.rollup_days * SECONDS_PER_DAY,
-                settings.rollup_days * SECONDS_PER_DAY,
-            ),
             timeout=settings.redis_timeout_seconds,
             admission_timeout=settings.admission_timeout_seconds,
             batcher=batcher,
             topup_pending_seconds=settings.topup_pending_hours * 3600,
+            fold=fold,
         ),
         upstream=upstream,
         keys=KeyCache(accounts, settings.key_cache_seconds),
         limits=RateLimitStore(redis),
         ledger=Ledger(redis, Scripts(redis)),
         outbox=Outbox(redis),
-        rollups=Rollups(redis),
+        rollups=Rollups(redis, fold),
+        rollup_fold=fold,
         generations=Generations(redis),
     )
     try:
         yield
     finally:
         await app[SETTLING].drain(2 * settings.redis_timeout_seconds + 1)
+        with contextlib.suppress(TimeoutError):  # else the next read or settlement folds them
+            async with asyncio.timeout(settings.redis_timeout_seconds):
+                await fold.fold_marked()
         await app[SERVICES].metering.aclose(settings.redis_timeout_seconds)
         await upstream.close()
         await clients.aclose()

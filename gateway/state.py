@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from metering.generations import Generations
     from metering.ledger import Ledger
     from metering.outbox import Outbox
+    from metering.rollup_fold import RollupFold
     from metering.rollups import Rollups
     from metering.transport.client import AnyRedis
     from ratelimit.store import RateLimitStore
@@ -40,6 +41,7 @@ class Services:
     outbox: "Outbox"
     rollups: "Rollups"
     generations: "Generations"
+    rollup_fold: "RollupFold"
 
 
 class Serving:

@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from metering.layout import OUTBOX_INDEX, AccountKeys
 from metering.outbox import new_event_id
 from metering.periods import period_stamps
-from metering.rollups import GRANULARITIES, bucket_start, field_prefix, next_bucket
+from metering.rollup_fold import RollupFold
 from metering.scripts import Scripts
 from metering.transport.batch_calls import Durable
 from metering.transport.client import STORE_ERRORS, AnyRedis, Batcher
@@ -75,19 +75,15 @@ class Metering:
         *,
         reservation_timeout: float,
         record_ttl_seconds: int,
-        rollup_seconds: tuple[int, int, int, int] = (
-            7 * 86_400,
-            90 * 86_400,
-            730 * 86_400,
-            730 * 86_400,
-        ),
         timeout: float | None = None,
         topup_pending_seconds: float = 86_400,
         admission_timeout: float | None = None,
         batcher: Batcher | None = None,
+        fold: RollupFold | None = None,
     ) -> None:
         """`timeout` bounds each round trip (give the client no socket timeout then: redis-py
-        wraps every socket write in a task of its own for that, on the hot path)."""
+        wraps every socket write in a task of its own for that, on the hot path). `fold`, when
+        given, is told of every account settled, to count its records into the rollups."""
         self._redis = redis
         self._batcher = batcher
         self._timeout = timeout
@@ -95,7 +91,7 @@ class Metering:
         self._scripts = scripts
         self._reservation_timeout_ms = int(reservation_timeout * 1000)
         self._record_ttl = record_ttl_seconds
-        self._rollup_seconds = rollup_seconds
+        self._fold = fold
         self._topup_pending_ms = int(topup_pending_seconds * 1000)
         self._background: set[asyncio.Future[None]] = set()
 
@@ -176,6 +172,8 @@ class Metering:
         also puts its account in the delivery worker's index, in the background: the worker's
         periodic scan finds it anyway."""
         topup = len(reply) > 2 and int(reply[2]) == 1
+        if self._fold is not None:
+            self._fold.mark(record.account_id)
         if topup:
             task = asyncio.ensure_future(self._index_topup(record.account_id, now))
             self._background.add(task)
@@ -209,12 +207,14 @@ class Metering:
                     keys, args = self._settle_inputs(record, now)
                     await self._scripts.settle(keys=keys, args=args, client=pipe)
                 replies = await pipe.execute()
+        if self._fold is not None:
+            for record, _ in settlements:
+                self._fold.mark(record.account_id)
         return sum(1 for reply in replies if reply[0] == "ok")
 
     def _settle_inputs(self, record: UsageRecord, now: float) -> tuple[list[str], list[Any]]:
         k = AccountKeys(record.account_id)
         day, week, month = period_stamps(now)
-        starts = [bucket_start(g, now) for g in GRANULARITIES]
         keys = [
             k.account,
             k.api_key(record.key_hash),
@@ -224,7 +224,7 @@ class Metering:
             k.usage_stream,
             k.usage_by_day,
             k.outbox,
-            *(k.rollup(g, start) for g, start in zip(GRANULARITIES, starts, strict=True)),
+            k.rollup_cursor,
         ]
         args = [
             record.id,
@@ -237,14 +237,6 @@ class Metering:
             self._record_ttl * 1000,
             new_event_id(record.account_id),
             int(now * 1000),
-            field_prefix(record.model, record.provider_name, record.key_hash),
-            record.tokens_prompt,
-            record.tokens_completion,
-            record.native_tokens_reasoning,
-            *(  # each bucket lives its retention after its end (settle.lua)
-                max(int(next_bucket(g, start) - now), 0) + kept
-                for g, start, kept in zip(GRANULARITIES, starts, self._rollup_seconds, strict=True)
-            ),
             self._topup_pending_ms,
         ]
         return keys, args

@@ -78,6 +78,11 @@ class AccountKeys:
         return f"{self.tag}:roll:{granularity}:{start}"
 
     @property
+    def rollup_cursor(self) -> str:
+        """The usage stream's last entry the rollups have counted (see metering.rollup_fold)."""
+        return f"{self.tag}:rollcur"
+
+    @property
     def usage_by_day(self) -> str:
         """Usage per UTC day: the ledger's usage entries, summarised per period."""
         return f"{self.tag}:usageday"

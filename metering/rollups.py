@@ -1,17 +1,21 @@
-"""Activity rollups: what the settlement script adds up per time bucket, and how charts read it.
+"""Activity rollups: what is added up per time bucket, and how charts read it.
 
 Each settled request adds its spend, prompt, completion and reasoning tokens and one request to
 four buckets (its minute, hour, day and month, UTC), under a field that names its model, provider
-and key. A chart reads one hash per bucket in its range (30 daily buckets for a month) and never
-touches raw records, so it costs the same for ten requests or ten million.
+and key; the sums are folded from the usage stream after settlement (metering.rollup_fold). A
+chart reads one hash per bucket in its range (30 daily buckets for a month) and never touches raw
+records, so it costs the same for ten requests or ten million.
 """
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from metering.layout import AccountKeys
 from metering.transport.client import AnyRedis
+
+if TYPE_CHECKING:
+    from metering.rollup_fold import RollupFold
 
 Granularity = Literal["minute", "hour", "day", "month"]
 GRANULARITIES: tuple[Granularity, ...] = ("minute", "hour", "day", "month")
@@ -95,12 +99,16 @@ class Bucket:
 
 
 class Rollups:
-    def __init__(self, redis: AnyRedis) -> None:
+    def __init__(self, redis: AnyRedis, fold: "RollupFold") -> None:
         self._redis = redis
+        self._fold = fold
 
     async def read(
         self, account_id: str, granularity: Granularity, starts: list[int]
     ) -> list[Bucket]:
+        """The buckets with every request settled so far in them: the account's records not yet
+        counted are folded first (see metering.rollup_fold)."""
+        await self._fold.fold(account_id)
         k = AccountKeys(account_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             for start in starts:

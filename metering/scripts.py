@@ -22,6 +22,8 @@ class Scripts:
         )
         self.settle: AsyncScript = redis.register_script(lua_source("settle"))
         self.generation: AsyncScript = redis.register_script(lua_source("generation"))
+        self.fold_read: AsyncScript = redis.register_script(lua_source("fold_read"))
+        self.fold_apply: AsyncScript = redis.register_script(lua_source("fold_apply"))
         self.purchase: AsyncScript = redis.register_script(lua_source("purchase"))
         money_preludes = lua_source("release_stale") + lua_source("unused")
         self.all: tuple[AsyncScript, ...] = ()
@@ -40,6 +42,8 @@ class Scripts:
             self.refund,
             self.expire,
             self.release,
+            self.fold_read,
+            self.fold_apply,
         )
 
     async def load(self) -> int:

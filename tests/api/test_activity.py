@@ -1,6 +1,7 @@
 """The Activity API from rollups and records: buckets, groups, filters, totals that agree with
 the credits API, generations paging, and CSV that matches the JSON."""
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -12,7 +13,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.clock import ManualClock
+from gateway.redis_clients import store_client
 from gateway.state import CLOCK
+from metering.layout import AccountKeys
+from metering.rollups import bucket_start
 from tests.support import ThreadedServer, admin_headers, bearer, chat, make_settings, new_account
 
 DAY0 = 1_795_737_600.0  # 2026-11-27 00:00 UTC
@@ -161,3 +165,24 @@ async def test_operator_activity_across_accounts(ac: TestClient) -> None:
     assert Decimal(one["data"]["totals"]["spend"]) == spent_b
     missing = await ac.get("/admin/v1/activity?account=nobody", headers=admin_headers())
     assert missing.status == 404
+
+
+async def test_the_rollups_are_counted_without_a_read(ac: TestClient, redis_url: str) -> None:
+    """The gateway folds what it settled in the background (within half a second), not only
+    when Activity is read."""
+    account_id, key = await new_account(ac, purchase="5.00")
+    spent = await _use(ac, key, "test/paid", 2)
+    day = AccountKeys(account_id).rollup("day", bucket_start("day", DAY0 + 3600))
+    redis = store_client(redis_url)
+    try:
+        stored: dict[str, str] = {}
+        for _ in range(50):  # 5 s at most
+            stored = await redis.hgetall(day)
+            if stored:
+                break
+            await asyncio.sleep(0.1)
+        by_metric = {name[-1]: int(value) for name, value in stored.items()}
+        assert by_metric.get("n") == 2
+        assert Decimal(by_metric.get("s", 0)) / 10**9 == spent
+    finally:
+        await redis.aclose()

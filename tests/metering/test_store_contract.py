@@ -11,6 +11,7 @@ from metering.accounts import AccountStore, AmountTooLarge, IdempotencyConflict
 from metering.admission import Metering, Refusal
 from metering.layout import AccountKeys
 from metering.money import MAX_NANOS
+from metering.rollup_fold import RollupFold
 from metering.rollups import GRANULARITIES, bucket_start, next_bucket
 from metering.scripts import Scripts
 from metering.usage import new_generation_id
@@ -174,9 +175,10 @@ async def test_a_released_admission_holds_nothing_even_if_it_runs_late(
 async def test_every_activity_bucket_expires_after_its_retention(
     any_redis_url: str, stores: tuple[AccountStore, Metering]
 ) -> None:
-    """A bucket's expiry is set when a (model, provider, key) first appears in it, to its
-    retention after the bucket's end: never sooner than the retention after its last write (every
-    write comes before its end), never later than that plus the bucket's length, never forever."""
+    """A bucket's expiry is set by the fold that writes it, to its retention after the bucket's
+    end, counted from its newest record's time: never sooner than the retention after its last
+    write (every write comes before its end), never later than that plus the bucket's length,
+    never forever."""
     accounts, metering = stores
     account = await accounts.create_account("c", 1_000_000, NOW)
     _, key = await accounts.create_key(account.id, "k", NOW)
@@ -187,6 +189,7 @@ async def test_every_activity_bucket_expires_after_its_retention(
         )
     redis = store_client(any_redis_url)
     try:
+        await RollupFold(Scripts(redis)).fold(account.id)
         retention = dict(zip(GRANULARITIES, (7, 90, 730, 730), strict=True))
         for granularity in GRANULARITIES:
             bucket = AccountKeys(account.id).rollup(granularity, bucket_start(granularity, NOW))
