@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError
 
 from config.redis_url import ClusterTarget, cluster_target
+from metering.settle_merge import merge_settlements
 from metering.transport.batching import ScriptBatcher
 from metering.transport.client import AnyRedis, Batcher
 from metering.transport.cluster_batching import ClusterScriptBatcher
@@ -55,7 +56,11 @@ async def open_clients(
     else:
         return _single_server(url, timeout, alone)
     batcher = ClusterScriptBatcher(
-        cluster, timeout=timeout, alone=alone, replica_wait_ms=replica_wait_ms
+        cluster,
+        timeout=timeout,
+        alone=alone,
+        replica_wait_ms=replica_wait_ms,
+        merge=merge_settlements,
     )
     return RedisClients(cluster, cluster, batcher, cluster=True)
 
@@ -100,7 +105,9 @@ def _single_server(url: str, timeout: float, alone: Any) -> RedisClients:
         socket_connect_timeout=timeout,
         max_connections=1024,
     )
-    batcher = ScriptBatcher(hot.connection_pool.make_connection, timeout=timeout, alone=alone)
+    batcher = ScriptBatcher(
+        hot.connection_pool.make_connection, timeout=timeout, alone=alone, merge=merge_settlements
+    )
     return RedisClients(redis, hot, batcher, cluster=False)
 
 

@@ -21,6 +21,7 @@ from metering.outbox import new_event_id
 from metering.periods import period_stamps
 from metering.rollup_fold import RollupFold
 from metering.scripts import Scripts
+from metering.settle_merge import MAX_MERGED, split_reply
 from metering.transport.batch_calls import Durable
 from metering.transport.client import STORE_ERRORS, AnyRedis, Batcher
 from metering.usage import UsageRecord
@@ -171,14 +172,14 @@ class Metering:
         """What the settlement script's reply says. A settlement that asked for an auto top-up
         also puts its account in the delivery worker's index, in the background: the worker's
         periodic scan finds it anyway."""
-        topup = len(reply) > 2 and int(reply[2]) == 1
+        topup = int(reply[0]) == 1
         if self._fold is not None:
             self._fold.mark(record.account_id)
         if topup:
             task = asyncio.ensure_future(self._index_topup(record.account_id, now))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        return SettlementResult(reply[0] == "ok", int(reply[1]), topup)
+        return SettlementResult(reply[1] == "ok", int(reply[2]), topup)
 
     async def aclose(self, timeout: float = 1.0) -> None:
         """Let the top-up index writes still out finish (briefly), then drop the rest: the
@@ -196,49 +197,64 @@ class Metering:
                 await self._redis.zadd(OUTBOX_INDEX, {account_id: now})
 
     async def settle_many(self, settlements: Sequence[tuple[UsageRecord, float]]) -> int:
-        """Settle records in one pipeline (seeding and back-fills): the same script, applied
-        once per generation id; returns how many were applied now."""
+        """Settle records in one pipeline (seeding and back-fills), each account's in calls of
+        up to MAX_MERGED records: the same script, applied once per generation id; returns how
+        many were applied now."""
+        by_account: dict[str, list[tuple[UsageRecord, float]]] = {}
+        for record, now in settlements:
+            by_account.setdefault(record.account_id, []).append((record, now))
+        calls = [
+            records[i : i + MAX_MERGED]
+            for records in by_account.values()
+            for i in range(0, len(records), MAX_MERGED)
+        ]
         if not isinstance(self._redis, Redis):  # a cluster: the calls go to their own masters
-            calls = [self._scripts.settle(*self._settle_inputs(r, now)) for r, now in settlements]
-            replies = await asyncio.gather(*calls)
+            replies = await asyncio.gather(
+                *(self._scripts.settle(*self._settlement(call)) for call in calls)
+            )
         else:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for record, now in settlements:
-                    keys, args = self._settle_inputs(record, now)
+                for call in calls:
+                    keys, args = self._settlement(call)
                     await self._scripts.settle(keys=keys, args=args, client=pipe)
                 replies = await pipe.execute()
         if self._fold is not None:
-            for record, _ in settlements:
-                self._fold.mark(record.account_id)
-        return sum(1 for reply in replies if reply[0] == "ok")
+            for account_id in by_account:
+                self._fold.mark(account_id)
+        return sum(
+            1
+            for call, reply in zip(calls, replies, strict=True)
+            for one in split_reply(reply, len(call))
+            if one[1] == "ok"
+        )
 
     def _settle_inputs(self, record: UsageRecord, now: float) -> tuple[list[str], list[Any]]:
-        k = AccountKeys(record.account_id)
-        day, week, month = period_stamps(now)
+        return self._settlement([(record, now)])
+
+    def _settlement(
+        self, settlements: Sequence[tuple[UsageRecord, float]]
+    ) -> tuple[list[str], list[Any]]:
+        """settle.lua's keys and arguments for records of one account."""
+        k = AccountKeys(settlements[0][0].account_id)
         keys = [
             k.account,
-            k.api_key(record.key_hash),
             k.reservations,
             k.reservation_expiry,
-            k.generation(record.id),
             k.usage_stream,
             k.usage_by_day,
             k.outbox,
             k.rollup_cursor,
         ]
-        args = [
-            record.id,
-            record.cost,
-            record.to_json_bytes(),
+        args: list[Any] = [
             self._record_ttl,
-            day,
-            week,
-            month,
             self._record_ttl * 1000,
-            new_event_id(record.account_id),
-            int(now * 1000),
+            new_event_id(k.account_id),
             self._topup_pending_ms,
         ]
+        for record, now in settlements:
+            keys += [k.api_key(record.key_hash), k.generation(record.id)]
+            args += [record.id, record.cost, record.to_json_bytes(), int(now * 1000)]
+            args += period_stamps(now)
         return keys, args
 
     async def _run(

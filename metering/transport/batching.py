@@ -61,6 +61,7 @@ class ScriptBatcher:
         alone: Callable[[], bool] | None = None,
         replicas: Callable[[], int] | None = None,
         replica_wait_ms: int = 100,
+        merge: Callable[[list[Call]], list[Call]] | None = None,
     ) -> None:
         """`connect` makes a redis-py connection, not yet connected, to the one server this
         batcher writes to (for a Redis client: its pool's `make_connection`). `timeout` bounds
@@ -68,8 +69,10 @@ class ScriptBatcher:
         caller is the only one about (one request being served): its call is then written at
         once when nothing is out, not at the end of the loop turn. `replicas` says how many
         replicas the server has now, to WAIT for (at most one) after durable calls, up to
-        `replica_wait_ms`."""
+        `replica_wait_ms`. `merge`, when given, may join a batch's calls into fewer before it is
+        sent (see metering/settle_merge.py), answering each caller itself."""
         self._alone = alone
+        self._merge = merge
         self._connect = connect
         self._replicas = replicas
         self._wait_ms = replica_wait_ms
@@ -123,6 +126,8 @@ class ScriptBatcher:
         self._flush_scheduled = False
         if self._closed:
             return
+        if self._merge is not None and len(self._queue) > 1:
+            self._queue = self._merge(self._queue)
         while self._queue and len(self._running) < MAX_IN_FLIGHT:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             batch = live(batch)  # some may have been queued past their bound

@@ -29,7 +29,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from metering.transport.batch_calls import Durable, NotSent
+from metering.transport.batch_calls import Call, Durable, NotSent
 from metering.transport.batching import ScriptBatcher
 
 if TYPE_CHECKING:
@@ -50,9 +50,11 @@ class ClusterScriptBatcher:
         timeout: float,
         alone: Callable[[], bool] | None = None,
         replica_wait_ms: int = 100,
+        merge: Callable[[list[Call]], list[Call]] | None = None,
     ) -> None:
         """`cluster`: a redis-py cluster client (its slot map routes the calls). `timeout`,
-        `alone` and `replica_wait_ms` as for ScriptBatcher, per master."""
+        `alone`, `replica_wait_ms` and `merge` as for ScriptBatcher, per master."""
+        self._merge = merge
         self._replica_wait_ms = replica_wait_ms
         self._cluster = cluster
         self._timeout = timeout
@@ -99,6 +101,7 @@ class ClusterScriptBatcher:
                 alone=self._alone,
                 replicas=partial(self._replicas_of, node),
                 replica_wait_ms=self._replica_wait_ms,
+                merge=self._merge,
             )
             self._batchers[node.name] = batcher
         return batcher
