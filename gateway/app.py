@@ -38,6 +38,7 @@ from metering.outbox import Outbox
 from metering.rollup_fold import RollupFold
 from metering.rollups import Rollups
 from metering.scripts import Scripts
+from metering.transport.client import AnyRedis
 from ratelimit.store import RateLimitStore, admission_prelude
 
 log = logging.getLogger("gateway")
@@ -94,6 +95,12 @@ def create_metrics_app(settings: Settings) -> web.Application:
     return app
 
 
+def _rollup_fold(settings: Settings, redis: AnyRedis) -> RollupFold:
+    """Minute buckets are kept 7 days, hour buckets 90 at most, day and month `rollup_days`."""
+    days = (7, min(90, settings.rollup_days), settings.rollup_days, settings.rollup_days)
+    return RollupFold(Scripts(redis), retention_seconds=tuple(d * SECONDS_PER_DAY for d in days))
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.redis_url is not None
@@ -115,15 +122,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     await upstream.start()
     app[CATALOG] = CatalogHolder(settings.config, app[MODELS], upstream)
-    fold = RollupFold(
-        Scripts(redis),
-        retention_seconds=(
-            7 * SECONDS_PER_DAY,
-            min(90, settings.rollup_days) * SECONDS_PER_DAY,
-            settings.rollup_days * SECONDS_PER_DAY,
-            settings.rollup_days * SECONDS_PER_DAY,
-        ),
-    )
+    fold = _rollup_fold(settings, redis)
     app[SERVICES] = Services(
         redis=redis,
         clients=clients,

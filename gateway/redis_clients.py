@@ -19,10 +19,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError
 
 from config.redis_url import ClusterTarget, cluster_target
-from metering.settle_merge import merge_settlements
 from metering.transport.batching import ScriptBatcher
 from metering.transport.client import AnyRedis, Batcher
 from metering.transport.cluster_batching import ClusterScriptBatcher
+from metering.transport.settle_merge import merge_settlements
 
 log = logging.getLogger("gateway")
 

@@ -21,9 +21,9 @@ from metering.outbox import new_event_id
 from metering.periods import period_stamps
 from metering.rollup_fold import RollupFold
 from metering.scripts import Scripts
-from metering.settle_merge import MAX_MERGED, split_reply
 from metering.transport.batch_calls import Durable
 from metering.transport.client import STORE_ERRORS, AnyRedis, Batcher
+from metering.transport.settle_merge import MAX_MERGED, split_reply
 from metering.usage import UsageRecord
 
 if TYPE_CHECKING:

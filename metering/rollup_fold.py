@@ -55,7 +55,7 @@ class RollupFold:
         self,
         scripts: Scripts,
         *,
-        retention_seconds: tuple[int, int, int, int] = RETENTION,
+        retention_seconds: tuple[int, ...] = RETENTION,
         batch: int = 1000,
     ) -> None:
         self._scripts = scripts

@@ -70,7 +70,7 @@ class ScriptBatcher:
         once when nothing is out, not at the end of the loop turn. `replicas` says how many
         replicas the server has now, to WAIT for (at most one) after durable calls, up to
         `replica_wait_ms`. `merge`, when given, may join a batch's calls into fewer before it is
-        sent (see metering/settle_merge.py), answering each caller itself."""
+        sent (see metering/transport/settle_merge.py), answering each caller itself."""
         self._alone = alone
         self._merge = merge
         self._connect = connect

@@ -1,6 +1,7 @@
 """Settlements of one account that meet in one batch, joined into one script call
-(metering/settle_merge.py): each still applied exactly once with its own reply, the account's and
-its keys' counters exact, one top-up request at most; on each server and on a cluster of each."""
+(metering/transport/settle_merge.py): each still applied exactly once with its own reply, the
+account's and its keys' counters exact, one top-up request at most; on each server and on a
+cluster of each."""
 
 import asyncio
 import time
@@ -15,7 +16,7 @@ from metering.accounts import AccountStore
 from metering.admission import Metering, SettlementResult
 from metering.outbox import Outbox
 from metering.scripts import Scripts
-from metering.settle_merge import MAX_MERGED
+from metering.transport.settle_merge import MAX_MERGED
 from metering.usage import UsageRecord, new_generation_id
 from tests.support import usage_record
 
