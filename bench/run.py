@@ -36,6 +36,7 @@ from bench.scenario import (
     limits_toml,
     one_request_cost,
 )
+from bench.spread import format_spread, spread_run
 from gateway.runtime.redis_server import RedisServer, free_port
 
 
@@ -319,6 +320,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     cluster_bench.add_arguments(parser)
     parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes")
+    parser.add_argument("--spread-accounts", type=int, default=32, help="0: no spread run")
     parser.add_argument(
         "--gateway-env",
         action="append",
@@ -375,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.throughput(use_wrk)
             bench.metering_check()
             bench.api_throughput(use_wrk)
+            if args.spread_accounts:
+                spread_run(bench, args, use_wrk)
             assert bench.redis is not None
             redis_info = redis_server_info(bench.redis.url)
             bench.results["machine"] = machine_info(redis_info, wrk if use_wrk else None)
@@ -392,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.stop()
     results = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **bench.results}
-    print(format_table(results))
+    print("\n".join([format_table(results), *format_spread(results)]))
     if "profile" in results:
         print("\n" + profile.format_summary(results["profile"]))
     print(f"\nresults written to {write_json(results, stamp)}")
