@@ -89,7 +89,8 @@ class RollupFold:
 
     async def fold_marked(self) -> None:
         """One pass over the accounts marked since the last: an account whose fold failed
-        (Redis away) stays marked."""
+        (Redis away) stays marked. Whatever else fails is logged, and the pass goes on: a fold
+        that stopped for good would also stop the trimming of the streams it has not counted."""
         due, self._due = self._due, set()
         for account_id in due:
             try:
@@ -97,6 +98,9 @@ class RollupFold:
             except STORE_ERRORS as exc:
                 self._due.add(account_id)
                 log.warning("activity rollups not folded yet: redis %s", type(exc).__name__)
+            except Exception:
+                self._due.add(account_id)
+                log.exception("activity rollups of an account not folded")
 
     async def _fold(self, k: AccountKeys) -> int:
         counted = 0
@@ -130,15 +134,19 @@ class RollupFold:
             when = _rollup_time(fields)
             if when is None:
                 continue  # written by a settlement that rolled it up itself
-            record = orjson.loads(_field(fields, "r"))
-            prefix = field_prefix(record["model"], record["provider_name"], record["key_hash"])
-            amounts = (
-                ("s", record["cost"]),
-                ("p", record["tokens_prompt"]),
-                ("c", record["tokens_completion"]),
-                ("r", record["native_tokens_reasoning"]),
-                ("n", 1),
-            )
+            try:
+                record = orjson.loads(_field(fields, "r"))
+                prefix = field_prefix(record["model"], record["provider_name"], record["key_hash"])
+                amounts = (
+                    ("s", int(record["cost"])),
+                    ("p", int(record["tokens_prompt"])),
+                    ("c", int(record["tokens_completion"])),
+                    ("r", int(record["native_tokens_reasoning"])),
+                    ("n", 1),
+                )
+            except (ValueError, KeyError, TypeError):  # not a record: passed over, not retried
+                log.error("a usage stream entry that is not a record was not counted")
+                continue
             for granularity in GRANULARITIES:
                 start = bucket_start(granularity, when)
                 sums = buckets.get((granularity, start))
@@ -168,5 +176,8 @@ def _field(fields: Any, name: str) -> Any:
 
 
 def _rollup_time(fields: Any) -> float | None:
-    value = _field(fields, "t")
-    return None if value is None else int(value) / 1000
+    """None: not the fold's to count (written by a settlement that counted it, or garbled)."""
+    try:
+        return int(_field(fields, "t")) / 1000
+    except (TypeError, ValueError):
+        return None

@@ -14,6 +14,11 @@
 -- Returns {1 when a top-up request was queued, then per record: status, balance after it};
 -- status: ok | duplicate
 local records = (#KEYS - 7) / 2
+for i = 1, records do  -- before any write: a script stopped half way keeps what it wrote
+  if not tonumber(ARGV[4 + (i - 1) * 7 + 2]) then
+    return redis.error_reply('ERR settlement: the cost of record ' .. i .. ' is not a number')
+  end
+end
 local replies = {0}
 local released, spent = 0, 0
 local spent_after = {}  -- what the records up to each one spent

@@ -126,11 +126,11 @@ class ScriptBatcher:
         self._flush_scheduled = False
         if self._closed:
             return
-        if self._merge is not None and len(self._queue) > 1:
-            self._queue = self._merge(self._queue)
         while self._queue and len(self._running) < MAX_IN_FLIGHT:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             batch = live(batch)  # some may have been queued past their bound
+            if self._merge is not None and len(batch) > 1:  # a batch cut once, merged once
+                batch = self._merge(batch)
             if not batch:
                 continue
             connection = self._idle_connection()

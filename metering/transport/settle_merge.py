@@ -36,7 +36,8 @@ def merge_settlements(calls: list[Call]) -> list[Call]:
     groups: dict[tuple[str, Durable], list[Call]] = {}
     order: list[Call | list[Call]] = []
     for call in calls:
-        if call.script.sha != SETTLE_SHA or call.future.done():
+        one_record = len(call.keys) == ACCOUNT_KEYS + RECORD_KEYS  # never a joined call again
+        if call.script.sha != SETTLE_SHA or call.future.done() or not one_record:
             order.append(call)
             continue
         group = groups.get((call.keys[0], call.durable))

@@ -139,15 +139,18 @@ async def test_records_past_their_retention_are_not_trimmed_before_they_are_coun
     whole nodes of 100 entries older than that, but never past what was counted."""
     account = await store.accounts.create_account("c", 10**12, NOW)
     _, key = await store.accounts.create_key(account.id, "k", NOW)
+    await settle_records(store, account.id, key.hash, 1)
+    assert await store.fold.fold(account.id) == 1  # the cursor is past one entry now
     await settle_records(store, account.id, key.hash, 250)
     await asyncio.sleep(1.2)
-    await settle_records(store, account.id, key.hash, 2)
-    assert await store.fold.fold(account.id) == 252
+    await settle_records(store, account.id, key.hash, 1)
+    assert await store.fold.fold(account.id) == 251
     assert (await day_totals(store, account.id)).requests == 252
     await asyncio.sleep(1.2)
     await settle_records(store, account.id, key.hash, 1)  # counted ones may go now
     assert await store.redis.xlen(AccountKeys(account.id).usage_stream) < 100
     assert await store.fold.fold(account.id) == 1
+    assert (await day_totals(store, account.id)).requests == 253
 
 
 async def test_the_accounts_settled_are_folded_by_the_background_pass(store: Store) -> None:
@@ -163,3 +166,36 @@ async def test_the_accounts_settled_are_folded_by_the_background_pass(store: Sto
         assert (await day_totals(store, account.id)).spend == spent
     finally:
         runner.cancel()
+
+
+async def test_an_account_not_settled_since_the_fold_began_is_not_read_from_its_start(
+    store: Store,
+) -> None:
+    """Its records were counted when written: a read starts the cursor after them, as its next
+    settlement would, instead of reading the whole stream."""
+    account = await store.accounts.create_account("c", 10**12, NOW)
+    k = AccountKeys(account.id)
+    for _ in range(3):
+        last = await store.redis.xadd(k.usage_stream, {"r": "{}"})
+    cursor, entries = await Scripts(store.redis).fold_read(
+        keys=[k.rollup_cursor, k.usage_stream], args=[1000]
+    )
+    assert (cursor, entries) == (last, [])
+    assert await store.redis.get(k.rollup_cursor) == last
+    assert await store.fold.fold(account.id) == 0
+
+
+async def test_an_entry_that_is_not_a_record_does_not_stop_the_fold(store: Store) -> None:
+    account = await store.accounts.create_account("c", 10**12, NOW)
+    _, key = await store.accounts.create_key(account.id, "k", NOW)
+    spent = await settle_records(store, account.id, key.hash, 2)
+    stream = AccountKeys(account.id).usage_stream
+    await store.redis.xadd(stream, {"r": "not json", "t": int(NOW * 1000)})
+    await store.redis.xadd(stream, {"r": "{}", "t": "garbled"})
+    spent += await settle_records(store, account.id, key.hash, 2)
+    store.fold.mark(account.id)
+    await store.fold.fold_marked()
+    assert (await day_totals(store, account.id)).spend == spent
+    spent += await settle_records(store, account.id, key.hash, 1)
+    await store.fold.fold(account.id)
+    assert (await day_totals(store, account.id)).spend == spent

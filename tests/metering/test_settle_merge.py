@@ -16,7 +16,8 @@ from metering.accounts import AccountStore
 from metering.admission import Metering, SettlementResult
 from metering.outbox import Outbox
 from metering.scripts import Scripts
-from metering.transport.settle_merge import MAX_MERGED
+from metering.transport.batch_calls import Call
+from metering.transport.settle_merge import MAX_MERGED, SETTLE_SHA, merge_settlements
 from metering.usage import UsageRecord, new_generation_id
 from tests.support import usage_record
 
@@ -141,3 +142,29 @@ async def test_joined_calls_survive_a_redis_that_forgot_its_scripts(store: Store
     assert all(r.applied for r in results)
     state = await store.accounts.get_account(account_id)
     assert state is not None and state.usage == 61
+
+
+async def test_a_joined_call_is_never_joined_again() -> None:
+    """A batch the batcher could not send at once is merged again on the next flush: a joined
+    call must go as it is (joining its first record alone would drop the others)."""
+
+    class Settle:
+        sha = SETTLE_SHA
+
+    loop = asyncio.get_running_loop()
+
+    def one(record: int) -> Call:
+        keys = [f"account-key-{k}" if k else "account" for k in range(7)]
+        keys += [f"api-key-{record}", f"generation-{record}"]
+        args = ["ttl", "retention", "topup", "pending", f"gen-{record}", 1, "{}", 0, "d", "w", "m"]
+        return Call(Settle(), keys, args, loop.create_future(), None)  # type: ignore[arg-type]
+
+    first = [one(1), one(2), one(3)]
+    [joined] = merge_settlements(first)
+    assert len(joined.keys) == 7 + 3 * 2 and len(joined.args) == 4 + 3 * 7
+    again = merge_settlements([joined, one(4), one(5)])
+    assert again[0] is joined
+    assert [len(call.keys) for call in again] == [13, 11]
+    joined.future.set_result([1, "ok", 3, "duplicate", 3, "ok", 1])
+    await asyncio.sleep(0)  # the fan-out runs as the future's callback
+    assert [c.future.result() for c in first] == [[0, "ok", 3], [0, "duplicate", 3], [1, "ok", 1]]
