@@ -7,23 +7,29 @@ provider's `sim-hold` sends one event a second), its memory with all N open, and
 seconds after they all closed (is it given back?). Memory per open stream is the difference over
 N. With `--gateway-workers 2` the gateway's memory is that of all its processes. Every socket of a
 stream is two file descriptors in the proxy (the client's and the provider's): 10,000 streams
-need a hard open-file limit above 20,000 in one worker, or two workers.
+need a hard open-file limit above 20,000 in one worker, or two workers (`--only gateway` then: the
+bare proxy is one process). `--side-load S` also loads the proxy with ordinary (not streamed)
+requests for S seconds (wrk, 8 connections) before the streams open and again while they are all
+held: what the held streams cost everyone else's throughput.
 """
 
 import argparse
 import asyncio
 import contextlib
+import resource
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench import new_event_loop
+from bench import load, new_event_loop
 from bench.run import Bench, log
-from bench.scenario import HOLD_MODEL
+from bench.scenario import HOLD_MODEL, PAID_MODEL, UPSTREAM_MODEL, chat_body
 from bench.stack import rss_bytes
 
 OPEN_AT_ONCE = 200  # streams opened concurrently, wave after wave
@@ -86,9 +92,36 @@ async def _hold(
     return True
 
 
-async def measure(url: str, model: str, auth: str, pid: int, streams: int) -> dict[str, Any]:
+SideLoad = Callable[[], Awaitable[float]]
+
+
+def side_load(url: str, model: str, auth: str, seconds: float) -> SideLoad:
+    """req/s of ordinary requests to `url` over `seconds` (wrk in a thread: the streams held by
+    this loop go on being read meanwhile)."""
+
+    async def run() -> float:
+        measure = partial(
+            load.measure,
+            url,
+            chat_body(model).decode(),
+            auth,
+            connections=8,
+            duration=seconds,
+            warmup=1.0,
+            use_wrk=load.wrk_path() is not None,
+        )
+        _, report = await asyncio.get_running_loop().run_in_executor(None, measure)
+        return float(report.rps)
+
+    return run
+
+
+async def measure(
+    url: str, model: str, auth: str, pid: int, streams: int, side: SideLoad | None = None
+) -> dict[str, Any]:
     headers = {"Authorization": auth} if auth else {}
     body = {"model": model, "messages": [{"role": "user", "content": "hold"}], "stream": True}
+    side_before = await side() if side is not None else None
     before = _family_rss(pid)
     release = asyncio.Event()
     opening = Opening()
@@ -107,6 +140,7 @@ async def measure(url: str, model: str, auth: str, pid: int, streams: int) -> di
         await asyncio.sleep(1.0)
         held = _family_rss(pid)
         open_seconds = time.monotonic() - started
+        side_during = await side() if side is not None else None
         release.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.sleep(SETTLE_SECONDS)
@@ -122,6 +156,8 @@ async def measure(url: str, model: str, auth: str, pid: int, streams: int) -> di
         "rss_after_mb": round(after / 2**20, 1),
         "kb_per_stream": round((held - before) / 1024 / max(ok, 1), 1),
         "failed": opening.why,
+        "side_rps_before": side_before,
+        "side_rps_held": side_during,
     }
 
 
@@ -129,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.open_streams", description=__doc__)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--gateway-workers", type=int, default=1)
+    parser.add_argument("--only", choices=("bare", "gateway"), help="one proxy, not both")
+    parser.add_argument("--side-load", type=float, default=0.0, metavar="SECONDS")
     args = parser.parse_args(argv)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # this client holds every stream
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     args.redis_socket, args.gateway_env = "tcp", []
     with tempfile.TemporaryDirectory(prefix="gateway-streams-") as tmp:
         bench = Bench(args, Path(tmp))
@@ -138,20 +178,20 @@ def main(argv: list[str] | None = None) -> int:
             loop = new_event_loop()
             try:
                 rows = {}
-                for name, url, model, auth, pid in (
-                    ("bare", f"{bench.bare_url}/api/v1/chat/completions", "sim-hold", "", 0),
-                    (
-                        "gateway",
-                        f"{bench.gateway_url}/api/v1/chat/completions",
-                        HOLD_MODEL,
-                        bench.auth,
-                        bench.gateway_pid,
-                    ),
+                for name, base, models, auth, pid in (
+                    ("bare", bench.bare_url, ("sim-hold", UPSTREAM_MODEL), "", 0),
+                    ("gateway", bench.gateway_url, (HOLD_MODEL, PAID_MODEL), bench.auth, 0),
                 ):
-                    pid = pid or next(c.pid for c in bench.children if c.name == "bare")
+                    if args.only not in (None, name):
+                        continue
+                    url = f"{base}/api/v1/chat/completions"
+                    pid = pid or next(c.pid for c in bench.children if c.name == name)
+                    side = (
+                        side_load(url, models[1], auth, args.side_load) if args.side_load else None
+                    )
                     log(f"{name}: opening {args.streams} streams")
                     rows[name] = loop.run_until_complete(
-                        measure(url, model, auth, pid, args.streams)
+                        measure(url, models[0], auth, pid, args.streams, side)
                     )
             finally:
                 loop.close()
@@ -167,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         if row["failed"]:
             print(f"           did not open: {row['failed']}")
+        if row["side_rps_before"] is not None:
+            print(
+                f"           ordinary requests beside them: {row['side_rps_before']:.0f} req/s "
+                f"before, {row['side_rps_held']:.0f} req/s with all {row['ok']} held"
+            )
     return 0
 
 
