@@ -28,12 +28,14 @@ from typing import Any
 import aiohttp
 
 from bench import load, new_event_loop
+from bench.procs import cpu_seconds
 from bench.run import Bench, log
 from bench.scenario import HOLD_MODEL, PAID_MODEL, UPSTREAM_MODEL, chat_body
 from bench.stack import rss_bytes
 
 OPEN_AT_ONCE = 200  # streams opened concurrently, wave after wave
 SETTLE_SECONDS = 5.0
+RELAY_SECONDS = 5.0  # held streams' events, counted for CPU per relayed event
 
 
 def _family_rss(pid: int) -> int:
@@ -140,6 +142,9 @@ async def measure(
         await asyncio.sleep(1.0)
         held = _family_rss(pid)
         open_seconds = time.monotonic() - started
+        cpu_before = cpu_seconds(pid)
+        await asyncio.sleep(RELAY_SECONDS)  # each stream gets one event a second
+        per_event = (cpu_seconds(pid) - cpu_before) * 1e6 / max(opening.open * RELAY_SECONDS, 1)
         side_during = await side() if side is not None else None
         release.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -156,6 +161,7 @@ async def measure(
         "rss_after_mb": round(after / 2**20, 1),
         "kb_per_stream": round((held - before) / 1024 / max(ok, 1), 1),
         "failed": opening.why,
+        "cpu_us_per_event": round(per_event, 1),
         "side_rps_before": side_before,
         "side_rps_held": side_during,
     }
@@ -203,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:<8} {row['ok']} open in {row['open_seconds']} s: RSS "
             f"{row['rss_before_mb']} -> {row['rss_open_mb']} MB open "
             f"({row['kb_per_stream']} KB a stream) -> {row['rss_after_mb']} MB "
-            f"{SETTLE_SECONDS:g} s after they closed"
+            f"{SETTLE_SECONDS:g} s after they closed; {row['cpu_us_per_event']} µs of CPU a "
+            "relayed event while held"
         )
         if row["failed"]:
             print(f"           did not open: {row['failed']}")

@@ -132,6 +132,7 @@ def test_catalog(provider_url: str) -> tuple[list[ProviderConfig], list[ModelCon
         paid("test/overuse", "sim-overuse"),
         paid("test/slowstream", "sim-slowstream", max_output_tokens=1000),
         paid("test/trickle", "sim-trickle", max_output_tokens=100),
+        paid("test/hold", "sim-hold", max_output_tokens=1000),
         paid("test/empty", "sim-empty"),
         ModelConfig(
             id="test/pricey",

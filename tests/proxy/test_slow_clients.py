@@ -222,3 +222,52 @@ async def test_a_body_that_trickles_in_is_a_408_and_admits_nothing(
         assert "did not arrive within 0.5 s" in error["message"]
         state = await account_state(client, account_id)
         assert state["reserved"] == "0.00" and state["balance"] == "1.00"
+
+
+async def _open_hold_stream(
+    redis_url: str, provider_url: str, **settings: float
+) -> tuple[TestClient, aiohttp.ClientResponse]:
+    """A stream of the simulated provider's `sim-hold`: one event a second."""
+    client = TestClient(TestServer(create_app(make_settings(redis_url, provider_url, **settings))))
+    await client.start_server()
+    _, key = await new_account(client, purchase="1.00")
+    resp = await client.post(
+        "/api/v1/chat/completions", json=chat("test/hold", stream=True), headers=bearer(key)
+    )
+    assert resp.status == 200
+    return client, resp
+
+
+async def test_a_quiet_provider_gets_the_client_keep_alives_between_events(
+    redis_url: str, provider: ThreadedServer
+) -> None:
+    """Each `stream_keepalive_seconds` of silence sends a comment, so proxies on the way keep
+    the stream open; the events still come through."""
+    client, resp = await _open_hold_stream(
+        redis_url, provider.url, stream_keepalive_seconds=0.3, upstream_read_timeout=5
+    )
+    try:
+        seen = b""
+        async with asyncio.timeout(10):
+            while seen.count(b"data: ") < 3:
+                seen += await resp.content.readany()
+        assert seen.count(b": keep-alive") >= 4, seen  # two silent seconds, three each
+    finally:
+        resp.close()
+        await client.close()
+
+
+async def test_a_provider_silent_past_the_read_timeout_ends_the_stream(
+    redis_url: str, provider: ThreadedServer
+) -> None:
+    client, resp = await _open_hold_stream(
+        redis_url, provider.url, stream_keepalive_seconds=0.2, upstream_read_timeout=0.5
+    )
+    try:
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            text = (await resp.read()).decode()
+        assert "timed out" in text and text.rstrip().endswith("data: [DONE]"), text[-300:]
+        assert time.monotonic() - started < 3
+    finally:
+        await client.close()

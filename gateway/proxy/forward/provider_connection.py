@@ -69,7 +69,7 @@ class ProviderConnection(asyncio.Protocol):
         self._buffered = 0
         self._paused = False
         self._failure: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
         self._busy = False  # a request is out and its answer not released
         self.received = 0  # bytes of the current request's answer that came (0: none yet)
         self._keep_alive_hint: float | None = None  # the provider's Keep-Alive: timeout=
@@ -201,7 +201,7 @@ class ProviderConnection(asyncio.Protocol):
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+            self._waiter.set_result(True)
 
     def _silent(self, waiting: "asyncio.Future[Any]") -> None:
         if not waiting.done():
@@ -232,7 +232,9 @@ class ProviderConnection(asyncio.Protocol):
 
     # the answer, through ProviderResponse
 
-    async def readany(self) -> bytes:
+    async def readany(self, until: float | None = None) -> bytes | None:
+        """The body's next bytes (b"" at its end); None when `until` (loop time) came first:
+        the one timer of a wait stands for both that and the read timeout."""
         while True:
             if self._decoder is not None and self._decoder.tail:
                 out = self._decode(b"")
@@ -255,7 +257,8 @@ class ProviderConnection(asyncio.Protocol):
                 if self._decoder is not None:
                     self._finish_decoding()
                 return b""
-            await self._wait()
+            if not await self._wait(until):
+                return None
 
     def _decode(self, raw: bytes) -> bytes:
         assert self._decoder is not None
@@ -275,12 +278,17 @@ class ProviderConnection(asyncio.Protocol):
             self._fail(failure)
             raise failure from None
 
-    async def _wait(self) -> None:
-        waiter: asyncio.Future[None] = self._loop.create_future()
+    async def _wait(self, until: float | None = None) -> bool:
+        """True once something came (or the end, or a failure); False at `until`."""
+        waiter: asyncio.Future[bool] = self._loop.create_future()
         self._waiter = waiter
-        timer = self._loop.call_later(self._pool.read_timeout, self._silent, waiter)
+        silent_at = self._loop.time() + self._pool.read_timeout
+        if until is not None and until < silent_at:
+            timer = self._loop.call_at(until, _quiet, waiter)
+        else:
+            timer = self._loop.call_at(silent_at, self._silent, waiter)
         try:
-            await waiter
+            return await waiter
         finally:
             timer.cancel()
             self._waiter = None
@@ -308,6 +316,11 @@ class ProviderConnection(asyncio.Protocol):
             self.abort()
 
 
+def _quiet(waiting: "asyncio.Future[bool]") -> None:
+    if not waiting.done():
+        waiting.set_result(False)
+
+
 def keep_alive_timeout(value: str | None) -> float | None:
     """`timeout=N` of a Keep-Alive header (RFC 9112 leaves it to HTTP/1.0's draft), or None."""
     if not value:
@@ -332,7 +345,13 @@ class ProviderResponse:
         self.headers = headers
 
     async def readany(self) -> bytes:
-        return await self._connection.readany()
+        piece = await self._connection.readany()
+        assert piece is not None  # without a time to give up at, it waits for bytes
+        return piece
+
+    async def read_until(self, until: float) -> bytes | None:
+        """The next bytes, or None when nothing came before `until` (loop time)."""
+        return await self._connection.readany(until)
 
     def release(self) -> None:
         self._connection.release()

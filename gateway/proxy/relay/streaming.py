@@ -12,13 +12,13 @@ the provider's stream waits too, and memory stays flat); one that takes no bytes
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from aiohttp import web
 
 from gateway.observability.metrics import OPEN_STREAMS
 from gateway.proxy.forward.provider_connection import ProviderResponse, UpstreamBroken
+from gateway.proxy.relay.client_writes import ClientWrites
 from gateway.proxy.relay.event_relay import EventRelay, ProviderStreamBroken
 from gateway.proxy.relay.redaction import Redactor
 from gateway.proxy.settle.exchange import Exchange
@@ -78,7 +78,8 @@ async def _relay(
 ) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     failure: str | None = None
-    send = partial(_send, request, response, settings.client_write_timeout)
+    writes = ClientWrites(request, response, settings.client_write_timeout)
+    send = writes.send
     try:
         async for piece in _pieces(
             upstream,
@@ -109,21 +110,11 @@ async def _relay(
     finally:
         upstream.release()
 
-    await _finish(exchange, relay, failure, send, response)
-    return response
-
-
-async def _send(
-    request: web.Request, response: web.StreamResponse, timeout: float, data: bytes
-) -> None:
-    """Write to the client; one that takes nothing for `timeout` seconds is treated as gone."""
     try:
-        async with asyncio.timeout(timeout):
-            await response.write(data)
-    except TimeoutError:
-        if request.transport is not None:
-            request.transport.abort()
-        raise ConnectionResetError("the client took no bytes within the write timeout") from None
+        await _finish(exchange, relay, failure, send, response)
+    finally:
+        writes.close()
+    return response
 
 
 async def _finish(
@@ -193,19 +184,19 @@ async def _pieces(
     loop = asyncio.get_running_loop()
     silent = 0.0
     while True:
-        quiet_until = loop.time() + keepalive
-        overdue = deadline is not None and deadline <= quiet_until
-        try:
-            async with asyncio.timeout_at(deadline if overdue else quiet_until) as quiet:
-                piece = await upstream.readany()
-        except TimeoutError:
-            if not quiet.expired():
-                raise  # the provider client's own read timeout
+        now = loop.time()
+        until, overdue = now + keepalive, False
+        if deadline is not None and deadline <= until:
+            if deadline <= now:
+                raise TimeoutError("the provider's whole answer took too long")
+            until, overdue = deadline, True
+        piece = await upstream.read_until(until)
+        if piece is None:  # nothing came in time (one timer: the provider client's own)
             if overdue:
-                raise TimeoutError("the provider's whole answer took too long") from None
+                raise TimeoutError("the provider's whole answer took too long")
             silent += keepalive
             if silent >= read_timeout:
-                raise TimeoutError("provider sent nothing within the read timeout") from None
+                raise TimeoutError("provider sent nothing within the read timeout")
             yield None
             continue
         if not piece:
