@@ -83,6 +83,11 @@ class AccountKeys:
         return f"{self.tag}:rollcur"
 
     @property
+    def rollup_lease(self) -> str:
+        """Which process's background fold counts the account's records now."""
+        return f"{self.tag}:rolllease"
+
+    @property
     def usage_by_day(self) -> str:
         """Usage per UTC day: the ledger's usage entries, summarised per period."""
         return f"{self.tag}:usageday"

@@ -10,13 +10,18 @@ account's slot, beside the stream).
 
 Two things bound the lag: the process that settled an account folds it every `interval` seconds,
 and a read of the rollups (`Rollups.read`) folds the account first, so Activity always shows every
-request settled before it was asked. Should the settling process die before its fold, the entries
+request settled before it was asked. Where several processes settle one busy account, one of
+them folds it: its background fold holds a lease on the account (LEASE_MS, renewed by each of
+its passes), and the others' background folds pass it by until the lease lapses (their marks
+kept), instead of each reading the same entries to find another had counted them. Should the settling process die before its fold, the entries
 wait, untrimmed (settle.lua never trims past the cursor), for the account's next settlement or
 read, by any process.
 """
 
 import asyncio
 import logging
+import os
+import secrets
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable
@@ -34,6 +39,7 @@ log = logging.getLogger("metering.rollups")
 DAY = 86_400
 RETENTION = (7 * DAY, 90 * DAY, 730 * DAY, 730 * DAY)  # minute, hour, day and month buckets
 MAX_RUNS = 10_000  # runs of `batch` entries one fold reads at most (10 million records)
+LEASE_MS = 2000  # a background fold's hold on an account against other processes' (see run)
 
 
 def _text(value: Any) -> str:
@@ -57,8 +63,13 @@ class RollupFold:
         *,
         retention_seconds: tuple[int, ...] = RETENTION,
         batch: int = 1000,
+        lease_ms: int = LEASE_MS,
     ) -> None:
+        """`lease_ms`: how long this process's background fold of an account keeps others'
+        background folds of it away (renewed by each of its passes)."""
         self._scripts = scripts
+        self._holder = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._lease_ms = lease_ms
         self._retention = dict(zip(GRANULARITIES, retention_seconds, strict=True))
         self._batch = batch
         self._due: set[str] = set()
@@ -72,13 +83,19 @@ class RollupFold:
         """This account has entries to fold: the next pass of `run` folds it."""
         self._due.add(account_id)
 
-    async def fold(self, account_id: str) -> int:
-        """Count every entry settled so far into the rollups; how many this call counted."""
+    async def fold(self, account_id: str, *, background: bool = False) -> int:
+        """Count every entry settled so far into the rollups; how many this call counted.
+        `background`: not when another process's background fold holds the account's lease
+        (it counts them); the account then stays marked here."""
         lock = self._folding.get(account_id)
         if lock is None:
             lock = self._folding[account_id] = asyncio.Lock()
         async with lock:
-            return await self._fold(AccountKeys(account_id))
+            counted = await self._fold(AccountKeys(account_id), background)
+        if counted is None:
+            self._due.add(account_id)
+            return 0
+        return counted
 
     async def run(self, interval: float) -> None:
         """Fold the accounts marked since the last pass, every `interval` seconds, until
@@ -94,7 +111,7 @@ class RollupFold:
         due, self._due = self._due, set()
         for account_id in due:
             try:
-                await self.fold(account_id)
+                await self.fold(account_id, background=True)
             except STORE_ERRORS as exc:
                 self._due.add(account_id)
                 log.warning("activity rollups not folded yet: redis %s", type(exc).__name__)
@@ -102,12 +119,18 @@ class RollupFold:
                 self._due.add(account_id)
                 log.exception("activity rollups of an account not folded")
 
-    async def _fold(self, k: AccountKeys) -> int:
+    async def _fold(self, k: AccountKeys, background: bool) -> int | None:
+        """None: another process's background fold has the lease."""
         counted = 0
+        holder = self._holder if background else ""
         for _ in range(MAX_RUNS):
-            cursor, entries = await self._scripts.fold_read(
-                keys=[k.rollup_cursor, k.usage_stream], args=[self._batch]
+            read = await self._scripts.fold_read(
+                keys=[k.rollup_cursor, k.usage_stream, k.rollup_lease],
+                args=[self._batch, holder, self._lease_ms],
             )
+            if len(read) == 1:
+                return None
+            cursor, entries = read
             if not entries:
                 break
             buckets = self._sums(k, entries)

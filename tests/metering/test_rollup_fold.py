@@ -178,7 +178,7 @@ async def test_an_account_not_settled_since_the_fold_began_is_not_read_from_its_
     for _ in range(3):
         last = await store.redis.xadd(k.usage_stream, {"r": "{}"})
     cursor, entries = await Scripts(store.redis).fold_read(
-        keys=[k.rollup_cursor, k.usage_stream], args=[1000]
+        keys=[k.rollup_cursor, k.usage_stream, k.rollup_lease], args=[1000, "", 0]
     )
     assert (cursor, entries) == (last, [])
     assert await store.redis.get(k.rollup_cursor) == last
@@ -198,4 +198,24 @@ async def test_an_entry_that_is_not_a_record_does_not_stop_the_fold(store: Store
     assert (await day_totals(store, account.id)).spend == spent
     spent += await settle_records(store, account.id, key.hash, 1)
     await store.fold.fold(account.id)
+    assert (await day_totals(store, account.id)).spend == spent
+
+
+async def test_one_process_folds_a_busy_account_in_the_background(store: Store) -> None:
+    """Another process's background fold passes the account by while one holds its lease (and
+    keeps it marked); a read's fold never waits; once the lease lapses, the other takes over."""
+    account = await store.accounts.create_account("c", 10**12, NOW)
+    _, key = await store.accounts.create_key(account.id, "k", NOW)
+    first = RollupFold(Scripts(store.redis), lease_ms=400)
+    second = RollupFold(Scripts(store.redis), lease_ms=400)
+    spent = await settle_records(store, account.id, key.hash, 3)
+    assert await first.fold(account.id, background=True) == 3  # takes the lease
+    spent += await settle_records(store, account.id, key.hash, 2)
+    second.mark(account.id)
+    await second.fold_marked()
+    assert (await day_totals(store, account.id)).spend == spent - (7 + 8)  # passed by
+    assert await second.fold(account.id) == 2  # a read's fold: it does not wait
+    spent += await settle_records(store, account.id, key.hash, 1)
+    await asyncio.sleep(0.5)  # the first's lease lapses
+    await second.fold_marked()  # still marked from the pass it skipped
     assert (await day_totals(store, account.id)).spend == spent
