@@ -7,6 +7,7 @@ hot account stay within 10% of the spread accounts' throughput."""
 
 import argparse
 import sys
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +37,7 @@ def spread_run(bench: Any, args: argparse.Namespace, use_wrk: bool) -> None:
         use_wrk=use_wrk,
         before_measured=cpu.start,
     )
+    time.sleep(1.0)  # settlements of requests still in flight when the load stopped
     states = [
         admin_call(f"{bench.gateway_url}/admin/v1/accounts/{account_id}", bench.admin_token)
         for account_id, _ in made
