@@ -9,15 +9,18 @@ import argparse
 import sys
 import time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import load
 from bench.procs import CpuMeter
 from bench.report import cpu_per_request
 from bench.scenario import PAID_MODEL, admin_call, chat_body, create_account_and_key
 
+if TYPE_CHECKING:
+    from bench.run import Bench
 
-def spread_run(bench: Any, args: argparse.Namespace, use_wrk: bool) -> None:
+
+def spread_run(bench: "Bench", args: argparse.Namespace, use_wrk: bool) -> None:
     """One load run on `--spread-accounts` fresh accounts, into `bench.results["spread"]`,
     with what they were charged and hold reserved after it."""
     accounts = args.spread_accounts
@@ -25,6 +28,7 @@ def spread_run(bench: Any, args: argparse.Namespace, use_wrk: bool) -> None:
     made = [create_account_and_key(bench.gateway_url, bench.admin_token) for _ in range(accounts)]
     auth = "|".join(f"Bearer {key}" for _, key in made)
     pids = {child.name: child.pid for child in bench.children}
+    assert bench.redis is not None and bench.redis.process is not None
     pids["redis"] = bench.redis.process.pid
     cpu = CpuMeter(pids)
     _, report = load.measure(
