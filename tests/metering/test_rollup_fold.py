@@ -206,8 +206,8 @@ async def test_one_process_folds_a_busy_account_in_the_background(store: Store) 
     keeps it marked); a read's fold never waits; once the lease lapses, the other takes over."""
     account = await store.accounts.create_account("c", 10**12, NOW)
     _, key = await store.accounts.create_key(account.id, "k", NOW)
-    first = RollupFold(Scripts(store.redis), lease_ms=400)
-    second = RollupFold(Scripts(store.redis), lease_ms=400)
+    first = RollupFold(Scripts(store.redis), lease_ms=2000)  # long enough for a slow machine
+    second = RollupFold(Scripts(store.redis), lease_ms=2000)
     spent = await settle_records(store, account.id, key.hash, 3)
     assert await first.fold(account.id, background=True) == 3  # takes the lease
     spent += await settle_records(store, account.id, key.hash, 2)
@@ -216,6 +216,6 @@ async def test_one_process_folds_a_busy_account_in_the_background(store: Store) 
     assert (await day_totals(store, account.id)).spend == spent - (7 + 8)  # passed by
     assert await second.fold(account.id) == 2  # a read's fold: it does not wait
     spent += await settle_records(store, account.id, key.hash, 1)
-    await asyncio.sleep(0.5)  # the first's lease lapses
+    await asyncio.sleep(2.1)  # the first's lease lapses
     await second.fold_marked()  # still marked from the pass it skipped
     assert (await day_totals(store, account.id)).spend == spent
