@@ -4,6 +4,7 @@ takes no bytes for `client_write_timeout`, bounds a provider's whole answer by
 `upstream_total_timeout`, and charges what was generated, no more."""
 
 import asyncio
+import gc
 import socket
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bench.audit import problems, read_books
 from bench.stack import Stack, rss_bytes
 from gateway.app import create_app
+from gateway.proxy.relay.client_writes import ClientWrites
 from gateway.runtime.redis_server import find_binaries
 from gateway.runtime.server import start_site
 from gateway.runtime.simulated_basics import FLOOD_CHUNKS
@@ -269,5 +271,25 @@ async def test_a_provider_silent_past_the_read_timeout_ends_the_stream(
             text = (await resp.read()).decode()
         assert "timed out" in text and text.rstrip().endswith("data: [DONE]"), text[-300:]
         assert time.monotonic() - started < 3
+    finally:
+        await client.close()
+
+
+async def test_a_stream_whose_client_hung_up_leaves_nothing_behind(
+    redis_url: str, provider: ThreadedServer
+) -> None:
+    """Its write watch is gone with it: a timer left until the write timeout would keep the
+    request, the answer and the settlement alive that long, for every stream that ends so."""
+    client, resp = await _open_hold_stream(redis_url, provider.url, client_write_timeout=60)
+    try:
+        async with asyncio.timeout(10):
+            await resp.content.readany()  # the first event
+        resp.close()  # the client hangs up
+        for _ in range(50):  # the gateway notices at its next write, within about a second
+            await asyncio.sleep(0.1)
+            gc.collect()
+            if not any(isinstance(o, ClientWrites) for o in gc.get_objects()):
+                break
+        assert not any(isinstance(o, ClientWrites) for o in gc.get_objects())
     finally:
         await client.close()

@@ -109,6 +109,10 @@ async def _relay(
         log.warning("stream %s: %s", exchange.generation_id, failure)
     finally:
         upstream.release()
+        # No watch left behind by a stream that ends here (a client gone): its timer would
+        # hold the request and all it refers to until the write timeout. _finish's writes
+        # watch anew.
+        writes.close()
 
     try:
         await _finish(exchange, relay, failure, send, response)
