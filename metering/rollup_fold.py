@@ -10,12 +10,12 @@ account's slot, beside the stream).
 
 Two things bound the lag: the process that settled an account folds it every `interval` seconds,
 and a read of the rollups (`Rollups.read`) folds the account first, so Activity always shows every
-request settled before it was asked. Where several processes settle one busy account, one of
-them folds it: its background fold holds a lease on the account (LEASE_MS, renewed by each of
-its passes), and the others' background folds pass it by until the lease lapses (their marks
-kept), instead of each reading the same entries to find another had counted them. Should the settling process die before its fold, the entries
-wait, untrimmed (settle.lua never trims past the cursor), for the account's next settlement or
-read, by any process.
+request settled before it was asked. Where several processes settle one busy account, one of them
+folds it: its background fold holds a lease on the account (LEASE_MS, renewed by each of its
+passes), and the others' background folds pass it by until the lease lapses (their marks kept),
+instead of each reading the same entries to find another had counted them. Should the settling
+process die before its fold, the entries wait, untrimmed (settle.lua never trims past the cursor),
+for the account's next settlement or read, by any process.
 """
 
 import asyncio
