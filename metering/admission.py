@@ -160,7 +160,7 @@ class Metering:
         `sent`, when given, is resolved once the script is handed to the kernel on a connection
         that has answered before (see ScriptBatcher.submit); else it stays pending. Where the
         store has replicas, a replica confirms it (see metering/batching.py)."""
-        keys, args = self._settle_inputs(record, now)
+        keys, args = self._settlement([(record, now)])
         if self._batcher is not None:
             durable = Durable.MUST if replayed else Durable.TRY
             return self._batcher.submit(
@@ -227,9 +227,6 @@ class Metering:
             for one in split_reply(reply, len(call))
             if one[1] == "ok"
         )
-
-    def _settle_inputs(self, record: UsageRecord, now: float) -> tuple[list[str], list[Any]]:
-        return self._settlement([(record, now)])
 
     def _settlement(
         self, settlements: Sequence[tuple[UsageRecord, float]]

@@ -189,9 +189,7 @@ class RollupFold:
 
 
 def _field(fields: Any, name: str) -> Any:
-    """A stream entry's field: the reply is a flat [name, value, ...] list or a dict."""
-    if isinstance(fields, dict):
-        return fields.get(name, fields.get(name.encode()))
+    """A stream entry's field, from a script's reply: a flat [name, value, ...] list."""
     for i in range(0, len(fields) - 1, 2):
         if _text(fields[i]) == name:
             return fields[i + 1]

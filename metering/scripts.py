@@ -11,6 +11,11 @@ def lua_source(name: str) -> str:
     return resources.files("metering").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
+def settle_source() -> str:
+    """The settlement script as registered (its SHA names its calls: see settle_merge)."""
+    return lua_source("fold_cursor") + lua_source("settle")
+
+
 class Scripts:
     """`admission_prelude` defines the admission script's limit hooks (see lua/admit.lua); the
     gateway passes the rate limiter's, and without one there are no limits."""
@@ -20,9 +25,11 @@ class Scripts:
         self.admit: AsyncScript = redis.register_script(
             prelude + lua_source("release_stale") + lua_source("admit")
         )
-        self.settle: AsyncScript = redis.register_script(lua_source("settle"))
+        self.settle: AsyncScript = redis.register_script(settle_source())
         self.generation: AsyncScript = redis.register_script(lua_source("generation"))
-        self.fold_read: AsyncScript = redis.register_script(lua_source("fold_read"))
+        self.fold_read: AsyncScript = redis.register_script(
+            lua_source("fold_cursor") + lua_source("fold_read")
+        )
         self.fold_apply: AsyncScript = redis.register_script(lua_source("fold_apply"))
         self.purchase: AsyncScript = redis.register_script(lua_source("purchase"))
         money_preludes = lua_source("release_stale") + lua_source("unused")

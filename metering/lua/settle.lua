@@ -36,12 +36,7 @@ local now_ms = 0
 -- record's rollup time, and marks the entries that are the fold's to count.
 local t = redis.call('TIME')
 local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
-local folded = redis.call('GET', KEYS[7])
-if not folded then
-  local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)[1]
-  folded = last and last[1] or '0-0'
-  redis.call('SET', KEYS[7], folded)
-end
+local folded = fold_cursor(KEYS[7], KEYS[4])
 oldest = math.max(math.min(oldest, tonumber(string.match(folded, '^%d+'))), 0)
 
 for i = 1, records do

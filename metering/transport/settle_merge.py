@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError
 
-from metering.scripts import lua_source
+from metering.scripts import settle_source
 from metering.transport.batch_calls import Call, Durable
 
 ACCOUNT_KEYS = 7  # settle.lua's keys before the records' own
@@ -27,7 +27,7 @@ RECORD_KEYS = 2
 RECORD_ARGS = 7
 MAX_MERGED = 32  # records in one call: bounds how long the script runs
 
-SETTLE_SHA = hashlib.sha1(lua_source("settle").encode()).hexdigest()
+SETTLE_SHA = hashlib.sha1(settle_source().encode()).hexdigest()
 
 
 def merge_settlements(calls: list[Call]) -> list[Call]:

@@ -180,7 +180,7 @@ async def test_a_settlement_that_cannot_be_sent_still_answers_and_is_journaled(
         def broken(*args: object) -> None:
             raise ValueError("a bug in the settlement's inputs")
 
-        monkeypatch.setattr(Metering, "_settle_inputs", broken)
+        monkeypatch.setattr(Metering, "_settlement", broken)
         resp = await asyncio.wait_for(
             client.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key)),
             10,
