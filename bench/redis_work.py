@@ -3,6 +3,7 @@ rollups' fold, where there is one), run for real against a Redis of its own, mea
 server itself.
 
     python -m bench.redis_work [--requests 3000] [--accounts 1] [--in-flight 16]
+                               [--lease-above 100]
 
 Prints µs of Redis CPU per request from the server process's own CPU time (/proc) and, per
 script, from `INFO commandstats` (which counts the commands a script runs inside it as well).
@@ -23,6 +24,7 @@ from gateway.redis_clients import open_clients
 from gateway.runtime.redis_server import RedisServer, free_port
 from metering.accounts import AccountStore
 from metering.admission import Metering
+from metering.leases import LeaseTicket
 from metering.rollup_fold import RollupFold
 from metering.scripts import Scripts
 from metering.usage import UsageRecord, new_generation_id
@@ -78,7 +80,13 @@ async def _in_turns(count: int, in_flight: int, one: Callable[[int], Awaitable[N
 
 
 async def measure(
-    requests: int, accounts: int, in_flight: int, pid: int, url: str, detail: bool
+    requests: int,
+    accounts: int,
+    in_flight: int,
+    pid: int,
+    url: str,
+    detail: bool,
+    lease_above: float = 0.0,
 ) -> None:
     """The gateway's own clients: the request path's scripts batched per loop turn."""
     clients = await open_clients(url, timeout=5.0)
@@ -92,6 +100,7 @@ async def measure(
         reservation_timeout=60,
         record_ttl_seconds=30 * 86_400,
         batcher=clients.batcher,
+        lease_above_per_second=lease_above,
     )
     now = time.time()
     owners = []
@@ -100,14 +109,20 @@ async def measure(
         _, key = await store.create_key(account.id, "k", now)
         owners.append((account.id, key.hash))
     ids = [new_generation_id(owners[i % accounts][0]) for i in range(requests)]
+    leases: list[LeaseTicket | None] = [None] * requests
 
     async def admit(i: int) -> None:
         account_id, key_hash = owners[i % accounts]
-        await metering.admit(account_id, key_hash, ids[i], 300_000, paid=True, now=time.time())
+        result = await metering.admit(
+            account_id, key_hash, ids[i], 300_000, paid=True, now=time.time(), leasable=True
+        )
+        leases[i] = result.lease
 
     async def settle(i: int) -> None:
         account_id, key_hash = owners[i % accounts]
-        await metering.settle(realistic_record(account_id, key_hash, ids[i]), time.time())
+        record, now = realistic_record(account_id, key_hash, ids[i]), time.time()
+        reply = await metering.send_settlement(record, now, lease=leases[i])
+        metering.settled(record, reply, now, leases[i])
 
     async def fold_all() -> None:
         for account_id, _ in owners:
@@ -119,7 +134,10 @@ async def measure(
         ("rollup fold", fold_all),
     ]
     total_cpu = 0.0
-    print(f"{requests} requests on {accounts} account(s), {in_flight} in flight")
+    print(
+        f"{requests} requests on {accounts} account(s), {in_flight} in flight, leases "
+        + (f"above {lease_above:g}/s an account" if lease_above else "off")
+    )
     for name, run in phases:
         before, cpu0 = await _commandstats(redis), cpu_seconds(pid)
         await run()
@@ -145,6 +163,8 @@ async def measure(
             f"{plain / requests:5.1f} µs"
         )
     print(f"  total        process CPU {total_cpu * 1e6 / requests:6.1f} µs a request")
+    print(f"  admitted from leases: {sum(1 for t in leases if t is not None)} of {requests}")
+    await metering.leases.close(time.time())
     await clients.aclose()
 
 
@@ -154,6 +174,9 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1)
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--detail", action="store_true", help="every command's share")
+    parser.add_argument(
+        "--lease-above", type=float, default=100.0, help="requests a second; 0: no leases"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
         server = RedisServer(Path(data), port=free_port()).start()
@@ -167,6 +190,7 @@ def main() -> None:
                     server.process.pid,
                     server.url,
                     args.detail,
+                    args.lease_above,
                 )
             )
         finally:

@@ -78,7 +78,9 @@ class Bench:
             {
                 "GATEWAY_REDIS_URL": self.redis.url,
                 "GATEWAY_ADMIN_TOKEN": self.admin_token,
-                "GATEWAY_LIMITS_FILE": str(limits_toml(self.workdir / "limits.toml")),
+                "GATEWAY_LIMITS_FILE": str(
+                    limits_toml(self.workdir / "limits.toml", paid_limit=self.args.paid_limit)
+                ),
                 **dict(item.split("=", 1) for item in self.args.gateway_env),
             },
             cwd=self.workdir,  # so no stray .env file (read from the working directory) applies
@@ -321,6 +323,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cluster_bench.add_arguments(parser)
     parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes")
     parser.add_argument("--spread-accounts", type=int, default=32, help="0: no spread run")
+    parser.add_argument(
+        "--no-paid-limit",
+        dest="paid_limit",
+        action="store_false",
+        help="no rate limit on paid models: a busy account's requests are admitted from leases",
+    )
     parser.add_argument(
         "--gateway-env",
         action="append",

@@ -92,6 +92,20 @@ class Settings(BaseSettings):
     )
     reservation_timeout_seconds: int = Field(default=900, gt=0)
     key_cache_seconds: float = Field(default=5.0, ge=0)
+    lease_above_requests_per_second: float = Field(
+        default=100.0,
+        ge=0,
+        description="a busy account's paid requests under no rate limit are admitted from a "
+        "lease (a slice of its credit held by this process) above this many a second here; "
+        "0: never",
+    )
+    lease_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how long a lease admits before the next request renews it: the bound on "
+        "how late a key change or a refund's recall is seen",
+    )
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
     admission_timeout_seconds: float = Field(
         default=0.25, gt=0, description="bound on the admission round trip: then 503"

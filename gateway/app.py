@@ -27,6 +27,7 @@ from gateway.proxy.settle.settling import SETTLING, Settling
 from gateway.redis_clients import open_clients
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS, Services, Serving
 from gateway.tasks.expiry import expiry_sweeper
+from gateway.tasks.leases import lease_keeper
 from gateway.tasks.reloads import file_reloader
 from gateway.tasks.rollups import rollup_folder
 from gateway.tasks.topup import topup_worker
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(file_reloader)
     app.cleanup_ctx.append(expiry_sweeper)
     app.cleanup_ctx.append(rollup_folder)
+    app.cleanup_ctx.append(lease_keeper)
     app.cleanup_ctx.append(topup_worker)
     app.cleanup_ctx.append(journal_replayer)
     app.add_routes(chat.routes)
@@ -137,6 +139,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             batcher=batcher,
             topup_pending_seconds=settings.topup_pending_hours * 3600,
             fold=fold,
+            lease_above_per_second=settings.lease_above_requests_per_second,
+            lease_seconds=settings.lease_seconds,
         ),
         upstream=upstream,
         keys=KeyCache(accounts, settings.key_cache_seconds),
@@ -151,6 +155,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[SETTLING].drain(2 * settings.redis_timeout_seconds + 1)
+        with contextlib.suppress(TimeoutError):  # else they expire as reservations do
+            async with asyncio.timeout(settings.redis_timeout_seconds):
+                await app[SERVICES].metering.leases.close(app[CLOCK].now())
         with contextlib.suppress(TimeoutError):  # else the next read or settlement folds them
             async with asyncio.timeout(settings.redis_timeout_seconds):
                 await fold.fold_marked()

@@ -237,7 +237,11 @@ class AccountStore:
         if limit_reset != "keep":
             fields["limit_reset"] = limit_reset or ""
         if fields:
-            await self._redis.hset(AccountKeys(account_id).api_key(key_hash), mapping=fields)
+            k = AccountKeys(account_id)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(k.api_key(key_hash), mapping=fields)
+                pipe.hincrby(k.account, "lease_epoch", 1)  # leases check their keys again
+                await pipe.execute()
         return await self.get_key(account_id, key_hash, now)
 
     async def list_keys(self, account_id: str, now: float) -> list[ApiKey]:
@@ -257,7 +261,8 @@ class AccountStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(k.api_key(key_hash))
             pipe.srem(k.api_keys, key_hash)
-            deleted, _ = await pipe.execute()
+            pipe.hincrby(k.account, "lease_epoch", 1)  # leases check their keys again
+            deleted, _, _ = await pipe.execute()
         await self._redis.delete(key_index(key_hash))
         return bool(deleted)
 

@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from metering.layout import OUTBOX_INDEX, AccountKeys
+from metering.leases import Leases, LeaseTicket
+from metering.leases import replayed as replayed_lease
 from metering.outbox import new_event_id
 from metering.periods import period_stamps
 from metering.rollup_fold import RollupFold
@@ -51,6 +53,7 @@ class AdmissionResult:
     limit_counts: tuple[int, ...] = ()  # from the limit hooks: count, allowed, count, allowed...
     purchased: int = 0  # lifetime purchases, which choose a limit's tier
     key_left: int = -1  # what the key's credit limit leaves; -1 when it has none
+    lease: LeaseTicket | None = None  # admitted from this process's lease (metering.leases)
 
     @property
     def admitted(self) -> bool:
@@ -81,10 +84,14 @@ class Metering:
         admission_timeout: float | None = None,
         batcher: Batcher | None = None,
         fold: RollupFold | None = None,
+        lease_above_per_second: float = 0.0,
+        lease_seconds: float = 1.0,
     ) -> None:
         """`timeout` bounds each round trip (give the client no socket timeout then: redis-py
         wraps every socket write in a task of its own for that, on the hot path). `fold`, when
-        given, is told of every account settled, to count its records into the rollups."""
+        given, is told of every account settled, to count its records into the rollups. Above
+        `lease_above_per_second` leasable requests a second on one account, its requests are
+        admitted from a lease (metering.leases; 0: never)."""
         self._redis = redis
         self._batcher = batcher
         self._timeout = timeout
@@ -95,6 +102,14 @@ class Metering:
         self._fold = fold
         self._topup_pending_ms = int(topup_pending_seconds * 1000)
         self._background: set[asyncio.Future[None]] = set()
+        self._journaled: dict[str, LeaseTicket] = {}  # leased settlements waiting for a replay
+        self.leases = Leases(
+            scripts,
+            self._run_lease,
+            above_per_second=lease_above_per_second,
+            seconds=lease_seconds,
+            reservation_timeout=reservation_timeout,
+        )
 
     async def admit(
         self,
@@ -107,8 +122,16 @@ class Metering:
         now: float,
         limit_keys: Sequence[str] = (),
         limit_args: Sequence[str | int] = (),
+        leasable: bool = False,
     ) -> AdmissionResult:
-        """`limit_keys`/`limit_args` are what the admission prelude's limit hooks read."""
+        """`limit_keys`/`limit_args` are what the admission prelude's limit hooks read.
+        `leasable`: the request counts against no rate limit, and the caller lets it be admitted
+        from the account's lease when it is paid (the lease checks the key, and leases no key
+        that has a credit limit)."""
+        if leasable and paid and self.leases.on:
+            ticket = await self.leases.admit(account_id, key_hash, reserve, now)
+            if ticket is not None:
+                return AdmissionResult(None, 0, 0, lease=ticket)
         k = AccountKeys(account_id)
         now_ms = int(now * 1000)
         keys = [k.account, k.api_key(key_hash), k.reservations, k.reservation_expiry, *limit_keys]
@@ -145,7 +168,20 @@ class Metering:
         """`replayed`: a journaled settlement run again, which a replica must confirm (raises
         NotReplicated when none does: it stays in the journal)."""
         reply = await self.send_settlement(record, now, sent=sent, replayed=replayed)
+        self._replayed(record.id)
         return self.settled(record, reply, now)
+
+    def unsettled(self, record: UsageRecord, lease: LeaseTicket) -> None:
+        """A leased request's settlement went to the journal: its lease keeps covering it until
+        the replay (`settle`) has run, or for as long as a reservation would hold it."""
+        self._journaled[record.id] = lease
+        loop = asyncio.get_running_loop()
+        loop.call_later(self._reservation_timeout_ms / 1000, self._replayed, record.id)
+
+    def _replayed(self, generation_id: str) -> None:
+        ticket = self._journaled.pop(generation_id, None)
+        if ticket is not None:
+            replayed_lease(ticket)
 
     def send_settlement(
         self,
@@ -154,13 +190,14 @@ class Metering:
         *,
         sent: "asyncio.Future[None] | None" = None,
         replayed: bool = False,
+        lease: LeaseTicket | None = None,
     ) -> "asyncio.Future[Any]":
         """The settlement script on its way: the future of its raw reply, for `settled()`.
         Without a coroutine or a task on the batcher's path (a completion's last step).
         `sent`, when given, is resolved once the script is handed to the kernel on a connection
         that has answered before (see ScriptBatcher.submit); else it stays pending. Where the
         store has replicas, a replica confirms it (see metering/batching.py)."""
-        keys, args = self._settlement([(record, now)])
+        keys, args = self._settlement([(record, now)], lease.hold if lease is not None else "")
         if self._batcher is not None:
             durable = Durable.MUST if replayed else Durable.TRY
             return self._batcher.submit(
@@ -168,11 +205,16 @@ class Metering:
             )
         return asyncio.ensure_future(self._run(self._scripts.settle, keys, args, self._timeout))
 
-    def settled(self, record: UsageRecord, reply: Any, now: float) -> SettlementResult:
+    def settled(
+        self, record: UsageRecord, reply: Any, now: float, lease: LeaseTicket | None = None
+    ) -> SettlementResult:
         """What the settlement script's reply says. A settlement that asked for an auto top-up
         also puts its account in the delivery worker's index, in the background: the worker's
         periodic scan finds it anyway."""
         topup = int(reply[0]) == 1
+        if lease is not None:
+            applied = reply[1] == "ok"
+            self.leases.settled(lease, record.cost if applied else 0, str(reply[3]))
         if self._fold is not None:
             self._fold.mark(record.account_id)
         if topup:
@@ -229,9 +271,10 @@ class Metering:
         )
 
     def _settlement(
-        self, settlements: Sequence[tuple[UsageRecord, float]]
+        self, settlements: Sequence[tuple[UsageRecord, float]], lease: str = ""
     ) -> tuple[list[str], list[Any]]:
-        """settle.lua's keys and arguments for records of one account."""
+        """settle.lua's keys and arguments for records of one account (`lease`: the id of the
+        lease that admitted them, or '')."""
         k = AccountKeys(settlements[0][0].account_id)
         keys = [
             k.account,
@@ -251,8 +294,11 @@ class Metering:
         for record, now in settlements:
             keys += [k.api_key(record.key_hash), k.generation(record.id)]
             args += [record.id, record.cost, record.to_json_bytes(), int(now * 1000)]
-            args += period_stamps(now)
+            args += [*period_stamps(now), lease]
         return keys, args
+
+    def _run_lease(self, script: "AsyncScript", keys: list[str], args: list[Any]) -> Any:
+        return self._run(script, keys, args, self._admission_timeout)
 
     async def _run(
         self,

@@ -35,6 +35,11 @@ class AccountKeys:
     def reservation_expiry(self) -> str:
         return f"{self.tag}:resx"
 
+    @property
+    def leases(self) -> str:
+        """The ids of the gateway processes' leases among the reservations (metering.leases)."""
+        return f"{self.tag}:leases"
+
     def generation(self, generation_id: str) -> str:
         return f"{self.tag}:gen:{generation_id}"
 

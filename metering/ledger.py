@@ -6,6 +6,8 @@ stays small however many requests an account makes, and its entries still sum ex
 balance: balance = grants + purchases - refunds - expired - usage.
 """
 
+import asyncio
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,6 +20,11 @@ from metering.transport.client import AnyRedis
 
 MS_PER_DAY = 86_400_000
 EXPIRY_LEASE = "gw:expiry-lease"
+# A refund whose credit is held waits this long for it: busy gateways give their leased slices
+# back as soon as they see the recall (metering.leases), requests in flight as they settle.
+REFUND_WAIT_SECONDS = 3.0
+REFUND_RETRY_SECONDS = 0.1
+LEASE_PAUSE_EXTRA_MS = 2000  # no new slices for a little longer than the refund waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,28 +92,31 @@ class Ledger:
         already_paid_back: bool = False,
     ) -> Refund:
         """`already_paid_back`: the payment side refunded the money itself (crypto too), so all
-        that is unused comes back now, even what requests in flight hold."""
+        that is unused comes back now, even what requests in flight hold. Otherwise a refund
+        whose credit is held waits up to REFUND_WAIT_SECONDS for it, then is refused
+        (`in_flight`)."""
         k = AccountKeys(account_id)
-        status, raw = await self._scripts.refund(
-            keys=[
-                k.account,
-                k.purchases,
-                k.lots,
-                k.lot_remainders,
-                k.refunds,
-                k.ledger,
-                k.reservations,
-                k.reservation_expiry,
-            ],
-            args=[
-                purchase_id,
-                int(now * 1000),
-                int(window * 1000),
-                rfc3339(now),
-                "1" if already_paid_back else "0",
-                "1" if already_paid_back else "0",
-            ],
-        )
+        keys = [
+            k.account,
+            k.purchases,
+            k.lots,
+            k.lot_remainders,
+            k.refunds,
+            k.ledger,
+            k.reservations,
+            k.reservation_expiry,
+        ]
+        paid_back = "1" if already_paid_back else "0"
+        started = time.monotonic()
+        for _ in range(int(REFUND_WAIT_SECONDS / REFUND_RETRY_SECONDS) + 1):
+            at = now + (time.monotonic() - started)
+            pause_ms = int(REFUND_WAIT_SECONDS * 1000) + LEASE_PAUSE_EXTRA_MS
+            args: list[str | int] = [purchase_id, int(at * 1000), int(window * 1000)]
+            args += [rfc3339(at), paid_back, paid_back, pause_ms]
+            status, raw = await self._scripts.refund(keys=keys, args=args)
+            if status != "in_flight":
+                break
+            await asyncio.sleep(REFUND_RETRY_SECONDS)  # leases give held credit back meanwhile
         if status not in ("refunded", "duplicate"):
             raise RefundRefused(str(status))
         data = orjson.loads(raw)

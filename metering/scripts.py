@@ -26,6 +26,9 @@ class Scripts:
             prelude + lua_source("release_stale") + lua_source("admit")
         )
         self.settle: AsyncScript = redis.register_script(settle_source())
+        self.lease: AsyncScript = redis.register_script(
+            lua_source("release_stale") + lua_source("lease")
+        )
         self.generation: AsyncScript = redis.register_script(lua_source("generation"))
         self.fold_read: AsyncScript = redis.register_script(
             lua_source("fold_cursor") + lua_source("fold_read")
@@ -43,6 +46,7 @@ class Scripts:
         self.all = (
             self.admit,
             self.settle,
+            self.lease,
             self.generation,
             self.purchase,
             self.create_account,

@@ -129,6 +129,10 @@ RATELIMIT_DECISIONS = Counter(
 REDIS_SECONDS = Histogram(
     "gateway_redis_duration_seconds", "Redis round trips", ["operation"], buckets=SECONDS
 )
+LEASED = Counter(
+    "gateway_leased_admissions_total",
+    "Requests admitted from this process's lease on a busy account, without a round trip",
+)
 REDIS_ERRORS = Counter("gateway_redis_errors_total", "Failed Redis round trips", ["operation"])
 JOURNALED = Gauge(
     "gateway_settlements_journaled",

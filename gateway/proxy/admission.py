@@ -12,6 +12,7 @@ from gateway.http.errors import ApiError
 from gateway.limits import LIMITS
 from gateway.models import ResolvedModel
 from gateway.observability.metrics import (
+    LEASED,
     PAYMENT_REQUIRED,
     RATELIMIT_DECISIONS,
     REDIS_ERRORS,
@@ -24,6 +25,7 @@ from gateway.proxy.settle.journal import JOURNAL, SettlementJournal
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.admission import AdmissionResult, Metering, Refusal
 from metering.estimate import PromptEstimate
+from metering.leases import LeaseTicket
 from metering.money import MAX_NANOS, format_usd
 from metering.transport.batch_calls import NotSent
 from metering.transport.client import STORE_ERRORS
@@ -40,6 +42,7 @@ class Admitted:
     generation_id: str
     reserve: int
     headers: dict[str, str] = field(default_factory=dict)  # rate-limit headers for the answer
+    lease: LeaseTicket | None = None  # admitted from this process's lease on the account
 
 
 async def admit(
@@ -73,6 +76,7 @@ async def admit(
             now=now,
             limit_keys=inputs.keys,
             limit_args=inputs.args,
+            leasable=not limits,  # a limit's counters are counted in Redis, request by request
         )
     except STORE_ERRORS as exc:
         REDIS_ERRORS.labels("admit").inc()
@@ -83,14 +87,17 @@ async def admit(
             return Admitted(generation_id, 0)
         raise
     if SWITCH.on:
-        labelled(REDIS_SECONDS, "admit").observe(time.perf_counter() - started)
+        if result.lease is not None:
+            LEASED.inc()
+        else:
+            labelled(REDIS_SECONDS, "admit").observe(time.perf_counter() - started)
     headers = _limit_headers(result, limits, account_id, now)
     if not result.admitted:
         error = _refusal_error(result, model, reserve, prompt, req.completions)
         if error.status == 402:
             PAYMENT_REQUIRED.labels(str(error.metadata.get("reason", "other"))).inc()
         raise error
-    return Admitted(generation_id, reserve, headers)
+    return Admitted(generation_id, reserve, headers, result.lease)
 
 
 def _costliest(

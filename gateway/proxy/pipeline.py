@@ -101,6 +101,7 @@ async def _handle(
         images=prompt.images,
         prompt_likely=prompt.likely,
         response_headers=admitted.headers,
+        lease=admitted.lease,
         started=received,
         journal=request.app[JOURNAL],
         settling=request.app[SETTLING],
@@ -109,7 +110,7 @@ async def _handle(
         origin=request.headers.get("HTTP-Referer"),
     )
     outcome.exchange = exchange
-    if admitted.reserve:
+    if admitted.reserve and admitted.lease is None:  # a lease's expiry is the lease's own
         exchange.hold_reservation(request.app[SETTINGS].reservation_timeout_seconds / 3)
     return await _forward_and_settle(request, api, req, route, exchange)
 

@@ -7,7 +7,8 @@
 -- KEYS[6] ledger  KEYS[7] reservations  KEYS[8] reservation expiry
 -- ARGV[1] purchase id  ARGV[2] now ms  ARGV[3] refund window ms  ARGV[4] created_at text
 -- ARGV[5] "1" when a crypto purchase may be refunded  ARGV[6] "1" when the payment side has
--- already returned the money
+-- already returned the money  ARGV[7] how long (ms) a refund that waits for held credit keeps
+-- new leases from taking any (it recalls the account's leases: see lease.lua)
 -- Returns {status, refund json}; status: refunded | duplicate | not_found | crypto | too_old |
 -- nothing_left | in_flight
 local done = redis.call('HGET', KEYS[5], ARGV[1])
@@ -24,7 +25,13 @@ local acct = redis.call('HMGET', KEYS[1], 'balance', 'reserved')
 local balance, reserved = tonumber(acct[1]), tonumber(acct[2] or '0')
 local amount = unused_by_lot(balance, KEYS[3], KEYS[4])[ARGV[1]] or 0
 if amount <= 0 then return {'nothing_left', ''} end
-if ARGV[6] ~= '1' and amount > balance - reserved then return {'in_flight', ''} end
+if ARGV[6] ~= '1' and amount > balance - reserved then
+  -- What busy processes lease is held as well: they give it back once they see the epoch move.
+  redis.call('HINCRBY', KEYS[1], 'lease_epoch', 1)
+  redis.call('HSET', KEYS[1], 'lease_pause_until', now + tonumber(ARGV[7]))
+  return {'in_flight', ''}
+end
+redis.call('HDEL', KEYS[1], 'lease_pause_until')
 redis.call('HINCRBY', KEYS[1], 'balance', -amount)
 redis.call('HINCRBY', KEYS[1], 'purchased', -amount)
 redis.call('HINCRBY', KEYS[1], 'refunded', amount)

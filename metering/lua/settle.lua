@@ -9,13 +9,15 @@
 -- generation key (KEYS[6 + 2i], KEYS[7 + 2i])
 -- ARGV[1] record ttl seconds  ARGV[2] raw record retention ms  ARGV[3] id for a top-up request,
 -- if one is due  ARGV[4] how long an unanswered top-up request stays outstanding (ms); then for
--- each record seven: generation id, cost nanos, record json, now ms (its rollup time), day, week
--- and month stamps
--- Returns {1 when a top-up request was queued, then per record: status, balance after it};
--- status: ok | duplicate
+-- each record eight: generation id, cost nanos, record json, now ms (its rollup time), day, week
+-- and month stamps, and the lease that admitted it ('' when its admission reserved for it alone:
+-- see lease.lua; the cost is drawn from the lease, as much as it still holds)
+-- Returns {1 when a top-up request was queued, then per record: status, balance after it, then
+-- the account's lease epoch}; status: ok | duplicate
+local per = 8
 local records = (#KEYS - 7) / 2
 for i = 1, records do  -- before any write: a script stopped half way keeps what it wrote
-  if not tonumber(ARGV[4 + (i - 1) * 7 + 2]) then
+  if not tonumber(ARGV[4 + (i - 1) * per + 2]) then
     return redis.error_reply('ERR settlement: the cost of record ' .. i .. ' is not a number')
   end
 end
@@ -40,18 +42,24 @@ local folded = fold_cursor(KEYS[7], KEYS[4])
 oldest = math.max(math.min(oldest, tonumber(string.match(folded, '^%d+'))), 0)
 
 for i = 1, records do
-  local a = 4 + (i - 1) * 7
-  local id, cost = ARGV[a + 1], tonumber(ARGV[a + 2])
+  local a = 4 + (i - 1) * per
+  local id, cost, lease = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 8]
   local key, generation = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
   if redis.call('EXISTS', generation) == 1 then
     replies[2 * i] = 'duplicate'
   else
     replies[2 * i] = 'ok'
-    local held = redis.call('HGET', KEYS[2], id)
-    if held then
+    local held = redis.call('HGET', KEYS[2], lease == '' and id or lease)
+    if held and lease == '' then
       released = released + tonumber(held)
       redis.call('HDEL', KEYS[2], id)
       redis.call('ZREM', KEYS[3], id)
+    elseif held then
+      local drawn = math.min(tonumber(held), cost)
+      if drawn > 0 then
+        released = released + drawn
+        redis.call('HINCRBY', KEYS[2], lease, -drawn)
+      end
     end
     if cost > 0 then
       spent = spent + cost
@@ -124,4 +132,5 @@ if spent > 0 then
     replies[1] = 1
   end
 end
+replies[2 * records + 2] = redis.call('HGET', KEYS[1], 'lease_epoch') or '0'
 return replies

@@ -24,7 +24,7 @@ from metering.transport.batch_calls import Call, Durable
 ACCOUNT_KEYS = 7  # settle.lua's keys before the records' own
 ACCOUNT_ARGS = 4
 RECORD_KEYS = 2
-RECORD_ARGS = 7
+RECORD_ARGS = 8
 MAX_MERGED = 32  # records in one call: bounds how long the script runs
 
 SETTLE_SHA = hashlib.sha1(settle_source().encode()).hexdigest()
@@ -71,9 +71,10 @@ def _joined(calls: list[Call]) -> Call:
 
 def split_reply(reply: Sequence[Any], count: int) -> list[list[Any]]:
     """settle.lua's reply for `count` records, as `count` one-record replies; a top-up request
-    queued goes with the last record."""
+    queued goes with the last record, the account's lease epoch with each."""
+    epoch = reply[1 + 2 * count]
     return [
-        [reply[0] if i == count - 1 else 0, reply[1 + 2 * i], reply[2 + 2 * i]]
+        [reply[0] if i == count - 1 else 0, reply[1 + 2 * i], reply[2 + 2 * i], epoch]
         for i in range(count)
     ]
 

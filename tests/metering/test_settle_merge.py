@@ -156,15 +156,32 @@ async def test_a_joined_call_is_never_joined_again() -> None:
     def one(record: int) -> Call:
         keys = [f"account-key-{k}" if k else "account" for k in range(7)]
         keys += [f"api-key-{record}", f"generation-{record}"]
-        args = ["ttl", "retention", "topup", "pending", f"gen-{record}", 1, "{}", 0, "d", "w", "m"]
+        args = [
+            "ttl",
+            "retention",
+            "topup",
+            "pending",
+            f"gen-{record}",
+            1,
+            "{}",
+            0,
+            "d",
+            "w",
+            "m",
+            "",
+        ]
         return Call(Settle(), keys, args, loop.create_future(), None)  # type: ignore[arg-type]
 
     first = [one(1), one(2), one(3)]
     [joined] = merge_settlements(first)
-    assert len(joined.keys) == 7 + 3 * 2 and len(joined.args) == 4 + 3 * 7
+    assert len(joined.keys) == 7 + 3 * 2 and len(joined.args) == 4 + 3 * 8
     again = merge_settlements([joined, one(4), one(5)])
     assert again[0] is joined
     assert [len(call.keys) for call in again] == [13, 11]
-    joined.future.set_result([1, "ok", 3, "duplicate", 3, "ok", 1])
+    joined.future.set_result([1, "ok", 3, "duplicate", 3, "ok", 1, "4"])
     await asyncio.sleep(0)  # the fan-out runs as the future's callback
-    assert [c.future.result() for c in first] == [[0, "ok", 3], [0, "duplicate", 3], [1, "ok", 1]]
+    assert [c.future.result() for c in first] == [
+        [0, "ok", 3, "4"],
+        [0, "duplicate", 3, "4"],
+        [1, "ok", 1, "4"],
+    ]

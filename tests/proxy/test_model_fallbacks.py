@@ -20,6 +20,7 @@ from tests.support import (
     chat,
     generation_record,
     new_account,
+    settled_state,
 )
 
 PAID_PRICE = (PROMPT_PRICE, COMPLETION_PRICE)
@@ -148,7 +149,7 @@ async def test_racing_fallbacks_never_overspend(client: TestClient) -> None:
     assert 0 < len(served) < 200
     records = [await generation_record(client, key, g) for g in served]
     charged = sum((Decimal(r["total_cost_usd"]) for r in records), Decimal(0))
-    state = await account_state(client, account_id)
+    state = await settled_state(client, account_id)  # leases given back
     assert Decimal(state["balance"]) == Decimal("0.10") - charged >= 0
     assert state["reserved"] == "0.00"
     assert all(r["model"] == "test/pricey" for r in records)

@@ -22,6 +22,7 @@ from gateway.observability.metrics import (
 from gateway.proxy.settle.journal import SettlementJournal
 from gateway.proxy.settle.settling import Settling
 from metering.admission import Metering
+from metering.leases import LeaseTicket
 from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339
 from metering.pricing import TokenUsage
@@ -52,6 +53,7 @@ class Exchange:
     finish_reason: str | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     journal: "SettlementJournal | None" = None
+    lease: LeaseTicket | None = None  # admitted from this process's lease on the account
     settling: "Settling | None" = None
     sent_at: float | None = None  # the request left for the provider (the last try of several)
     first_byte_at: float | None = None
@@ -168,6 +170,8 @@ class Exchange:
     def _keep_for_later(self, record: UsageRecord, reason: str) -> None:
         """Redis is away: journal the settlement, to be replayed once it answers. Only if even
         that fails is the charge lost, and then loudly."""
+        if self.lease is not None:
+            self.metering.unsettled(record, self.lease)
         if self.journal is not None:
             try:
                 self.journal.append(record, self.clock.now())
@@ -191,7 +195,9 @@ class Exchange:
             return
         started = time.perf_counter()
         try:
-            reply = self.metering.send_settlement(record, self.clock.now(), sent=handed_off)
+            reply = self.metering.send_settlement(
+                record, self.clock.now(), sent=handed_off, lease=self.lease
+            )
         except STORE_ERRORS as exc:  # the batcher is closing
             REDIS_ERRORS.labels("settle").inc()
             self._keep_for_later(record, type(exc).__name__)
@@ -227,7 +233,7 @@ class Exchange:
         try:
             if exc is not None:
                 raise exc
-            result = self.metering.settled(record, reply.result(), self.clock.now())
+            result = self.metering.settled(record, reply.result(), self.clock.now(), self.lease)
         except Exception as failure:
             self._failed_unexpectedly(record, failure)
             return

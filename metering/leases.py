@@ -1,0 +1,341 @@
+"""Leased admission for busy accounts: one round trip per account a second, not one a request.
+
+Above `above_per_second` leasable requests a second on one account (paid, under no rate limit,
+by a key without a credit limit; counted in this process), the process takes a lease
+(lua/lease.lua): a slice of what the account can spend, reserved in Redis under an id of its
+own, and admits that account's requests against it without a round trip. An admission takes its
+worst case from the slice; a settlement draws the cost from the lease in Redis (settle.lua) and
+gives the slice back what was reserved beyond it. What the process admits never exceeds the
+lease, and the lease is reserved, so nothing anywhere can spend it twice: no overspend, however
+many processes lease one account (the way telecom credit control grants quota).
+
+A lease admits for `seconds` after it was taken; the next request then renews it (one round trip
+that also checks the asking key again and sees a refund's recall). A settlement's reply carries
+the account's lease epoch, which a key change or a refund that needs leased credit moves: the
+process then gives its slice back at once. A lease left idle for `seconds` is given back by
+`tick()`; one of a process that died expires as its reservations do (reservation timeout).
+"""
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from metering.layout import AccountKeys
+from metering.scripts import Scripts
+from metering.transport.client import STORE_ERRORS
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+log = logging.getLogger("metering.leases")
+RunScript = Callable[["AsyncScript", list[str], list[Any]], Awaitable[Any]]
+KEY_REFUSALS = frozenset({"no_key", "disabled", "expired", "management_key", "key_limit"})
+SLICE_RESERVES = 8  # a new slice holds at least this many of the asking request's worst case
+WINDOW = 1.0  # seconds: the rate that turns leasing on is counted per window
+IDLE_SECONDS = 0.2  # a lease unused this long (or `seconds`, if shorter) is given back
+MIN_RATE_WINDOW = 0.1  # seconds: a burst's rate is measured over at least this long
+RENEWALS_WAITED = 3  # a request waits for at most this many renewals before going the usual way
+
+
+@dataclass(slots=True, eq=False)
+class LeaseTicket:
+    """One request admitted from a lease: settle it with `hold`, the lease's id in Redis."""
+
+    lease: "AccountLease"
+    term: int
+    hold: str
+    reserve: int
+    open: bool = True  # until its settlement is applied (or given up on)
+
+
+class AccountLease:
+    """This process's lease on one account, and the account's recent rate here."""
+
+    __slots__ = (
+        "account_id",
+        "count",
+        "dirty",
+        "epoch",
+        "fresh_until",
+        "held",
+        "hold",
+        "in_flight",
+        "keys",
+        "last_count",
+        "last_reserved",
+        "recalled",
+        "refused_keys",
+        "renewed_at",
+        "renewing",
+        "reserved",
+        "room",
+        "short",
+        "term",
+        "used_at",
+        "waiting",
+        "window",
+    )
+
+    def __init__(self, account_id: str, now: float) -> None:
+        self.account_id = account_id
+        self.term = 0  # renewals so far; a ticket of an older term gives nothing back to `room`
+        self.hold = ""  # the lease's id in Redis ('' while it holds nothing there)
+        self.room = 0  # what the current term may still admit
+        self.in_flight = 0  # what admitted requests may still cost (all terms), until settled
+        self.held = 0  # what the lease holds in Redis, as far as this process knows
+        self.dirty = False  # a renewal's outcome is unknown: Redis may hold an id of ours
+        self.epoch = "0"
+        self.fresh_until = 0.0
+        self.short = False  # the last renewal granted less than asked: no other until fresh ends
+        self.recalled = False
+        self.keys: dict[str, float] = {}  # key hash -> admits until (checked by a renewal)
+        self.refused_keys: dict[str, float] = {}  # key hash -> not leased until
+        self.renewing: asyncio.Future[None] | None = None
+        self.waiting = 0  # what the requests waiting for a renewal would reserve
+        self.renewed_at = 0.0
+        self.used_at = now
+        self.window = now
+        self.count = 0
+        self.reserved = 0
+        self.last_count = 0
+        self.last_reserved = 0
+
+    def seen(self, reserve: int, now: float) -> None:
+        """Count one leasable request in the rate windows."""
+        if now - self.window >= WINDOW:
+            fresh = now - self.window < 2 * WINDOW  # the window just ended: its count is the rate
+            self.last_count = self.count if fresh else 0
+            self.last_reserved = self.reserved if fresh else 0
+            self.window, self.count, self.reserved = now, 0, 0
+        self.count += 1
+        self.reserved += reserve
+
+    def rate(self, now: float) -> float:
+        """What the account's requests here reserve a second: the last window's, or this
+        one's so far when it is busier."""
+        so_far = self.reserved / max(now - self.window, MIN_RATE_WINDOW)
+        return max(self.last_reserved / WINDOW, so_far)
+
+    def hot(self, above: float, now: float) -> bool:
+        since = now - self.window
+        if since >= 2 * WINDOW:
+            return False
+        recent = self.count if since >= WINDOW else max(self.count, self.last_count)
+        return recent >= above * WINDOW
+
+    def take(self, key_hash: str, reserve: int, now: float) -> LeaseTicket | None:
+        if (
+            self.recalled
+            or now >= self.fresh_until
+            or reserve > self.room
+            or self.keys.get(key_hash, 0.0) <= now
+        ):
+            return None
+        self.room -= reserve
+        self.in_flight += reserve
+        self.used_at = now
+        return LeaseTicket(self, self.term, self.hold, reserve)
+
+    def idle(self, now: float, seconds: float) -> bool:
+        return now - self.used_at >= seconds
+
+
+class Leases:
+    """The leases of one gateway process (see the module's docstring)."""
+
+    def __init__(
+        self,
+        scripts: Scripts,
+        run: RunScript,
+        *,
+        above_per_second: float,
+        seconds: float,
+        reservation_timeout: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._scripts = scripts
+        self._clock = clock
+        self._run = run
+        self._above = above_per_second
+        self._seconds = seconds
+        self._expiry_ms = int(reservation_timeout * 1000)
+        self._reservation_timeout = reservation_timeout
+        self._prefix = f"lease-{secrets.token_hex(4)}-"  # this process's lease ids
+        self._idle = min(IDLE_SECONDS, seconds)
+        self._terms = itertools.count(1)
+        self._by_account: dict[str, AccountLease] = {}
+        self._background: set[asyncio.Future[None]] = set()
+
+    @property
+    def on(self) -> bool:
+        return self._above > 0
+
+    @property
+    def tick_every(self) -> float:
+        """How often `tick` should run: an idle lease goes back within twice this."""
+        return self._idle / 2
+
+    def lease_of(self, account_id: str) -> AccountLease | None:
+        return self._by_account.get(account_id)
+
+    async def admit(
+        self, account_id: str, key_hash: str, reserve: int, now: float
+    ) -> LeaseTicket | None:
+        """A ticket when the account's lease admits the request; None: admit it the usual way
+        (the account is not busy here, the lease cannot cover it, or the key is not leased)."""
+        lease = self._by_account.get(account_id)
+        if lease is None:
+            lease = self._by_account[account_id] = AccountLease(account_id, now)
+        lease.seen(reserve, now)
+        for _ in range(RENEWALS_WAITED):
+            if lease.renewing is not None:
+                lease.waiting += reserve  # the next renewal asks for these too
+                try:
+                    await asyncio.shield(lease.renewing)
+                finally:
+                    lease.waiting -= reserve
+            ticket = lease.take(key_hash, reserve, now)
+            if ticket is not None or not lease.hot(self._above, now):
+                return ticket
+            if lease.refused_keys.get(key_hash, 0.0) > now or (
+                lease.short and now < lease.fresh_until
+            ):
+                return None
+            if lease.renewing is None:
+                want = max(
+                    SLICE_RESERVES * reserve,
+                    int(lease.rate(now) * self._seconds),
+                    lease.waiting + reserve,
+                )
+                try:
+                    await self._renew(lease, now, key_hash, want)
+                except STORE_ERRORS:
+                    return None  # the usual admission says what is wrong with Redis
+                return lease.take(key_hash, reserve, now)
+        return None
+
+    def settled(self, ticket: LeaseTicket, cost: int, epoch: str | None) -> None:
+        """The settlement of a leased request was applied (`cost` drawn from its lease, 0 when
+        it was found applied before)."""
+        if not ticket.open:
+            return
+        ticket.open = False
+        lease = ticket.lease
+        lease.in_flight -= ticket.reserve
+        if ticket.term == lease.term:
+            lease.room += ticket.reserve - cost
+            lease.held -= min(lease.held, cost)
+        if epoch is not None and epoch != lease.epoch and not lease.recalled:
+            self._recall(lease)
+
+    async def tick(self, now: float) -> None:
+        """Give back idle leases' slices (keeping what their requests in flight may cost, their
+        expiry pushed back), and forget accounts that are quiet here."""
+        for account_id, lease in list(self._by_account.items()):
+            if lease.renewing is None and self._due(lease, now):
+                await self._give_back(lease, now)
+            quiet = lease.idle(now, self._idle) and not lease.hot(self._above, now)
+            if quiet and not (lease.hold or lease.dirty or lease.in_flight):
+                del self._by_account[account_id]
+
+    def _due(self, lease: AccountLease, now: float) -> bool:
+        """The lease should go back to what is in flight: it sits idle holding more, its
+        expiry needs pushing back for long requests, or a renewal's outcome is unknown."""
+        if lease.dirty:
+            return True
+        if not lease.hold:
+            return False
+        holds_more = lease.held > lease.in_flight or not lease.in_flight
+        if lease.idle(now, self._idle) and holds_more:
+            return True
+        return lease.in_flight > 0 and now - lease.renewed_at >= self._reservation_timeout / 3
+
+    async def close(self, now: float) -> None:
+        """Give every lease back (what requests still in flight may cost stays reserved)."""
+        for lease in list(self._by_account.values()):
+            if lease.renewing is not None:
+                await asyncio.shield(lease.renewing)
+            if lease.hold or lease.dirty:
+                await self._give_back(lease, now)
+        if self._background:
+            await asyncio.wait(set(self._background))
+
+    def _recall(self, lease: AccountLease) -> None:
+        """The account's epoch moved (a key changed, a refund wants leased credit): no more
+        admissions from this lease; its slice goes back now."""
+        lease.recalled = True
+        lease.keys.clear()
+        lease.refused_keys.clear()
+        if lease.renewing is None:
+            task = asyncio.ensure_future(self._give_back(lease, self._clock()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _give_back(self, lease: AccountLease, now: float) -> None:
+        try:
+            await self._renew(lease, now, "", 0)
+        except STORE_ERRORS as exc:
+            log.warning(
+                "a lease of account %s could not be given back now (%s): the next renewal "
+                "drops it, or it expires",
+                lease.account_id,
+                type(exc).__name__,
+            )
+        lease.fresh_until = 0.0  # the next request renews (and checks its key)
+
+    async def _renew(self, lease: AccountLease, now: float, key_hash: str, want: int) -> None:
+        """One lease.lua call: the process's lease moves to a new id holding what is in flight
+        plus up to `want`; the asking key (if any) is checked first."""
+        while lease.renewing is not None:  # one renewal of a lease at a time
+            await asyncio.shield(lease.renewing)
+        renewing = lease.renewing = asyncio.get_running_loop().create_future()
+        k = AccountKeys(lease.account_id)
+        new = f"{self._prefix}{next(self._terms)}"
+        now_ms = int(now * 1000)
+        keep = lease.in_flight
+        keys = [k.account, k.reservations, k.reservation_expiry, k.api_key(key_hash or "-")]
+        keys.append(k.leases)
+        args: list[Any] = [now_ms, self._prefix, new, keep, want, now_ms + self._expiry_ms]
+        args.append("1" if key_hash else "0")
+        try:
+            reply = await self._run(self._scripts.lease, keys, args)
+        except BaseException:
+            # It may have run: nothing is admitted from the lease until a renewal that answers
+            # (the upkeep's, at the latest) drops whatever ids of ours Redis holds.
+            lease.dirty = True
+            lease.hold, lease.room, lease.held, lease.short = "", 0, 0, True
+            lease.term += 1
+            lease.fresh_until = now + self._seconds
+            raise
+        finally:
+            lease.renewing = None
+            renewing.set_result(None)
+        status, amount, epoch = str(reply[0]), int(reply[1]), str(reply[4])
+        if status in KEY_REFUSALS or status == "no_account":
+            lease.refused_keys[key_hash] = now + self._seconds
+            return
+        lease.dirty = False
+        lease.term += 1
+        lease.hold = new if amount > 0 else ""
+        lease.held = amount
+        lease.room = amount - keep
+        lease.short = status != "ok" or lease.room < want
+        lease.epoch, lease.recalled = epoch, False
+        lease.fresh_until = now + self._seconds
+        lease.renewed_at = now
+        if key_hash:
+            lease.keys[key_hash] = lease.fresh_until
+
+
+def replayed(ticket: LeaseTicket) -> None:
+    """Its journaled settlement was run again (debiting its cost beside the lease, not from it),
+    or was not within the reservation timeout: the lease stops covering it. What it reserved
+    stays out of the slice: the next renewal sizes the lease from the balance as it is."""
+    if ticket.open:
+        ticket.open = False
+        ticket.lease.in_flight -= ticket.reserve
