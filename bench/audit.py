@@ -38,7 +38,7 @@ class Books:
 
 async def read_books(base_url: str, admin_token: str, account_id: str, key: str) -> Books:
     """The books once the account is quiet: a busy account's leases go back within half a
-    second of its last request (metering/leases.py), so the account is read until nothing is
+    second of its last request (metering/leasing/leases.py), so the account is read until nothing is
     reserved, for up to LEASES_BACK_SECONDS; what is still reserved then is a problem."""
     admin = {"Authorization": f"Bearer {admin_token}"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:

@@ -96,7 +96,7 @@ FREE_LIMITS_ONLY = LIMITS[: LIMITS.index('[[limits]]\nname = "bench-per-key"')]
 
 def limits_toml(path: Path, *, paid_limit: bool = True) -> Path:
     """The bench's limits; without the limit on every model, a busy account's paid requests are
-    admitted from leases (metering/leases.py)."""
+    admitted from leases (metering/leasing/leases.py)."""
     path.write_text(LIMITS if paid_limit else FREE_LIMITS_ONLY)
     return path
 

@@ -154,13 +154,19 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await app[SETTLING].drain(2 * settings.redis_timeout_seconds + 1)
-        with contextlib.suppress(TimeoutError):  # else they expire as reservations do
-            async with asyncio.timeout(settings.redis_timeout_seconds):
-                await app[SERVICES].metering.leases.close(app[CLOCK].now())
-        with contextlib.suppress(TimeoutError):  # else the next read or settlement folds them
-            async with asyncio.timeout(settings.redis_timeout_seconds):
-                await fold.fold_marked()
-        await app[SERVICES].metering.aclose(settings.redis_timeout_seconds)
-        await upstream.close()
-        await clients.aclose()
+        await _close_services(app)
+
+
+async def _close_services(app: web.Application) -> None:
+    """Settlements still out first, then what they leave: leases, the rollups, the clients."""
+    settings, services = app[SETTINGS], app[SERVICES]
+    await app[SETTLING].drain(2 * settings.redis_timeout_seconds + 1)
+    with contextlib.suppress(TimeoutError):  # else they expire as reservations do
+        async with asyncio.timeout(settings.redis_timeout_seconds):
+            await services.metering.leases.close(app[CLOCK].now())
+    with contextlib.suppress(TimeoutError):  # else the next read or settlement folds them
+        async with asyncio.timeout(settings.redis_timeout_seconds):
+            await services.rollup_fold.fold_marked()
+    await services.metering.aclose(settings.redis_timeout_seconds)
+    await services.upstream.close()
+    await services.clients.aclose()

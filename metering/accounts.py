@@ -244,6 +244,10 @@ class AccountStore:
                 await pipe.execute()
         return await self.get_key(account_id, key_hash, now)
 
+    async def recall_leases(self, account_id: str) -> None:
+        """The account's leases go back (metering.leasing): its keys or limits changed."""
+        await self._redis.hincrby(AccountKeys(account_id).account, "lease_epoch", 1)
+
     async def list_keys(self, account_id: str, now: float) -> list[ApiKey]:
         """The account's keys, oldest first."""
         k = AccountKeys(account_id)

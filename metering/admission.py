@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from metering.layout import OUTBOX_INDEX, AccountKeys
-from metering.leases import Leases, LeaseTicket
-from metering.leases import replayed as replayed_lease
+from metering.leasing.leases import Leases, LeaseTicket, LimitInputs
+from metering.leasing.leases import replayed as replayed_lease
 from metering.outbox import new_event_id
 from metering.periods import period_stamps
 from metering.rollup_fold import RollupFold
@@ -53,7 +53,7 @@ class AdmissionResult:
     limit_counts: tuple[int, ...] = ()  # from the limit hooks: count, allowed, count, allowed...
     purchased: int = 0  # lifetime purchases, which choose a limit's tier
     key_left: int = -1  # what the key's credit limit leaves; -1 when it has none
-    lease: LeaseTicket | None = None  # admitted from this process's lease (metering.leases)
+    lease: LeaseTicket | None = None  # admitted from this process's lease (metering.leasing)
 
     @property
     def admitted(self) -> bool:
@@ -91,7 +91,7 @@ class Metering:
         wraps every socket write in a task of its own for that, on the hot path). `fold`, when
         given, is told of every account settled, to count its records into the rollups. Above
         `lease_above_per_second` leasable requests a second on one account, its requests are
-        admitted from a lease (metering.leases; 0: never)."""
+        admitted from a lease (metering.leasing; 0: never)."""
         self._redis = redis
         self._batcher = batcher
         self._timeout = timeout
@@ -122,16 +122,18 @@ class Metering:
         now: float,
         limit_keys: Sequence[str] = (),
         limit_args: Sequence[str | int] = (),
+        limit_counters: Sequence[str] = (),
         leasable: bool = False,
     ) -> AdmissionResult:
-        """`limit_keys`/`limit_args` are what the admission prelude's limit hooks read.
-        `leasable`: the request counts against no rate limit, and the caller lets it be admitted
-        from the account's lease when it is paid (the lease checks the key, and leases no key
-        that has a credit limit)."""
+        """`limit_keys`/`limit_args` are what the admission prelude's limit hooks read, and
+        `limit_counters` which of those keys are the windows' counters. `leasable`: the caller
+        lets a paid request be admitted from the account's lease, with slices of its rate-limit
+        windows (the lease checks the key, and leases no key that has a credit limit)."""
         if leasable and paid and self.leases.on:
-            ticket = await self.leases.admit(account_id, key_hash, reserve, now)
+            limits = LimitInputs(limit_keys, limit_args or (0,), limit_counters)
+            ticket = await self.leases.admit(account_id, key_hash, reserve, now, limits)
             if ticket is not None:
-                return AdmissionResult(None, 0, 0, lease=ticket)
+                return AdmissionResult(None, 0, 0, limit_counts=ticket.counts, lease=ticket)
         k = AccountKeys(account_id)
         now_ms = int(now * 1000)
         keys = [k.account, k.api_key(key_hash), k.reservations, k.reservation_expiry, *limit_keys]

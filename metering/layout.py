@@ -37,7 +37,7 @@ class AccountKeys:
 
     @property
     def leases(self) -> str:
-        """The ids of the gateway processes' leases among the reservations (metering.leases)."""
+        """The ids of the gateway processes' leases among the reservations (metering.leasing)."""
         return f"{self.tag}:leases"
 
     def generation(self, generation_id: str) -> str:

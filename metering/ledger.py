@@ -21,7 +21,7 @@ from metering.transport.client import AnyRedis
 MS_PER_DAY = 86_400_000
 EXPIRY_LEASE = "gw:expiry-lease"
 # A refund whose credit is held waits this long for it: busy gateways give their leased slices
-# back as soon as they see the recall (metering.leases), requests in flight as they settle.
+# back as soon as they see the recall (metering.leasing), requests in flight as they settle.
 REFUND_WAIT_SECONDS = 3.0
 REFUND_RETRY_SECONDS = 0.1
 LEASE_PAUSE_EXTRA_MS = 2000  # no new slices for a little longer than the refund waits

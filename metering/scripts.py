@@ -17,8 +17,9 @@ def settle_source() -> str:
 
 
 class Scripts:
-    """`admission_prelude` defines the admission script's limit hooks (see lua/admit.lua); the
-    gateway passes the rate limiter's, and without one there are no limits."""
+    """`admission_prelude` defines the limit hooks of the admission and lease scripts (see
+    lua/admit.lua, lua/lease.lua); the gateway passes the rate limiter's, and without one there
+    are no limits."""
 
     def __init__(self, redis: AnyRedis, admission_prelude: str | None = None) -> None:
         prelude = admission_prelude if admission_prelude is not None else lua_source("no_limits")
@@ -27,7 +28,7 @@ class Scripts:
         )
         self.settle: AsyncScript = redis.register_script(settle_source())
         self.lease: AsyncScript = redis.register_script(
-            lua_source("release_stale") + lua_source("lease")
+            prelude + lua_source("release_stale") + lua_source("lease")
         )
         self.generation: AsyncScript = redis.register_script(lua_source("generation"))
         self.fold_read: AsyncScript = redis.register_script(

@@ -41,6 +41,11 @@ class ScriptInputs:
     keys: list[str]
     args: list[str | int]
 
+    @property
+    def counters(self) -> list[str]:
+        """The windows' counters among the keys (a lease takes slices of them)."""
+        return self.keys[1:]
+
 
 def admission_inputs(
     account_id: str, key_hash: str, limits: tuple[CompiledLimit, ...], now: float

@@ -208,6 +208,7 @@ async def put_limits(request: web.Request) -> web.Response:
     overrides = read_as(LimitOverrides, await json_object(request), limit_names=names)
     changes: dict[str, int | None] = dict(overrides.root)
     await request.app[SERVICES].limits.set_overrides(account_id, changes)
+    await request.app[SERVICES].accounts.recall_leases(account_id)  # their slices of the windows
     return json_response(await _limits_view(request, account_id))
 
 

@@ -25,7 +25,7 @@ from gateway.proxy.settle.journal import JOURNAL, SettlementJournal
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.admission import AdmissionResult, Metering, Refusal
 from metering.estimate import PromptEstimate
-from metering.leases import LeaseTicket
+from metering.leasing.leases import LeaseTicket
 from metering.money import MAX_NANOS, format_usd
 from metering.transport.batch_calls import NotSent
 from metering.transport.client import STORE_ERRORS
@@ -76,7 +76,8 @@ async def admit(
             now=now,
             limit_keys=inputs.keys,
             limit_args=inputs.args,
-            leasable=not limits,  # a limit's counters are counted in Redis, request by request
+            limit_counters=inputs.counters,
+            leasable=True,
         )
     except STORE_ERRORS as exc:
         REDIS_ERRORS.labels("admit").inc()

@@ -1,5 +1,5 @@
 """The leases' upkeep: idle slices given back and long-held leases renewed, a few times a second
-(see metering.leases)."""
+(see metering.leasing)."""
 
 import asyncio
 import logging

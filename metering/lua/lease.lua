@@ -1,6 +1,6 @@
 -- A lease: a slice of what a busy account can spend, held by one gateway process as a reservation
 -- of its own, so that it admits that account's requests without a round trip each (see
--- metering/leases.py). Each renewal moves the lease to a new id (`lease-<process>-<term>`),
+-- metering/leasing/leases.py). Each renewal moves the lease to a new id (`lease-<process>-<term>`),
 -- dropping every other id of the same process (its older terms, and any a renewal whose reply was
 -- lost left behind; the account's lease ids are listed in KEYS[5]): the new one holds what the
 -- process's admitted requests may still cost (ARGV[4], counted by the process) plus a new slice
@@ -12,10 +12,15 @@
 -- a refund recalls them or one of the account's keys changes, and processes then give back
 -- their slices.
 -- KEYS[1] account  KEYS[2] reservations  KEYS[3] reservation expiry  KEYS[4] the API key asking
--- KEYS[5] the account's lease ids (a set)
+-- KEYS[5] the account's lease ids (a set), then m rate-limit counters whose unused slices the
+-- process gives back, then the limit hooks' keys (see admit.lua) of the asking request's limits
 -- ARGV[1] now ms  ARGV[2] the process's lease id prefix  ARGV[3] the new id  ARGV[4] keep nanos
--- ARGV[5] slice wanted  ARGV[6] expiry ms  ARGV[7] "1" to check the key first
--- Returns {status, the lease now, balance, reserved, epoch}; status: ok | no_key | disabled |
+-- ARGV[5] slice wanted  ARGV[6] expiry ms  ARGV[7] "1" to check the key first  ARGV[8] m, then
+-- m counts given back, then how many requests of each limit's window to take, then the limit
+-- hooks' arguments. A prelude defines limits_lease (ratelimit/lua/limits.lua): a slice of each
+-- window, taken only with a slice of credit.
+-- Returns {status, the lease now, balance, reserved, epoch, {count before, limit, taken, ...}};
+-- status: ok | no_key | disabled |
 -- expired | management_key | key_limit (not leased: the key has a credit limit) | no_account |
 -- negative_balance | paused. A key's refusal changes nothing.
 local now = tonumber(ARGV[1])
@@ -31,8 +36,17 @@ if ARGV[7] == '1' then
   if key[5] and key[5] ~= '' then return {'key_limit', 0, 0, 0, '0'} end
 end
 
+local given = tonumber(ARGV[8])
+for i = 1, given do  -- a counter's key names its window: one that ended is gone or past use
+  local back = tonumber(ARGV[8 + i])
+  if back > 0 and redis.call('EXISTS', KEYS[5 + i]) == 1 then
+    redis.call('DECRBY', KEYS[5 + i], back)
+  end
+end
+
 release_stale(KEYS[1], KEYS[2], KEYS[3], now)
-local acct = redis.call('HMGET', KEYS[1], 'balance', 'reserved', 'lease_epoch', 'lease_pause_until')
+local acct = redis.call('HMGET', KEYS[1], 'balance', 'reserved', 'lease_epoch', 'lease_pause_until',
+                        'purchased')
 if not acct[1] then return {'no_account', 0, 0, 0, '0'} end
 local balance, reserved = tonumber(acct[1]), tonumber(acct[2] or '0')
 local epoch = acct[3] or '0'
@@ -67,4 +81,8 @@ end
 if lease ~= old then
   reserved = redis.call('HINCRBY', KEYS[1], 'reserved', lease - old)
 end
-return {status, lease, balance, reserved, epoch}
+local counts = {}
+if slice > 0 then
+  counts = limits_lease(tonumber(acct[5] or '0'), 6 + given, 10 + given, tonumber(ARGV[9 + given]))
+end
+return {status, lease, balance, reserved, epoch, counts}

@@ -22,6 +22,7 @@ if tonumber(acct[1]) + amount > limit or tonumber(acct[2] or '0') + amount > lim
 end
 redis.call('HINCRBY', KEYS[1], 'balance', amount)
 redis.call('HINCRBY', KEYS[1], 'purchased', amount)
+redis.call('HINCRBY', KEYS[1], 'lease_epoch', 1)  -- leases take their windows' new tier
 -- The purchase that answers the outstanding auto top-up request carries its event id.
 if redis.call('HGET', KEYS[1], 'topup_pending') == ARGV[1] then
   redis.call('HDEL', KEYS[1], 'topup_pending', 'topup_pending_ms')

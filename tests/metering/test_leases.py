@@ -1,4 +1,4 @@
-"""Leased admission for busy accounts (metering/leases.py): requests admitted from a slice of the
+"""Leased admission for busy accounts (metering/leasing/): requests admitted from a slice of the
 account's credit held by one process, with no round trip each; every cost drawn from the lease
 in Redis; slices given back when idle, recalled by a refund or a key change, and released when
 their process dies. On each server this machine has, and on a cluster of each."""

@@ -4,9 +4,10 @@ charged exactly; a disabled key refused once a settlement has carried the change
 held once the account goes quiet."""
 
 import asyncio
-import contextlib
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import openai
 import pytest
@@ -17,6 +18,7 @@ from metering.accounts import hash_secret
 from tests.conftest import ThreadedServer
 from tests.support import (
     admin_headers,
+    bearer,
     chat,
     generation_record,
     make_settings,
@@ -72,9 +74,9 @@ async def test_a_busy_accounts_requests_are_leased_and_charged_exactly(busy: Tes
     assert all(cost > 0 for cost in costs)
 
 
-async def test_a_disabled_key_is_refused_once_a_settlement_carried_the_change(
-    busy: TestClient,
-) -> None:
+async def test_a_disabled_key_is_refused_within_the_lease_period(busy: TestClient) -> None:
+    """Admitted from the lease at most until a settlement's reply carries the change (on a
+    cluster that waits for a replica), and never past `lease_seconds` (0.2 s here)."""
     _, key = await new_account(busy, purchase="1.00")
     async with _client(busy, key) as oa:
         for i in range(5):
@@ -84,8 +86,97 @@ async def test_a_disabled_key_is_refused_once_a_settlement_carried_the_change(
             f"/admin/v1/keys/{hash_secret(key)}", json={"disabled": True}, headers=admin_headers()
         )
         assert resp.status == 200
-        # Admitted from the lease at most while no settlement has said otherwise:
-        with contextlib.suppress(openai.AuthenticationError):
-            await oa.chat.completions.create(**chat("test/paid", "one more", max_tokens=5))
+        changed = time.monotonic()
+        for _ in range(100):
+            try:
+                await oa.chat.completions.create(**chat("test/paid", "more", max_tokens=5))
+            except openai.AuthenticationError as refused:
+                assert "disabled" in str(refused)
+                break
+        else:
+            raise AssertionError("the disabled key was still admitted")
+        assert time.monotonic() - changed < 0.2 + 0.5
         with pytest.raises(openai.AuthenticationError, match="disabled"):
             await oa.chat.completions.create(**chat("test/paid", "refused", max_tokens=5))
+
+
+PAID_LIMIT = """
+[[limits]]
+name = "paid-per-minute"
+scope = "account"
+match = "all"
+unit = "minute"
+requests = 60
+"""
+
+
+@pytest.fixture
+async def limited(
+    redis_url: str, provider: ThreadedServer, tmp_path: Path
+) -> AsyncIterator[list[TestClient]]:
+    """Two gateways on one Redis, leasing, with a limit of 60 requests a minute per account."""
+    limits = tmp_path / "limits.toml"
+    limits.write_text(PAID_LIMIT)
+    clients = []
+    for _ in range(2):
+        settings = make_settings(
+            redis_url,
+            provider.url,
+            lease_above_requests_per_second=1,
+            lease_seconds=0.2,
+            limits_file=str(limits),
+        )
+        client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+    yield clients
+    for client in clients:
+        await client.close()
+
+
+async def _post(client: TestClient, key: str, i: int) -> int:
+    body = chat("test/paid", f"limited {i}", max_tokens=5)
+    async with client.post("/api/v1/chat/completions", json=body, headers=bearer(key)) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_a_windows_slices_admit_no_more_than_its_limit(limited: list[TestClient]) -> None:
+    """Both gateways lease slices of the window; together they never admit past 60, and once
+    they are quiet the window's count is exact: the unused slices went back."""
+    first, second = limited
+    account_id, key = await new_account(first, purchase="1.00")
+    before = await _leased(first) + await _leased(second)
+    statuses = await asyncio.gather(*(_post(limited[i % 2], key, i) for i in range(200)))
+    assert set(statuses) <= {200, 429}
+    admitted = statuses.count(200)
+    assert 0 < admitted <= 60
+    assert await _leased(first) + await _leased(second) - before > 0
+    await settled_state(first, account_id)  # quiet: every slice is back
+    for i in range(60 - admitted):  # what is left of the window, one request at a time
+        assert await _post(limited[i % 2], key, 1000 + i) == 200, i
+    assert await _post(first, key, 2000) == 429
+    assert await _post(second, key, 2001) == 429
+    resp = await first.put(
+        f"/admin/v1/accounts/{account_id}/limits",
+        json={"paid-per-minute": 61},
+        headers=admin_headers(),
+    )
+    assert resp.status == 200
+    assert await _post(second, key, 3000) == 200  # the count was 60 exactly: one more fits
+    assert await _post(first, key, 3001) == 429
+
+
+async def test_the_429_past_a_leased_window_says_what_remains(limited: list[TestClient]) -> None:
+    client = limited[0]
+    _, key = await new_account(client, purchase="1.00")
+    async with _client(client, key) as oa:
+        for i in range(60):
+            raw = await oa.chat.completions.with_raw_response.create(
+                **chat("test/paid", f"counted {i}", max_tokens=5)
+            )
+            assert int(raw.headers["x-ratelimit-remaining"]) <= 59 - i  # never more than is left
+        with pytest.raises(openai.RateLimitError) as refused:
+            await oa.chat.completions.create(**chat("test/paid", "one too many", max_tokens=5))
+    assert refused.value.response.headers["x-ratelimit-remaining"] == "0"
+    assert refused.value.body["metadata"]["limit"] == "paid-per-minute"  # type: ignore[index]

@@ -22,7 +22,7 @@ from gateway.observability.metrics import (
 from gateway.proxy.settle.journal import SettlementJournal
 from gateway.proxy.settle.settling import Settling
 from metering.admission import Metering
-from metering.leases import LeaseTicket
+from metering.leasing.leases import LeaseTicket
 from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339
 from metering.pricing import TokenUsage

@@ -21,11 +21,12 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from metering.layout import AccountKeys
+from metering.leasing.counters import CounterSlices
 from metering.scripts import Scripts
 from metering.transport.client import STORE_ERRORS
 
@@ -42,6 +43,30 @@ MIN_RATE_WINDOW = 0.1  # seconds: a burst's rate is measured over at least this 
 RENEWALS_WAITED = 3  # a request waits for at most this many renewals before going the usual way
 
 
+@dataclass(frozen=True, slots=True)
+class LimitInputs:
+    """The rate-limit hooks' keys and arguments for one request (see admit.lua), and which of
+    the keys are its windows' counters."""
+
+    keys: Sequence[str] = ()
+    args: Sequence[str | int] = (0,)
+    counters: Sequence[str] = ()
+
+
+NO_LIMITS = LimitInputs()
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """What a renewal asks for: credit, and requests of each rate-limit window."""
+
+    credit: int
+    requests: int = 0
+
+
+GIVE_BACK = Want(0)
+
+
 @dataclass(slots=True, eq=False)
 class LeaseTicket:
     """One request admitted from a lease: settle it with `hold`, the lease's id in Redis."""
@@ -50,6 +75,7 @@ class LeaseTicket:
     term: int
     hold: str
     reserve: int
+    counts: tuple[int, ...] = ()  # the rate-limit windows' counts, as admit.lua answers them
     open: bool = True  # until its settlement is applied (or given up on)
 
 
@@ -59,6 +85,7 @@ class AccountLease:
     __slots__ = (
         "account_id",
         "count",
+        "counters",
         "dirty",
         "epoch",
         "fresh_until",
@@ -78,6 +105,7 @@ class AccountLease:
         "term",
         "used_at",
         "waiting",
+        "waiting_requests",
         "window",
     )
 
@@ -97,6 +125,8 @@ class AccountLease:
         self.refused_keys: dict[str, float] = {}  # key hash -> not leased until
         self.renewing: asyncio.Future[None] | None = None
         self.waiting = 0  # what the requests waiting for a renewal would reserve
+        self.waiting_requests = 0
+        self.counters = CounterSlices()  # slices of rate-limit windows
         self.renewed_at = 0.0
         self.used_at = now
         self.window = now
@@ -115,11 +145,14 @@ class AccountLease:
         self.count += 1
         self.reserved += reserve
 
-    def rate(self, now: float) -> float:
-        """What the account's requests here reserve a second: the last window's, or this
-        one's so far when it is busier."""
-        so_far = self.reserved / max(now - self.window, MIN_RATE_WINDOW)
-        return max(self.last_reserved / WINDOW, so_far)
+    def rate(self, now: float) -> tuple[float, float]:
+        """The account's requests here a second, and what they reserve: the last window's, or
+        this one's so far when it is busier."""
+        since = max(now - self.window, MIN_RATE_WINDOW)
+        return (
+            max(self.last_count / WINDOW, self.count / since),
+            max(self.last_reserved / WINDOW, self.reserved / since),
+        )
 
     def hot(self, above: float, now: float) -> bool:
         since = now - self.window
@@ -128,18 +161,22 @@ class AccountLease:
         recent = self.count if since >= WINDOW else max(self.count, self.last_count)
         return recent >= above * WINDOW
 
-    def take(self, key_hash: str, reserve: int, now: float) -> LeaseTicket | None:
+    def take(
+        self, key_hash: str, reserve: int, now: float, counters: Sequence[str]
+    ) -> LeaseTicket | None:
         if (
             self.recalled
             or now >= self.fresh_until
             or reserve > self.room
             or self.keys.get(key_hash, 0.0) <= now
+            or (counters and not self.counters.covers(counters))
         ):
             return None
         self.room -= reserve
         self.in_flight += reserve
         self.used_at = now
-        return LeaseTicket(self, self.term, self.hold, reserve)
+        counts = self.counters.take(counters) if counters else ()
+        return LeaseTicket(self, self.term, self.hold, reserve, counts)
 
     def idle(self, now: float, seconds: float) -> bool:
         return now - self.used_at >= seconds
@@ -184,22 +221,26 @@ class Leases:
         return self._by_account.get(account_id)
 
     async def admit(
-        self, account_id: str, key_hash: str, reserve: int, now: float
+        self, account_id: str, key_hash: str, reserve: int, now: float, limits: LimitInputs
     ) -> LeaseTicket | None:
         """A ticket when the account's lease admits the request; None: admit it the usual way
-        (the account is not busy here, the lease cannot cover it, or the key is not leased)."""
+        (the account is not busy here, the lease or its windows cannot cover it, or the key is
+        not leased). `limits`: the rate-limit windows it counts against."""
         lease = self._by_account.get(account_id)
         if lease is None:
             lease = self._by_account[account_id] = AccountLease(account_id, now)
         lease.seen(reserve, now)
+        counters = limits.counters
         for _ in range(RENEWALS_WAITED):
             if lease.renewing is not None:
                 lease.waiting += reserve  # the next renewal asks for these too
+                lease.waiting_requests += 1
                 try:
                     await asyncio.shield(lease.renewing)
                 finally:
                     lease.waiting -= reserve
-            ticket = lease.take(key_hash, reserve, now)
+                    lease.waiting_requests -= 1
+            ticket = lease.take(key_hash, reserve, now, counters)
             if ticket is not None or not lease.hot(self._above, now):
                 return ticket
             if lease.refused_keys.get(key_hash, 0.0) > now or (
@@ -207,16 +248,20 @@ class Leases:
             ):
                 return None
             if lease.renewing is None:
-                want = max(
-                    SLICE_RESERVES * reserve,
-                    int(lease.rate(now) * self._seconds),
-                    lease.waiting + reserve,
+                requests, reserves = lease.rate(now)
+                want = Want(
+                    max(
+                        SLICE_RESERVES * reserve,
+                        int(reserves * self._seconds),
+                        lease.waiting + reserve,
+                    ),
+                    max(SLICE_RESERVES, int(requests * self._seconds), lease.waiting_requests + 1),
                 )
                 try:
-                    await self._renew(lease, now, key_hash, want)
+                    await self._renew(lease, now, key_hash, want, limits)
                 except STORE_ERRORS:
                     return None  # the usual admission says what is wrong with Redis
-                return lease.take(key_hash, reserve, now)
+                return lease.take(key_hash, reserve, now, counters)
         return None
 
     def settled(self, ticket: LeaseTicket, cost: int, epoch: str | None) -> None:
@@ -250,7 +295,7 @@ class Leases:
             return True
         if not lease.hold:
             return False
-        holds_more = lease.held > lease.in_flight or not lease.in_flight
+        holds_more = lease.held > lease.in_flight or not lease.in_flight or bool(lease.counters)
         if lease.idle(now, self._idle) and holds_more:
             return True
         return lease.in_flight > 0 and now - lease.renewed_at >= self._reservation_timeout / 3
@@ -278,7 +323,7 @@ class Leases:
 
     async def _give_back(self, lease: AccountLease, now: float) -> None:
         try:
-            await self._renew(lease, now, "", 0)
+            await self._renew(lease, now, "", GIVE_BACK)
         except STORE_ERRORS as exc:
             log.warning(
                 "a lease of account %s could not be given back now (%s): the next renewal "
@@ -288,9 +333,18 @@ class Leases:
             )
         lease.fresh_until = 0.0  # the next request renews (and checks its key)
 
-    async def _renew(self, lease: AccountLease, now: float, key_hash: str, want: int) -> None:
+    async def _renew(
+        self,
+        lease: AccountLease,
+        now: float,
+        key_hash: str,
+        want: Want,
+        limits: LimitInputs = NO_LIMITS,
+    ) -> None:
         """One lease.lua call: the process's lease moves to a new id holding what is in flight
-        plus up to `want`; the asking key (if any) is checked first."""
+        plus up to `want`, with slices of the asking request's rate-limit windows; the asking
+        key (if any) is checked first. What is unused of the slices of those windows (of all,
+        when giving back) goes back first."""
         while lease.renewing is not None:  # one renewal of a lease at a time
             await asyncio.shield(lease.renewing)
         renewing = lease.renewing = asyncio.get_running_loop().create_future()
@@ -298,10 +352,11 @@ class Leases:
         new = f"{self._prefix}{next(self._terms)}"
         now_ms = int(now * 1000)
         keep = lease.in_flight
+        back, backs = lease.counters.give_back(limits.counters if key_hash else None)
         keys = [k.account, k.reservations, k.reservation_expiry, k.api_key(key_hash or "-")]
-        keys.append(k.leases)
-        args: list[Any] = [now_ms, self._prefix, new, keep, want, now_ms + self._expiry_ms]
-        args.append("1" if key_hash else "0")
+        keys += [k.leases, *back, *limits.keys]
+        args: list[Any] = [now_ms, self._prefix, new, keep, want.credit, now_ms + self._expiry_ms]
+        args += ["1" if key_hash else "0", len(back), *backs, want.requests, *limits.args]
         try:
             reply = await self._run(self._scripts.lease, keys, args)
         except BaseException:
@@ -324,7 +379,9 @@ class Leases:
         lease.hold = new if amount > 0 else ""
         lease.held = amount
         lease.room = amount - keep
-        lease.short = status != "ok" or lease.room < want
+        least = lease.counters.granted(limits.counters, reply[5]) if reply[5] else 0
+        lease.short = status != "ok" or lease.room < want.credit
+        lease.short = lease.short or bool(limits.counters and least < 1)
         lease.epoch, lease.recalled = epoch, False
         lease.fresh_until = now + self._seconds
         lease.renewed_at = now

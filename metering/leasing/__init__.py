@@ -1,0 +1,1 @@
+"""Leased admission for busy accounts (see leases.py)."""

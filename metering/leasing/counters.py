@@ -1,0 +1,59 @@
+"""A lease's slices of rate-limit windows: requests counted in Redis ahead, admitted here.
+
+Which counters a request counts against, and how many a window allows, are the rate limiter's
+business (its Lua hooks take the slices, see ratelimit/lua/limits.lua); here a counter is only a
+key with a number of requests still ours to admit, the window's count as last seen, and its limit.
+What is left of a slice goes back to its window at the next renewal or when the lease is given
+back (a window that ended takes nothing back).
+"""
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+class CounterSlices:
+    __slots__ = ("_slices",)
+
+    def __init__(self) -> None:
+        self._slices: dict[str, list[int]] = {}  # key -> [still ours, count, limit]
+
+    def covers(self, counters: Sequence[str]) -> bool:
+        slices = self._slices
+        for key in counters:
+            held = slices.get(key)
+            if held is None or held[0] < 1:
+                return False
+        return True
+
+    def take(self, counters: Sequence[str]) -> tuple[int, ...]:
+        """One request from each (after `covers`): {count, limit, ...} as the admission script
+        answers them, the count this request's own."""
+        counts: list[int] = []
+        for key in counters:
+            held = self._slices[key]
+            held[0] -= 1
+            held[1] += 1
+            counts += (held[1], held[2])
+        return tuple(counts)
+
+    def give_back(self, counters: Iterable[str] | None = None) -> tuple[list[str], list[int]]:
+        """The unused part of these slices (all, by default), forgotten here: the counters' keys
+        and how many each gives back."""
+        keys = (
+            list(self._slices) if counters is None else [k for k in counters if k in self._slices]
+        )
+        backs = [self._slices.pop(key)[0] for key in keys]
+        return keys, backs
+
+    def granted(self, counters: Sequence[str], reply: Sequence[Any]) -> int:
+        """Slices taken by a renewal ({count before, limit, taken, ...} in the counters' order);
+        the smallest one taken."""
+        least = -1
+        for i, key in enumerate(counters):
+            count, limit, taken = (int(v) for v in reply[3 * i : 3 * i + 3])
+            self._slices[key] = [taken, count, limit]
+            least = taken if least < 0 else min(least, taken)
+        return least
+
+    def __bool__(self) -> bool:
+        return bool(self._slices)
