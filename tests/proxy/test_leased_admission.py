@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.clock import Clock
 from metering.accounts import hash_secret
 from tests.conftest import ThreadedServer
 from tests.support import (
@@ -110,6 +111,17 @@ requests = 60
 """
 
 
+class MinuteStartClock(Clock):
+    """Real time moved on to just after the start of a minute: a test of a per-minute window
+    has 59 s before the window ends (else one straddling a minute would see two windows)."""
+
+    def __init__(self) -> None:
+        self._offset = 61 - time.time() % 60
+
+    def now(self) -> float:
+        return time.time() + self._offset
+
+
 @pytest.fixture
 async def limited(
     redis_url: str, provider: ThreadedServer, tmp_path: Path
@@ -117,6 +129,7 @@ async def limited(
     """Two gateways on one Redis, leasing, with a limit of 60 requests a minute per account."""
     limits = tmp_path / "limits.toml"
     limits.write_text(PAID_LIMIT)
+    clock = MinuteStartClock()
     clients = []
     for _ in range(2):
         settings = make_settings(
@@ -126,7 +139,7 @@ async def limited(
             lease_seconds=0.2,
             limits_file=str(limits),
         )
-        client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
+        client = TestClient(TestServer(create_app(settings, clock=clock), host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
     yield clients
