@@ -214,9 +214,8 @@ class Metering:
         also puts its account in the delivery worker's index, in the background: the worker's
         periodic scan finds it anyway."""
         topup = int(reply[0]) == 1
-        if lease is not None:
-            applied = reply[1] == "ok"
-            self.leases.settled(lease, record.cost if applied else 0, str(reply[3]))
+        if lease is not None:  # a duplicate drew the cost the first time (or nothing: less room)
+            self.leases.settled(lease, record.cost, str(reply[3]))
         if self._fold is not None:
             self._fold.mark(record.account_id)
         if topup:

@@ -40,6 +40,11 @@ class AccountKeys:
         """The ids of the gateway processes' leases among the reservations (metering.leasing)."""
         return f"{self.tag}:leases"
 
+    @property
+    def lease_terms(self) -> str:
+        """Each process's last lease renewal applied (id prefix -> term), so none runs twice."""
+        return f"{self.tag}:leaseterm"
+
     def generation(self, generation_id: str) -> str:
         return f"{self.tag}:gen:{generation_id}"
 

@@ -15,7 +15,7 @@ class CounterSlices:
     __slots__ = ("_slices",)
 
     def __init__(self) -> None:
-        self._slices: dict[str, list[int]] = {}  # key -> [still ours, count, limit]
+        self._slices: dict[str, list[int]] = {}  # key -> [still ours, count, limit, taken from]
 
     def covers(self, counters: Sequence[str]) -> bool:
         slices = self._slices
@@ -33,6 +33,7 @@ class CounterSlices:
             held = self._slices[key]
             held[0] -= 1
             held[1] += 1
+            held[3] = 1
             counts += (held[1], held[2])
         return tuple(counts)
 
@@ -51,7 +52,7 @@ class CounterSlices:
         least = -1
         for i, key in enumerate(counters):
             count, limit, taken = (int(v) for v in reply[3 * i : 3 * i + 3])
-            self._slices[key] = [taken, count, limit]
+            self._slices[key] = [taken, count, limit, 0]
             least = taken if least < 0 else min(least, taken)
         return least
 

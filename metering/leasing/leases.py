@@ -166,6 +166,7 @@ class AccountLease:
     ) -> LeaseTicket | None:
         if (
             self.recalled
+            or self.renewing is not None  # what it holds is being counted: no ticket escapes it
             or now >= self.fresh_until
             or reserve > self.room
             or self.keys.get(key_hash, 0.0) <= now
@@ -265,8 +266,9 @@ class Leases:
         return None
 
     def settled(self, ticket: LeaseTicket, cost: int, epoch: str | None) -> None:
-        """The settlement of a leased request was applied (`cost` drawn from its lease, 0 when
-        it was found applied before)."""
+        """The settlement of a leased request was answered: `cost` was drawn from its lease (a
+        duplicate's was drawn the first time, or never: then the slice is smaller than it
+        could be until the next renewal, never larger)."""
         if not ticket.open:
             return
         ticket.open = False
@@ -354,26 +356,25 @@ class Leases:
         keep = lease.in_flight
         back, backs = lease.counters.give_back(limits.counters if key_hash else None)
         keys = [k.account, k.reservations, k.reservation_expiry, k.api_key(key_hash or "-")]
-        keys += [k.leases, *back, *limits.keys]
+        keys += [k.leases, k.lease_terms, *back, *limits.keys]
         args: list[Any] = [now_ms, self._prefix, new, keep, want.credit, now_ms + self._expiry_ms]
         args += ["1" if key_hash else "0", len(back), *backs, want.requests, *limits.args]
         try:
             reply = await self._run(self._scripts.lease, keys, args)
         except BaseException:
-            # It may have run: nothing is admitted from the lease until a renewal that answers
-            # (the upkeep's, at the latest) drops whatever ids of ours Redis holds.
-            lease.dirty = True
-            lease.hold, lease.room, lease.held, lease.short = "", 0, 0, True
-            lease.term += 1
-            lease.fresh_until = now + self._seconds
+            _unknown(lease, now + self._seconds)
             raise
         finally:
             lease.renewing = None
             renewing.set_result(None)
         status, amount, epoch = str(reply[0]), int(reply[1]), str(reply[4])
+        if status == "stale":  # this renewal was applied before (its reply lost), or overtaken
+            _unknown(lease, now + self._seconds)
+            return
         if status in KEY_REFUSALS or status == "no_account":
             lease.refused_keys[key_hash] = now + self._seconds
             return
+        moved = lease.term > 0 and epoch != lease.epoch
         lease.dirty = False
         lease.term += 1
         lease.hold = new if amount > 0 else ""
@@ -387,6 +388,17 @@ class Leases:
         lease.renewed_at = now
         if key_hash:
             lease.keys[key_hash] = lease.fresh_until
+            if moved:  # a key, a limit or the balance changed since: everything is asked again
+                self._recall(lease)
+
+
+def _unknown(lease: AccountLease, until: float) -> None:
+    """A renewal whose outcome is unknown: nothing is admitted from the lease until one that
+    answers (the upkeep's, at the latest) drops whatever ids of ours Redis holds."""
+    lease.dirty = True
+    lease.hold, lease.room, lease.held, lease.short = "", 0, 0, True
+    lease.term += 1
+    lease.fresh_until = until
 
 
 def replayed(ticket: LeaseTicket) -> None:

@@ -12,8 +12,9 @@
 -- a refund recalls them or one of the account's keys changes, and processes then give back
 -- their slices.
 -- KEYS[1] account  KEYS[2] reservations  KEYS[3] reservation expiry  KEYS[4] the API key asking
--- KEYS[5] the account's lease ids (a set), then m rate-limit counters whose unused slices the
--- process gives back, then the limit hooks' keys (see admit.lua) of the asking request's limits
+-- KEYS[5] the account's lease ids (a set)  KEYS[6] each process's last renewal applied (a hash:
+-- id prefix -> term), then m rate-limit counters whose unused slices the process gives back,
+-- then the limit hooks' keys (see admit.lua) of the asking request's limits
 -- ARGV[1] now ms  ARGV[2] the process's lease id prefix  ARGV[3] the new id  ARGV[4] keep nanos
 -- ARGV[5] slice wanted  ARGV[6] expiry ms  ARGV[7] "1" to check the key first  ARGV[8] m, then
 -- m counts given back, then how many requests of each limit's window to take, then the limit
@@ -22,8 +23,25 @@
 -- Returns {status, the lease now, balance, reserved, epoch, {count before, limit, taken, ...}};
 -- status: ok | no_key | disabled |
 -- expired | management_key | key_limit (not leased: the key has a credit limit) | no_account |
--- negative_balance | paused. A key's refusal changes nothing.
+-- negative_balance | paused | stale. A key's refusal changes nothing but the slices given back.
+-- Renewals of one process are applied in the order of their terms, each once: one that arrives
+-- again (a command resent after a lost connection) or after a later one (a stalled connection)
+-- changes nothing and answers `stale`.
 local now = tonumber(ARGV[1])
+local term = tonumber(string.sub(ARGV[3], #ARGV[2] + 1))
+if term <= tonumber(redis.call('HGET', KEYS[6], ARGV[2]) or '0') then
+  return {'stale', 0, 0, 0, '0'}
+end
+redis.call('HSET', KEYS[6], ARGV[2], term)
+
+local given = tonumber(ARGV[8])
+for i = 1, given do  -- a counter's key names its window: one that ended is gone or past use
+  local back = tonumber(ARGV[8 + i])
+  if back > 0 and redis.call('EXISTS', KEYS[6 + i]) == 1 then
+    redis.call('DECRBY', KEYS[6 + i], back)
+  end
+end
+
 if ARGV[7] == '1' then
   local key = redis.call('HMGET', KEYS[4], 'created_at', 'disabled', 'expires_at', 'management',
                         'limit')
@@ -34,14 +52,6 @@ if ARGV[7] == '1' then
   end
   if key[4] == '1' then return {'management_key', 0, 0, 0, '0'} end
   if key[5] and key[5] ~= '' then return {'key_limit', 0, 0, 0, '0'} end
-end
-
-local given = tonumber(ARGV[8])
-for i = 1, given do  -- a counter's key names its window: one that ended is gone or past use
-  local back = tonumber(ARGV[8 + i])
-  if back > 0 and redis.call('EXISTS', KEYS[5 + i]) == 1 then
-    redis.call('DECRBY', KEYS[5 + i], back)
-  end
 end
 
 release_stale(KEYS[1], KEYS[2], KEYS[3], now)
@@ -83,6 +93,6 @@ if lease ~= old then
 end
 local counts = {}
 if slice > 0 then
-  counts = limits_lease(tonumber(acct[5] or '0'), 6 + given, 10 + given, tonumber(ARGV[9 + given]))
+  counts = limits_lease(tonumber(acct[5] or '0'), 7 + given, 10 + given, tonumber(ARGV[9 + given]))
 end
 return {status, lease, balance, reserved, epoch, counts}

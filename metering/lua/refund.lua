@@ -32,6 +32,7 @@ if ARGV[6] ~= '1' and amount > balance - reserved then
   return {'in_flight', ''}
 end
 redis.call('HDEL', KEYS[1], 'lease_pause_until')
+redis.call('HINCRBY', KEYS[1], 'lease_epoch', 1)  -- leases re-size to the balance as it now is
 redis.call('HINCRBY', KEYS[1], 'balance', -amount)
 redis.call('HINCRBY', KEYS[1], 'purchased', -amount)
 redis.call('HINCRBY', KEYS[1], 'refunded', amount)

@@ -193,3 +193,49 @@ async def test_the_lease_of_a_process_that_died_expires(store: Store) -> None:
     alive = store.process(above=1000, timeout=1)
     result = await admit(alive, account_id, key, now=NOW + 1.5)  # runs release_stale
     assert result.admitted and result.reserved == RESERVE
+
+
+async def test_a_renewal_run_again_changes_nothing(store: Store) -> None:
+    """A renewal resent after a lost connection (or overtaken by a later one) is refused as
+    stale: no second slice of credit or of a window, nothing given back twice."""
+    account_id, key = await account_with(store, 10**12)
+    metering = store.process(above=1)
+    calls: list[tuple[object, list[str], list[object]]] = []
+    run = metering.leases._run
+
+    async def recorded(script, keys, args):  # type: ignore[no-untyped-def]
+        calls.append((script, keys, args))
+        return await run(script, keys, args)
+
+    metering.leases._run = recorded  # type: ignore[method-assign]
+    assert (await admit(metering, account_id, key)).lease is not None
+    before = await held(store, account_id)
+    script, keys, args = calls[-1]
+    again = await script(keys=keys, args=args)  # type: ignore[operator]
+    assert again[0] == "stale"
+    assert await held(store, account_id) == before
+    lease = metering.leases.lease_of(account_id)
+    assert lease is not None
+    lease.renewing = asyncio.get_running_loop().create_future()
+    assert lease.take(key, 1, NOW, ()) is None  # nothing is taken while a renewal is out
+    lease.renewing.set_result(None)
+    lease.renewing = None
+
+
+async def test_a_duplicate_settlement_reply_never_widens_the_slice(store: Store) -> None:
+    """The first reply was lost after the script ran; the resend answers `duplicate`: the cost
+    still counts as drawn, so the slice is never larger than what the lease holds in Redis."""
+    account_id, key = await account_with(store, 10**12)
+    metering = store.process(above=1)
+    first = await admit(metering, account_id, key)
+    assert first.lease is not None
+    lease = first.lease.lease
+    room = lease.room
+    record = usage_record(account_id, key, GENERATIONS[account_id].pop(0), 600_000)
+    await metering.send_settlement(record, NOW, lease=first.lease)  # its reply "lost"
+    reply = await metering.send_settlement(record, NOW, lease=first.lease)
+    assert reply[1] == "duplicate"
+    metering.settled(record, reply, NOW, first.lease)
+    assert lease.room == room + RESERVE - 600_000
+    _, _, holds = await held(store, account_id)
+    assert int(holds[lease.hold]) - lease.in_flight >= lease.room

@@ -23,6 +23,7 @@ from gateway.proxy.settle.journal import SettlementJournal
 from gateway.proxy.settle.settling import Settling
 from metering.admission import Metering
 from metering.leasing.leases import LeaseTicket
+from metering.leasing.leases import replayed as lease_given_up
 from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339
 from metering.pricing import TokenUsage
@@ -192,6 +193,8 @@ class Exchange:
         except Exception:  # a bug: nothing to journal, but the handler must not wait forever
             handed_off.set_result(None)
             log.exception("settlement of %s could not be built; not charged", self.generation_id)
+            if self.lease is not None:
+                lease_given_up(self.lease)  # its lease stops covering it
             return
         started = time.perf_counter()
         try:
