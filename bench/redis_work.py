@@ -24,7 +24,7 @@ from gateway.redis_clients import open_clients
 from gateway.runtime.redis_server import RedisServer, free_port
 from metering.accounts import AccountStore
 from metering.admission import Metering
-from metering.leasing.leases import LeaseTicket
+from metering.leasing.lease import LeaseTicket
 from metering.rollup_fold import RollupFold
 from metering.scripts import Scripts
 from metering.usage import UsageRecord, new_generation_id

@@ -17,8 +17,9 @@ from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from metering.layout import OUTBOX_INDEX, AccountKeys
-from metering.leasing.leases import Leases, LeaseTicket, LimitInputs
-from metering.leasing.leases import replayed as replayed_lease
+from metering.leasing.lease import LeaseTicket
+from metering.leasing.lease import replayed as replayed_lease
+from metering.leasing.leases import Leases, LimitInputs
 from metering.outbox import new_event_id
 from metering.periods import period_stamps
 from metering.rollup_fold import RollupFold

@@ -25,7 +25,7 @@ from gateway.proxy.settle.journal import JOURNAL, SettlementJournal
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.admission import AdmissionResult, Metering, Refusal
 from metering.estimate import PromptEstimate
-from metering.leasing.leases import LeaseTicket
+from metering.leasing.lease import LeaseTicket
 from metering.money import MAX_NANOS, format_usd
 from metering.transport.batch_calls import NotSent
 from metering.transport.client import STORE_ERRORS

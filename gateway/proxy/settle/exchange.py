@@ -22,8 +22,8 @@ from gateway.observability.metrics import (
 from gateway.proxy.settle.journal import SettlementJournal
 from gateway.proxy.settle.settling import Settling
 from metering.admission import Metering
-from metering.leasing.leases import LeaseTicket
-from metering.leasing.leases import replayed as lease_given_up
+from metering.leasing.lease import LeaseTicket
+from metering.leasing.lease import replayed as lease_given_up
 from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339
 from metering.pricing import TokenUsage
