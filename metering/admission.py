@@ -18,7 +18,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from metering.layout import OUTBOX_INDEX, AccountKeys
 from metering.leasing.lease import LeaseTicket
-from metering.leasing.lease import replayed as replayed_lease
 from metering.leasing.leases import Leases, LimitInputs
 from metering.outbox import new_event_id
 from metering.periods import period_stamps
@@ -183,8 +182,8 @@ class Metering:
 
     def _replayed(self, generation_id: str) -> None:
         ticket = self._journaled.pop(generation_id, None)
-        if ticket is not None:
-            replayed_lease(ticket)
+        if ticket is not None:  # its cost was debited beside the lease: the next renewal
+            ticket.close()  # sizes the lease from the balance as it is
 
     def send_settlement(
         self,
@@ -216,7 +215,7 @@ class Metering:
         periodic scan finds it anyway."""
         topup = int(reply[0]) == 1
         if lease is not None:  # a duplicate drew the cost the first time (or nothing: less room)
-            self.leases.settled(lease, record.cost, str(reply[3]))
+            self.leases.settled(lease, record.cost, str(reply[3]), now)
         if self._fold is not None:
             self._fold.mark(record.account_id)
         if topup:

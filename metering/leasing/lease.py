@@ -22,6 +22,14 @@ class LeaseTicket:
     counts: tuple[int, ...] = ()  # the rate-limit windows' counts, as admit.lua answers them
     open: bool = True  # until its settlement is applied (or given up on)
 
+    def close(self) -> bool:
+        """The lease stops covering this request (once): False when it already had."""
+        if not self.open:
+            return False
+        self.open = False
+        self.lease.in_flight -= self.reserve
+        return True
+
 
 class AccountLease:
     """This process's lease on one account, and the account's recent rate here."""
@@ -126,20 +134,10 @@ class AccountLease:
     def idle(self, now: float, seconds: float) -> bool:
         return now - self.used_at >= seconds
 
-
-def unknown(lease: AccountLease, until: float) -> None:
-    """A renewal whose outcome is unknown: nothing is admitted from the lease until one that
-    answers (the upkeep's, at the latest) drops whatever ids of ours Redis holds."""
-    lease.dirty = True
-    lease.hold, lease.room, lease.held, lease.short = "", 0, 0, True
-    lease.term += 1
-    lease.fresh_until = until
-
-
-def replayed(ticket: LeaseTicket) -> None:
-    """Its journaled settlement was run again (debiting its cost beside the lease, not from it),
-    or was not within the reservation timeout: the lease stops covering it. What it reserved
-    stays out of the slice: the next renewal sizes the lease from the balance as it is."""
-    if ticket.open:
-        ticket.open = False
-        ticket.lease.in_flight -= ticket.reserve
+    def unknown(self, until: float) -> None:
+        """A renewal whose outcome is unknown: nothing is admitted from the lease until one that
+        answers (the upkeep's, at the latest) drops whatever ids of ours Redis holds."""
+        self.dirty = True
+        self.hold, self.room, self.held, self.short = "", 0, 0, True
+        self.term += 1
+        self.fresh_until = until

@@ -1,32 +1,32 @@
 """Leased admission for busy accounts: one round trip per account a second, not one a request.
 
-Above `above_per_second` leasable requests a second on one account (paid, under no rate limit,
-by a key without a credit limit; counted in this process), the process takes a lease
-(lua/lease.lua): a slice of what the account can spend, reserved in Redis under an id of its
-own, and admits that account's requests against it without a round trip. An admission takes its
-worst case from the slice; a settlement draws the cost from the lease in Redis (settle.lua) and
-gives the slice back what was reserved beyond it. What the process admits never exceeds the
-lease, and the lease is reserved, so nothing anywhere can spend it twice: no overspend, however
-many processes lease one account (the way telecom credit control grants quota).
+Above `above_per_second` leasable requests a second on one account (paid, by a key without a
+credit limit; counted in this process), the process takes a lease (lua/lease.lua): a slice of
+what the account can spend, reserved in Redis under an id of its own, with slices of the windows
+of the rate limits its requests count against (counters.py), and admits that account's requests
+against them without a round trip. An admission takes its worst case from the slice; a
+settlement draws the cost from the lease in Redis (settle.lua) and gives the slice back what was
+reserved beyond it. What the process admits never exceeds the lease, and the lease is reserved,
+so nothing anywhere can spend it twice: no overspend, however many processes lease one account
+(the way telecom credit control grants quota).
 
 A lease admits for `seconds` after it was taken; the next request then renews it (one round trip
-that also checks the asking key again and sees a refund's recall). A settlement's reply carries
-the account's lease epoch, which a key change or a refund that needs leased credit moves: the
-process then gives its slice back at once. A lease left idle for `seconds` is given back by
-`tick()`; one of a process that died expires as its reservations do (reservation timeout).
+that also checks the asking key again). A settlement's reply carries the account's lease epoch,
+which a key change, a purchase, a limit override or a refund moves: the process then gives its
+slice back at once. A lease nothing was taken from for IDLE_SECONDS is given back by `tick()`;
+one of a process that died expires as its reservations do (reservation timeout).
 """
 
 import asyncio
 import itertools
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from metering.layout import AccountKeys
-from metering.leasing.lease import AccountLease, LeaseTicket, unknown
+from metering.leasing.lease import AccountLease, LeaseTicket
 from metering.scripts import Scripts
 from metering.transport.client import STORE_ERRORS
 
@@ -76,10 +76,8 @@ class Leases:
         above_per_second: float,
         seconds: float,
         reservation_timeout: float,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._scripts = scripts
-        self._clock = clock
         self._run = run
         self._above = above_per_second
         self._seconds = seconds
@@ -147,20 +145,18 @@ class Leases:
                 return lease.take(key_hash, reserve, now, counters)
         return None
 
-    def settled(self, ticket: LeaseTicket, cost: int, epoch: str | None) -> None:
+    def settled(self, ticket: LeaseTicket, cost: int, epoch: str, now: float) -> None:
         """The settlement of a leased request was answered: `cost` was drawn from its lease (a
         duplicate's was drawn the first time, or never: then the slice is smaller than it
         could be until the next renewal, never larger)."""
-        if not ticket.open:
+        if not ticket.close():
             return
-        ticket.open = False
         lease = ticket.lease
-        lease.in_flight -= ticket.reserve
         if ticket.term == lease.term:
             lease.room += ticket.reserve - cost
             lease.held -= min(lease.held, cost)
-        if epoch is not None and epoch != lease.epoch and not lease.recalled:
-            self._recall(lease)
+        if epoch != lease.epoch and not lease.recalled:
+            self._recall(lease, now)
 
     async def tick(self, now: float) -> None:
         """Give back idle leases' slices (keeping what their requests in flight may cost, their
@@ -194,14 +190,14 @@ class Leases:
         if self._background:
             await asyncio.wait(set(self._background))
 
-    def _recall(self, lease: AccountLease) -> None:
+    def _recall(self, lease: AccountLease, now: float) -> None:
         """The account's epoch moved (a key changed, a refund wants leased credit): no more
         admissions from this lease; its slice goes back now."""
         lease.recalled = True
         lease.keys.clear()
         lease.refused_keys.clear()
         if lease.renewing is None:
-            task = asyncio.ensure_future(self._give_back(lease, self._clock()))
+            task = asyncio.ensure_future(self._give_back(lease, now))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -244,14 +240,14 @@ class Leases:
         try:
             reply = await self._run(self._scripts.lease, keys, args)
         except BaseException:
-            unknown(lease, now + self._seconds)
+            lease.unknown(now + self._seconds)
             raise
         finally:
             lease.renewing = None
             renewing.set_result(None)
         status, amount, epoch = str(reply[0]), int(reply[1]), str(reply[4])
         if status == "stale":  # this renewal was applied before (its reply lost), or overtaken
-            unknown(lease, now + self._seconds)
+            lease.unknown(now + self._seconds)
             return
         if status in KEY_REFUSALS or status == "no_account":
             lease.refused_keys[key_hash] = now + self._seconds
@@ -263,12 +259,13 @@ class Leases:
         lease.held = amount
         lease.room = amount - keep
         least = lease.counters.granted(limits.counters, reply[5]) if reply[5] else 0
-        lease.short = status != "ok" or lease.room < want.credit
-        lease.short = lease.short or bool(limits.counters and least < 1)
+        lease.short = (
+            status != "ok" or lease.room < want.credit or bool(limits.counters and least < 1)
+        )
         lease.epoch, lease.recalled = epoch, False
         lease.fresh_until = now + self._seconds
         lease.renewed_at = now
         if key_hash:
             lease.keys[key_hash] = lease.fresh_until
             if moved:  # a key, a limit or the balance changed since: everything is asked again
-                self._recall(lease)
+                self._recall(lease, now)

@@ -23,7 +23,6 @@ from gateway.proxy.settle.journal import SettlementJournal
 from gateway.proxy.settle.settling import Settling
 from metering.admission import Metering
 from metering.leasing.lease import LeaseTicket
-from metering.leasing.lease import replayed as lease_given_up
 from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339
 from metering.pricing import TokenUsage
@@ -194,7 +193,7 @@ class Exchange:
             handed_off.set_result(None)
             log.exception("settlement of %s could not be built; not charged", self.generation_id)
             if self.lease is not None:
-                lease_given_up(self.lease)  # its lease stops covering it
+                self.lease.close()  # its lease stops covering it
             return
         started = time.perf_counter()
         try:
