@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     payments_webhook_secret: SecretStr | None = None
     topup_webhook_url: str | None = None
     topup_webhook_secret: SecretStr | None = None
+    payments_request_url: str | None = Field(
+        default=None,
+        description="the payment side's endpoint for the account holder's checkouts and refunds "
+        "(signed `checkout.requested` and `refund.requested` requests)",
+    )
+    payments_request_secret: SecretStr | None = None
 
     max_body_bytes: int = Field(default=4 * MiB, gt=0)
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
@@ -144,14 +150,31 @@ class Settings(BaseSettings):
     topup_poll_seconds: float = Field(default=1.0, gt=0)
     topup_max_attempts: int = Field(default=8, ge=1, le=100)
     topup_pending_hours: float = Field(default=24, gt=0)
+    checkout_expiry_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="a checkout nobody pays within this long is shown as failed (a payment that "
+        "still comes credits all the same)",
+    )
+    max_open_checkouts: int = Field(
+        default=10, ge=1, le=1000, description="checkouts an account may have pending at once"
+    )
 
     @model_validator(mode="after")
-    def _topup_needs_a_secret(self) -> "Settings":
+    def _outgoing_requests_are_signed(self) -> "Settings":
         secret = self.topup_webhook_secret.get_secret_value() if self.topup_webhook_secret else ""
         if self.topup_webhook_url and not secret:
             raise ValueError(
                 "topup_webhook_url needs topup_webhook_secret: requests that buy "
                 "credits must be signed"
+            )
+        secret = (
+            self.payments_request_secret.get_secret_value() if self.payments_request_secret else ""
+        )
+        if self.payments_request_url and not secret:
+            raise ValueError(
+                "payments_request_url needs payments_request_secret: requests that collect or "
+                "return money must be signed"
             )
         return self
 
@@ -193,6 +216,7 @@ class Settings(BaseSettings):
             self.admin_token,
             self.payments_webhook_secret,
             self.topup_webhook_secret,
+            self.payments_request_secret,
             self.metrics_token,
         )
         return [s.get_secret_value() for s in held if s is not None and s.get_secret_value()]

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from config.settings import Settings
-from gateway.api import activity, activity_page, admin, admin_credits, consumer, keys, webhooks
+from gateway.api import activity, admin, admin_credits, consumer, keys, pages, webhooks
 from gateway.api.openapi.document import DOCUMENT, Document, openapi_endpoint
+from gateway.billing import checkout, credits_api, refund_button
 from gateway.catalog import CATALOG, CatalogHolder
 from gateway.clock import Clock
 from gateway.http.auth import KeyCache
@@ -28,14 +29,15 @@ from gateway.redis_clients import open_clients
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS, Services, Serving
 from gateway.tasks.expiry import expiry_sweeper
 from gateway.tasks.leases import lease_keeper
+from gateway.tasks.outbox_delivery import outbox_worker
 from gateway.tasks.reloads import file_reloader
 from gateway.tasks.rollups import rollup_folder
-from gateway.tasks.topup import topup_worker
 from metering.accounts import AccountStore
 from metering.admission import Metering
 from metering.generations import Generations
 from metering.ledger import Ledger
-from metering.outbox import Outbox
+from metering.payments.checkouts import Checkouts
+from metering.payments.outbox import Outbox
 from metering.rollup_fold import RollupFold
 from metering.rollups import Rollups
 from metering.scripts import Scripts
@@ -68,7 +70,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(expiry_sweeper)
     app.cleanup_ctx.append(rollup_folder)
     app.cleanup_ctx.append(lease_keeper)
-    app.cleanup_ctx.append(topup_worker)
+    app.cleanup_ctx.append(outbox_worker)
     app.cleanup_ctx.append(journal_replayer)
     app.add_routes(chat.routes)
     app.add_routes(embeddings.routes)
@@ -79,7 +81,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(admin_credits.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(keys.routes)
-    app.add_routes(activity_page.routes)
+    app.add_routes(pages.routes)
+    app.add_routes(credits_api.routes)
+    app.add_routes(checkout.routes)
+    app.add_routes(refund_button.routes)
     app.add_routes(activity.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -150,6 +155,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         rollups=Rollups(redis, fold),
         rollup_fold=fold,
         generations=Generations(redis),
+        checkouts=Checkouts(redis),
     )
     try:
         yield

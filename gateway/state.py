@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from metering.admission import Metering
     from metering.generations import Generations
     from metering.ledger import Ledger
-    from metering.outbox import Outbox
+    from metering.payments.checkouts import Checkouts
+    from metering.payments.outbox import Outbox
     from metering.rollup_fold import RollupFold
     from metering.rollups import Rollups
     from metering.transport.client import AnyRedis
@@ -42,6 +43,7 @@ class Services:
     rollups: "Rollups"
     generations: "Generations"
     rollup_fold: "RollupFold"
+    checkouts: "Checkouts"
 
 
 class Serving:

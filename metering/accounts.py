@@ -15,6 +15,7 @@ from typing import Literal
 import orjson
 from redis.typing import EncodableT, FieldT
 
+from metering.ids import account_in_id
 from metering.layout import ACCOUNT_INDEX, AccountKeys, key_index
 from metering.money import MAX_NANOS, usd_to_nanos
 from metering.periods import period_stamps, rfc3339
@@ -40,10 +41,7 @@ def new_purchase_id(account_id: str) -> str:
 
 
 def account_of_purchase(purchase_id: str) -> str | None:
-    parts = purchase_id.split("-")
-    if len(parts) != 3 or parts[0] != "pur" or not parts[1].isalnum() or not parts[2].isalnum():
-        return None
-    return parts[1]
+    return account_in_id("pur", purchase_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +85,7 @@ class Purchase:
     idempotency_key: str
     created_at: str
     created_at_ms: int = 0
+    checkout_id: str = ""  # the checkout (metering.payments.checkouts) this purchase paid, if any
 
 
 class IdempotencyConflict(Exception):
@@ -278,8 +277,10 @@ class AccountStore:
         method: PaymentMethod,
         idempotency_key: str,
         now: float,
+        checkout_id: str = "",
     ) -> tuple[Purchase, bool]:
-        """Credit a purchase once per idempotency key; (purchase, created_now)."""
+        """Credit a purchase once per idempotency key; (purchase, created_now). A purchase that
+        pays a checkout completes it in the same step."""
         amount_nanos = usd_to_nanos(amount)
         fingerprint = hmac.new(
             b"purchase", f"{amount_nanos}|{method}".encode(), hashlib.sha256
@@ -295,9 +296,12 @@ class AccountStore:
             "created_at": rfc3339(now),
             "created_at_ms": int(now * 1000),
         }
+        if checkout_id:
+            record["checkout_id"] = checkout_id
         k = AccountKeys(account_id)
+        keys = [k.account, k.idempotency, k.purchases, k.ledger, k.lots, k.lot_remainders]
         status, stored = await self._scripts.purchase(
-            keys=[k.account, k.idempotency, k.purchases, k.ledger, k.lots, k.lot_remainders],
+            keys=[*keys, k.checkouts, k.open_checkouts],
             args=[
                 idempotency_key,
                 fingerprint,
@@ -306,6 +310,7 @@ class AccountStore:
                 orjson.dumps(record).decode(),
                 MAX_NANOS,
                 int(now * 1000),
+                checkout_id,
             ],
         )
         if status == "conflict":
@@ -315,6 +320,10 @@ class AccountStore:
         if status == "too_large":
             raise AmountTooLarge(account_id)
         return Purchase(**orjson.loads(stored)), status == "created"
+
+    async def get_purchase(self, account_id: str, purchase_id: str) -> Purchase | None:
+        stored = await self._redis.hget(AccountKeys(account_id).purchases, purchase_id)
+        return None if stored is None else Purchase(**orjson.loads(stored))
 
     async def purchase_by_idempotency(self, account_id: str, key: str) -> Purchase | None:
         stored = await self._redis.hget(AccountKeys(account_id).idempotency, key)

@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from metering.layout import OUTBOX_INDEX, AccountKeys
 from metering.leasing.lease import LeaseTicket
 from metering.leasing.leases import Leases, LimitInputs
-from metering.outbox import new_event_id
+from metering.payments.outbox import new_event_id
 from metering.periods import period_stamps
 from metering.rollup_fold import RollupFold
 from metering.scripts import Scripts

@@ -22,6 +22,15 @@ def random_hex(nbytes: int) -> str:
     return _pool[start:_used].hex()
 
 
+def account_in_id(kind: str, made_id: str) -> str | None:
+    """The account of an id made as `<kind>-<account>-<random>` (a purchase's, a checkout's):
+    such an id finds its record in the account's slot alone. None for any other text."""
+    parts = made_id.split("-")
+    if len(parts) != 3 or parts[0] != kind or not parts[1].isalnum() or not parts[2].isalnum():
+        return None
+    return parts[1]
+
+
 def _forget_pool() -> None:
     global _pool, _used
     _pool, _used = b"", 0

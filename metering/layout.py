@@ -61,6 +61,26 @@ class AccountKeys:
         return f"{self.tag}:purchases"
 
     @property
+    def checkouts(self) -> str:
+        """Purchases asked of the payment side (metering.payments.checkouts): id -> JSON."""
+        return f"{self.tag}:chk"
+
+    @property
+    def checkout_urls(self) -> str:
+        """Where the payment side collects each checkout: id -> URL."""
+        return f"{self.tag}:chkurl"
+
+    @property
+    def open_checkouts(self) -> str:
+        """The checkouts not paid, failed or expired yet: id -> expiry (ms)."""
+        return f"{self.tag}:chkopen"
+
+    @property
+    def checkout_idempotency(self) -> str:
+        """Idempotency-Key -> fingerprint and checkout id."""
+        return f"{self.tag}:chkidem"
+
+    @property
     def ledger(self) -> str:
         return f"{self.tag}:ledger"
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from metering.layout import ACCOUNT_INDEX, AccountKeys
+from metering.layout import ACCOUNT_INDEX, OUTBOX_INDEX, AccountKeys
 from metering.periods import rfc3339
 from metering.scripts import Scripts
 from metering.transport.client import AnyRedis
@@ -34,6 +34,7 @@ class LedgerEntry:
     amount: int  # signed nanodollars: credit positive, debit negative
     created_at_ms: int
     ref: str  # the purchase, or the UTC day of a usage entry
+    note: str | None = None  # a purchase paid after its checkout expired or failed, say
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,14 @@ class Ledger:
         raw_stream = await self._redis.xrange(k.ledger) or []
         usage = await self._redis.hgetall(k.usage_by_day)
         entries = [
-            LedgerEntry(str(sid), str(f["kind"]), int(f["amount"]), int(f["ms"]), str(f["ref"]))
+            LedgerEntry(
+                str(sid),
+                str(f["kind"]),
+                int(f["amount"]),
+                int(f["ms"]),
+                str(f["ref"]),
+                str(f["note"]) if f.get("note") else None,
+            )
             for sid, f in raw_stream
             if f is not None
         ]
@@ -90,11 +98,13 @@ class Ledger:
         window: float,
         *,
         already_paid_back: bool = False,
+        notify_event_id: str = "",
     ) -> Refund:
         """`already_paid_back`: the payment side refunded the money itself (crypto too), so all
         that is unused comes back now, even what requests in flight hold. Otherwise a refund
         whose credit is held waits up to REFUND_WAIT_SECONDS for it, then is refused
-        (`in_flight`)."""
+        (`in_flight`). `notify_event_id`: the refund made is queued in the account's outbox,
+        in the same step, as a `refund.requested` event with this id (metering.payments.outbox)."""
         k = AccountKeys(account_id)
         keys = [
             k.account,
@@ -105,6 +115,7 @@ class Ledger:
             k.ledger,
             k.reservations,
             k.reservation_expiry,
+            k.outbox,
         ]
         paid_back = "1" if already_paid_back else "0"
         started = time.monotonic()
@@ -112,13 +123,15 @@ class Ledger:
             at = now + (time.monotonic() - started)
             pause_ms = int(REFUND_WAIT_SECONDS * 1000) + LEASE_PAUSE_EXTRA_MS
             args: list[str | int] = [purchase_id, int(at * 1000), int(window * 1000)]
-            args += [rfc3339(at), paid_back, paid_back, pause_ms]
+            args += [rfc3339(at), paid_back, paid_back, pause_ms, notify_event_id]
             status, raw = await self._scripts.refund(keys=keys, args=args)
             if status != "in_flight":
                 break
             await asyncio.sleep(REFUND_RETRY_SECONDS)  # leases give held credit back meanwhile
         if status not in ("refunded", "duplicate"):
             raise RefundRefused(str(status))
+        if status == "refunded" and notify_event_id:
+            await self._redis.zadd(OUTBOX_INDEX, {account_id: 0})
         data = orjson.loads(raw)
         return Refund(
             purchase_id=data["purchase_id"],

@@ -6,16 +6,16 @@ from aiohttp import web
 from gateway.api import shapes
 from gateway.api.admin import ACCOUNT_ID, admin_op, existing_account, tier_threshold
 from gateway.api.bodies import (
-    AutoTopupSettings,
     NewPurchase,
     read_as,
 )
 from gateway.api.views import (
     account_view,
-    duration_text,
     ledger_entry_view,
     purchase_view,
 )
+from gateway.billing.auto_topup import apply_auto_topup
+from gateway.billing.rules import purchase_fee, refund_refusal
 from gateway.http.describe import (
     BODY_ERRORS,
     INTEGER,
@@ -28,7 +28,7 @@ from gateway.http.describe import (
     ref,
 )
 from gateway.http.errors import ApiError, bad_request, json_response
-from gateway.http.json_input import json_object, read_body
+from gateway.http.json_input import json_object
 from gateway.observability.metrics import REFUNDS, count_purchase
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.accounts import (
@@ -39,7 +39,7 @@ from metering.accounts import (
     account_of_purchase,
 )
 from metering.ledger import RefundRefused
-from metering.money import NANOS_PER_USD, fee_nanos, format_usd
+from metering.money import NANOS_PER_USD, format_usd
 
 routes = web.RouteTableDef()
 
@@ -59,24 +59,8 @@ routes = web.RouteTableDef()
 async def put_auto_topup(request: web.Request) -> web.Response:
     """`{"threshold": "5.00", "amount": "20.00"}` turns it on, `null` (or `{}`) off."""
     account_id = await existing_account(request)
-    raw = await read_body(request)
-    body = {} if raw.strip() in (b"", b"null") else await json_object(request)
-    settings = request.app[SETTINGS]
-    wanted = read_as(AutoTopupSettings, body, max_usd=settings.max_purchase)
-    threshold, amount = wanted.threshold, wanted.amount
-    if (threshold is None) != (amount is None):
-        raise bad_request(
-            "give both 'threshold' and 'amount', or neither to turn it off",
-            "threshold" if threshold is None else "amount",
-        )
-    if threshold is not None and not settings.topup_webhook_url:
-        raise ApiError(
-            409,
-            "auto top-up needs GATEWAY_TOPUP_WEBHOOK_URL to send its requests",
-            "not_configured",
-        )
+    await apply_auto_topup(request, account_id)
     outbox = request.app[SERVICES].outbox
-    await outbox.set_auto_topup(account_id, threshold, amount)
     topup = await outbox.auto_topup(account_id)
     account = await request.app[SERVICES].accounts.get_account(account_id)
     assert account is not None
@@ -101,10 +85,7 @@ async def create_purchase(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     body = read_as(NewPurchase, await json_object(request), max_usd=settings.max_purchase)
     amount, method, idempotency_key = body.amount, body.method, body.idempotency_key
-    if method == "crypto":
-        fee = fee_nanos(amount, settings.crypto_fee_percent, settings.crypto_fee_minimum)
-    else:
-        fee = fee_nanos(amount, settings.card_fee_percent, settings.card_fee_minimum)
+    fee = purchase_fee(settings, amount, method)
     paid_with: PaymentMethod = method
     try:
         purchase, created = await request.app[SERVICES].accounts.purchase(
@@ -156,17 +137,7 @@ async def refund_purchase(request: web.Request) -> web.Response:
         if refund.first_time:
             REFUNDS.inc(refund.refunded / NANOS_PER_USD)
     except RefundRefused as exc:
-        if exc.reason == "not_found":
-            raise ApiError(404, "no such purchase", "not_found") from None
-        window = settings.refund_window_hours * 3600
-        message = _REFUSALS[exc.reason].format(window=duration_text(window))
-        raise ApiError(
-            409,
-            message,
-            "refund_refused",
-            reason=exc.reason,
-            refund_window_hours=settings.refund_window_hours,
-        ) from None
+        raise refund_refusal(settings, exc.reason) from None
     answer = shapes.Refund(
         purchase_id=refund.purchase_id,
         refunded=format_usd(refund.refunded),
@@ -175,16 +146,6 @@ async def refund_purchase(request: web.Request) -> web.Response:
         created_at=refund.created_at,
     )
     return json_response(answer.answer())
-
-
-_REFUSALS = {
-    "crypto": "crypto purchases are never refundable",
-    "too_old": "purchases are refundable only within {window} of the purchase",
-    "nothing_left": "nothing of this purchase is left unused to refund (credits are used oldest "
-    "purchase first)",
-    "in_flight": "part of what is unused of this purchase is held by requests in flight; try "
-    "again when they finish",
-}
 
 
 @routes.get("/admin/v1/accounts/{account_id}/ledger")

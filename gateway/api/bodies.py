@@ -245,6 +245,13 @@ class NewPurchase(Body):
     idempotency_key: IdempotencyKey
 
 
+class NewCheckout(Body):
+    """What the account holder asks to buy (the fee is on top)."""
+
+    amount: RequiredCents
+    method: Method
+
+
 class NewKey(Body):
     name: Name = None
     limit: KeyLimit = None
@@ -279,6 +286,9 @@ class PaymentSucceededData(Body):
     payment_id: Reference = Field(description="the purchase's idempotency key")
     amount: RequiredCents
     method: Method
+    checkout_id: OptionalReference = Field(
+        None, description="the checkout.requested event's checkout this payment pays"
+    )
 
 
 class PaymentRefundedData(Body):
@@ -290,6 +300,9 @@ class PaymentFailedData(Body):
     account_id: AccountId
     payment_id: OptionalReference = None
     topup_id: OptionalReference = Field(None, description="the topup.requested event's id")
+    checkout_id: OptionalReference = Field(
+        None, description="the checkout that will not be paid (declined, failed)"
+    )
 
 
 class PaymentSucceeded(Body):
@@ -305,7 +318,8 @@ class PaymentRefunded(Body):
 
 
 class PaymentFailed(Body):
-    """An auto top-up request that will not be bought: a new one may be made."""
+    """An auto top-up request that will not be bought (a new one may be made), or a checkout
+    that will not be paid."""
 
     id: Reference
     type: Literal["payment.failed"]
@@ -351,6 +365,7 @@ BODIES: tuple[type[BaseModel], ...] = (
     NewAccount,
     AutoTopupSettings,
     NewPurchase,
+    NewCheckout,
     NewKey,
     KeyChanges,
     LimitOverrides,

@@ -60,6 +60,14 @@ async def usable_key(request: web.Request) -> ApiKey:
     return key
 
 
+async def management_key(request: web.Request, what: str) -> ApiKey:
+    """The calling key, which must be a management key: an ordinary one gets a 403."""
+    key = await usable_key(request)
+    if not key.management:
+        raise ApiError(403, f"{what} needs a management key", "forbidden")
+    return key
+
+
 async def holder(request: web.Request) -> tuple[ApiKey, Account]:
     """The calling key and its account."""
     key = await usable_key(request)
@@ -99,19 +107,26 @@ async def credits(request: web.Request) -> web.Response:
 )
 async def current_key(request: web.Request) -> web.Response:
     key, account = await holder(request)
-    daily = request.app[LIMITS].policy.free_daily()
-    free_daily = None
-    if daily is not None:
-        used, allowed = await request.app[SERVICES].limits.usage(
-            account.id, key.hash, daily, account.purchased, request.app[CLOCK].now()
-        )
-        unlimited = allowed == UNLIMITED
-        free_daily = shapes.FreeModelDailyRequests(
-            limit=None if unlimited else allowed,
-            remaining=None if unlimited else max(allowed - used, 0),
-            used=used,
-        )
+    free_daily = await free_daily_requests(request, key, account)
     return json_response({"data": key_holder_view(key, account, free_daily).answer()})
+
+
+async def free_daily_requests(
+    request: web.Request, key: ApiKey, account: Account
+) -> shapes.FreeModelDailyRequests | None:
+    """Today's free-model requests of the key's account: its tier's limit, used and left."""
+    daily = request.app[LIMITS].policy.free_daily()
+    if daily is None:
+        return None
+    used, allowed = await request.app[SERVICES].limits.usage(
+        account.id, key.hash, daily, account.purchased, request.app[CLOCK].now()
+    )
+    unlimited = allowed == UNLIMITED
+    return shapes.FreeModelDailyRequests(
+        limit=None if unlimited else allowed,
+        remaining=None if unlimited else max(allowed - used, 0),
+        used=used,
+    )
 
 
 @routes.get("/api/v1/generation")

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.api import shapes
 from gateway.api.bodies import KeyChanges, NewKey, read_as
-from gateway.api.consumer import usable_key
+from gateway.api.consumer import management_key
 from gateway.api.key_input import key_changes, new_key_fields
 from gateway.api.views import key_admin_view
 from gateway.http.describe import (
@@ -34,13 +34,6 @@ from metering.accounts import ApiKey
 
 routes = web.RouteTableDef()
 MAX_PAGE = 100
-
-
-async def _manager(request: web.Request) -> ApiKey:
-    key = await usable_key(request)
-    if not key.management:
-        raise ApiError(403, "managing keys needs a management key", "forbidden")
-    return key
 
 
 async def _own_key(request: web.Request, manager: ApiKey) -> ApiKey:
@@ -70,7 +63,7 @@ KEY_HASH = path("key_hash", "an API key's hash (sha256 of the secret, hex)")
     )
 )
 async def list_keys(request: web.Request) -> web.Response:
-    manager = await _manager(request)
+    manager = await management_key(request, "managing keys")
     try:
         offset = min(max(int(request.query.get("offset", "0")), 0), 10**9)
         limit = min(max(int(request.query.get("limit", str(MAX_PAGE))), 1), MAX_PAGE)
@@ -98,7 +91,7 @@ async def list_keys(request: web.Request) -> web.Response:
     )
 )
 async def create_key(request: web.Request) -> web.Response:
-    manager = await _manager(request)
+    manager = await management_key(request, "managing keys")
     now = request.app[CLOCK].now()
     body = read_as(
         NewKey, await json_object(request), max_usd=request.app[SETTINGS].max_purchase, now=now
@@ -124,7 +117,7 @@ async def create_key(request: web.Request) -> web.Response:
     )
 )
 async def get_key(request: web.Request) -> web.Response:
-    key = await _own_key(request, await _manager(request))
+    key = await _own_key(request, await management_key(request, "managing keys"))
     return json_response({"data": key_admin_view(key).answer()})
 
 
@@ -140,7 +133,7 @@ async def get_key(request: web.Request) -> web.Response:
     )
 )
 async def update_key(request: web.Request) -> web.Response:
-    key = await _own_key(request, await _manager(request))
+    key = await _own_key(request, await management_key(request, "managing keys"))
     changes = key_changes(
         read_as(
             KeyChanges,
@@ -168,7 +161,7 @@ async def update_key(request: web.Request) -> web.Response:
     )
 )
 async def delete_key(request: web.Request) -> web.Response:
-    key = await _own_key(request, await _manager(request))
+    key = await _own_key(request, await management_key(request, "managing keys"))
     services = request.app[SERVICES]
     await services.accounts.delete_key(key.account_id, key.hash)
     services.keys.forget(key.hash)

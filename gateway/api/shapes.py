@@ -156,6 +156,7 @@ class Purchase(Shape):
     method: Literal["card", "alipay", "crypto"]
     idempotency_key: str
     created_at: Time
+    checkout_id: str | None = Field(default=None, description="the checkout it paid, if any")
 
 
 class LedgerEntry(Shape):
@@ -164,6 +165,9 @@ class LedgerEntry(Shape):
     amount: Usd = Field(description="signed: credit positive, debit negative")
     created_at: Time
     ref: str
+    note: str | None = Field(
+        default=None, description="only where there is something to say: a payment that came late"
+    )
 
 
 class ModelPricing(Shape):
@@ -325,6 +329,11 @@ class Refund(Shape):
     fee_refunded: Usd
     fee_kept: Usd
     created_at: Time | None = None
+    purchase_amount: Usd | None = Field(default=None, description="the Refund button's answer only")
+    not_refunded: Usd | None = Field(
+        default=None, description="what of the purchase was used or expired before the refund"
+    )
+    explanation: str | None = Field(default=None, description="what was refunded and kept, and why")
 
 
 class Limits(Shape):
@@ -344,6 +353,12 @@ class PaymentReceived(Shape):
     purchase_id: str | None = None
     refunded: Usd | None = None
     topup_cleared: bool | None = None
+    checkout_closed: bool | None = Field(
+        default=None, description="payment.failed for a checkout: it was pending, and is failed now"
+    )
+    late: bool | None = Field(
+        default=None, description="payment.succeeded for a checkout that had expired or failed"
+    )
 
 
 ANSWERS: tuple[type[Shape], ...] = (

@@ -84,6 +84,7 @@ def ledger_entry_view(entry: LedgerEntry) -> shapes.LedgerEntry:
         amount=format_usd(entry.amount),
         created_at=rfc3339(entry.created_at_ms / 1000),
         ref=entry.ref,
+        **({} if entry.note is None else {"note": entry.note}),
     )
 
 
@@ -97,6 +98,7 @@ def purchase_view(purchase: Purchase) -> shapes.Purchase:
         method=purchase.method,  # type: ignore[arg-type]
         idempotency_key=purchase.idempotency_key,
         created_at=purchase.created_at,
+        **({"checkout_id": purchase.checkout_id} if purchase.checkout_id else {}),
     )
 
 

@@ -6,11 +6,16 @@
      "data": {"account_id": "...", "payment_id": "pay_1"}}
     {"id": "evt_3", "type": "payment.failed",
      "data": {"account_id": "...", "topup_id": "<the topup.requested event id>"}}
+    {"id": "evt_4", "type": "payment.succeeded",
+     "data": {..., "payment_id": "pay_2", "checkout_id": "<the checkout.requested checkout>"}}
+    {"id": "evt_5", "type": "payment.failed",
+     "data": {"account_id": "...", "checkout_id": "<the checkout that will not be paid>"}}
 
 A payment credits its amount once, whatever the number of deliveries (the payment id is the
-purchase's idempotency key); a refund takes back what is unused of that purchase, whenever it
-comes (the payment side has already returned the money). A bad signature is 401, a stale one 400,
-and neither changes anything.
+purchase's idempotency key), and completes the checkout it names, even one that had expired or
+failed (money received is never lost; the ledger says it came late); a refund takes back what is
+unused of that purchase, whenever it comes (the payment side has already returned the money).
+A bad signature is 401, a stale one 400, and neither changes anything.
 """
 
 import orjson
@@ -26,6 +31,7 @@ from gateway.api.bodies import (
 from gateway.api.shapes import PaymentReceived
 from gateway.api.signing import SIGNATURE_HEADER, BadSignature, StaleSignature, verify
 from gateway.api.views import purchase_view
+from gateway.billing.rules import purchase_fee
 from gateway.http.describe import (
     OPEN,
     STRING,
@@ -42,7 +48,8 @@ from gateway.observability.metrics import REFUNDS, count_purchase
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.accounts import AccountNotFound, AmountTooLarge, IdempotencyConflict
 from metering.ledger import RefundRefused
-from metering.money import NANOS_PER_USD, fee_nanos, format_usd
+from metering.money import NANOS_PER_USD, format_usd, usd_to_nanos
+from metering.payments.checkouts import account_of_checkout
 
 routes = web.RouteTableDef()
 MAX_WEBHOOK_BYTES = 64 * 1024
@@ -111,23 +118,46 @@ async def payments(request: web.Request) -> web.Response:
         return await _succeeded(request, event.data)
     if isinstance(event, PaymentRefunded):
         return await _refunded(request, event.data.account_id, event.data.payment_id)
-    topup_id = event.data.topup_id
+    account_id, topup_id, checkout_id = (
+        event.data.account_id,
+        event.data.topup_id,
+        event.data.checkout_id,
+    )
+    if checkout_id is not None:
+        _own_checkout(account_id, checkout_id)
+        closed = await request.app[SERVICES].checkouts.close(
+            account_id, checkout_id, "failed", request.app[CLOCK].now()
+        )
+        return json_response(PaymentReceived(received=True, checkout_closed=closed).answer())
     cleared = bool(topup_id) and await request.app[SERVICES].outbox.answered(
-        event.data.account_id, topup_id or ""
+        account_id, topup_id or ""
     )
     return json_response(PaymentReceived(received=True, topup_cleared=cleared).answer())
 
 
+def _own_checkout(account_id: str, checkout_id: str) -> None:
+    if account_of_checkout(checkout_id) != account_id:
+        raise bad_request("'checkout_id' is not a checkout of this account", "checkout_id")
+
+
 async def _succeeded(request: web.Request, data: PaymentSucceededData) -> web.Response:
-    settings = request.app[SETTINGS]
-    amount, method = data.amount, data.method
-    if method == "crypto":
-        fee = fee_nanos(amount, settings.crypto_fee_percent, settings.crypto_fee_minimum)
-    else:
-        fee = fee_nanos(amount, settings.card_fee_percent, settings.card_fee_minimum)
+    settings, services = request.app[SETTINGS], request.app[SERVICES]
+    amount, method, checkout_id = data.amount, data.method, data.checkout_id or ""
+    fee = purchase_fee(settings, amount, method)
+    if checkout_id:
+        _own_checkout(data.account_id, checkout_id)
+        checkout = await services.checkouts.get(data.account_id, checkout_id)
+        if checkout and checkout.amount == usd_to_nanos(amount) and checkout.method == method:
+            fee = checkout.fee  # the fee shown before paying, whatever the settings are now
     try:
-        purchase, created = await request.app[SERVICES].accounts.purchase(
-            data.account_id, amount, fee, method, data.payment_id, request.app[CLOCK].now()
+        purchase, created = await services.accounts.purchase(
+            data.account_id,
+            amount,
+            fee,
+            method,
+            data.payment_id,
+            request.app[CLOCK].now(),
+            checkout_id,
         )
     except AccountNotFound:
         raise ApiError(404, "no such account", "not_found") from None
@@ -142,6 +172,10 @@ async def _succeeded(request: web.Request, data: PaymentSucceededData) -> web.Re
     if created:
         count_purchase(purchase)
     answer = PaymentReceived(received=True, duplicate=not created, purchase=purchase_view(purchase))
+    if purchase.checkout_id:
+        paid = await services.checkouts.get(data.account_id, purchase.checkout_id)
+        late = bool(paid and paid.late and paid.purchase_id == purchase.id)
+        answer = answer.model_copy(update={"late": late})
     return json_response(answer.answer())
 
 

@@ -2,16 +2,20 @@
 
 An embedded Redis in a fresh temporary directory, a SIMULATED provider on loopback (no real model
 is called, and every output says so) that serves every API the gateway meters (chat, completions,
-embeddings, OpenAI's Responses, Anthropic's Messages), a demo account with $10 of purchased
-credits and a key; then a ready curl line for each API.
+embeddings, OpenAI's Responses, Anthropic's Messages), a SIMULATED payment side (no money moves)
+behind the Credits page's checkouts, refunds and auto top-up, a demo account with $10 of
+purchased credits, a key and a management key; then a ready curl line for each API.
 """
 
 import asyncio
+import secrets
 import shutil
 import sys
 import tempfile
 from decimal import Decimal
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from config.catalog import ModelConfig, Pricing, ProviderConfig
 from config.settings import Settings
@@ -19,6 +23,7 @@ from gateway.app import create_app
 from gateway.observability.logs import configure as configure_logging
 from gateway.runtime.redis_server import RedisBinaryMissing, RedisServer, RedisStartFailed
 from gateway.runtime.server import install_uvloop, start_site, wait_for_stop_signal
+from gateway.runtime.simulated_payments import SimulatedPayments
 from gateway.runtime.simulated_provider import create_simulated_provider
 from gateway.state import CLOCK, SERVICES
 from metering.money import fee_nanos
@@ -114,6 +119,9 @@ def run_demo(host: str, port: int) -> int:
 
 async def _demo(host: str, port: int, redis_url: str, data_dir: Path) -> None:
     sim_runner, sim_port = await start_site(create_simulated_provider(), "127.0.0.1", 0)
+    payments = SimulatedPayments(secrets.token_hex(16), secrets.token_hex(16))
+    pay_runner, pay_port = await start_site(payments.app(), "127.0.0.1", 0)
+    payments.base_url = f"http://127.0.0.1:{pay_port}"
     providers, models = demo_catalog(f"http://127.0.0.1:{sim_port}/v1")
     settings = Settings(
         redis_url=redis_url,
@@ -122,9 +130,15 @@ async def _demo(host: str, port: int, redis_url: str, data_dir: Path) -> None:
         port=port,
         providers=providers,
         models=models,
+        payments_webhook_secret=SecretStr(payments.webhook_secret),
+        payments_request_url=f"{payments.base_url}/requests",
+        payments_request_secret=SecretStr(payments.request_secret),
+        topup_webhook_url=f"{payments.base_url}/requests",
+        topup_webhook_secret=SecretStr(payments.request_secret),
     )
     app = create_app(settings)
     runner, bound = await start_site(app, host, port)
+    payments.gateway_url = f"http://{_loopback(host)}:{bound}"
     try:
         services, clock = app[SERVICES], app[CLOCK]
         account = await services.accounts.create_account("demo", 0, clock.now())
@@ -134,15 +148,28 @@ async def _demo(host: str, port: int, redis_url: str, data_dir: Path) -> None:
             account.id, amount, fee, "card", "demo-initial", clock.now()
         )
         secret, _ = await services.accounts.create_key(account.id, "demo key", clock.now())
+        manager, _ = await services.accounts.create_key(
+            account.id, "demo management key", clock.now(), management=True
+        )
         base = f"http://{host}:{bound}"
-        print(_banner(base, sim_port, secret), flush=True)
+        print(_banner(base, sim_port, secret, manager), flush=True)
         await wait_for_stop_signal()
     finally:
         await runner.cleanup()
+        await pay_runner.cleanup()
         await sim_runner.cleanup()
 
 
-def _banner(base: str, sim_port: int, secret: str) -> str:
+def _loopback(host: str) -> str:
+    """Where the payment side reaches the gateway listening on `host`."""
+    if host in ("0.0.0.0", "", "localhost"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _banner(base: str, sim_port: int, secret: str, manager: str) -> str:
     auth = f"-H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json'"
     hello = '[{"role": "user", "content": "Hello!"}]'
     return f"""
@@ -150,8 +177,10 @@ Gateway demo is running at {base}
   Provider: SIMULATED (a built-in test provider on 127.0.0.1:{sim_port}; no real model is called)
   Models:   {DEMO_PAID_MODEL} (paid, listed prices), {DEMO_FREE_MODEL} (free),
             {DEMO_EMBEDDING_MODEL}, {DEMO_CLAUDE_MODEL} (prompt caching)
+  Payments: SIMULATED (checkouts, refunds and auto top-up; no money moves)
   Account:  "demo", with $10.00 of purchased credits
   API key:  {secret}
+  Management key: {manager}
 
 Try it:
 curl -s {base}/api/v1/chat/completions \\
@@ -168,6 +197,8 @@ curl -s {base}/api/v1/chat/completions \\
   Credits:    curl -s {base}/api/v1/credits -H 'Authorization: Bearer {secret}'
   Models:     curl -s {base}/api/v1/models
   Activity:   {base}/activity (paste the API key there)
+  Credits:    {base}/credits (paste the management key there: add credits, pay them on the
+              simulated payment side, refund them, set auto top-up)
 
 Stop it with Ctrl-C (SIGINT) or SIGTERM; the demo's data is temporary and removed on exit.
 """

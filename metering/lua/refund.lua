@@ -9,6 +9,8 @@
 -- ARGV[5] "1" when a crypto purchase may be refunded  ARGV[6] "1" when the payment side has
 -- already returned the money  ARGV[7] how long (ms) a refund that waits for held credit keeps
 -- new leases from taking any (it recalls the account's leases: see lease.lua)
+-- KEYS[9] outbox  ARGV[8] an event id: the refund is also queued there as `refund.requested`,
+-- for the payment side to return the money ('' when the payment side needs no telling)
 -- Returns {status, refund json}; status: refunded | duplicate | not_found | crypto | too_old |
 -- nothing_left | in_flight
 local done = redis.call('HGET', KEYS[5], ARGV[1])
@@ -42,6 +44,13 @@ redis.call('HINCRBY', KEYS[4], ARGV[1], -amount)
 local refund = cjson.encode({purchase_id = ARGV[1], refunded = string.format('%d', amount),
                              fee = string.format('%d', purchase['fee']), created_at = ARGV[4]})
 redis.call('HSET', KEYS[5], ARGV[1], refund)
+if ARGV[8] ~= '' then
+  redis.call('RPUSH', KEYS[9], cjson.encode({
+    type = 'refund.requested', id = ARGV[8], created_ms = ARGV[2], purchase_id = ARGV[1],
+    payment_id = purchase['idempotency_key'], method = purchase['method'],
+    purchase_amount = string.format('%d', purchase['amount']),
+    refunded = string.format('%d', amount), fee_kept = string.format('%d', purchase['fee'])}))
+end
 redis.call('XADD', KEYS[6], '*', 'kind', 'refund', 'amount', -amount, 'ref', ARGV[1],
            'ms', ARGV[2])
 return {'refunded', refund}

@@ -8,6 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from gateway.clock import ManualClock
 from gateway.state import CLOCK
+from tests.api.credits_support import management_key
 from tests.support import ThreadedServer, admin_headers, bearer, chat, make_settings, new_account
 
 START = 1_795_780_800.0  # 2026-11-27 12:00 UTC
@@ -20,20 +21,9 @@ async def mc(redis_url: str, provider: ThreadedServer) -> AsyncIterator[TestClie
         yield c
 
 
-async def _management_key(c: TestClient, account_id: str) -> str:
-    resp = await c.post(
-        f"/admin/v1/accounts/{account_id}/keys",
-        json={"name": "manager", "management": True},
-        headers=admin_headers(),
-    )
-    assert resp.status == 201
-    key: str = (await resp.json())["key"]
-    return key
-
-
 async def test_a_management_key_manages_its_accounts_keys(mc: TestClient) -> None:
     account_id, ordinary = await new_account(mc, purchase="1.00")
-    manager = await _management_key(mc, account_id)
+    manager = await management_key(mc, account_id)
     created = await mc.post(
         "/api/v1/keys",
         json={"name": "ci", "limit": "2.50", "limit_reset": "monthly"},
@@ -67,7 +57,7 @@ async def test_a_management_key_cannot_call_models_or_reach_other_accounts(
     mc: TestClient,
 ) -> None:
     account_id, _ = await new_account(mc, purchase="1.00")
-    manager = await _management_key(mc, account_id)
+    manager = await management_key(mc, account_id)
     resp = await mc.post(
         "/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(manager)
     )
@@ -119,7 +109,7 @@ async def test_keys_expire(mc: TestClient) -> None:
 
 async def test_key_changes_are_checked(mc: TestClient) -> None:
     account_id, _ = await new_account(mc)
-    manager = await _management_key(mc, account_id)
+    manager = await management_key(mc, account_id)
     created = await mc.post("/api/v1/keys", json={"name": "k"}, headers=bearer(manager))
     key_hash = (await created.json())["data"]["hash"]
     url = f"/api/v1/keys/{key_hash}"

@@ -14,7 +14,7 @@ import pytest
 from gateway.redis_clients import RedisClients, open_clients
 from metering.accounts import AccountStore
 from metering.admission import Metering, SettlementResult
-from metering.outbox import Outbox
+from metering.payments.outbox import Outbox
 from metering.scripts import Scripts
 from metering.transport.batch_calls import Call
 from metering.transport.settle_merge import MAX_MERGED, SETTLE_SHA, merge_settlements

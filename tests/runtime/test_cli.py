@@ -5,6 +5,7 @@ import resource
 import signal
 import subprocess
 import textwrap
+import time
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
@@ -122,6 +123,50 @@ def test_demo_answers_its_own_curl_lines() -> None:
         assert status == 200 and Decimal(str(credits["data"]["total_usage"])) == sum(costs)
     finally:
         assert stop(proc, signal.SIGINT) == 0
+
+
+def _banner(proc: "subprocess.Popen[str]") -> list[str]:
+    assert proc.stdout is not None
+    lines = []
+    for _ in range(60):
+        lines.append(proc.stdout.readline())
+        if lines[-1].strip().startswith("Stop it with"):
+            break
+    return lines
+
+
+def test_the_demo_payment_side_takes_a_purchase_and_its_refund() -> None:
+    """`make run`'s Credits flow over HTTP, as the page drives it: add credits, pending, paid on
+    the simulated payment side's page, landed; then refunded, and the payment side told."""
+    port = free_port()
+    proc = gateway_process(["demo", "--port", str(port)], {})
+    try:
+        lines = _banner(proc)
+        manager = next(ln.split()[-1] for ln in lines if "Management key:" in ln)
+        assert any(f"http://127.0.0.1:{port}/credits" in ln for ln in lines)
+        base = f"http://127.0.0.1:{port}/api/v1/credits"
+        auth = {"Authorization": f"Bearer {manager}", "Content-Type": "application/json"}
+        status, opened = _get(f"{base}/checkout", auth, b'{"amount": "5.00", "method": "card"}')
+        assert status == 201 and opened["data"]["status"] == "pending"
+        pay_url = opened["data"]["checkout_url"]
+        with urllib.request.urlopen(pay_url, timeout=10) as page:
+            assert "Pay $5.80" in page.read().decode()
+        paid = urllib.request.Request(pay_url, data=b"action=pay")
+        with urllib.request.urlopen(paid, timeout=10) as page:
+            assert "The gateway answered 200" in page.read().decode()
+        _, summary = _get(f"{base}/summary", auth)
+        assert summary["data"]["balance"] == "15.00"  # the demo's $10 and these $5
+        _, rows = _get(f"{base}/purchases", auth)
+        row = next(r for r in rows["data"] if r["checkout_id"] == opened["data"]["id"])
+        assert row["status"] == "completed"
+        status, refund = _get(f"{base}/purchases/{row['id']}/refund", auth, b"")
+        assert status == 200 and refund["data"]["refunded"] == "5.00"
+        assert wait_until(lambda: _get(f"{base}/summary", auth)[1]["data"]["balance"] == "10.00", 5)
+        time.sleep(3)  # the outbox delivers the refund request within a poll or two
+    finally:
+        assert stop(proc, signal.SIGINT) == 0
+    _, err = proc.communicate(timeout=10)
+    assert "refund.requested" in err and f"{manager}" not in err
 
 
 def test_check_config_lists_every_problem_with_its_line(tmp_path: Path) -> None:

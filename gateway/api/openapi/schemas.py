@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from gateway.api import bodies, shapes
 from gateway.api.openapi.api_schemas import API_SCHEMAS, anthropic_responses
+from gateway.billing.shapes import BILLING_ANSWERS
 from gateway.http.describe import COUNT, Schema, obj, ref
 
 USD = {
@@ -161,6 +162,7 @@ SCHEMAS: dict[str, Schema] = {
     "Error": ERROR,
     "Usd": USD,
     **model_schemas(shapes.ANSWERS, "serialization"),
+    **model_schemas(BILLING_ANSWERS, "serialization"),
     "Completion": COMPLETION,
     "ChatCompletionRequest": CHAT_REQUEST,
     "CompletionRequest": TEXT_REQUEST,

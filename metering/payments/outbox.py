@@ -1,7 +1,9 @@
-"""The durable outbox of outgoing events (auto top-up requests), one list per account.
+"""The durable outbox of outgoing events, one list per account: auto top-up requests and refund
+requests (the money of a refund the account holder made, to be returned by the payment side).
 
-The settlement script queues an event in the same step that takes the balance below the
-account's threshold, so a crash loses nothing; a delivery worker (in the gateway) sends each
+The settlement script queues a top-up request in the same step that takes the balance below the
+account's threshold, and the refund script a refund request in the step that refunds, so a crash
+loses nothing; a delivery worker (in the gateway) sends each
 event, removes it once the receiver acknowledged it, and retries with backoff until then. Several
 processes may deliver: a short lease per account keeps two from sending the same event at once,
 and receivers dedupe on the event id anyway.
@@ -35,6 +37,25 @@ class TopupRequest:
     threshold: int
     balance: int
     created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """A refund made here: the payment side returns `refunded` of the payment `payment_id`."""
+
+    raw: str
+    id: str
+    account_id: str
+    purchase_id: str
+    payment_id: str
+    method: str
+    purchase_amount: int
+    refunded: int
+    fee_kept: int
+    created_ms: int
+
+
+OutboxEvent = TopupRequest | RefundRequest
 
 
 class Outbox:
@@ -84,7 +105,7 @@ class Outbox:
     async def release_lease(self, account_id: str) -> None:
         await self._redis.delete(f"{AccountKeys(account_id).outbox}:lease")
 
-    async def pending(self, account_id: str) -> list[TopupRequest]:
+    async def pending(self, account_id: str) -> list[OutboxEvent]:
         outbox = AccountKeys(account_id).outbox
         items = await self._redis.lrange(outbox, 0, 99)
         if not items:
@@ -93,7 +114,7 @@ class Outbox:
                 await self._redis.zadd(OUTBOX_INDEX, {account_id: 0})
         return [_parse(account_id, str(item)) for item in items]
 
-    async def delivered(self, event: TopupRequest) -> None:
+    async def delivered(self, event: OutboxEvent) -> None:
         await self._redis.lrem(AccountKeys(event.account_id).outbox, 1, event.raw)
 
     async def failed(self, event: TopupRequest) -> None:
@@ -122,8 +143,21 @@ class Outbox:
         return found
 
 
-def _parse(account_id: str, raw: str) -> TopupRequest:
+def _parse(account_id: str, raw: str) -> OutboxEvent:
     data: dict[str, Any] = orjson.loads(raw)
+    if data.get("type") == "refund.requested":
+        return RefundRequest(
+            raw=raw,
+            id=str(data["id"]),
+            account_id=account_id,
+            purchase_id=str(data["purchase_id"]),
+            payment_id=str(data["payment_id"]),
+            method=str(data["method"]),
+            purchase_amount=int(data["purchase_amount"]),
+            refunded=int(data["refunded"]),
+            fee_kept=int(data["fee_kept"]),
+            created_ms=int(data["created_ms"]),
+        )
     return TopupRequest(
         raw=raw,
         id=str(data["id"]),

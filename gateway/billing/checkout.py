@@ -1,0 +1,203 @@
+"""`POST /api/v1/credits/checkout`: the account holder adds credits.
+
+The gateway opens a pending checkout (once per `Idempotency-Key`), then asks the payment side to
+collect it with a signed `checkout.requested` request to GATEWAY_PAYMENTS_REQUEST_URL, whose
+answer names the URL where the holder pays. The payment side's signed webhook then pays the
+checkout (`payment.succeeded` with its `checkout_id`) or fails it (`payment.failed`); nothing is
+credited before that. A checkout nobody pays expires (`checkout_expiry_seconds`).
+
+Asking the same checkout again is safe: the payment side dedupes on the checkout id, which is also
+the request's Idempotency-Key. So a call whose request did not get through can be made again with
+the same key; concurrent calls with one key wait for the first one's answer instead of asking too.
+"""
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from config.settings import Settings
+from gateway.api.bodies import NewCheckout, read_as
+from gateway.api.consumer import management_key
+from gateway.billing.credits_api import WHAT, credits_op
+from gateway.billing.payment_requests import signed_exchange
+from gateway.billing.rows import checkout_row
+from gateway.billing.rules import purchase_fee
+from gateway.http.describe import BODY_ERRORS, STRING, data_of, described, json_body, ok, ref
+from gateway.http.errors import ApiError, bad_request, json_response
+from gateway.http.json_input import json_object
+from gateway.state import CLOCK, SERVICES, SETTINGS
+from metering.ids import random_hex
+from metering.money import format_usd, usd_to_nanos
+from metering.payments.checkouts import (
+    Checkout,
+    CheckoutAccountMissing,
+    CheckoutConflict,
+    TooManyCheckouts,
+)
+from metering.periods import rfc3339
+
+routes = web.RouteTableDef()
+REQUEST_SECONDS = 10.0
+MAX_URL_CHARS = 2048
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "the same key again returns the same checkout (up to 200 characters)",
+    "schema": STRING,
+}
+
+
+def checkout_event(checkout: Checkout, return_url: str) -> dict[str, Any]:
+    return {
+        "id": checkout.id,
+        "type": "checkout.requested",
+        "created": checkout.created_ms // 1000,
+        "data": {
+            "account_id": checkout.account_id,
+            "checkout_id": checkout.id,
+            "amount": format_usd(checkout.amount),
+            "fee": format_usd(checkout.fee),
+            "total": format_usd(checkout.amount + checkout.fee),
+            "method": checkout.method,
+            "expires_at": rfc3339(checkout.expires_ms / 1000),
+            "return_url": return_url,
+        },
+    }
+
+
+def _payment_url(body: bytes) -> str | None:
+    """The `url` of the payment side's answer, when it is one a browser can open."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    url = answer.get("url") if isinstance(answer, dict) else None
+    if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
+        return None
+    return url if url.startswith(("https://", "http://")) else None
+
+
+async def _ask_payment_side(
+    request: web.Request, settings: Settings, checkout: Checkout
+) -> Checkout:
+    """The checkout with the URL the payment side answered; a 502 when it gave none."""
+    assert settings.payments_request_url and settings.payments_request_secret
+    return_url = str(request.url.with_path("/credits").with_query(None))
+    timeout = aiohttp.ClientTimeout(total=REQUEST_SECONDS)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        answer = await signed_exchange(
+            session,
+            settings.payments_request_url,
+            settings.payments_request_secret.get_secret_value(),
+            checkout_event(checkout, return_url),
+            checkout.id,
+        )
+    checkouts = request.app[SERVICES].checkouts
+    if answer is not None and 400 <= answer[0] < 500:
+        now = request.app[CLOCK].now()
+        await checkouts.close(checkout.account_id, checkout.id, "refused", now)
+        raise ApiError(
+            502,
+            f"the payment side refused this checkout ({answer[0]}); nothing was charged",
+            "payment_refused",
+        )
+    url = None if answer is None or not 200 <= answer[0] < 300 else _payment_url(answer[1])
+    if url is None:
+        raise ApiError(
+            502,
+            "the payment side did not answer with where to pay; nothing was charged. Try again "
+            "with the same Idempotency-Key",
+            "payment_unavailable",
+        )
+    await checkouts.set_url(checkout, url)
+    return await checkouts.get(checkout.account_id, checkout.id) or checkout
+
+
+async def _url_from_first_call(request: web.Request, checkout: Checkout) -> Checkout:
+    """A call with a key already used: the first call's answer, once it has one."""
+    checkouts = request.app[SERVICES].checkouts
+    deadline = time.monotonic() + REQUEST_SECONDS + 1
+    while time.monotonic() < deadline:
+        found = await checkouts.get(checkout.account_id, checkout.id)
+        if found is None or found.url is not None or found.stored_status != "pending":
+            return found or checkout
+        await asyncio.sleep(0.05)
+    return checkout
+
+
+def _idempotency_key(request: web.Request) -> str:
+    given = request.headers.get("Idempotency-Key")
+    if given is None:
+        return "gen-" + random_hex(12)  # no key: every call is a checkout of its own
+    if not given.strip() or len(given) > 200:
+        raise bad_request(
+            "'Idempotency-Key' must be a non-empty string of at most 200 characters",
+            "Idempotency-Key",
+        )
+    return given
+
+
+@routes.post("/api/v1/credits/checkout")
+@described(
+    credits_op(
+        "Add credits: a pending purchase, and where to pay it (the fee is on top)",
+        ok(data_of(ref("PurchaseRow")), "Opened"),
+        409,
+        502,
+        *BODY_ERRORS,
+        status="201",
+        parameters=[IDEMPOTENCY_KEY],
+        body=json_body(ref("NewCheckout")),
+        more={"200": ok(data_of(ref("PurchaseRow")), "The same Idempotency-Key again")},
+    )
+)
+async def checkout(request: web.Request) -> web.Response:
+    key = await management_key(request, WHAT)
+    settings = request.app[SETTINGS]
+    wanted = read_as(NewCheckout, await json_object(request), max_usd=settings.max_purchase)
+    idempotency_key = _idempotency_key(request)
+    if not settings.payments_request_url:
+        raise ApiError(
+            409,
+            "adding credits here needs GATEWAY_PAYMENTS_REQUEST_URL (the operator's payment side)",
+            "not_configured",
+        )
+    now = request.app[CLOCK].now()
+    try:
+        opened, created = await request.app[SERVICES].checkouts.open(
+            key.account_id,
+            usd_to_nanos(wanted.amount),
+            purchase_fee(settings, wanted.amount, wanted.method),
+            wanted.method,
+            idempotency_key,
+            now,
+            lifetime=settings.checkout_expiry_seconds,
+            most_open=settings.max_open_checkouts,
+        )
+    except CheckoutConflict:
+        raise ApiError(
+            409,
+            "this Idempotency-Key was used before with another amount or method",
+            "idempotency_conflict",
+        ) from None
+    except TooManyCheckouts:
+        raise ApiError(
+            409,
+            f"{settings.max_open_checkouts} checkouts are waiting for payment already; pay or "
+            "let one expire first",
+            "too_many_checkouts",
+        ) from None
+    except CheckoutAccountMissing:
+        raise ApiError(401, "invalid API key", "invalid_api_key") from None
+    now_ms = int(now * 1000)
+    if not created and opened.url is None:
+        opened = await _url_from_first_call(request, opened)
+    if opened.url is None and opened.status(now_ms) == "pending":
+        opened = await _ask_payment_side(request, settings, opened)
+    answer = {"data": checkout_row(opened, now_ms).answer()}
+    return json_response(answer, status=201 if created else 200)
