@@ -243,8 +243,25 @@ async def test_the_refund_button_refunds_the_unused_part_and_tells_the_payment_s
     assert row["status"] == "partially_refunded" and row["not_refundable_reason"] == "refunded"
     status, again = await env.call("POST", f"/api/v1/credits/purchases/{purchase_id}/refund")
     assert status == 200 and again["data"]["refunded"] == refund["refunded"]
+    # The payment side's own word of the refund it then made changes nothing.
+    payment = {"account_id": env.account_id, "payment_id": sent["data"]["payment_id"]}
+    status, _ = await env.webhook("payment.refunded", payment)
+    assert status == 200 and await _balance(env) == 0
+    state = await account_state(env.client, env.account_id)
+    assert Decimal(state["refunded"]) == Decimal(refund["refunded"])
     await asyncio.sleep(0.3)
     assert len(_requests_of(env, "refund.requested")) == 1
+
+
+async def test_the_operators_refund_sends_no_request(credits_env: Credits) -> None:
+    env = credits_env
+    purchase_id = await _bought(env)
+    resp = await env.client.post(
+        f"/admin/v1/purchases/{purchase_id}/refund", headers=admin_headers()
+    )
+    assert resp.status == 200
+    await asyncio.sleep(0.3)  # six outbox passes
+    assert _requests_of(env, "refund.requested") == []
 
 
 async def test_fifty_concurrent_refunds_refund_once(credits_env: Credits) -> None:

@@ -32,6 +32,7 @@ ADMIN = "adm-tok-" + secrets.token_hex(16)
 WEBHOOK = "whsec-" + secrets.token_hex(16)
 TOPUP = "topup-sig-" + secrets.token_hex(16)
 METRICS = "metrics-tok-" + secrets.token_hex(16)
+PAYREQ = "payreq-sig-" + secrets.token_hex(16)
 ECHO_SECRET = "sk-echo-provider-" + secrets.token_hex(16)
 TOPUPS = web.AppKey("topups", list)
 
@@ -41,6 +42,14 @@ async def _take_topup(request: web.Request) -> web.Response:
     verify(TOPUP, body, request.headers.get(SIGNATURE_HEADER), time.time())
     request.app[TOPUPS].append((dict(request.headers), body))
     return web.json_response({"ok": True})
+
+
+async def _take_payment_request(request: web.Request) -> web.Response:
+    """The payment side's endpoint for checkouts and refunds (kept with the top-up requests)."""
+    body = await request.read()
+    verify(PAYREQ, body, request.headers.get(SIGNATURE_HEADER), time.time())
+    request.app[TOPUPS].append((dict(request.headers), body))
+    return web.json_response({"url": "https://pay.example/checkout/1"})
 
 
 async def _echo(request: web.Request) -> web.StreamResponse:
@@ -64,6 +73,7 @@ def receivers() -> Iterator[tuple[ThreadedServer, ThreadedServer]]:
     topup = web.Application()
     topup[TOPUPS] = []
     topup.router.add_post("/topup", _take_topup)
+    topup.router.add_post("/payreq", _take_payment_request)
     echo = web.Application()
     echo.router.add_post("/v1/chat/completions", _echo)
     servers = (ThreadedServer(topup).start(), ThreadedServer(echo).start())
@@ -95,6 +105,8 @@ async def sc(
         payments_webhook_secret=WEBHOOK,
         topup_webhook_url=topup.url + "/topup",
         topup_webhook_secret=TOPUP,
+        payments_request_url=topup.url + "/payreq",
+        payments_request_secret=PAYREQ,
         topup_poll_seconds=0.05,
         metrics_token=METRICS,
     )
@@ -229,6 +241,16 @@ async def _run_scenario(s: Seen, port: int) -> dict[str, str]:
     assert (await s.call("POST", "/webhooks/payments", **_webhook(paid, age=3600)))[0] == 400
     refund = {**paid, "id": "evt-s2", "type": "payment.refunded"}
     assert (await s.call("POST", "/webhooks/payments", **_webhook(refund)))[0] == 200
+    # The account holder's Credits API: a checkout and the Refund button ask the payment side.
+    checkout = {"amount": "3.00", "method": "card"}
+    assert (await s.call("POST", "/api/v1/credits/checkout", manager, json=checkout))[0] == 201
+    assert (await s.call("GET", "/api/v1/credits/summary", manager))[0] == 200
+    _, rows = await s.call("GET", "/api/v1/credits/purchases", manager)
+    refundable = [r["id"] for r in rows["data"] if r["not_refundable_reason"] is None]
+    for purchase_id in refundable:
+        path = f"/api/v1/credits/purchases/{purchase_id}/refund"
+        assert (await s.call("POST", path, manager))[0] in (200, 409)
+    assert (await s.call("GET", "/api/v1/credits/summary", key))[0] == 403
     return {
         "key": key,
         "management key": manager,
@@ -304,6 +326,7 @@ async def test_no_secret_of_a_full_scenario_reaches_a_log_an_answer_or_a_metric(
         "admin token": ADMIN,
         "payment webhook secret": WEBHOOK,
         "top-up signing secret": TOPUP,
+        "payment request signing secret": PAYREQ,
         "metrics token": METRICS,
     }
     formatted = [
