@@ -3,12 +3,14 @@ HTTP server): checkouts pending until their payment lands, exactly once under 50
 calls, expiry and late payments, the Refund button and its refusals, auto top-up, fees."""
 
 import asyncio
+import hashlib
 from decimal import Decimal
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.state import SERVICES
 from tests.api.credits_support import REQUEST_SECRET, Credits, management_key
 from tests.support import (
     ThreadedServer,
@@ -312,6 +314,30 @@ async def test_what_the_refund_button_refuses(credits_env: Credits) -> None:
         body["error"]["message"] == "purchases are refundable only within 24 hours of the purchase"
     )
     assert await _balance(env) == Decimal("20.00")
+
+
+async def test_a_refund_of_credit_held_in_flight_says_so(credits_env: Credits) -> None:
+    env = credits_env
+    purchase_id = await _bought(env, "1.00")
+    key_hash = hashlib.sha256(env.key.encode()).hexdigest()
+    # A request in flight holds $0.90 of it (its gateway then dies: never settled).
+    admitted = await env.client.app[SERVICES].metering.admit(
+        env.account_id,
+        key_hash,
+        f"gen-{env.account_id}-aa",
+        900_000_000,
+        paid=True,
+        now=env.clock.now(),
+    )
+    assert admitted.admitted
+    status, body = await env.call("POST", f"/api/v1/credits/purchases/{purchase_id}/refund")
+    assert status == 409 and body["error"]["metadata"]["reason"] == "in_flight"
+    assert "held by requests in flight" in body["error"]["message"]
+    assert _requests_of(env, "refund.requested") == []
+    env.clock.advance(3600)  # past the reservation timeout: the orphaned hold is released
+    status, body = await env.call("POST", f"/api/v1/credits/purchases/{purchase_id}/refund")
+    assert status == 200 and body["data"]["refunded"] == "1.00"
+    await _delivered(env, "refund.requested", 1)
 
 
 async def test_used_up_purchases_are_not_refundable(credits_env: Credits) -> None:
