@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         "(signed `checkout.requested` and `refund.requested` requests)",
     )
     payments_request_secret: SecretStr | None = None
+    public_url: str | None = Field(
+        default=None,
+        description="the gateway's address as browsers reach it (https://gw.example.com): where "
+        "the payment side sends the account holder back to; unset: the request's own",
+    )
 
     max_body_bytes: int = Field(default=4 * MiB, gt=0)
     upstream_connect_timeout: float = Field(default=10.0, gt=0)

@@ -23,6 +23,7 @@ from metering.scripts import Scripts
 from metering.transport.client import AnyRedis
 
 PaymentMethod = Literal["card", "alipay", "crypto"]
+PurchaseSource = Literal["operator", "payment_side"]
 LimitReset = Literal["daily", "weekly", "monthly"]
 KEY_PREFIX = "sk-gw-v1-"
 
@@ -85,7 +86,10 @@ class Purchase:
     idempotency_key: str
     created_at: str
     created_at_ms: int = 0
-    checkout_id: str = ""  # the checkout (metering.payments.checkouts) this purchase paid, if any
+    checkout_id: str = ""  # the checkout (metering.payments.checkouts) it paid, if any
+    # payment_side: a payment webhook credited it (the payment side can return its money);
+    # operator: the admin API did (a bank transfer, say: the operator refunds it)
+    source: PurchaseSource = "operator"
 
 
 class IdempotencyConflict(Exception):
@@ -278,6 +282,7 @@ class AccountStore:
         idempotency_key: str,
         now: float,
         checkout_id: str = "",
+        source: PurchaseSource = "operator",
     ) -> tuple[Purchase, bool]:
         """Credit a purchase once per idempotency key; (purchase, created_now). A purchase that
         pays a checkout completes it in the same step."""
@@ -295,6 +300,7 @@ class AccountStore:
             "idempotency_key": idempotency_key,
             "created_at": rfc3339(now),
             "created_at_ms": int(now * 1000),
+            "source": source,
         }
         if checkout_id:
             record["checkout_id"] = checkout_id

@@ -70,6 +70,14 @@ class AccountKeys:
         """Where the payment side collects each checkout: id -> URL."""
         return f"{self.tag}:chkurl"
 
+    def checkout_asking(self, checkout_id: str) -> str:
+        """Held (briefly) by the one call asking the payment side for a checkout's URL."""
+        return f"{self.tag}:chkask:{checkout_id}"
+
+    def checkout_ask_failed(self, checkout_id: str) -> str:
+        """When (ms) the last call that asked for a checkout's URL got none."""
+        return f"{self.tag}:chkfail:{checkout_id}"
+
     @property
     def open_checkouts(self) -> str:
         """The checkouts not paid, failed or expired yet: id -> expiry (ms)."""

@@ -157,6 +157,10 @@ class Purchase(Shape):
     idempotency_key: str
     created_at: Time
     checkout_id: str | None = Field(default=None, description="the checkout it paid, if any")
+    source: Literal["operator", "payment_side"] = Field(
+        description="who credited it: the admin API, or a payment webhook (only those can be "
+        "refunded with the Refund button: the payment side returns their money)"
+    )
 
 
 class LedgerEntry(Shape):

@@ -99,6 +99,7 @@ def purchase_view(purchase: Purchase) -> shapes.Purchase:
         idempotency_key=purchase.idempotency_key,
         created_at=purchase.created_at,
         **({"checkout_id": purchase.checkout_id} if purchase.checkout_id else {}),
+        source=purchase.source,
     )
 
 

@@ -158,6 +158,7 @@ async def _succeeded(request: web.Request, data: PaymentSucceededData) -> web.Re
             data.payment_id,
             request.app[CLOCK].now(),
             checkout_id,
+            source="payment_side",
         )
     except AccountNotFound:
         raise ApiError(404, "no such account", "not_found") from None

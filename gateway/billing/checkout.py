@@ -24,8 +24,9 @@ from gateway.api.bodies import NewCheckout, read_as
 from gateway.api.consumer import management_key
 from gateway.billing.credits_api import WHAT, credits_op
 from gateway.billing.payment_requests import signed_exchange
-from gateway.billing.rows import checkout_row
+from gateway.billing.rows import checkout_row, purchase_row
 from gateway.billing.rules import purchase_fee
+from gateway.billing.shapes import PurchaseRow
 from gateway.http.describe import BODY_ERRORS, STRING, data_of, described, json_body, ok, ref
 from gateway.http.errors import ApiError, bad_request, json_response
 from gateway.http.json_input import json_object
@@ -38,6 +39,7 @@ from metering.payments.checkouts import (
     CheckoutConflict,
     TooManyCheckouts,
 )
+from metering.payments.purchase_book import purchase_standings
 from metering.periods import rfc3339
 
 routes = web.RouteTableDef()
@@ -87,7 +89,10 @@ async def _ask_payment_side(
 ) -> Checkout:
     """The checkout with the URL the payment side answered; a 502 when it gave none."""
     assert settings.payments_request_url and settings.payments_request_secret
-    return_url = str(request.url.with_path("/credits").with_query(None))
+    base = settings.public_url.rstrip("/") if settings.public_url else None
+    return_url = (
+        f"{base}/credits" if base else str(request.url.with_path("/credits").with_query(None))
+    )
     timeout = aiohttp.ClientTimeout(total=REQUEST_SECONDS)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         answer = await signed_exchange(
@@ -108,26 +113,53 @@ async def _ask_payment_side(
         )
     url = None if answer is None or not 200 <= answer[0] < 300 else _payment_url(answer[1])
     if url is None:
-        raise ApiError(
-            502,
-            "the payment side did not answer with where to pay; nothing was charged. Try again "
-            "with the same Idempotency-Key",
-            "payment_unavailable",
-        )
+        raise _UNAVAILABLE
     await checkouts.set_url(checkout, url)
     return await checkouts.get(checkout.account_id, checkout.id) or checkout
 
 
-async def _url_from_first_call(request: web.Request, checkout: Checkout) -> Checkout:
-    """A call with a key already used: the first call's answer, once it has one."""
+_UNAVAILABLE = ApiError(
+    502,
+    "the payment side did not answer with where to pay; nothing was charged. Try again with the "
+    "same Idempotency-Key",
+    "payment_unavailable",
+)
+
+
+async def _with_url(request: web.Request, settings: Settings, checkout: Checkout) -> Checkout:
+    """The checkout with where to pay it. One call at a time asks the payment side; calls with
+    the same key meanwhile wait for its answer, and answer its failure too (a later call asks
+    again)."""
     checkouts = request.app[SERVICES].checkouts
+    started_ms = int(time.time() * 1000)
     deadline = time.monotonic() + REQUEST_SECONDS + 1
-    while time.monotonic() < deadline:
-        found = await checkouts.get(checkout.account_id, checkout.id)
-        if found is None or found.url is not None or found.stored_status != "pending":
-            return found or checkout
+    while checkout.url is None and checkout.status(int(request.app[CLOCK].now() * 1000)) == (
+        "pending"
+    ):
+        if await checkouts.claim_asking(checkout, REQUEST_SECONDS + 1):
+            try:
+                return await _ask_payment_side(request, settings, checkout)
+            except ApiError:
+                await checkouts.asked(checkout, int(time.time() * 1000))
+                raise
+            finally:
+                await checkouts.asked(checkout, None)
         await asyncio.sleep(0.05)
+        failed_at = await checkouts.asking_failed_at(checkout)
+        if (failed_at is not None and failed_at >= started_ms) or time.monotonic() > deadline:
+            raise _UNAVAILABLE
+        checkout = await checkouts.get(checkout.account_id, checkout.id) or checkout
     return checkout
+
+
+async def _answer_row(request: web.Request, checkout: Checkout, now_ms: int) -> PurchaseRow:
+    """The checkout's row, or once paid the purchase it became."""
+    if checkout.purchase_id is not None:
+        standings = await purchase_standings(request.app[SERVICES].redis, checkout.account_id)
+        for standing in standings:
+            if standing.purchase.id == checkout.purchase_id:
+                return purchase_row(standing, request.app[SETTINGS], now_ms, checkout.late)
+    return checkout_row(checkout, now_ms)
 
 
 def _idempotency_key(request: web.Request) -> str:
@@ -194,10 +226,6 @@ async def checkout(request: web.Request) -> web.Response:
         ) from None
     except CheckoutAccountMissing:
         raise ApiError(401, "invalid API key", "invalid_api_key") from None
-    now_ms = int(now * 1000)
-    if not created and opened.url is None:
-        opened = await _url_from_first_call(request, opened)
-    if opened.url is None and opened.status(now_ms) == "pending":
-        opened = await _ask_payment_side(request, settings, opened)
-    answer = {"data": checkout_row(opened, now_ms).answer()}
+    opened = await _with_url(request, settings, opened)
+    answer = {"data": (await _answer_row(request, opened, int(now * 1000))).answer()}
     return json_response(answer, status=201 if created else 200)

@@ -62,6 +62,8 @@ async def refund_button(request: web.Request) -> web.Response:
     purchase = await services.accounts.get_purchase(key.account_id, purchase_id)
     if purchase is None:
         raise ApiError(404, "no such purchase in this account", "not_found")
+    if purchase.source != "payment_side":
+        raise refund_refusal(settings, "operator_credited")
     try:
         refund = await services.ledger.refund(
             key.account_id,

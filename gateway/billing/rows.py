@@ -18,6 +18,8 @@ def purchase_row(
     reason: NotRefundable | None = None
     if standing.refunded is not None:
         reason = "refunded"
+    elif purchase.source != "payment_side":
+        reason = "operator_credited"
     elif purchase.method == "crypto":
         reason = "crypto"
     elif now_ms >= until_ms:
@@ -42,7 +44,9 @@ def purchase_row(
         late=late,
         refunded=None if standing.refunded is None else format_usd(standing.refunded),
         refundable=format_usd(standing.unused if reason is None else 0),
-        refundable_until=None if reason in ("crypto", "refunded") else rfc3339(until_ms / 1000),
+        refundable_until=None
+        if reason in ("crypto", "refunded", "operator_credited")
+        else rfc3339(until_ms / 1000),
         not_refundable_reason=reason,
     )
 

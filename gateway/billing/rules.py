@@ -15,6 +15,8 @@ REFUSALS = {
     "purchase first)",
     "in_flight": "part of what is unused of this purchase is held by requests in flight; try "
     "again when they finish",
+    "operator_credited": "this purchase was credited by the operator, not paid through the "
+    "payment side: ask the operator to refund it",
 }
 
 

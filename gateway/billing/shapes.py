@@ -8,7 +8,9 @@ from pydantic import Field
 from gateway.api.shapes import AutoTopup, FreeModelDailyRequests, Shape, Time, Usd
 
 RowStatus = Literal["pending", "completed", "failed", "refunded", "partially_refunded"]
-NotRefundable = Literal["not_paid", "crypto", "window_passed", "used_up", "refunded"]
+NotRefundable = Literal[
+    "not_paid", "operator_credited", "crypto", "window_passed", "used_up", "refunded"
+]
 
 
 class PurchaseRules(Shape):

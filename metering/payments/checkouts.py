@@ -134,6 +134,28 @@ class Checkouts:
         k = AccountKeys(checkout.account_id)
         await self._redis.hsetnx(k.checkout_urls, checkout.id, url)
 
+    async def claim_asking(self, checkout: Checkout, seconds: float) -> bool:
+        """Whether this call is the one to ask the payment side (for up to `seconds`); the others
+        wait for its answer (see gateway.billing.checkout)."""
+        key = AccountKeys(checkout.account_id).checkout_asking(checkout.id)
+        return bool(await self._redis.set(key, "1", nx=True, px=int(seconds * 1000)))
+
+    async def asked(self, checkout: Checkout, failed_at_ms: int | None) -> None:
+        """The asking call is done: with no URL (`failed_at_ms`), the calls waiting for it
+        answer so too; a later call asks again."""
+        k = AccountKeys(checkout.account_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if failed_at_ms is not None:
+                pipe.set(k.checkout_ask_failed(checkout.id), failed_at_ms, px=60_000)
+            pipe.delete(k.checkout_asking(checkout.id))
+            await pipe.execute()
+
+    async def asking_failed_at(self, checkout: Checkout) -> int | None:
+        """When (ms) the last call that asked got no URL, within the last minute."""
+        key = AccountKeys(checkout.account_id).checkout_ask_failed(checkout.id)
+        found = await self._redis.get(key)
+        return None if found is None else int(found)
+
     async def get(self, account_id: str, checkout_id: str) -> Checkout | None:
         k = AccountKeys(account_id)
         async with self._redis.pipeline(transaction=False) as pipe:

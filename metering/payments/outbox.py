@@ -62,20 +62,17 @@ class Outbox:
     def __init__(self, redis: AnyRedis) -> None:
         self._redis = redis
         self._clear_pending = redis.register_script(lua_source("clear_pending"))
+        self._topup_off = redis.register_script(lua_source("topup_off"))
 
     async def set_auto_topup(
         self, account_id: str, threshold: Decimal | None, amount: Decimal | None
     ) -> None:
-        """Both set: on; both None: off (and nothing stays outstanding)."""
+        """Both set: on; both None: off (no top-up request stays outstanding or queued; refund
+        requests stay)."""
         k = AccountKeys(account_id)
         key = k.account
         if threshold is None or amount is None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(
-                    key, "topup_threshold", "topup_amount", "topup_pending", "topup_pending_ms"
-                )
-                pipe.delete(k.outbox)  # what was queued is not sent any more
-                await pipe.execute()
+            await self._topup_off(keys=[key, k.outbox])
             return
         await self._redis.hset(
             key,

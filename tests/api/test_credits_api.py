@@ -4,9 +4,11 @@ calls, expiry and late payments, the Refund button and its refusals, auto top-up
 
 import asyncio
 import hashlib
+import time
 from decimal import Decimal
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
@@ -62,7 +64,7 @@ async def test_a_checkout_is_pending_until_its_payment_lands(credits_env: Credit
     assert row["id"].startswith("pur-") and row["refundable"] == "10.00"
     assert row["late"] is False and row["refundable_until"] is not None
     again = await env.checkout("10.00", headers={"Idempotency-Key": "add-1"})
-    assert again["id"] == opened["id"] and again["status"] == "completed"
+    assert again == row  # paid: the purchase it became
     assert len(_requests_of(env, "checkout.requested")) == 1
 
 
@@ -210,6 +212,46 @@ async def test_the_payment_side_away_charges_nothing(
         assert state["balance"] == "0.00"
 
 
+async def test_a_failing_payment_side_is_asked_once_by_concurrent_calls(
+    redis_url: str, provider: ThreadedServer
+) -> None:
+    asked: list[float] = []
+
+    async def failing(request: web.Request) -> web.Response:
+        asked.append(time.monotonic())
+        await asyncio.sleep(1.0)  # every call of the 50 has come meanwhile
+        return web.Response(status=503)
+
+    side = web.Application()
+    side.router.add_post("/requests", failing)
+    server = ThreadedServer(side).start()
+    settings = make_settings(
+        redis_url,
+        provider.url,
+        payments_request_url=f"{server.url}/requests",
+        payments_request_secret=REQUEST_SECRET,
+    )
+    try:
+        async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as client:
+            account_id, _ = await new_account(client)
+            manager = await management_key(client, account_id)
+            headers = {**bearer(manager), "Idempotency-Key": "same"}
+            body = {"amount": "10.00", "method": "card"}
+
+            async def call() -> int:
+                resp = await client.post("/api/v1/credits/checkout", json=body, headers=headers)
+                return resp.status
+
+            started = time.monotonic()
+            assert await asyncio.gather(*(call() for _ in range(50))) == [502] * 50
+            assert len(asked) == 1 and time.monotonic() - started < 5
+            started = time.monotonic()
+            assert await call() == 502  # a retry asks again at once
+            assert len(asked) == 2 and time.monotonic() - started < 5  # not the 11 s wait
+    finally:
+        server.stop()
+
+
 async def _bought(env: Credits, amount: str = "10.00", method: str = "card") -> str:
     opened = await env.checkout(amount, method)
     assert await env.payments.pay(opened["id"]) == 200
@@ -296,6 +338,16 @@ async def test_what_the_refund_button_refuses(credits_env: Credits) -> None:
         f"/api/v1/credits/purchases/{card}/refund", headers=bearer(env.key)
     )
     assert resp.status == 403  # an ordinary key
+    made = {"amount": "4.00", "method": "card", "idempotency_key": "wire-1"}
+    resp = await env.client.post(
+        f"/admin/v1/accounts/{env.account_id}/purchases", json=made, headers=admin_headers()
+    )
+    wired = (await resp.json())["id"]
+    assert (await resp.json())["source"] == "operator"
+    status, body = await env.call("POST", f"/api/v1/credits/purchases/{wired}/refund")
+    assert status == 409 and body["error"]["metadata"]["reason"] == "operator_credited"
+    rows = {r["id"]: r for r in await env.rows()}
+    assert rows[wired]["not_refundable_reason"] == "operator_credited"
     for unknown in (f"pur-{env.account_id}-0000", "pur-other-0000", "nonsense"):
         status, body = await env.call("POST", f"/api/v1/credits/purchases/{unknown}/refund")
         assert status == 404, unknown
@@ -313,7 +365,7 @@ async def test_what_the_refund_button_refuses(credits_env: Credits) -> None:
     assert (
         body["error"]["message"] == "purchases are refundable only within 24 hours of the purchase"
     )
-    assert await _balance(env) == Decimal("20.00")
+    assert await _balance(env) == Decimal("24.00")
 
 
 async def test_a_refund_of_credit_held_in_flight_says_so(credits_env: Credits) -> None:

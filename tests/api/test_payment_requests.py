@@ -1,7 +1,7 @@
 """The outbox's requests to the payment side when it is away: an auto top-up request is given up
 after `topup_max_attempts` (a later settlement asks again), a refund request never is (the credit
-is already taken back, so the money must follow); once the payment side is back it is delivered,
-signed, once."""
+is already taken back, so the money must follow), not even when auto top-up is turned off; once
+the payment side is back it is delivered, signed, once."""
 
 import time
 from decimal import Decimal
@@ -12,12 +12,12 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.api.signing import SIGNATURE_HEADER, verify
+from gateway.api.signing import SIGNATURE_HEADER, sign, verify
 from gateway.app import create_app
 from gateway.state import SERVICES, SETTINGS
 from gateway.tasks.outbox_delivery import Destination, OutboxDelivery, destinations
 from metering.payments.outbox import RefundRequest, TopupRequest
-from tests.api.credits_support import REQUEST_SECRET, management_key
+from tests.api.credits_support import REQUEST_SECRET, WEBHOOK_SECRET, management_key
 from tests.support import ThreadedServer, admin_headers, bearer, chat, make_settings, new_account
 
 RECEIVED = web.AppKey("received", list)
@@ -37,6 +37,7 @@ async def test_a_refund_request_waits_for_the_payment_side_and_a_topup_request_g
     settings = make_settings(
         redis_url,
         provider.url,
+        payments_webhook_secret=WEBHOOK_SECRET,
         payments_request_url=away,
         payments_request_secret=REQUEST_SECRET,
         topup_webhook_url=away,
@@ -45,8 +46,15 @@ async def test_a_refund_request_waits_for_the_payment_side_and_a_topup_request_g
         topup_max_attempts=1,
     )
     async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
-        account_id, key = await new_account(c, purchase="10.00")
+        account_id, key = await new_account(c)
         manager = await management_key(c, account_id)
+        paid = {"account_id": account_id, "amount": "10.00", "method": "card", "payment_id": "p1"}
+        body = orjson.dumps({"id": "evt-p1", "type": "payment.succeeded", "data": paid})
+        signature = sign(WEBHOOK_SECRET, body, int(time.time()))
+        resp = await c.post(
+            "/webhooks/payments", data=body, headers={"Gateway-Signature": signature}
+        )
+        assert resp.status == 200
         resp = await c.put(
             f"/admin/v1/accounts/{account_id}/auto-topup",
             json={"threshold": "20.00", "amount": "20.00"},
@@ -76,6 +84,19 @@ async def test_a_refund_request_waits_for_the_payment_side_and_a_topup_request_g
         timeout = aiohttp.ClientTimeout(total=5)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             assert await delivery.deliver_due(session) == 0
+        assert [t.__name__ for t in await waiting()] == ["RefundRequest"]
+        # A later settlement asks for a top-up again; turning auto top-up off then drops that
+        # request, and keeps the refund's.
+        more = {"amount": "5.00", "method": "card", "idempotency_key": "more"}
+        resp = await c.post(
+            f"/admin/v1/accounts/{account_id}/purchases", json=more, headers=admin_headers()
+        )
+        assert resp.status == 201
+        resp = await c.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key))
+        assert resp.status == 200
+        assert sorted(t.__name__ for t in await waiting()) == ["RefundRequest", "TopupRequest"]
+        resp = await c.put("/api/v1/credits/auto-topup", data=b"null", headers=bearer(manager))
+        assert resp.status == 200
         assert [t.__name__ for t in await waiting()] == ["RefundRequest"]
 
         receiver = web.Application()

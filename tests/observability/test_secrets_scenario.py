@@ -242,11 +242,14 @@ async def _run_scenario(s: Seen, port: int) -> dict[str, str]:
     refund = {**paid, "id": "evt-s2", "type": "payment.refunded"}
     assert (await s.call("POST", "/webhooks/payments", **_webhook(refund)))[0] == 200
     # The account holder's Credits API: a checkout and the Refund button ask the payment side.
+    again = {**paid, "id": "evt-s3", "data": {**paid["data"], "payment_id": "y"}}
+    assert (await s.call("POST", "/webhooks/payments", **_webhook(again)))[0] == 200
     checkout = {"amount": "3.00", "method": "card"}
     assert (await s.call("POST", "/api/v1/credits/checkout", manager, json=checkout))[0] == 201
     assert (await s.call("GET", "/api/v1/credits/summary", manager))[0] == 200
     _, rows = await s.call("GET", "/api/v1/credits/purchases", manager)
     refundable = [r["id"] for r in rows["data"] if r["not_refundable_reason"] is None]
+    assert refundable
     for purchase_id in refundable:
         path = f"/api/v1/credits/purchases/{purchase_id}/refund"
         assert (await s.call("POST", path, manager))[0] in (200, 409)

@@ -5,7 +5,8 @@
 const STORE = "gateway.apiKey";
 const $ = (id) => document.getElementById(id);
 const REASONS = {not_paid: "–", crypto: "never (crypto)", window_passed: "no: the refund window passed",
-                 used_up: "no: used up", refunded: "refunded"};
+                 used_up: "no: used up", refunded: "refunded",
+                 operator_credited: "ask the operator (credited by them)"};
 let pollTimer = null;
 let checkoutKey = null;  // one Idempotency-Key per purchase asked for: a second click is the same
 
@@ -99,7 +100,7 @@ async function refresh() {
     renderSummary(summary.data);
     renderRows(rows.data);
     // A payment lands by the payment side's webhook: look again while one is on its way.
-    const waiting = rows.data.some((r) => r.status === "pending") ||
+    const waiting = rows.data.some((r) => r.status === "pending" && r.checkout_url) ||
       (summary.data.auto_topup || {}).request_outstanding;
     pollTimer = setTimeout(refresh, waiting ? 1000 : 15000);
   } catch (err) {
@@ -131,10 +132,12 @@ async function addCredits(event) {
       method: "POST", headers: {"Idempotency-Key": checkoutKey},
       body: JSON.stringify({amount: $("add-amount").value.trim(), method: $("add-method").value}),
     })).data;
-    checkoutKey = null;
-    $("add-result").innerHTML = `Pending: pay ${money(escapeHtml(row.total_charged))} at the ` +
-      `<a href="${escapeHtml(row.checkout_url || "")}" target="_blank" rel="noopener">payment side</a>; ` +
-      `the credits show here once it is paid.`;
+    if (row.status !== "pending" || row.checkout_url) checkoutKey = null;  // else: ask again
+    $("add-result").innerHTML = row.status !== "pending" ? `This purchase is ${escapeHtml(row.status)}.`
+      : row.checkout_url ? `Pending: pay ${money(escapeHtml(row.total_charged))} at the ` +
+        `<a href="${escapeHtml(row.checkout_url)}" target="_blank" rel="noopener">payment side</a>; ` +
+        `the credits show here once it is paid.`
+      : "Pending: the payment side has not said where to pay yet; try Add credits again.";
     await refresh();
   } catch (err) {
     $("error").textContent = "Could not add credits: " + err.message;
