@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +31,14 @@ import aiohttp
 from bench import load, new_event_loop
 from bench.procs import cpu_seconds
 from bench.run import Bench, log
-from bench.scenario import HOLD_MODEL, PAID_MODEL, UPSTREAM_MODEL, chat_body
+from bench.scenario import (
+    HOLD_MODEL,
+    PAID_MODEL,
+    TICK_MODEL,
+    TICK_UPSTREAM,
+    UPSTREAM_MODEL,
+    chat_body,
+)
 from bench.stack import rss_bytes
 
 OPEN_AT_ONCE = 200  # streams opened concurrently, wave after wave
@@ -56,6 +64,7 @@ class Opening:
         self.gate = asyncio.Semaphore(OPEN_AT_ONCE)
         self.open = 0
         self.failed = 0
+        self.events = 0  # events the held streams received
         self.why: dict[str, int] = {}  # what the streams that did not open met
 
     def fail(self, why: str) -> bool:
@@ -89,6 +98,7 @@ async def _hold(
                 piece = await resp.content.readany()
                 if not piece:
                     return True
+                opening.events += piece.count(b"\n\n")
     finally:
         resp.close()
     return True
@@ -119,8 +129,16 @@ def side_load(url: str, model: str, auth: str, seconds: float) -> SideLoad:
 
 
 async def measure(
-    url: str, model: str, auth: str, pid: int, streams: int, side: SideLoad | None = None
+    url: str,
+    model: str,
+    auth: str,
+    pid: int,
+    streams: int,
+    side: SideLoad | None = None,
+    hold: float = RELAY_SECONDS,
 ) -> dict[str, Any]:
+    """One burst: N streams opened, held for RELAY_SECONDS, closed; memory and CPU a relayed
+    event (the proxy's CPU over the window, divided by the events the streams received)."""
     headers = {"Authorization": auth} if auth else {}
     body = {"model": model, "messages": [{"role": "user", "content": "hold"}], "stream": True}
     side_before = await side() if side is not None else None
@@ -142,9 +160,10 @@ async def measure(
         await asyncio.sleep(1.0)
         held = _family_rss(pid)
         open_seconds = time.monotonic() - started
-        cpu_before = cpu_seconds(pid)
-        await asyncio.sleep(RELAY_SECONDS)  # each stream gets one event a second
-        per_event = (cpu_seconds(pid) - cpu_before) * 1e6 / max(opening.open * RELAY_SECONDS, 1)
+        cpu_before, events_before = cpu_seconds(pid), opening.events
+        await asyncio.sleep(hold)
+        relayed = opening.events - events_before
+        per_event = (cpu_seconds(pid) - cpu_before) * 1e6 / max(relayed, 1)
         side_during = await side() if side is not None else None
         release.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -162,6 +181,7 @@ async def measure(
         "kb_per_stream": round((held - before) / 1024 / max(ok, 1), 1),
         "failed": opening.why,
         "cpu_us_per_event": round(per_event, 1),
+        "events_per_second": round(relayed / hold),
         "side_rps_before": side_before,
         "side_rps_held": side_during,
     }
@@ -173,6 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-workers", type=int, default=1)
     parser.add_argument("--only", choices=("bare", "gateway"), help="one proxy, not both")
     parser.add_argument("--side-load", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument(
+        "--rate", type=int, choices=(1, 10), default=1, help="events a second a stream"
+    )
+    parser.add_argument("--bursts", type=int, default=1, help="open and close them N times")
+    parser.add_argument(
+        "--hold", type=float, default=RELAY_SECONDS, help="seconds they are held and measured"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure both proxies in turn N times (medians)"
+    )
     args = parser.parse_args(argv)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # this client holds every stream
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -181,45 +211,67 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(args, Path(tmp))
         try:
             bench.start()
-            loop = new_event_loop()
-            try:
-                rows = {}
-                for name, base, models, auth, pid in (
-                    ("bare", bench.bare_url, ("sim-hold", UPSTREAM_MODEL), "", 0),
-                    ("gateway", bench.gateway_url, (HOLD_MODEL, PAID_MODEL), bench.auth, 0),
-                ):
-                    if args.only not in (None, name):
-                        continue
-                    url = f"{base}/api/v1/chat/completions"
-                    pid = pid or next(c.pid for c in bench.children if c.name == name)
-                    side = (
-                        side_load(url, models[1], auth, args.side_load) if args.side_load else None
-                    )
-                    log(f"{name}: opening {args.streams} streams")
-                    rows[name] = loop.run_until_complete(
-                        measure(url, models[0], auth, pid, args.streams, side)
-                    )
-            finally:
-                loop.close()
+            rows = _run_all(bench, args)
         finally:
             bench.stop()
-    print(f"\n== {args.streams} open streams, held (one event a second each) ==")
-    for name, row in rows.items():
-        print(
-            f"  {name:<8} {row['ok']} open in {row['open_seconds']} s: RSS "
-            f"{row['rss_before_mb']} -> {row['rss_open_mb']} MB open "
-            f"({row['kb_per_stream']} KB a stream) -> {row['rss_after_mb']} MB "
-            f"{SETTLE_SECONDS:g} s after they closed; {row['cpu_us_per_event']} µs of CPU a "
-            "relayed event while held"
-        )
-        if row["failed"]:
-            print(f"           did not open: {row['failed']}")
-        if row["side_rps_before"] is not None:
-            print(
-                f"           ordinary requests beside them: {row['side_rps_before']:.0f} req/s "
-                f"before, {row['side_rps_held']:.0f} req/s with all {row['ok']} held"
-            )
+    _report(rows, args)
     return 0
+
+
+def _run_all(bench: Bench, args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Each proxy's bursts, round after round (the two in turn, so that a neighbour's load
+    falls on both alike)."""
+    loop = new_event_loop()
+    rows: dict[str, list[dict[str, Any]]] = {}
+    held = (HOLD_MODEL, "sim-hold") if args.rate == 1 else (TICK_MODEL, TICK_UPSTREAM)
+    try:
+        for _ in range(args.rounds):
+            for name, base, models, auth in (
+                ("bare", bench.bare_url, (held[1], UPSTREAM_MODEL), ""),
+                ("gateway", bench.gateway_url, (held[0], PAID_MODEL), bench.auth),
+            ):
+                if args.only not in (None, name):
+                    continue
+                url = f"{base}/api/v1/chat/completions"
+                pid = next(c.pid for c in bench.children if c.name == name)
+                side = side_load(url, models[1], auth, args.side_load) if args.side_load else None
+                for burst in range(args.bursts):
+                    log(f"{name}: opening {args.streams} streams (burst {burst + 1})")
+                    row = loop.run_until_complete(
+                        measure(url, models[0], auth, pid, args.streams, side, args.hold)
+                    )
+                    rows.setdefault(name, []).append(row)
+    finally:
+        loop.close()
+    return rows
+
+
+def _report(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    each = "one event a second" if args.rate == 1 else f"{args.rate} events a second"
+    print(f"\n== {args.streams} open streams, held ({each} each) ==")
+    for name, found in rows.items():
+        for row in found:
+            print(
+                f"  {name:<8} {row['ok']} open in {row['open_seconds']} s: RSS "
+                f"{row['rss_before_mb']} -> {row['rss_open_mb']} MB open "
+                f"({row['kb_per_stream']} KB a stream) -> {row['rss_after_mb']} MB "
+                f"{SETTLE_SECONDS:g} s after they closed; {row['cpu_us_per_event']} µs of CPU a "
+                f"relayed event while held ({row['events_per_second']} events/s)"
+            )
+            if row["failed"]:
+                print(f"           did not open: {row['failed']}")
+            if row["side_rps_before"] is not None:
+                print(
+                    f"           ordinary requests beside them: {row['side_rps_before']:.0f} "
+                    f"req/s before, {row['side_rps_held']:.0f} req/s with all {row['ok']} held"
+                )
+    if "bare" in rows and "gateway" in rows:
+        bare = statistics.median(r["cpu_us_per_event"] for r in rows["bare"])
+        gateway = statistics.median(r["cpu_us_per_event"] for r in rows["gateway"])
+        print(
+            f"  CPU a relayed event, medians: gateway {gateway:.1f} µs, bare proxy {bare:.1f} µs: "
+            f"{gateway / max(bare, 0.1):.2f}x"
+        )
 
 
 if __name__ == "__main__":

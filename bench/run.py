@@ -79,7 +79,10 @@ class Bench:
                 "GATEWAY_REDIS_URL": self.redis.url,
                 "GATEWAY_ADMIN_TOKEN": self.admin_token,
                 "GATEWAY_LIMITS_FILE": str(
-                    limits_toml(self.workdir / "limits.toml", paid_limit=self.args.paid_limit)
+                    limits_toml(
+                        self.workdir / "limits.toml",
+                        paid_limit=getattr(self.args, "paid_limit", True),
+                    )
                 ),
                 **dict(item.split("=", 1) for item in self.args.gateway_env),
             },

@@ -12,6 +12,8 @@ import orjson
 
 PAID_MODEL = "bench/paid"
 HOLD_MODEL = "bench/hold"  # a stream held open, one event a second (bench.open_streams)
+TICK_MODEL = "bench/tick"  # a stream of ten events a second (bench.open_streams --rate 10)
+TICK_UPSTREAM = "sim-tick-100"
 UPSTREAM_MODEL = "sim-gpt"  # the simulated provider's normal, fast answer
 MESSAGES = [{"role": "user", "content": "Hello there"}]
 
@@ -42,6 +44,9 @@ def gateway_toml(path: Path, mock_url: str, key_env: str = "", *, every_api: boo
     hold = (
         f'[[models]]\nid = "{HOLD_MODEL}"\nprovider = "mock"\nupstream_model = "sim-hold"\n'
         'max_output_tokens = 120\n[models.pricing]\nprompt = "0.00000015"\n'
+        'completion = "0.0000006"\n'
+        f'[[models]]\nid = "{TICK_MODEL}"\nprovider = "mock"\nupstream_model = "{TICK_UPSTREAM}"\n'
+        'max_output_tokens = 3000\n[models.pricing]\nprompt = "0.00000015"\n'
         'completion = "0.0000006"\n'
         if every_api
         else ""

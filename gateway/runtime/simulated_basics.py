@@ -26,6 +26,7 @@ REPLY = [
 ]
 LONG_REPLY_WORDS = 400
 HOLD_WORDS = 120
+TICK_WORDS = 3000
 FLOOD_CHUNKS = 50_000
 FLOOD_PIECE = "flood " * 680
 TRICKLE_BYTES = 12_000
@@ -40,6 +41,7 @@ BEHAVIOURS = {
     "sim-overuse": "reports 10,000 more prompt tokens than it was sent (a hidden system prompt)",
     "sim-slowstream": f"streams {LONG_REPLY_WORDS} words, one every 20 ms",
     "sim-hold": f"streams {HOLD_WORDS} words, one a second (streams held open: bench.open_streams)",
+    "sim-tick-N": f"streams up to {TICK_WORDS} words, one every N ms (bench.open_streams --rate)",
     "sim-flood": f"streams {FLOOD_CHUNKS} chunks of 4 KB as fast as the reader takes them",
     "sim-trickle": "sends one byte every 50 ms, for up to ten minutes, then answers",
     "sim-empty": "answers no text: zero completion tokens and a null finish reason",
@@ -76,6 +78,12 @@ def count_prompt_tokens(body: dict[str, Any]) -> int:
     return math.ceil(len(prompt) / 4) if isinstance(prompt, str) else 1
 
 
+def tick_seconds(model: str) -> float | None:
+    """`sim-tick-N`'s pace: one event every N ms."""
+    ms = model.removeprefix("sim-tick-")
+    return int(ms) / 1000 if ms != model and ms.isdigit() and 0 < int(ms) <= 60_000 else None
+
+
 def words_for(model: str, max_tokens: int | None) -> list[str]:
     if model == "sim-flood":
         return [FLOOD_PIECE] * FLOOD_CHUNKS  # whatever max_tokens said
@@ -85,6 +93,8 @@ def words_for(model: str, max_tokens: int | None) -> list[str]:
         return REPLY[:ERROR_AFTER_WORDS]
     if model == "sim-hold":
         return (REPLY * 8)[: min(max_tokens or HOLD_WORDS, HOLD_WORDS)]
+    if tick_seconds(model) is not None:
+        return (REPLY * 200)[: min(max_tokens or TICK_WORDS, TICK_WORDS)]
     words = REPLY * 40 if model == "sim-slowstream" else REPLY
     words = words[:LONG_REPLY_WORDS]
     return words[:max_tokens] if max_tokens else words

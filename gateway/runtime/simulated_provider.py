@@ -24,6 +24,7 @@ from gateway.runtime.simulated_basics import (
     TRICKLE_BYTES,
     count_prompt_tokens,
     simulated_error,
+    tick_seconds,
     unknown_argument,
     words_for,
 )
@@ -118,7 +119,7 @@ async def _stream(
         }
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
-    delay = {"sim-slowstream": 0.02, "sim-hold": 1.0}.get(model, 0.0)
+    delay = {"sim-slowstream": 0.02, "sim-hold": 1.0}.get(model, tick_seconds(model) or 0.0)
     try:
         for i, word in enumerate(words):
             piece = word if i == 0 else " " + word

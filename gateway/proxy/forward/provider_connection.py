@@ -70,6 +70,12 @@ class ProviderConnection(asyncio.Protocol):
         self._paused = False
         self._failure: BaseException | None = None
         self._waiter: asyncio.Future[bool] | None = None
+        # One timer a connection, not one a wait: a stream waits once an event, and the timer
+        # is moved on only when it fires before the wait under way is due (see _wait).
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._wake_at = 0.0  # when the wait under way gives up
+        self._wake_silent = False  # and whether that is the read timeout (else its own `until`)
         self._busy = False  # a request is out and its answer not released
         self.received = 0  # bytes of the current request's answer that came (0: none yet)
         self._keep_alive_hint: float | None = None  # the provider's Keep-Alive: timeout=
@@ -117,6 +123,7 @@ class ProviderConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         by_us = self.closed  # abort() and eof_received() mark it first
         self.closed = True
+        self._stop_timer()
         self._pool.forget(self)
         if self._busy and self._failure is None and not (self._body and self._body.done):
             if exc is None and not by_us and self._ragged_tls_end():
@@ -218,6 +225,7 @@ class ProviderConnection(asyncio.Protocol):
         self.abort()
 
     def abort(self) -> None:
+        self._stop_timer()
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -284,18 +292,41 @@ class ProviderConnection(asyncio.Protocol):
         self._waiter = waiter
         silent_at = self._loop.time() + self._pool.read_timeout
         if until is not None and until < silent_at:
-            timer = self._loop.call_at(until, _quiet, waiter)
+            self._wake_at, self._wake_silent = until, False
         else:
-            timer = self._loop.call_at(silent_at, self._silent, waiter)
+            self._wake_at, self._wake_silent = silent_at, True
+        if self._timer is None or self._timer_at > self._wake_at:
+            self._stop_timer()
+            self._timer = self._loop.call_at(self._wake_at, self._due)
+            self._timer_at = self._wake_at
         try:
             return await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _due(self) -> None:
+        """The timer: the wait under way gives up, if it is due; else the timer moves on to it."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # no wait now: the next one sets the timer again
+        if self._loop.time() < self._wake_at:
+            self._timer = self._loop.call_at(self._wake_at, self._due)
+            self._timer_at = self._wake_at
+        elif self._wake_silent:
+            self._silent(waiter)
+        else:
+            waiter.set_result(False)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def release(self) -> None:
         """Back to the pool when the whole answer was read and the framing allows another
         request; else closed."""
+        self._stop_timer()
         if not self._busy:
             return
         self._busy = False
@@ -314,11 +345,6 @@ class ProviderConnection(asyncio.Protocol):
             self._pool.keep(self)
         else:
             self.abort()
-
-
-def _quiet(waiting: "asyncio.Future[bool]") -> None:
-    if not waiting.done():
-        waiting.set_result(False)
 
 
 def keep_alive_timeout(value: str | None) -> float | None:

@@ -41,6 +41,7 @@ class EventRelay:
         self.redactor = redactor if redactor is not None and redactor.secrets else None
         self.texts = self.redactor.stream() if self.redactor is not None else None
         self.buffer = b""
+        self.data = b""  # the data of the event being relayed (as the provider sent it)
         self.content_chunks = 0
         self.output_chars = 0  # characters of output passed on (JSON's, for structured output)
         self.reasoning_shown = False  # the model streamed its reasoning as text
@@ -50,6 +51,16 @@ class EventRelay:
         self.prompt_reported: TokenUsage | None = None  # the prompt's counts, told at the start
 
     def feed(self, piece: bytes) -> bytes:
+        if (
+            not self.buffer
+            and piece.startswith(b"data: ")
+            and piece.find(b"\n") == len(piece) - 2
+            and piece.endswith(b"\n\n")
+            and b"\r" not in piece
+            and not self.done
+        ):  # one whole event of one data line, as providers mostly send them: no framing work
+            emitted = self._data(piece[6:-2].strip(), b"")
+            return self._out(emitted) if emitted else b""
         self.buffer += piece
         if b"\r" in self.buffer:
             # Hold back a trailing CR: the LF of the same line end may be in the next read.
@@ -89,11 +100,19 @@ class EventRelay:
                 fields.append(line)
         if not data_lines:
             return event + b"\n\n" if fields else None
-        data = b"\n".join(data_lines).strip()
+        prefix = b"\n".join(fields) + b"\n" if fields else b""
+        return self._data(b"\n".join(data_lines).strip(), prefix)
+
+    def _data(self, data: bytes, prefix: bytes) -> bytes | None:
+        """One event's data (its `data:` lines joined), after its other fields (`prefix`)."""
         if data == b"[DONE]":
             self.done = True
             return None
-        prefix = b"\n".join(fields) + b"\n" if fields else b""
+        if not prefix:
+            known = self._like_the_last(data)
+            if known is not None:
+                return known
+        self.data = data
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -107,6 +126,11 @@ class EventRelay:
     def _chunk(self, chunk: dict[str, Any], prefix: bytes) -> bytes | None:
         """The client's bytes for one event's JSON object (None: nothing now)."""
         raise NotImplementedError
+
+    def _like_the_last(self, data: bytes) -> bytes | None:
+        """The client's bytes for an event that differs from an earlier one only in its text,
+        without parsing it (None: parse it); an API's relay may know such events."""
+        return None
 
     def kept_back(self) -> bytes:
         """Streamed text kept back in case it began a secret, as one more event (or nothing)."""

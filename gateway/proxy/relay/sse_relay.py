@@ -14,6 +14,7 @@ import orjson
 from gateway.proxy.relay.event_relay import EventRelay, text_size
 from gateway.proxy.relay.provider_usage import parse_usage, usage_with_cost
 from gateway.proxy.relay.redaction import Redactor
+from gateway.proxy.relay.text_template import TextTemplate, make_template, plain_text
 from gateway.proxy.settle.exchange import Exchange
 
 DONE = b"data: [DONE]\n\n"
@@ -37,8 +38,10 @@ class SseRelay(EventRelay):
         self.usage_chunk: dict[str, Any] | None = None
         self.object_name = "chat.completion.chunk"
         self.created = int(time.time())
+        self.template: TextTemplate | None = None
 
     def _chunk(self, chunk: dict[str, Any], prefix: bytes) -> bytes | None:
+        shape = plain_text(chunk) if not prefix else None  # before the walk redacts it
         self._note(chunk)
         usage = chunk.get("usage")
         tokens = parse_usage(usage) if isinstance(usage, dict) else None
@@ -46,7 +49,29 @@ class SseRelay(EventRelay):
             self.usage_chunk, self.usage = chunk, tokens
             return None
         self._swap(chunk)
-        return prefix + b"data: " + orjson.dumps(chunk) + b"\n\n"
+        out = orjson.dumps(chunk)
+        if shape is not None:
+            field, index, text = shape
+            choice = chunk["choices"][0]
+            sent = choice["text"] if field == "text" else choice["delta"]["content"]
+            self.template = make_template(self.data, out, field, index, text, sent)
+        return prefix + b"data: " + out + b"\n\n"
+
+    def _like_the_last(self, data: bytes) -> bytes | None:
+        """An event like the last plain one but for its text: relayed by the template."""
+        template = self.template
+        found = template.text_of(data) if template is not None else None
+        if found is None:
+            return None
+        assert template is not None
+        raw, text = found
+        if text:
+            self.produced(len(text))
+            if self.texts is not None:
+                sent = self.texts.text(template.index, template.field, text, False)
+                if sent != text:
+                    raw = orjson.dumps(sent)[1:-1]
+        return template.event(raw)
 
     def _note(self, chunk: dict[str, Any]) -> None:
         """Count the chunk's output and note its finish reason; its streamed texts go through
