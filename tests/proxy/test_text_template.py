@@ -71,7 +71,7 @@ def chunks(draw: st.DrawFn) -> dict[str, Any]:
 def _run(relay: SseRelay, events: list[bytes], cuts: list[int]) -> tuple[Any, ...]:
     stream = b"".join(events)
     out, at = b"", 0
-    for cut in sorted(set(cuts)) + [len(stream)]:
+    for cut in [*sorted(set(cuts)), len(stream)]:
         if cut > at:
             out += relay.feed(stream[at:cut])
             at = cut
