@@ -50,6 +50,10 @@ bench: install
 	  (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq >/dev/null && apt-get install -y -qq wrk >/dev/null)) ) || \
 	  echo "wrk is not installed and could not be installed; bench uses its own load generator"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	@if [ "$(BENCH_STREAMS)" != "0" ]; then \
+	  $(BIN)/python -m bench.open_streams --streams 1000 --rate 10 --rounds 3 && \
+	  $(BIN)/python -m bench.open_streams --streams 10000 --gateway-workers 2 --only gateway --bursts 3; \
+	fi
 
 bench-activity: install
 	$(BIN)/python -m bench.activity

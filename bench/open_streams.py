@@ -42,7 +42,7 @@ from bench.scenario import (
 from bench.stack import rss_bytes
 
 OPEN_AT_ONCE = 200  # streams opened concurrently, wave after wave
-SETTLE_SECONDS = 5.0
+SETTLE_SECONDS = 15.0  # a burst's end to its RSS: the gateway gives memory back after 5 s idle
 RELAY_SECONDS = 5.0  # held streams' events, counted for CPU per relayed event
 
 
@@ -136,6 +136,7 @@ async def measure(
     streams: int,
     side: SideLoad | None = None,
     hold: float = RELAY_SECONDS,
+    settle: float = SETTLE_SECONDS,
 ) -> dict[str, Any]:
     """One burst: N streams opened, held for RELAY_SECONDS, closed; memory and CPU a relayed
     event (the proxy's CPU over the window, divided by the events the streams received)."""
@@ -167,7 +168,7 @@ async def measure(
         side_during = await side() if side is not None else None
         release.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.sleep(SETTLE_SECONDS)
+    await asyncio.sleep(settle)
     after = _family_rss(pid)
     ok = opening.open
     assert all(r is True or r is False for r in results), results[:3]
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bursts", type=int, default=1, help="open and close them N times")
     parser.add_argument(
         "--hold", type=float, default=RELAY_SECONDS, help="seconds they are held and measured"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=SETTLE_SECONDS, help="seconds from a burst's end to RSS"
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="measure both proxies in turn N times (medians)"
@@ -238,7 +242,9 @@ def _run_all(bench: Bench, args: argparse.Namespace) -> dict[str, list[dict[str,
                 for burst in range(args.bursts):
                     log(f"{name}: opening {args.streams} streams (burst {burst + 1})")
                     row = loop.run_until_complete(
-                        measure(url, models[0], auth, pid, args.streams, side, args.hold)
+                        measure(
+                            url, models[0], auth, pid, args.streams, side, args.hold, args.settle
+                        )
                     )
                     rows.setdefault(name, []).append(row)
     finally:
@@ -255,7 +261,7 @@ def _report(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> 
                 f"  {name:<8} {row['ok']} open in {row['open_seconds']} s: RSS "
                 f"{row['rss_before_mb']} -> {row['rss_open_mb']} MB open "
                 f"({row['kb_per_stream']} KB a stream) -> {row['rss_after_mb']} MB "
-                f"{SETTLE_SECONDS:g} s after they closed; {row['cpu_us_per_event']} µs of CPU a "
+                f"{args.settle:g} s after they closed; {row['cpu_us_per_event']} µs of CPU a "
                 f"relayed event while held ({row['events_per_second']} events/s)"
             )
             if row["failed"]:

@@ -29,6 +29,7 @@ from gateway.redis_clients import open_clients
 from gateway.state import CLOCK, MODELS, SERVICES, SERVING, SETTINGS, Services, Serving
 from gateway.tasks.expiry import expiry_sweeper
 from gateway.tasks.leases import lease_keeper
+from gateway.tasks.memory import memory_trimmer
 from gateway.tasks.outbox_delivery import outbox_worker
 from gateway.tasks.reloads import file_reloader
 from gateway.tasks.rollups import rollup_folder
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(lease_keeper)
     app.cleanup_ctx.append(outbox_worker)
     app.cleanup_ctx.append(journal_replayer)
+    app.cleanup_ctx.append(memory_trimmer)
     app.add_routes(chat.routes)
     app.add_routes(embeddings.routes)
     app.add_routes(responses.routes)

@@ -13,27 +13,35 @@ RESERVED = 64  # Redis connections, the journal, logs, the listening sockets
 LOW = 4096  # below this, a warning: a few thousand streams need more
 
 
-def raise_open_file_limit() -> int:
+def raise_open_file_limit() -> tuple[int, int, int]:
     """The soft RLIMIT_NOFILE raised to the hard one (at most WANTED); returns the soft limit
-    now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    ceiling = WANTED if hard == resource.RLIM_INFINITY else min(hard, WANTED)
-    if soft == resource.RLIM_INFINITY or soft >= ceiling:
-        return soft if soft != resource.RLIM_INFINITY else WANTED
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
-        soft = ceiling
-    except (ValueError, OSError) as exc:
-        log.warning("could not raise the open-file limit from %d: %s", soft, exc)
-    return soft
+    found, the soft limit now in force and the hard limit (unlimited shown as WANTED)."""
+    found, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    shown = [WANTED if limit == resource.RLIM_INFINITY else limit for limit in (found, hard)]
+    soft, ceiling = shown[0], min(shown[1], WANTED)
+    if soft < ceiling:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+            soft = ceiling
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    return shown[0], soft, shown[1]
 
 
-def describe_open_file_limit(soft: int) -> None:
+def describe_open_file_limit(limits: tuple[int, int, int]) -> None:
+    found, soft, hard = limits
     streams = max(soft - RESERVED, 0) // SOCKETS_PER_STREAM
-    message = "open files: at most %d per process, about %d concurrent streams per worker"
+    message = (
+        "open files: at most %d per process, about %d concurrent streams per worker "
+        "(soft limit %d at start, hard limit %d)"
+    )
     if soft < LOW:
         log.warning(
-            message + "; raise the hard limit (ulimit -Hn, LimitNOFILE=) for more", soft, streams
+            message + "; raise the hard limit (ulimit -Hn, LimitNOFILE=) for more",
+            soft,
+            streams,
+            found,
+            hard,
         )
     else:
-        log.info(message, soft, streams)
+        log.info(message, soft, streams, found, hard)

@@ -423,3 +423,5 @@ def test_serve_raises_its_open_file_limit_and_says_what_it_allows(
         stop(proc, signal.SIGTERM)
     err = proc.stderr.read() if proc.stderr else ""
     assert f"open files: at most {soft} per process, about {(soft - 64) // 2}" in err
+    shown_hard = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+    assert f"(soft limit 1024 at start, hard limit {shown_hard})" in err
