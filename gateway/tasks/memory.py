@@ -28,12 +28,18 @@ BUSY_REQUESTS = 100  # a spell with this many requests at once is a burst worth 
 
 
 def _malloc_trim() -> Callable[[], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")  # glibc's name: no ldconfig run to find it
+    except OSError:
+        name = ctypes.util.find_library("c")
+        if name is None:
+            return None
+        try:
+            libc = ctypes.CDLL(name)
+        except OSError:
+            return None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return lambda: int(trim(0))

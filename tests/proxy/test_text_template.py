@@ -4,6 +4,7 @@ secrets split across events; role, finish, usage and tool-call chunks; two choic
 that moves; events split across reads), the bytes sent, what is kept back, the output counted
 and the usage are those of the full parse of every event."""
 
+import json
 from typing import Any
 
 import orjson
@@ -33,7 +34,9 @@ def _relay_of(kind: type[SseRelay], redacting: bool) -> SseRelay:
 
 texts = st.one_of(
     st.text(max_size=12),
-    st.sampled_from(['say "hi"', "line\nbreak", "tab\there", "é ü 漢字", "back\\slash", ""]),
+    st.sampled_from(
+        ['say "hi"', "line\nbreak", "tab\there", "é ü 漢字", "back\\slash", "", "😀 a/b", "\x1f"]
+    ),
     st.sampled_from([SECRET[:5], SECRET[5:12], SECRET[12:], SECRET, "sk-", "sk-pro"]),
 )
 
@@ -79,16 +82,28 @@ def _run(relay: SseRelay, events: list[bytes], cuts: list[int]) -> tuple[Any, ..
     return out, relay.content_chunks, relay.output_chars, relay.usage, relay.exchange.finish_reason
 
 
+def _encoded(chunk: dict[str, Any], how: str) -> bytes:
+    """As providers write JSON: orjson's way (UTF-8), Python's default (ASCII, \\u escapes,
+    `\\/` never), or a broken one with a raw control byte in a text (not JSON at all)."""
+    if how == "ascii":
+        data = json.dumps(chunk, separators=(",", ":"), ensure_ascii=True).encode()
+    else:
+        data = orjson.dumps(chunk)
+    if how == "raw-control":
+        data = data.replace(b"\\t", b"\t").replace(b"\\n", b"\x01")
+    return b"data: " + data + b"\n\n"
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(chunks(), min_size=1, max_size=25),
+    st.lists(st.tuples(chunks(), st.sampled_from(["utf8"] * 4 + ["ascii", "raw-control"]))),
     st.booleans(),
     st.lists(st.integers(min_value=0, max_value=4000), max_size=6),
 )
 def test_the_template_path_relays_what_the_full_parse_relays(
-    stream: list[dict[str, Any]], redacting: bool, cuts: list[int]
+    stream: list[tuple[dict[str, Any], str]], redacting: bool, cuts: list[int]
 ) -> None:
-    events = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in stream]
+    events = [_encoded(chunk, how) for chunk, how in stream]
     fast = _relay_of(SseRelay, redacting)
     full = _relay_of(FullParse, redacting)
     assert _run(fast, events, cuts) == _run(full, events, cuts)
@@ -124,3 +139,22 @@ def test_plain_text_events_take_the_template_path() -> None:
         assert orjson.loads(sent[6:])["id"] == "gen-a-1"
     assert parsed == 1  # the first only
     assert relay.output_chars == sum(len(w) for w in words)
+
+
+def test_escaped_texts_and_raw_control_bytes_relay_as_the_full_parse_does() -> None:
+    def chunk(text: str) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-up",
+            "object": "chat.completion.chunk",
+            "created": 100,
+            "model": "up-model",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+        }
+
+    events = [_encoded(chunk("plain"), "utf8")]
+    events += [_encoded(chunk(t), "ascii") for t in ("café", "a/b", "😀", "tab\tx", "\x1f")]
+    events += [_encoded(chunk("tab\there"), "raw-control"), _encoded(chunk("end"), "utf8")]
+    for redacting in (False, True):
+        fast, full = _relay_of(SseRelay, redacting), _relay_of(FullParse, redacting)
+        assert [fast.feed(e) for e in events] == [full.feed(e) for e in events]
+        assert (fast.content_chunks, fast.output_chars) == (full.content_chunks, full.output_chars)

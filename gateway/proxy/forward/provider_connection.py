@@ -310,7 +310,7 @@ class ProviderConnection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return  # no wait now: the next one sets the timer again
-        if self._loop.time() < self._wake_at:
+        if self._wake_at > self._timer_at:  # the wait under way is due later than this timer
             self._timer = self._loop.call_at(self._wake_at, self._due)
             self._timer_at = self._wake_at
         elif self._wake_silent:

@@ -8,12 +8,13 @@ choices, other fields) differs from the template and takes the whole parse, whic
 template.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-TEXT_FIELDS = (b"content", b"text")
+_NOT_PLAIN = re.compile(rb'["\x00-\x1f]')
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,20 +27,23 @@ class TextTemplate:
     index: int  # the choice's index, for the stream's redaction
 
     def text_of(self, data: bytes) -> tuple[bytes, str] | None:
-        """The event's text, raw (as JSON has it) and decoded, when it fits the template."""
+        """The event's text as the client's JSON has it, and decoded, when it fits the
+        template."""
         before, after = self.sent_before, self.sent_after
         if not (data.startswith(before) and data.endswith(after)):
             return None
         if len(data) < len(before) + len(after):
             return None
         raw = data[len(before) : len(data) - len(after)]
-        if b'"' in raw:
-            return None  # a quote in the text, escaped or not: parse it whole
+        if _NOT_PLAIN.search(raw):
+            return None  # a quote (escaped or not) or a raw control byte: parse it whole
         try:
-            text = orjson.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
+            if b"\\" not in raw:
+                return raw, raw.decode()
+            text = orjson.loads(b'"' + raw + b'"')
         except (orjson.JSONDecodeError, UnicodeDecodeError):
             return None
-        return raw, text
+        return orjson.dumps(text)[1:-1], text  # escapes written as the full parse writes them
 
     def event(self, raw: bytes) -> bytes:
         return b"data: " + self.out_before + raw + self.out_after + b"\n\n"
