@@ -98,7 +98,7 @@ class OutboxDelivery:
                 for event in events:
                     delivered += await self._try(session, event)
             finally:
-                await self._outbox.release_lease(account_id)
+                await self._outbox.release_lease(account_id, self._holder)
         OUTBOX_EVENTS.set(waiting)
         return delivered
 

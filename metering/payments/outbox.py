@@ -63,6 +63,7 @@ class Outbox:
         self._redis = redis
         self._clear_pending = redis.register_script(lua_source("clear_pending"))
         self._topup_off = redis.register_script(lua_source("topup_off"))
+        self._lease_release = redis.register_script(lua_source("lease_release"))
 
     async def set_auto_topup(
         self, account_id: str, threshold: Decimal | None, amount: Decimal | None
@@ -99,8 +100,10 @@ class Outbox:
         lease = f"{AccountKeys(account_id).outbox}:lease"
         return bool(await self._redis.set(lease, holder, nx=True, px=DELIVERY_LEASE_MS))
 
-    async def release_lease(self, account_id: str) -> None:
-        await self._redis.delete(f"{AccountKeys(account_id).outbox}:lease")
+    async def release_lease(self, account_id: str, holder: str) -> bool:
+        """Released only while `holder` still holds it (it may have expired and gone to another)."""
+        lease = f"{AccountKeys(account_id).outbox}:lease"
+        return bool(await self._lease_release(keys=[lease], args=[holder]))
 
     async def pending(self, account_id: str) -> list[OutboxEvent]:
         outbox = AccountKeys(account_id).outbox

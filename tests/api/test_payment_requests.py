@@ -117,3 +117,19 @@ async def test_a_refund_request_waits_for_the_payment_side_and_a_topup_request_g
             assert await outbox.pending(account_id) == []
         finally:
             server.stop()
+
+
+async def test_a_delivery_lease_is_released_only_by_its_holder(
+    redis_url: str, provider: ThreadedServer
+) -> None:
+    settings = make_settings(redis_url, provider.url)
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+        account_id, _ = await new_account(c)
+        outbox = c.app[SERVICES].outbox
+        assert await outbox.take_lease(account_id, "one")
+        assert not await outbox.take_lease(account_id, "two")
+        assert not await outbox.release_lease(account_id, "two")  # not its lease to end
+        assert not await outbox.take_lease(account_id, "two")
+        assert await outbox.release_lease(account_id, "one")
+        assert await outbox.take_lease(account_id, "two")
+        assert await outbox.release_lease(account_id, "two")
