@@ -137,6 +137,12 @@ async def _with_url(request: web.Request, settings: Settings, checkout: Checkout
         "pending"
     ):
         if await checkouts.claim_asking(checkout, REQUEST_SECONDS + 1):
+            failed_at = await checkouts.asking_failed_at(checkout)
+            if failed_at is not None and failed_at >= started_ms:
+                # Claimed just as the call it waited for failed (the failure is written before
+                # the claim goes): that failure is this call's answer too.
+                await checkouts.asked(checkout, None)
+                raise _UNAVAILABLE
             try:
                 return await _ask_payment_side(request, settings, checkout)
             except ApiError:
