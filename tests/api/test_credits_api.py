@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.runtime.simulated_payments import SimulatedPayments
 from gateway.state import SERVICES
 from tests.api.credits_support import REQUEST_SECRET, Credits, management_key
 from tests.support import (
@@ -50,6 +51,7 @@ async def test_a_checkout_is_pending_until_its_payment_lands(credits_env: Credit
     assert opened["checkout_url"] == f"{env.payments.base_url}/pay/{opened['id']}"
     asked = _requests_of(env, "checkout.requested")
     assert len(asked) == 1 and asked[0]["data"]["total"] == "10.80"
+    assert asked[0]["data"]["return_url"] == str(env.client.make_url("/credits"))
     assert asked[0]["id"] == opened["id"]  # the payment side dedupes on it
     assert await _balance(env) == 0  # nothing before the payment
     [row] = await env.rows()
@@ -250,6 +252,29 @@ async def test_a_failing_payment_side_is_asked_once_by_concurrent_calls(
             assert len(asked) == 2 and time.monotonic() - started < 5  # not the 11 s wait
     finally:
         server.stop()
+
+
+async def test_the_payment_side_sends_the_holder_back_to_the_public_url(
+    redis_url: str, provider: ThreadedServer, payment_side: SimulatedPayments
+) -> None:
+    settings = make_settings(
+        redis_url,
+        provider.url,
+        payments_request_url=f"{payment_side.base_url}/requests",
+        payments_request_secret=REQUEST_SECRET,
+        public_url="https://gw.example.com/",
+    )
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as client:
+        account_id, _ = await new_account(client)
+        manager = await management_key(client, account_id)
+        resp = await client.post(
+            "/api/v1/credits/checkout",
+            json={"amount": "10.00", "method": "card"},
+            headers=bearer(manager),
+        )
+        assert resp.status == 201
+    [asked] = [r for r in payment_side.requests if r["type"] == "checkout.requested"]
+    assert asked["data"]["return_url"] == "https://gw.example.com/credits"
 
 
 async def _bought(env: Credits, amount: str = "10.00", method: str = "card") -> str:

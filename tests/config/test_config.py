@@ -65,3 +65,23 @@ def test_broken_toml_names_its_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     assert str(caught.value).startswith(f"{path}:2: not valid TOML")
+
+
+@pytest.mark.parametrize(
+    ("url", "names"),
+    [
+        ("GATEWAY_TOPUP_WEBHOOK_URL", "topup_webhook_url needs topup_webhook_secret"),
+        ("GATEWAY_PAYMENTS_REQUEST_URL", "payments_request_url needs payments_request_secret"),
+    ],
+)
+def test_a_request_that_moves_money_is_never_sent_unsigned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, names: str
+) -> None:
+    path = tmp_path / "g.toml"
+    path.write_text(GOOD)
+    monkeypatch.setenv(url, "https://payments.example/requests")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert names in str(caught.value)
+    monkeypatch.setenv(url.removesuffix("_URL") + "_SECRET", "s3cret-signing-key")
+    assert load_settings(path).port == 9000
