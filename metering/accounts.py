@@ -6,7 +6,6 @@ its record is complete.
 """
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 from decimal import Decimal
@@ -15,7 +14,7 @@ from typing import Literal
 import orjson
 from redis.typing import EncodableT, FieldT
 
-from metering.ids import account_in_id
+from metering.ids import account_in_id, body_fingerprint
 from metering.layout import ACCOUNT_INDEX, AccountKeys, key_index
 from metering.money import MAX_NANOS, usd_to_nanos
 from metering.periods import period_stamps, rfc3339
@@ -287,9 +286,7 @@ class AccountStore:
         """Credit a purchase once per idempotency key; (purchase, created_now). A purchase that
         pays a checkout completes it in the same step."""
         amount_nanos = usd_to_nanos(amount)
-        fingerprint = hmac.new(
-            b"purchase", f"{amount_nanos}|{method}".encode(), hashlib.sha256
-        ).hexdigest()[:32]
+        fingerprint = body_fingerprint("purchase", amount_nanos, method)
         purchase_id = new_purchase_id(account_id)
         record = {
             "id": purchase_id,

@@ -6,6 +6,8 @@ forked child starts with an empty pool, so two workers never hand out the same b
 secrets that grant access (API keys): those still come from `secrets` directly.
 """
 
+import hashlib
+import hmac
 import os
 
 _POOL_BYTES = 4096
@@ -29,6 +31,13 @@ def account_in_id(kind: str, made_id: str) -> str | None:
     if len(parts) != 3 or parts[0] != kind or not parts[1].isalnum() or not parts[2].isalnum():
         return None
     return parts[1]
+
+
+def body_fingerprint(kind: str, *parts: object) -> str:
+    """What an idempotency key is stored with: the same key again is a repeat when its body's
+    fingerprint matches, a conflict when not (purchases, checkouts)."""
+    text = "|".join(str(part) for part in parts)
+    return hmac.new(kind.encode(), text.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _forget_pool() -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from metering.accounts import Purchase
 from metering.layout import ACCOUNT_INDEX, OUTBOX_INDEX, AccountKeys
 from metering.periods import rfc3339
 from metering.scripts import Scripts
@@ -44,6 +45,15 @@ class Refund:
     fee: int
     created_at: str
     first_time: bool = True  # False when this refund was asked for, and made, before
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseStanding:
+    """A purchase as its holder sees it."""
+
+    purchase: Purchase
+    refunded: int | None  # None: never refunded
+    unused: int  # what of it is still unused (credits are used oldest purchase first)
 
 
 class RefundRefused(Exception):
@@ -140,6 +150,29 @@ class Ledger:
             created_at=data["created_at"],
             first_time=status == "refunded",
         )
+
+    async def standings(self, account_id: str) -> list[PurchaseStanding]:
+        """Every purchase of the account, newest first, with what was refunded of it and what of
+        it a refund could still return (the refund script's own walk over the lots)."""
+        k = AccountKeys(account_id)
+        unused, purchases, refunds = await self._scripts.purchase_book(
+            keys=[k.account, k.lots, k.lot_remainders, k.purchases, k.refunds]
+        )
+        unused_of = {str(unused[i]): int(unused[i + 1]) for i in range(0, len(unused), 2)}
+        refunded_of = {
+            str(refunds[i]): int(orjson.loads(refunds[i + 1])["refunded"])
+            for i in range(0, len(refunds), 2)
+        }
+        found = []
+        for i in range(0, len(purchases), 2):
+            purchase = Purchase(**orjson.loads(purchases[i + 1]))
+            found.append(
+                PurchaseStanding(
+                    purchase, refunded_of.get(purchase.id), unused_of.get(purchase.id, 0)
+                )
+            )
+        found.sort(key=lambda s: (s.purchase.created_at_ms, s.purchase.id), reverse=True)
+        return found
 
     async def expire(self, account_id: str, now: float, lifetime: float) -> int:
         """Expire what is unused of lots older than `lifetime` seconds; nanodollars expired."""

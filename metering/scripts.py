@@ -40,6 +40,9 @@ class Scripts:
         self.all: tuple[AsyncScript, ...] = ()
         self.refund: AsyncScript = redis.register_script(money_preludes + lua_source("refund"))
         self.expire: AsyncScript = redis.register_script(money_preludes + lua_source("expire"))
+        self.purchase_book: AsyncScript = redis.register_script(
+            lua_source("unused") + lua_source("purchase_book")
+        )
         self.create_account: AsyncScript = redis.register_script(lua_source("create_account"))
         self.release: AsyncScript = redis.register_script(
             lua_source("release_stale") + lua_source("release")
@@ -53,6 +56,7 @@ class Scripts:
             self.create_account,
             self.refund,
             self.expire,
+            self.purchase_book,
             self.release,
             self.fold_read,
             self.fold_apply,

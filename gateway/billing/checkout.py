@@ -39,7 +39,6 @@ from metering.payments.checkouts import (
     CheckoutConflict,
     TooManyCheckouts,
 )
-from metering.payments.purchase_book import purchase_standings
 from metering.periods import rfc3339
 
 routes = web.RouteTableDef()
@@ -161,7 +160,7 @@ async def _with_url(request: web.Request, settings: Settings, checkout: Checkout
 async def _answer_row(request: web.Request, checkout: Checkout, now_ms: int) -> PurchaseRow:
     """The checkout's row, or once paid the purchase it became."""
     if checkout.purchase_id is not None:
-        standings = await purchase_standings(request.app[SERVICES].redis, checkout.account_id)
+        standings = await request.app[SERVICES].ledger.standings(checkout.account_id)
         for standing in standings:
             if standing.purchase.id == checkout.purchase_id:
                 return purchase_row(standing, request.app[SETTINGS], now_ms, checkout.late)

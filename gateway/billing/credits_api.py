@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.api.bodies import NewCheckout, read_as
 from gateway.api.consumer import free_daily_requests, management_key
-from gateway.api.shapes import AutoTopup
+from gateway.api.views import account_view
 from gateway.billing.auto_topup import apply_auto_topup
 from gateway.billing.rows import rows
 from gateway.billing.rules import purchase_fee
@@ -31,7 +31,6 @@ from gateway.http.errors import ApiError, json_response
 from gateway.state import CLOCK, SERVICES, SETTINGS
 from metering.accounts import ApiKey
 from metering.money import format_usd, usd_to_nanos
-from metering.payments.purchase_book import purchase_standings
 
 routes = web.RouteTableDef()
 WHAT = "the Credits API"
@@ -57,27 +56,20 @@ async def summary_of(request: web.Request, key: ApiKey) -> CreditsSummary:
     if account is None:
         raise ApiError(401, "invalid API key", "invalid_api_key")
     topup = await services.outbox.auto_topup(account.id)
+    view = account_view(account, usd_to_nanos(settings.tier_purchase_threshold), topup)
     return CreditsSummary(
-        account_id=account.id,
-        balance=format_usd(account.balance),
-        reserved=format_usd(account.reserved),
-        available=format_usd(account.balance - account.reserved),
-        lifetime_purchases=format_usd(account.purchased),
-        total_usage=format_usd(account.usage),
-        granted=format_usd(account.granted),
-        refunded=format_usd(account.refunded),
-        expired=format_usd(account.expired),
-        tier="plus"
-        if account.purchased >= usd_to_nanos(settings.tier_purchase_threshold)
-        else "basic",
+        account_id=view.id,
+        balance=view.balance,
+        reserved=view.reserved,
+        available=view.available,
+        lifetime_purchases=view.lifetime_purchases,
+        total_usage=view.total_usage,
+        granted=view.granted,
+        refunded=view.refunded,
+        expired=view.expired,
+        tier=view.tier,
         free_model_daily_requests=await free_daily_requests(request, key, account),
-        auto_topup=None
-        if topup is None
-        else AutoTopup(
-            threshold=format_usd(topup[0]),
-            amount=format_usd(topup[1]),
-            request_outstanding=topup[2],
-        ),
+        auto_topup=view.auto_topup,
         auto_topup_available=bool(settings.topup_webhook_url),
         checkout_available=bool(settings.payments_request_url),
         purchase_rules=PurchaseRules(
@@ -115,7 +107,7 @@ async def summary(request: web.Request) -> web.Response:
 async def purchases(request: web.Request) -> web.Response:
     key = await management_key(request, WHAT)
     services = request.app[SERVICES]
-    standings = await purchase_standings(services.redis, key.account_id)
+    standings = await services.ledger.standings(key.account_id)
     checkouts = await services.checkouts.all(key.account_id)
     now_ms = int(request.app[CLOCK].now() * 1000)
     found = rows(standings, checkouts, request.app[SETTINGS], now_ms)

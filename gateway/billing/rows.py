@@ -3,9 +3,9 @@ nothing), and each checkout not paid (yet). A paid checkout is shown by its purc
 
 from config.settings import Settings
 from gateway.billing.shapes import NotRefundable, PurchaseRow, RowStatus
+from metering.ledger import PurchaseStanding
 from metering.money import format_usd
 from metering.payments.checkouts import Checkout
-from metering.payments.purchase_book import PurchaseStanding
 from metering.periods import rfc3339
 
 

@@ -7,14 +7,12 @@ AccountStore.purchase) or says it failed. One nobody pays within its lifetime is
 never lost, and the ledger entry says it came late.
 """
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-from metering.ids import account_in_id, random_hex
+from metering.ids import account_in_id, body_fingerprint, random_hex
 from metering.layout import AccountKeys
 from metering.scripts import lua_source
 from metering.transport.client import AnyRedis
@@ -90,9 +88,7 @@ class Checkouts:
         most_open: int,
     ) -> tuple[Checkout, bool]:
         """(the checkout, opened now); the same idempotency key again gives the first one."""
-        fingerprint = hmac.new(
-            b"checkout", f"{amount}|{method}".encode(), hashlib.sha256
-        ).hexdigest()[:32]
+        fingerprint = body_fingerprint("checkout", amount, method)
         checkout_id = new_checkout_id(account_id)
         now_ms, expires_ms = int(now * 1000), int((now + lifetime) * 1000)
         record = {

@@ -424,7 +424,7 @@ async def test_ready_reloads_scripts_a_restarted_redis_forgot(client: TestClient
 
     await client.app[SERVICES].redis.script_flush()
     ready = await (await client.get("/readyz")).json()
-    assert ready["scripts_loaded_now"] == len(Scripts(client.app[SERVICES].redis).all) == 11
+    assert ready["scripts_loaded_now"] == len(Scripts(client.app[SERVICES].redis).all) == 12
     assert (await (await client.get("/readyz")).json())["scripts_loaded_now"] == 0
     _, key = await new_account(client, purchase="1.00")
     resp = await client.post(
