@@ -56,6 +56,17 @@ def redis_server_info(url: str) -> dict[str, Any]:
         client.close()
 
 
+def script_calls(url: str) -> int:
+    """Script calls (EVALSHA and EVAL) Redis has run since it started: the request path's round
+    trips (the batcher sends each as one call; merged settlements of one account as one)."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        stats = client.info("commandstats")
+    names = ("evalsha", "eval")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names)
+
+
 def machine_info(redis_info: dict[str, Any], wrk: str | None) -> dict[str, Any]:
     server = "valkey" if "valkey_version" in redis_info else "redis"
     version = redis_info.get("valkey_version") or redis_info.get("redis_version", "?")
@@ -150,6 +161,13 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(
             f"  gateway run, CPU per request: gateway {per_request['gateway']:.0f} µs, "
             f"Redis {per_request['redis']:.0f} µs"
+        )
+    calls = results["load"].get("gateway", {}).get("script_calls_per_request")
+    if calls is not None:
+        limits = "requests, tokens and in flight" if s.get("token_limits") else "requests"
+        lines.append(
+            f"  gateway run, Redis script calls per request: {calls:.2f} (rate limits on every "
+            f"model: {limits}; admission 1, settlement at most 1)"
         )
     u = results["unloaded"]
     lines += [

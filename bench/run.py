@@ -24,7 +24,14 @@ from typing import Any
 from bench import cluster_bench, load, new_event_loop, profile
 from bench.latency import Target, take_turns
 from bench.procs import ROOT, Child, CpuMeter, python_child
-from bench.report import RESULTS_DIR, format_table, machine_info, redis_server_info, write_json
+from bench.report import (
+    RESULTS_DIR,
+    format_table,
+    machine_info,
+    redis_server_info,
+    script_calls,
+    write_json,
+)
 from bench.scenario import (
     API_BODIES,
     PAID_MODEL,
@@ -82,6 +89,7 @@ class Bench:
                     limits_toml(
                         self.workdir / "limits.toml",
                         paid_limit=getattr(self.args, "paid_limit", True),
+                        token_limits=getattr(self.args, "token_limits", False),
                     )
                 ),
                 **dict(item.split("=", 1) for item in self.args.gateway_env),
@@ -167,6 +175,7 @@ class Bench:
                 f"{a.connections} conns)"
             )
             cpu = CpuMeter(pids)
+            scripts_before = script_calls(self.redis.url) if name == "gateway" else 0
             warm, report = load.measure(
                 url,
                 chat_body(model).decode(),
@@ -179,9 +188,14 @@ class Bench:
             )
             reports[name] = {**report.as_dict(), "cpu_percent": cpu.percent()}
             if name == "gateway":
+                answered = 0
                 for r in (warm, report):
                     if r is not None:
                         self.client_counted += r.requests - r.non2xx
+                        answered += r.requests
+                time.sleep(0.5)  # the last settlements
+                calls = script_calls(self.redis.url) - scripts_before
+                reports[name]["script_calls_per_request"] = calls / answered if answered else 0.0
         return reports
 
     def metering_check(self) -> None:
@@ -333,6 +347,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="no rate limit on paid models: a busy account's requests are admitted from leases",
     )
     parser.add_argument(
+        "--token-limits",
+        action="store_true",
+        help="a tokens-per-minute and a requests-in-flight limit on every model too",
+    )
+    parser.add_argument(
         "--gateway-env",
         action="append",
         default=[],
@@ -377,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             "sequential_warmup": args.sequential_warmup,
             "gateway_workers": args.gateway_workers,
             "rounds": args.rounds,
+            "token_limits": args.token_limits,
         }
         try:
             bench.start()

@@ -98,11 +98,29 @@ requests = 100000000
 
 FREE_LIMITS_ONLY = LIMITS[: LIMITS.index('[[limits]]\nname = "bench-per-key"')]
 
+TOKEN_LIMITS = """
+# --token-limits: tokens per minute and requests in flight on every model too (far above what a
+# run can reach): each request's worst case is reserved, trued up, and its place given back.
+[[limits]]
+name = "bench-tokens-per-key"
+scope = "key"
+match = "all"
+unit = "minute"
+tokens = 1000000000000
 
-def limits_toml(path: Path, *, paid_limit: bool = True) -> Path:
+[[limits]]
+name = "bench-in-flight"
+scope = "account"
+match = "all"
+concurrent = 100000
+"""
+
+
+def limits_toml(path: Path, *, paid_limit: bool = True, token_limits: bool = False) -> Path:
     """The bench's limits; without the limit on every model, a busy account's paid requests are
     admitted from leases (metering/leasing/leases.py)."""
-    path.write_text(LIMITS if paid_limit else FREE_LIMITS_ONLY)
+    text = LIMITS if paid_limit else FREE_LIMITS_ONLY
+    path.write_text(text + (TOKEN_LIMITS if token_limits else ""))
     return path
 
 

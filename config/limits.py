@@ -14,6 +14,10 @@ tiers = [                           # the count chosen by the account's lifetime
 # requests = 20                     # instead of tiers: one count for everybody
 # shadow = true                     # counted and reported, never refused
 ```
+
+Beside `requests`, a limit may count `tokens` per window (`count = "total" | "prompt" |
+"completion"`, total by default), or `concurrent` requests in flight at once (no `unit`). Tiers
+then give `tokens = N` or `concurrent = N` in place of `requests = N`.
 """
 
 import fnmatch
@@ -31,14 +35,42 @@ from config.errors import ConfigError, ConfigProblem
 from config.locate import line_of
 
 Unit = Literal["second", "minute", "hour", "day"]
+Kind = Literal["requests", "tokens", "concurrent"]
+TokenCount = Literal["total", "prompt", "completion"]
 MAX_REQUESTS = 10**9
+MAX_TOKENS = 10**15
+KINDS: tuple[Kind, ...] = ("requests", "tokens", "concurrent")
 
 
 class Tier(BaseModel):
+    """One tier: from `min_purchased` on, the limit's count (requests, tokens or concurrent)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_purchased: PriceUSD
-    requests: int = Field(ge=0, le=MAX_REQUESTS)
+    requests: int | None = Field(default=None, ge=0, le=MAX_REQUESTS)
+    tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    concurrent: int | None = Field(default=None, ge=0, le=MAX_REQUESTS)
+
+    @model_validator(mode="after")
+    def _one_count(self) -> "Tier":
+        if len(_counts_given(self)) != 1:
+            raise ValueError("give one of requests, tokens or concurrent")
+        return self
+
+    @property
+    def kind(self) -> Kind:
+        return _counts_given(self)[0]
+
+    @property
+    def amount(self) -> int:
+        value = getattr(self, self.kind)
+        assert isinstance(value, int)
+        return value
+
+
+def _counts_given(item: BaseModel) -> list[Kind]:
+    return [kind for kind in KINDS if getattr(item, kind) is not None]
 
 
 class Match(BaseModel):
@@ -95,8 +127,11 @@ class Limit(BaseModel):
     description: str | None = Field(default=None, max_length=200)
     scope: Literal["account", "key", "client"] = "account"
     match: Match
-    unit: Unit
+    unit: Unit | None = None  # none for `concurrent`: it has no window
     requests: int | None = Field(default=None, ge=0, le=MAX_REQUESTS)
+    tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    concurrent: int | None = Field(default=None, ge=0, le=MAX_REQUESTS)
+    count: TokenCount | None = None  # which tokens a `tokens` limit counts (default total)
     tiers: tuple[Tier, ...] = ()
     shadow: bool = False
 
@@ -108,8 +143,20 @@ class Limit(BaseModel):
 
     @model_validator(mode="after")
     def _count(self) -> "Limit":
-        if (self.requests is None) == (not self.tiers):
-            raise ValueError("give either requests or tiers")
+        given = _counts_given(self)
+        if len(given) + bool(self.tiers) != 1:
+            raise ValueError("give one of requests, tokens, concurrent or tiers")
+        if self.tiers and len({tier.kind for tier in self.tiers}) != 1:
+            raise ValueError("tiers must all count the same: requests, tokens or concurrent")
+        kind = self.kind
+        if kind == "concurrent" and self.unit is not None:
+            raise ValueError("a concurrent limit has no unit: it counts requests in flight")
+        if kind != "concurrent" and self.unit is None:
+            raise ValueError("unit is required: second, minute, hour or day")
+        if self.count is not None and kind != "tokens":
+            raise ValueError("count goes with tokens only")
+        if self.scope == "client" and kind != "requests":
+            raise ValueError('scope "client" counts requests only')
         if self.tiers:
             floors = [t.min_purchased for t in self.tiers]
             if floors[0] != 0:
@@ -122,11 +169,22 @@ class Limit(BaseModel):
     def label(self) -> str:
         return self.description or self.name
 
+    @property
+    def kind(self) -> Kind:
+        """What the limit counts: requests or tokens per window, or requests in flight."""
+        given = _counts_given(self)
+        return given[0] if given else self.tiers[0].kind
+
+    @property
+    def token_count(self) -> TokenCount:
+        return self.count or "total"
+
     def tier_table(self) -> tuple[tuple[Decimal, int], ...]:
-        """(min lifetime purchases in USD, requests) from the lowest tier up."""
-        if self.requests is not None:
-            return ((Decimal(0), self.requests),)
-        return tuple((t.min_purchased, t.requests) for t in self.tiers)
+        """(min lifetime purchases in USD, count) from the lowest tier up."""
+        if not self.tiers:
+            amount = getattr(self, self.kind)
+            return ((Decimal(0), int(amount)),)
+        return tuple((t.min_purchased, t.amount) for t in self.tiers)
 
 
 class LimitsFile(BaseModel):

@@ -28,6 +28,9 @@ from metering.transport.client import STORE_ERRORS, AnyRedis, Batcher
 from metering.transport.settle_merge import MAX_MERGED, split_reply
 from metering.usage import UsageRecord
 
+IN_FLIGHT_SLACK_MS = 60_000  # a place in flight's set outlives its last place by this much
+Held = tuple[str, str, int]  # what else a request holds: (key, kind, amount), see settle.lua
+
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
@@ -193,13 +196,18 @@ class Metering:
         sent: "asyncio.Future[None] | None" = None,
         replayed: bool = False,
         lease: LeaseTicket | None = None,
+        held: Sequence[Held] = (),
     ) -> "asyncio.Future[Any]":
         """The settlement script on its way: the future of its raw reply, for `settled()`.
         Without a coroutine or a task on the batcher's path (a completion's last step).
         `sent`, when given, is resolved once the script is handed to the kernel on a connection
         that has answered before (see ScriptBatcher.submit); else it stays pending. Where the
-        store has replicas, a replica confirms it (see metering/batching.py)."""
-        keys, args = self._settlement([(record, now)], lease.hold if lease is not None else "")
+        store has replicas, a replica confirms it (see metering/batching.py). `held`: what the
+        admission's limit hooks took beside the money, given back with it (the rate limiter's
+        places in flight and its windows' token true-ups)."""
+        keys, args = self._settlement(
+            [(record, now)], lease.hold if lease is not None else "", held
+        )
         if self._batcher is not None:
             durable = Durable.MUST if replayed else Durable.TRY
             return self._batcher.submit(
@@ -272,10 +280,13 @@ class Metering:
         )
 
     def _settlement(
-        self, settlements: Sequence[tuple[UsageRecord, float]], lease: str = ""
+        self,
+        settlements: Sequence[tuple[UsageRecord, float]],
+        lease: str = "",
+        held: Sequence[Held] = (),
     ) -> tuple[list[str], list[Any]]:
         """settle.lua's keys and arguments for records of one account (`lease`: the id of the
-        lease that admitted them, or '')."""
+        lease that admitted them, or ''; `held`: what a single record holds beside money)."""
         k = AccountKeys(settlements[0][0].account_id)
         keys = [
             k.account,
@@ -295,7 +306,10 @@ class Metering:
         for record, now in settlements:
             keys += [k.api_key(record.key_hash), k.generation(record.id)]
             args += [record.id, record.cost, record.to_json_bytes(), int(now * 1000)]
-            args += [*period_stamps(now), lease]
+            args += [*period_stamps(now), lease, len(held)]
+            for key, kind, amount in held:
+                keys.append(key)
+                args += [kind, amount]
         return keys, args
 
     def _run_lease(self, script: "AsyncScript", keys: list[str], args: list[Any]) -> Any:
@@ -327,27 +341,40 @@ class Metering:
     async def ensure_scripts(self) -> int:
         return await self._scripts.load()
 
-    async def release(self, account_id: str, generation_id: str, now: float) -> int:
+    async def release(
+        self, account_id: str, generation_id: str, now: float, in_flight: Sequence[str] = ()
+    ) -> int:
         """Give back a reservation whose admission reply never came (the script may have run,
-        or may yet run: a late admission of this id then takes nothing). 1 when it held
-        something, 0 when there was nothing (again) to give back."""
+        or may yet run: a late admission of this id then takes nothing), and its places in the
+        sorted sets `in_flight` (the limit hooks'). 1 when it held money, 0 when there was
+        nothing (again) to give back."""
         k = AccountKeys(account_id)
         tombstone_until = int(now * 1000) + self._reservation_timeout_ms
         async with self._bounded():
             held = await self._scripts.release(
-                keys=[k.account, k.reservations, k.reservation_expiry],
+                keys=[k.account, k.reservations, k.reservation_expiry, *in_flight],
                 args=[generation_id, tombstone_until],
             )
         return int(held)
 
-    async def renew(self, account_id: str, generation_id: str, now: float) -> None:
-        """Push back the expiry of a reservation still in use (a long stream); a settled or
-        released one stays gone."""
+    async def renew(
+        self, account_id: str, generation_id: str, now: float, in_flight: Sequence[str] = ()
+    ) -> None:
+        """Push back the expiry of a reservation still in use (a long stream), and of its
+        places in the sorted sets `in_flight` (the limit hooks', which expire a little after
+        their last place); a settled or released one stays gone."""
         expiry = int(now * 1000) + self._reservation_timeout_ms
+        expiry_key = AccountKeys(account_id).reservation_expiry
         async with self._bounded():
-            await self._redis.zadd(
-                AccountKeys(account_id).reservation_expiry, {generation_id: expiry}, xx=True
-            )
+            if not in_flight:
+                await self._redis.zadd(expiry_key, {generation_id: expiry}, xx=True)
+                return
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(expiry_key, {generation_id: expiry}, xx=True)
+                for key in in_flight:
+                    pipe.zadd(key, {generation_id: expiry}, xx=True)
+                    pipe.pexpireat(key, expiry + IN_FLIGHT_SLACK_MS)
+                await pipe.execute()
 
     async def generation(self, account_id: str, generation_id: str) -> UsageRecord | None:
         k = AccountKeys(account_id)

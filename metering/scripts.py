@@ -17,16 +17,16 @@ def settle_source() -> str:
 
 
 class Scripts:
-    """`admission_prelude` defines the limit hooks of the admission and lease scripts (see
-    lua/admit.lua, lua/lease.lua); the gateway passes the rate limiter's, and without one there
-    are no limits."""
+    """`admission_prelude` defines the limit hooks of the admission, lease, settlement and
+    release scripts (see lua/admit.lua, lua/lease.lua, lua/settle.lua, lua/release.lua); the
+    gateway passes the rate limiter's, and without one there are no limits."""
 
     def __init__(self, redis: AnyRedis, admission_prelude: str | None = None) -> None:
         prelude = admission_prelude if admission_prelude is not None else lua_source("no_limits")
         self.admit: AsyncScript = redis.register_script(
             prelude + lua_source("release_stale") + lua_source("admit")
         )
-        self.settle: AsyncScript = redis.register_script(settle_source())
+        self.settle: AsyncScript = redis.register_script(prelude + settle_source())
         self.lease: AsyncScript = redis.register_script(
             prelude + lua_source("release_stale") + lua_source("lease")
         )
@@ -45,7 +45,7 @@ class Scripts:
         )
         self.create_account: AsyncScript = redis.register_script(lua_source("create_account"))
         self.release: AsyncScript = redis.register_script(
-            lua_source("release_stale") + lua_source("release")
+            prelude + lua_source("release_stale") + lua_source("release")
         )
         self.all = (
             self.admit,

@@ -1,13 +1,14 @@
 """Which limits a request counts against, and what each allows an account.
 
 Compiled once per limits file: a limit's tiers in nanodollars of lifetime purchases, its UTC
-window unit, and a memo of the limits that apply to each (model, provider) pair.
+window unit (none for a limit on requests in flight), and a memo of the limits that apply to each
+(model, provider) pair.
 """
 
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from config.limits import Limit, LimitsFile
+from config.limits import Kind, Limit, LimitsFile, TokenCount
 from ratelimit.windows import Unit
 
 NANOS_PER_USD = 10**9
@@ -17,27 +18,38 @@ UNLIMITED = -1
 @dataclass(frozen=True, slots=True)
 class CompiledLimit:
     limit: Limit
-    unit: Unit
-    tiers: tuple[tuple[int, int], ...]  # (min lifetime purchases in nanodollars, requests)
+    unit: Unit | None  # None: a limit on requests in flight, which has no window
+    tiers: tuple[tuple[int, int], ...]  # (min lifetime purchases in nanodollars, count)
+    kind: Kind = "requests"
     _tiers_text: str = field(default="", init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.limit.name
 
-    def requests_for(self, purchased: int) -> int:
+    @property
+    def window(self) -> Unit:
+        """The window of a limit that has one (requests or tokens per unit)."""
+        assert self.unit is not None, f"limit {self.name} has no window"
+        return self.unit
+
+    @property
+    def token_count(self) -> TokenCount:
+        return self.limit.token_count
+
+    def allowed_for(self, purchased: int) -> int:
         allowed = self.tiers[0][1]
-        for floor, requests in self.tiers:
+        for floor, count in self.tiers:
             if purchased >= floor:
-                allowed = requests
+                allowed = count
         return allowed
 
     def next_tier(self, purchased: int) -> tuple[int, int] | None:
-        """The next (floor, requests) a purchase would unlock, if it allows more."""
-        current = self.requests_for(purchased)
-        for floor, requests in self.tiers:
-            if floor > purchased and requests > current:
-                return floor, requests
+        """The next (floor, count) a purchase would unlock, if it allows more."""
+        current = self.allowed_for(purchased)
+        for floor, count in self.tiers:
+            if floor > purchased and count > current:
+                return floor, count
         return None
 
     @property
@@ -60,8 +72,9 @@ class Policy:
         self.limits = tuple(
             CompiledLimit(
                 limit=limit,
-                unit=Unit(limit.unit),
-                tiers=tuple((_nanos(floor), req) for floor, req in limit.tier_table()),
+                unit=None if limit.unit is None else Unit(limit.unit),
+                tiers=tuple((_nanos(floor), count) for floor, count in limit.tier_table()),
+                kind=limit.kind,
             )
             for limit in limits.limits
         )
@@ -90,6 +103,7 @@ class Policy:
         """The account-wide daily limit on free models that `GET /api/v1/key` reports."""
         for c in self.limits:
             limit = c.limit
-            if limit.match.free and limit.unit == "day" and limit.scope == "account":
+            free_account = limit.match.free and limit.scope == "account"
+            if free_account and limit.kind == "requests" and limit.unit == "day":
                 return c
         return None

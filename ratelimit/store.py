@@ -1,8 +1,11 @@
-"""Rate-limit state in Redis: one counter per limit and UTC window, and an account's overrides.
+"""Rate-limit state in Redis: one counter per limit and UTC window (requests or tokens), one
+sorted set of the requests in flight per concurrency limit, and an account's overrides.
 
-Counters live in the account's slot (hash tag `{a:<account>}`, the one contract shared with
-`metering`), so the admission script can check and count them atomically with the balance.
-A counter's key names its window, and expires a minute after the window ends.
+They live in the account's slot (hash tag `{a:<account>}`, the one contract shared with
+`metering`), so the admission script can check and count them atomically with the balance, and
+the settlement script can give back what a request held. A counter's key names its window, and
+expires a minute after the window ends; a request in flight is held until its reservation's
+expiry (renewed while it runs), and its set expires a minute after its last one.
 """
 
 from dataclasses import dataclass
@@ -10,10 +13,12 @@ from importlib import resources
 
 from redis.asyncio import Redis, RedisCluster
 
+from config.limits import TokenCount
 from ratelimit.policy import UNLIMITED, CompiledLimit
 from ratelimit.windows import window_start
 
 EXPIRY_SLACK_SECONDS = 60
+KIND_CODES = {"requests": "r", "tokens": "t", "concurrent": "c"}
 
 
 def admission_prelude() -> str:
@@ -30,16 +35,40 @@ def overrides_key(account_id: str) -> str:
 
 
 def counter_key(account_id: str, key_hash: str, limit: CompiledLimit, now: float) -> str:
-    start = window_start(limit.unit, now)
-    if limit.limit.scope == "key":
-        return f"{_tag(account_id)}:c:{limit.name}:{key_hash[:24]}:{start}"
-    return f"{_tag(account_id)}:c:{limit.name}:{start}"
+    """A window's counter; for a concurrency limit, its sorted set of requests in flight."""
+    scoped = f"{limit.name}:{key_hash[:24]}" if limit.limit.scope == "key" else limit.name
+    if limit.unit is None:
+        return f"{_tag(account_id)}:f:{scoped}"
+    return f"{_tag(account_id)}:c:{scoped}:{window_start(limit.unit, now)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What an admitted request holds of one limit until it settles: a place in flight, or its
+    worst case in tokens in the window that admitted it."""
+
+    key: str
+    in_flight: bool
+    taken: int = 0  # tokens
+    count: TokenCount = "total"
+
+    def give_back(self, prompt: int, completion: int) -> tuple[str, str, int]:
+        """The settlement's (key, kind, amount) for limits_release: the place in flight, or
+        the tokens used less those taken (the true-up)."""
+        if self.in_flight:
+            return self.key, "c", 0
+        used = prompt if self.count == "prompt" else completion
+        if self.count == "total":
+            used += prompt
+        return self.key, "t", used - self.taken
 
 
 @dataclass(frozen=True, slots=True)
 class ScriptInputs:
     keys: list[str]
     args: list[str | int]
+    holds: tuple[Hold, ...] = ()
+    takes: tuple[int, ...] = ()  # what the request takes of each limit (1 request, N tokens)
 
     @property
     def counters(self) -> list[str]:
@@ -47,26 +76,58 @@ class ScriptInputs:
         return self.keys[1:]
 
 
+@dataclass(frozen=True, slots=True)
+class WorstCase:
+    """The tokens a request may use at most, as the balance check bounds them."""
+
+    prompt: int = 0
+    completion: int = 0
+
+    def of(self, count: TokenCount) -> int:
+        if count == "prompt":
+            return self.prompt
+        if count == "completion":
+            return self.completion
+        return self.prompt + self.completion
+
+
 def admission_inputs(
-    account_id: str, key_hash: str, limits: tuple[CompiledLimit, ...], now: float
+    account_id: str,
+    key_hash: str,
+    limits: tuple[CompiledLimit, ...],
+    now: float,
+    worst: WorstCase = WorstCase(),
+    in_flight_seconds: float = 0.0,
 ) -> ScriptInputs:
-    """The KEYS and ARGV the prelude reads, to append after the admission script's own."""
+    """The KEYS and ARGV the prelude reads, to append after the admission script's own, and
+    what the request will hold until it settles. `in_flight_seconds`: how long a place in flight
+    outlives its last renewal (the reservation timeout)."""
     keys = [overrides_key(account_id)]
     args: list[str | int] = [len(limits)]
+    holds: list[Hold] = []
+    takes: list[int] = []
     for limit in limits:
-        keys.append(counter_key(account_id, key_hash, limit, now))
-        args += _limit_args(limit)
-    return ScriptInputs(keys, args)
+        key = counter_key(account_id, key_hash, limit, now)
+        keys.append(key)
+        take = 1
+        if limit.kind == "tokens":
+            take = worst.of(limit.token_count)
+            holds.append(Hold(key, False, take, limit.token_count))
+        elif limit.kind == "concurrent":
+            holds.append(Hold(key, True))
+        takes.append(take)
+        args += _limit_args(limit, take, in_flight_seconds)
+    return ScriptInputs(keys, args, tuple(holds), tuple(takes))
 
 
-def _limit_args(limit: CompiledLimit) -> tuple[str | int, ...]:
+def _limit_args(limit: CompiledLimit, take: int, in_flight_seconds: float) -> list[str | int]:
     """What the prelude reads of one limit (the tiers text is made once, with the limit)."""
-    return (
-        limit.name,
-        "1" if limit.limit.shadow else "0",
-        limit.unit.seconds + EXPIRY_SLACK_SECONDS,
-        limit.tiers_text,
-    )
+    if limit.unit is None:
+        ttl = int(in_flight_seconds) + 1 + EXPIRY_SLACK_SECONDS
+    else:
+        ttl = limit.unit.seconds + EXPIRY_SLACK_SECONDS
+    shadow = "1" if limit.limit.shadow else "0"
+    return [limit.name, shadow, ttl, limit.tiers_text, KIND_CODES[limit.kind], take]
 
 
 class RateLimitStore:
@@ -92,24 +153,52 @@ class RateLimitStore:
 
     async def count_invalid_key(self, client: str, limit: CompiledLimit, now: float) -> int:
         """One more request with an unknown key from `client`, in this limit's window."""
-        start = window_start(limit.unit, now)
+        start = window_start(limit.window, now)
         key = f"gw:badkey:{limit.name}:{client}:{start}"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
-            pipe.expire(key, limit.unit.seconds + EXPIRY_SLACK_SECONDS)
+            pipe.expire(key, limit.window.seconds + EXPIRY_SLACK_SECONDS)
             count, _ = await pipe.execute()
         return int(count)
 
     async def usage(
         self, account_id: str, key_hash: str, limit: CompiledLimit, purchased: int, now: float
     ) -> tuple[int, int]:
-        """(requests counted in the current window, requests allowed; -1 is unlimited)."""
+        """(what is counted now, what is allowed; -1 is unlimited): requests or tokens in the
+        current window, or requests in flight."""
+        found = await self.usages(account_id, key_hash, (limit,), purchased, now)
+        return found[0]
+
+    async def usages(
+        self,
+        account_id: str,
+        key_hash: str,
+        limits: tuple[CompiledLimit, ...],
+        purchased: int,
+        now: float,
+    ) -> list[tuple[int, int]]:
+        """`usage` of each limit, in one round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(counter_key(account_id, key_hash, limit, now))
-            pipe.hget(overrides_key(account_id), limit.name)
-            used, override = await pipe.execute()
-        allowed = limit.requests_for(purchased) if override is None else int(override)
-        return int(used or 0), allowed
+            for limit in limits:
+                key = counter_key(account_id, key_hash, limit, now)
+                if limit.unit is None:
+                    pipe.zcount(key, f"({int(now * 1000)}", "+inf")
+                else:
+                    pipe.get(key)
+            pipe.hmget(overrides_key(account_id), [limit.name for limit in limits])
+            *used, overrides = await pipe.execute()
+        return [
+            (int(count or 0), limit.allowed_for(purchased) if over is None else int(over))
+            for limit, count, over in zip(limits, used, overrides, strict=True)
+        ]
 
 
-__all__ = ["UNLIMITED", "RateLimitStore", "ScriptInputs", "admission_inputs", "admission_prelude"]
+__all__ = [
+    "UNLIMITED",
+    "Hold",
+    "RateLimitStore",
+    "ScriptInputs",
+    "WorstCase",
+    "admission_inputs",
+    "admission_prelude",
+]

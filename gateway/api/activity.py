@@ -15,10 +15,10 @@ from typing import Any, get_args
 
 from aiohttp import web
 
-from gateway.api import shapes
 from gateway.api.activity_openrouter import openrouter_activity, wants_openrouter_shape
+from gateway.api.answers import shapes
+from gateway.api.answers.views import generation_view
 from gateway.api.consumer import holder
-from gateway.api.views import generation_view
 from gateway.http.describe import (
     ADMIN,
     ADMIN_ERRORS,

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 
 from aiohttp import web
 
-from gateway.api import shapes
+from gateway.api.answers import shapes
 from gateway.http.errors import bad_request
 from gateway.models import ResolvedModel
 from gateway.state import CLOCK, MODELS, SERVICES

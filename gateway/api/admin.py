@@ -8,7 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api import shapes
+from gateway.api.answers import shapes
+from gateway.api.answers.views import (
+    account_view,
+    key_admin_view,
+)
 from gateway.api.bodies import (
     KeyChanges,
     LimitOverrides,
@@ -17,10 +21,6 @@ from gateway.api.bodies import (
     read_as,
 )
 from gateway.api.key_input import key_changes, new_key_fields
-from gateway.api.views import (
-    account_view,
-    key_admin_view,
-)
 from gateway.http.auth import admin_token_matches
 from gateway.http.describe import (
     ADMIN,

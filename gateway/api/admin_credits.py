@@ -3,16 +3,16 @@
 
 from aiohttp import web
 
-from gateway.api import shapes
 from gateway.api.admin import ACCOUNT_ID, admin_op, existing_account, tier_threshold
-from gateway.api.bodies import (
-    NewPurchase,
-    read_as,
-)
-from gateway.api.views import (
+from gateway.api.answers import shapes
+from gateway.api.answers.views import (
     account_view,
     ledger_entry_view,
     purchase_view,
+)
+from gateway.api.bodies import (
+    NewPurchase,
+    read_as,
 )
 from gateway.billing.auto_topup import apply_auto_topup
 from gateway.billing.rules import purchase_fee, refund_refusal

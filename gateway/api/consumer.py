@@ -2,9 +2,10 @@
 
 from aiohttp import web
 
-from gateway.api import shapes
-from gateway.api.model_view import model_view
-from gateway.api.views import generation_view, key_holder_view
+from gateway.api.answers import shapes
+from gateway.api.answers.limit_view import rate_limit_states
+from gateway.api.answers.model_view import model_view
+from gateway.api.answers.views import generation_view, key_holder_view
 from gateway.http.auth import authenticate
 from gateway.http.describe import (
     API_KEY,
@@ -108,7 +109,15 @@ async def credits(request: web.Request) -> web.Response:
 async def current_key(request: web.Request) -> web.Response:
     key, account = await holder(request)
     free_daily = await free_daily_requests(request, key, account)
-    return json_response({"data": key_holder_view(key, account, free_daily).answer()})
+    limits = await rate_limit_states(
+        request.app[SERVICES].limits,
+        request.app[LIMITS].policy,
+        account.id,
+        key.hash,
+        account.purchased,
+        request.app[CLOCK].now(),
+    )
+    return json_response({"data": key_holder_view(key, account, free_daily, limits).answer()})
 
 
 async def free_daily_requests(

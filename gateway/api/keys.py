@@ -7,11 +7,11 @@ key cannot make another management key: only the operator can.
 
 from aiohttp import web
 
-from gateway.api import shapes
+from gateway.api.answers import shapes
+from gateway.api.answers.views import key_admin_view
 from gateway.api.bodies import KeyChanges, NewKey, read_as
 from gateway.api.consumer import management_key
 from gateway.api.key_input import key_changes, new_key_fields
-from gateway.api.views import key_admin_view
 from gateway.http.describe import (
     BODY_ERRORS,
     INTEGER,

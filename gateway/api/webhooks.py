@@ -21,6 +21,8 @@ A bad signature is 401, a stale one 400, and neither changes anything.
 import orjson
 from aiohttp import web
 
+from gateway.api.answers.shapes import PaymentReceived
+from gateway.api.answers.views import purchase_view
 from gateway.api.bodies import (
     PAYMENT_EVENTS,
     PaymentRefunded,
@@ -28,9 +30,7 @@ from gateway.api.bodies import (
     PaymentSucceededData,
     read_as,
 )
-from gateway.api.shapes import PaymentReceived
 from gateway.api.signing import SIGNATURE_HEADER, BadSignature, StaleSignature, verify
-from gateway.api.views import purchase_view
 from gateway.billing.rules import purchase_fee
 from gateway.http.describe import (
     OPEN,

@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.answers.views import account_view
 from gateway.api.bodies import NewCheckout, read_as
 from gateway.api.consumer import free_daily_requests, management_key
-from gateway.api.views import account_view
 from gateway.billing.auto_topup import apply_auto_topup
 from gateway.billing.rows import rows
 from gateway.billing.rules import purchase_fee

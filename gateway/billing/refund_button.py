@@ -8,7 +8,7 @@ the credit back (gateway.tasks.outbox_delivery), so the money follows even acros
 
 from aiohttp import web
 
-from gateway.api import shapes
+from gateway.api.answers import shapes
 from gateway.api.consumer import management_key
 from gateway.billing.credits_api import WHAT, credits_op
 from gateway.billing.rules import refund_refusal

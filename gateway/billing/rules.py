@@ -4,7 +4,7 @@ the fee of a purchase, and why a refund is refused, in words."""
 from decimal import Decimal
 
 from config.settings import Settings
-from gateway.api.views import duration_text
+from gateway.api.answers.views import duration_text
 from gateway.http.errors import ApiError
 from metering.money import fee_nanos
 

@@ -1,11 +1,13 @@
 """The answers of the account holder's Credits API (gateway.billing.credits_api), typed as the
-other APIs' answers are (gateway.api.shapes), and listed in the OpenAPI document from here."""
+other APIs' answers are (gateway.api.answers.shapes), and listed in the OpenAPI document from
+here."""
 
 from typing import Literal
 
 from pydantic import Field
 
-from gateway.api.shapes import AutoTopup, FreeModelDailyRequests, Shape, Time, Usd
+from gateway.api.answers.shapes import AutoTopup, FreeModelDailyRequests
+from gateway.api.answers.shapes_base import Shape, Time, Usd
 
 RowStatus = Literal["pending", "completed", "failed", "refunded", "partially_refunded"]
 NotRefundable = Literal[

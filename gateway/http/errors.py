@@ -102,6 +102,8 @@ def retry_advice(status: int, headers: dict[str, str]) -> dict[str, str]:
     succeed; unchanged where that is not known."""
     if status == 402:
         return {**headers, "x-should-retry": "false"}
+    if "x-should-retry" in headers:  # the refusal knows (a request no window can take)
+        return headers
     wait = _seconds(headers.get("Retry-After"))
     if wait is None:
         return headers

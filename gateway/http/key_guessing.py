@@ -41,16 +41,16 @@ class KeyGuessing:
         store = request.app[SERVICES].limits
         for limit in request.app[LIMITS].policy.invalid_key_limits():
             count = await store.count_invalid_key(address, limit, now)
-            if count > limit.requests_for(0) and not limit.limit.shadow:
+            if count > limit.allowed_for(0) and not limit.limit.shadow:
                 if len(self._blocked) >= MAX_REMEMBERED:
                     self._blocked.clear()
-                wait = window_reset(limit.unit, now) - now
+                wait = window_reset(limit.window, now) - now
                 self._blocked[address] = (time.time() + wait, limit)
                 raise _refusal(limit, now)
 
 
 def _refusal(limit: CompiledLimit, now: float) -> ApiError:
-    wait = seconds_until_reset(limit.unit, now)
+    wait = seconds_until_reset(limit.window, now)
     return ApiError(
         429,
         f"too many requests with invalid API keys from this address; try again in {wait} s",

@@ -14,12 +14,12 @@ from gateway.models import ResolvedModel
 from gateway.observability.metrics import (
     LEASED,
     PAYMENT_REQUIRED,
-    RATELIMIT_DECISIONS,
     REDIS_ERRORS,
     REDIS_SECONDS,
     SWITCH,
     labelled,
 )
+from gateway.proxy.limit_answer import limit_headers
 from gateway.proxy.request_body import CompletionRequest
 from gateway.proxy.settle.journal import JOURNAL, SettlementJournal
 from gateway.state import CLOCK, SERVICES, SETTINGS
@@ -30,9 +30,8 @@ from metering.money import MAX_NANOS, format_usd
 from metering.transport.batch_calls import NotSent
 from metering.transport.client import STORE_ERRORS
 from metering.usage import new_generation_id
-from ratelimit.decision import Decision, decide
 from ratelimit.policy import CompiledLimit
-from ratelimit.store import admission_inputs
+from ratelimit.store import Hold, WorstCase, admission_inputs
 
 log = logging.getLogger("gateway.admission")
 
@@ -43,6 +42,7 @@ class Admitted:
     reserve: int
     headers: dict[str, str] = field(default_factory=dict)  # rate-limit headers for the answer
     lease: LeaseTicket | None = None  # admitted from this process's lease on the account
+    holds: tuple[Hold, ...] = ()  # places in flight and token reserves, given back at settlement
 
 
 async def admit(
@@ -64,7 +64,9 @@ async def admit(
         raise ApiError(402, "this request's worst-case cost is too large; lower max_tokens")
     generation_id = new_generation_id(account_id)
     limits = _limits_of(request, route)
-    inputs = admission_inputs(account_id, key_hash, limits, now)
+    worst = _worst_tokens(route, req, prompt) if limits else WorstCase()
+    timeout = request.app[SETTINGS].reservation_timeout_seconds
+    inputs = admission_inputs(account_id, key_hash, limits, now, worst, timeout)
     started = time.perf_counter()
     try:
         result = await services.metering.admit(
@@ -77,12 +79,14 @@ async def admit(
             limit_keys=inputs.keys,
             limit_args=inputs.args,
             limit_counters=inputs.counters,
-            leasable=True,
+            leasable=not inputs.holds,  # tokens and places in flight are counted one by one
         )
     except STORE_ERRORS as exc:
         REDIS_ERRORS.labels("admit").inc()
-        if reserve and not isinstance(exc, NotSent):  # it may have run, and Redis kept it
-            _give_back(request.app[JOURNAL], services.metering, account_id, generation_id, now)
+        in_flight = [h.key for h in inputs.holds if h.in_flight]
+        if (reserve or in_flight) and not isinstance(exc, NotSent):  # it may have run
+            journal = request.app[JOURNAL]
+            _give_back(journal, services.metering, account_id, generation_id, now, in_flight)
         if all_free and request.app[SETTINGS].admit_free_models_without_redis:
             log.warning("redis unavailable (%s): free model admitted unchecked", type(exc).__name__)
             return Admitted(generation_id, 0)
@@ -92,13 +96,22 @@ async def admit(
             LEASED.inc()
         else:
             labelled(REDIS_SECONDS, "admit").observe(time.perf_counter() - started)
-    headers = _limit_headers(result, limits, account_id, now)
+    headers = limit_headers(result, limits, inputs, (account_id, key_hash), now, worst, req)
     if not result.admitted:
         error = _refusal_error(result, model, reserve, prompt, req.completions)
         if error.status == 402:
             PAYMENT_REQUIRED.labels(str(error.metadata.get("reason", "other"))).inc()
         raise error
-    return Admitted(generation_id, reserve, headers, result.lease)
+    return Admitted(generation_id, reserve, headers, result.lease, inputs.holds)
+
+
+def _worst_tokens(
+    route: tuple[ResolvedModel, ...], req: CompletionRequest, prompt: PromptEstimate
+) -> WorstCase:
+    """The tokens the request may use at most on whichever candidate serves it: the prompt's
+    bound and every completion's output limit, as the balance check bounds them."""
+    cap = max(model.config.max_output_tokens for model in route)
+    return WorstCase(prompt.tokens, req.output_limit(cap) * req.completions)
 
 
 def _costliest(
@@ -135,29 +148,6 @@ def _limits_of(request: web.Request, route: tuple[ResolvedModel, ...]) -> tuple[
     return tuple(found.values())
 
 
-def _limit_headers(
-    result: AdmissionResult, limits: tuple[CompiledLimit, ...], account_id: str, now: float
-) -> dict[str, str]:
-    """The rate-limit headers of the limits the request was counted against; the 429 that
-    explains itself when one refused it."""
-    counted = result.admitted or result.refusal is Refusal.RATE_LIMITED
-    if not (limits and result.limit_counts and counted):
-        return {}
-    decision = decide(limits, list(result.limit_counts), result.limit_refused, now)
-    if SWITCH.on:
-        _record(decision, account_id)
-    headers = decision.headers()
-    if result.refusal is Refusal.RATE_LIMITED:
-        raise ApiError(
-            429,
-            decision.message(result.purchased),
-            "rate_limit_exceeded",
-            headers=headers,
-            limit=decision.refused.limit.name if decision.refused else None,
-        )
-    return headers
-
-
 _RELEASES: set["asyncio.Task[None]"] = set()
 MAX_RELEASES_AT_ONCE = 1000
 
@@ -168,15 +158,18 @@ def _give_back(
     account_id: str,
     generation_id: str,
     now: float,
+    in_flight: list[str],
 ) -> None:
     """The request was answered 503 and will never settle, but its admission may have run (and
     Redis may have kept it, even across a crash): what it may hold goes back at once, or, when
     Redis cannot take the release now, from the journal once it answers again (within
-    `journal_replay_seconds`), exactly once (the release is idempotent)."""
+    `journal_replay_seconds`), exactly once (the release is idempotent). Its places in flight
+    go back with it; from the journal, by their expiry (`reservation_timeout_seconds`)."""
     if len(_RELEASES) >= MAX_RELEASES_AT_ONCE:  # Redis is away: no use piling up attempts
         _journal_release(journal, account_id, generation_id)
         return
-    task = asyncio.ensure_future(_release(journal, metering, account_id, generation_id, now))
+    release = _release(journal, metering, account_id, generation_id, now, in_flight)
+    task = asyncio.ensure_future(release)
     _RELEASES.add(task)
     task.add_done_callback(_RELEASES.discard)
 
@@ -187,9 +180,10 @@ async def _release(
     account_id: str,
     generation_id: str,
     now: float,
+    in_flight: list[str],
 ) -> None:
     try:
-        await metering.release(account_id, generation_id, now)
+        await metering.release(account_id, generation_id, now, in_flight)
     except asyncio.CancelledError:
         _journal_release(journal, account_id, generation_id)
         raise
@@ -207,22 +201,6 @@ def _journal_release(journal: SettlementJournal, account_id: str, generation_id:
             generation_id,
             exc.strerror,
         )
-
-
-def _record(decision: Decision, account_id: str) -> None:
-    """One decision per limit the request was counted against (a refused one counts nowhere)."""
-    states = (decision.refused,) if decision.refused is not None else decision.states
-    for state in states:
-        outcome = decision.outcome(state)
-        labelled(RATELIMIT_DECISIONS, state.limit.name, outcome).inc()
-        if outcome == "shadow_limited":
-            log.info(
-                "shadow limit %s exceeded by account %s: %d of %d",
-                state.limit.name,
-                account_id,
-                state.count,
-                state.allowed,
-            )
 
 
 def _refusal_error(

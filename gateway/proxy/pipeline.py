@@ -102,6 +102,7 @@ async def _handle(
         prompt_likely=prompt.likely,
         response_headers=admitted.headers,
         lease=admitted.lease,
+        holds=admitted.holds,
         started=received,
         journal=request.app[JOURNAL],
         settling=request.app[SETTLING],
@@ -110,7 +111,8 @@ async def _handle(
         origin=request.headers.get("HTTP-Referer"),
     )
     outcome.exchange = exchange
-    if admitted.reserve and admitted.lease is None:  # a lease's expiry is the lease's own
+    # A lease's expiry is the lease's own; a place in flight expires with the reservation.
+    if (admitted.reserve and admitted.lease is None) or any(h.in_flight for h in admitted.holds):
         exchange.hold_reservation(request.app[SETTINGS].reservation_timeout_seconds / 3)
     return await _forward_and_settle(request, api, req, route, exchange)
 

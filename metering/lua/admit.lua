@@ -1,8 +1,9 @@
 -- Admission: key state, expired reservations, balance, limits, affordability and the
 -- reservation, in one atomic step so that two racing requests can never both spend the same
 -- credit, and a refused request takes nothing from any balance or counter.
--- A prelude defines limits_check(purchased, k0, a0) and limits_commit(k0, a0, out) (the
--- rate-limit counters; see no_limits.lua for the empty one); they read KEYS from 5 and ARGV from 9.
+-- A prelude defines limits_check(purchased, k0, a0, now) and limits_commit(k0, a0, out, gid,
+-- expiry) (the rate limits, a request in flight held until the reservation's expiry; see
+-- no_limits.lua for the empty ones); they read KEYS from 5 and ARGV from 9.
 -- KEYS[1] account hash   KEYS[2] api key hash   KEYS[3] reservations (gid -> nanos)
 -- KEYS[4] reservation expiry zset (gid -> expiry ms)
 -- ARGV[1] now ms  ARGV[2] generation id  ARGV[3] reserve nanos  ARGV[4] expiry ms
@@ -52,7 +53,7 @@ if key[4] and key[4] ~= '' then
   end
 end
 
-local refused, counts = limits_check(purchased, 5, 9)
+local refused, counts = limits_check(purchased, 5, 9, now)
 if refused > 0 then
   return {'rate_limited', balance, reserved, refused, counts, purchased, key_left}
 end
@@ -65,5 +66,5 @@ if amount > 0 then
   redis.call('ZADD', KEYS[4], tonumber(ARGV[4]), ARGV[2])
   reserved = redis.call('HINCRBY', KEYS[1], 'reserved', amount)
 end
-limits_commit(5, 9, counts)
+limits_commit(5, 9, counts, ARGV[2], tonumber(ARGV[4]))
 return {'ok', balance, reserved, 0, counts, purchased, key_left}

@@ -1,26 +1,35 @@
 -- Settlement of one or more requests of one account: release each reservation, debit the exact
--- costs, count the keys' usage, store the usage records. Idempotent on each generation id: a
--- record's key is the proof it was applied. Several records (those of one account that settle
--- in the same turn of a gateway's loop) share one call: the account's counters, its usage by
--- day and its keys' counters are written once for all of them.
+-- costs, count the keys' usage, store the usage records, and give back what else each request
+-- held (its place in flight, its tokens' worst case: the limit hooks' limits_release). Idempotent
+-- on each generation id: a record's key is the proof it was applied. Several records (those of
+-- one account that settle in the same turn of a gateway's loop) share one call: the account's
+-- counters, its usage by day and its keys' counters are written once for all of them.
 -- KEYS[1] account  KEYS[2] reservations  KEYS[3] reservation expiry  KEYS[4] usage stream
 -- KEYS[5] usage by UTC day (the ledger's entries)  KEYS[6] outbox (auto top-up requests to
 -- deliver)  KEYS[7] the Activity rollups' fold cursor; then for each record: its API key, its
--- generation key (KEYS[6 + 2i], KEYS[7 + 2i])
+-- generation key, and the m keys of what else it holds
 -- ARGV[1] record ttl seconds  ARGV[2] raw record retention ms  ARGV[3] id for a top-up request,
 -- if one is due  ARGV[4] how long an unanswered top-up request stays outstanding (ms); then for
--- each record eight: generation id, cost nanos, record json, now ms (its rollup time), day, week
--- and month stamps, and the lease that admitted it ('' when its admission reserved for it alone:
--- see lease.lua; the cost is drawn from the lease, as much as it still holds)
+-- each record: generation id, cost nanos, record json, now ms (its rollup time), day, week
+-- and month stamps, the lease that admitted it ('' when its admission reserved for it alone:
+-- see lease.lua; the cost is drawn from the lease, as much as it still holds), m, then for each
+-- of its m held keys: kind and amount (limits_release's)
 -- Returns {1 when a top-up request was queued, then per record: status, balance after it, then
 -- the account's lease epoch}; status: ok | duplicate
-local per = 8
-local records = (#KEYS - 7) / 2
-for i = 1, records do  -- before any write: a script stopped half way keeps what it wrote
-  if not tonumber(ARGV[4 + (i - 1) * per + 2]) then
-    return redis.error_reply('ERR settlement: the cost of record ' .. i .. ' is not a number')
+local per = 9  -- a record's own arguments, before its holds' pairs
+local at = {}  -- each record's first key and the index before its first argument
+do
+  local k, a = 8, 4
+  while k <= #KEYS do
+    at[#at + 1] = {k, a}
+    local m = tonumber(ARGV[a + per])
+    if not m or not tonumber(ARGV[a + 2]) then  -- before any write: a script stopped half way
+      return redis.error_reply('ERR settlement: record ' .. #at .. ' is malformed')
+    end
+    k, a = k + 2 + m, a + per + 2 * m
   end
 end
+local records = #at
 local replies = {0}
 local released, spent = 0, 0
 local spent_after = {}  -- what the records up to each one spent
@@ -42,13 +51,17 @@ local folded = fold_cursor(KEYS[7], KEYS[4])
 oldest = math.max(math.min(oldest, tonumber(string.match(folded, '^%d+'))), 0)
 
 for i = 1, records do
-  local a = 4 + (i - 1) * per
+  local k, a = at[i][1], at[i][2]
   local id, cost, lease = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 8]
-  local key, generation = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
+  local key, generation = KEYS[k], KEYS[k + 1]
   if redis.call('EXISTS', generation) == 1 then
     replies[2 * i] = 'duplicate'
   else
     replies[2 * i] = 'ok'
+    for j = 1, tonumber(ARGV[a + per]) do
+      limits_release(KEYS[k + 1 + j], ARGV[a + per + 2 * j - 1],
+                     tonumber(ARGV[a + per + 2 * j]), id)
+    end
     local held = redis.call('HGET', KEYS[2], lease == '' and id or lease)
     if held and lease == '' then
       released = released + tonumber(held)

@@ -11,23 +11,44 @@ idempotent on its generation id).
 """
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError
 
 from metering.scripts import settle_source
 from metering.transport.batch_calls import Call, Durable
 
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
 ACCOUNT_KEYS = 7  # settle.lua's keys before the records' own
 ACCOUNT_ARGS = 4
-RECORD_KEYS = 2
-RECORD_ARGS = 8
+RECORD_KEYS = 2  # and one per thing it holds
+RECORD_ARGS = 9  # and two per thing it holds
 MAX_MERGED = 32  # records in one call: bounds how long the script runs
 
-SETTLE_SHA = hashlib.sha1(settle_source().encode()).hexdigest()
+SETTLE_BODY = settle_source()
+_SETTLE_SHAS: dict[str, bool] = {}  # a script's sha: is it the settlement script (any prelude)?
+
+
+def _is_settlement(script: "AsyncScript") -> bool:
+    known = _SETTLE_SHAS.get(script.sha)
+    if known is None:
+        known = _SETTLE_SHAS[script.sha] = str(script.script).endswith(SETTLE_BODY)
+    return known
+
+
+def _one_record(call: Call) -> bool:
+    """A settlement call of one record (a joined call is never joined again)."""
+    if len(call.args) < ACCOUNT_ARGS + RECORD_ARGS:
+        return False
+    held = int(call.args[ACCOUNT_ARGS + RECORD_ARGS - 1])
+    return (
+        len(call.keys) == ACCOUNT_KEYS + RECORD_KEYS + held
+        and len(call.args) == ACCOUNT_ARGS + RECORD_ARGS + 2 * held
+    )
 
 
 def merge_settlements(calls: list[Call]) -> list[Call]:
@@ -36,8 +57,7 @@ def merge_settlements(calls: list[Call]) -> list[Call]:
     groups: dict[tuple[str, Durable], list[Call]] = {}
     order: list[Call | list[Call]] = []
     for call in calls:
-        one_record = len(call.keys) == ACCOUNT_KEYS + RECORD_KEYS  # never a joined call again
-        if call.script.sha != SETTLE_SHA or call.future.done() or not one_record:
+        if call.future.done() or not _is_settlement(call.script) or not _one_record(call):
             order.append(call)
             continue
         group = groups.get((call.keys[0], call.durable))
@@ -58,8 +78,8 @@ def _joined(calls: list[Call]) -> Call:
     keys = list(first.keys[:ACCOUNT_KEYS])
     args = list(first.args[:ACCOUNT_ARGS])
     for call in calls:
-        keys += call.keys[ACCOUNT_KEYS : ACCOUNT_KEYS + RECORD_KEYS]
-        args += call.args[ACCOUNT_ARGS : ACCOUNT_ARGS + RECORD_ARGS]
+        keys += call.keys[ACCOUNT_KEYS:]
+        args += call.args[ACCOUNT_ARGS:]
     sent: asyncio.Future[None] | None = None
     if any(call.sent is not None for call in calls):
         sent = loop.create_future()

@@ -1,34 +1,50 @@
 -- Rate-limit counters, prepended to the admission script so that the limits are checked and
 -- counted in the same atomic step as the balance: a refused request takes nothing from anything.
--- KEYS from k0: the account's override hash, then one counter per limit.
--- ARGV from a0: the number of limits n, then per limit: name, shadow ("1"/"0"), counter ttl
--- seconds, tiers "min_purchased_nanos:requests;..." from the lowest tier up.
+-- KEYS from k0: the account's override hash, then one key per limit: a window's counter (requests
+-- or tokens), or the sorted set of the requests in flight (gid -> expiry ms) for a concurrency
+-- limit.
+-- ARGV from a0: the number of limits n, then per limit six: name, shadow ("1"/"0"), the key's ttl
+-- seconds, tiers "min_purchased_nanos:count;..." from the lowest tier up, kind ("r" requests,
+-- "t" tokens, "c" in flight) and what this request takes (1 request, its worst case in tokens).
 -- limits_check returns (index of the first limit this request would exceed, or 0) and a flat list
 -- {count, limit, count, limit, ...}; a limit of -1 means unlimited (an operator's override);
--- limits_lease takes a slice of each window for a lease.
+-- limits_lease takes a slice of each request window for a lease; limits_release gives back what a
+-- settled (or abandoned) request holds.
+local STRIDE = 6
 
 -- The limit that applies: an operator's override, else the highest tier the purchases reach.
 local function limit_of(purchased, k0, base)
   local override = redis.call('HGET', KEYS[k0], ARGV[base])
   if override then return tonumber(override) end
   local limit = -1
-  for floor, requests in string.gmatch(ARGV[base + 3], '(%d+):(%d+)') do
-    if purchased >= tonumber(floor) then limit = tonumber(requests) end
+  for floor, count in string.gmatch(ARGV[base + 3], '(%d+):(%d+)') do
+    if purchased >= tonumber(floor) then limit = tonumber(count) end
   end
   return limit
 end
 
-local function limits_check(purchased, k0, a0)
+-- What a limit's key counts now; in-flight requests past their expiry (their gateway died) first
+-- leave it.
+local function count_of(key, kind, now)
+  if kind == 'c' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    return redis.call('ZCARD', key)
+  end
+  return tonumber(redis.call('GET', key) or '0')
+end
+
+local function limits_check(purchased, k0, a0, now)
   local n = tonumber(ARGV[a0])
   local out = {}
   local refused = 0
   for i = 1, n do
-    local base = a0 + 1 + (i - 1) * 4
+    local base = a0 + 1 + (i - 1) * STRIDE
     local limit = limit_of(purchased, k0, base)
-    local count = tonumber(redis.call('GET', KEYS[k0 + i]) or '0')
+    local count = count_of(KEYS[k0 + i], ARGV[base + 4], now)
     out[#out + 1] = count
     out[#out + 1] = limit
-    if refused == 0 and ARGV[base + 1] == '0' and limit >= 0 and count + 1 > limit then
+    if refused == 0 and ARGV[base + 1] == '0' and limit >= 0 and
+       count + tonumber(ARGV[base + 5]) > limit then
       refused = i
     end
   end
@@ -37,13 +53,15 @@ end
 
 -- A lease's slice of each window (metering/lua/lease.lua): `want` requests counted at once for a
 -- gateway process that admits them itself, at most half of what the window has left (a shadow
--- limit, or an unlimited override, gives what is asked). Returns {count before, limit, taken,
--- ...}; a window with nothing to spare gives 0, and the process admits the usual way.
+-- limit, or an unlimited override, gives what is asked). Only request windows are leased (the
+-- gateway admits a request under a token or concurrency limit one round trip each). Returns
+-- {count before, limit, taken, ...}; a window with nothing to spare gives 0, and the process
+-- admits the usual way.
 local function limits_lease(purchased, k0, a0, want)
   local n = tonumber(ARGV[a0])
   local out = {}
   for i = 1, n do
-    local base = a0 + 1 + (i - 1) * 4
+    local base = a0 + 1 + (i - 1) * STRIDE
     local limit = limit_of(purchased, k0, base)
     local count = tonumber(redis.call('GET', KEYS[k0 + i]) or '0')
     local take = want
@@ -60,15 +78,36 @@ local function limits_lease(purchased, k0, a0, want)
   return out
 end
 
--- Count the admitted request in every window it matched; a new window's key expires by itself.
-local function limits_commit(k0, a0, out)
+-- Count the admitted request (`gid`, held in flight until `expiry` ms unless renewed) in every
+-- limit it matched; a new window's key expires by itself.
+local function limits_commit(k0, a0, out, gid, expiry)
   local n = tonumber(ARGV[a0])
   for i = 1, n do
-    local count = redis.call('INCR', KEYS[k0 + i])
-    if count == 1 then
-      redis.call('EXPIRE', KEYS[k0 + i], tonumber(ARGV[a0 + 1 + (i - 1) * 4 + 2]))
+    local base = a0 + 1 + (i - 1) * STRIDE
+    local key, kind, ttl = KEYS[k0 + i], ARGV[base + 4], tonumber(ARGV[base + 2])
+    local count
+    if kind == 'c' then
+      redis.call('ZADD', key, expiry, gid)
+      redis.call('EXPIRE', key, ttl)
+      count = redis.call('ZCARD', key)
+    else
+      local take = tonumber(ARGV[base + 5])
+      count = redis.call('INCRBY', key, take)
+      if count == take then
+        redis.call('EXPIRE', key, ttl)
+      end
     end
     out[(i - 1) * 2 + 1] = count
   end
 end
 
+-- What request `gid` held goes back: its place in flight ("c"), or `amount` tokens of its window's
+-- reserve ("t": the true-up, negative when it used less than its worst case; a window already
+-- gone stays gone).
+local function limits_release(key, kind, amount, gid)
+  if kind == 'c' then
+    redis.call('ZREM', key, gid)
+  elseif amount ~= 0 and redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, amount)
+  end
+end

@@ -15,9 +15,9 @@ from gateway.redis_clients import RedisClients, open_clients
 from metering.accounts import AccountStore
 from metering.admission import Metering, SettlementResult
 from metering.payments.outbox import Outbox
-from metering.scripts import Scripts
+from metering.scripts import Scripts, lua_source, settle_source
 from metering.transport.batch_calls import Call
-from metering.transport.settle_merge import MAX_MERGED, SETTLE_SHA, merge_settlements
+from metering.transport.settle_merge import MAX_MERGED, merge_settlements
 from metering.usage import UsageRecord, new_generation_id
 from tests.support import usage_record
 
@@ -148,14 +148,17 @@ async def test_a_joined_call_is_never_joined_again() -> None:
     """A batch the batcher could not send at once is merged again on the next flush: a joined
     call must go as it is (joining its first record alone would drop the others)."""
 
-    class Settle:
-        sha = SETTLE_SHA
+    class Settle:  # as the gateway registers it: with the rate limiter's hooks
+        script = lua_source("no_limits") + settle_source()
+        sha = "a-settlement"
 
     loop = asyncio.get_running_loop()
 
     def one(record: int) -> Call:
+        """Record 2 holds a place in flight (one more key, two more arguments)."""
         keys = [f"account-key-{k}" if k else "account" for k in range(7)]
         keys += [f"api-key-{record}", f"generation-{record}"]
+        held = ["in-flight"] if record == 2 else []
         args = [
             "ttl",
             "retention",
@@ -169,15 +172,26 @@ async def test_a_joined_call_is_never_joined_again() -> None:
             "w",
             "m",
             "",
+            len(held),
+            *(part for _ in held for part in ("c", 0)),
         ]
-        return Call(Settle(), keys, args, loop.create_future(), None)  # type: ignore[arg-type]
+        return Call(Settle(), keys + held, args, loop.create_future(), None)  # type: ignore[arg-type]
 
     first = [one(1), one(2), one(3)]
     [joined] = merge_settlements(first)
-    assert len(joined.keys) == 7 + 3 * 2 and len(joined.args) == 4 + 3 * 8
+    assert len(joined.keys) == 7 + 3 * 2 + 1 and len(joined.args) == 4 + 3 * 9 + 2
+    assert joined.keys[7:] == [
+        "api-key-1",
+        "generation-1",
+        "api-key-2",
+        "generation-2",
+        "in-flight",
+        "api-key-3",
+        "generation-3",
+    ]
     again = merge_settlements([joined, one(4), one(5)])
     assert again[0] is joined
-    assert [len(call.keys) for call in again] == [13, 11]
+    assert [len(call.keys) for call in again] == [14, 11]
     joined.future.set_result([1, "ok", 3, "duplicate", 3, "ok", 1, "4"])
     await asyncio.sleep(0)  # the fan-out runs as the future's callback
     assert [c.future.result() for c in first] == [

@@ -21,9 +21,9 @@ def test_shipped_default_is_the_billing_rules() -> None:
         ((0, 20),),
     )
     assert (day.name, day.unit.value) == ("free-per-day", "day")
-    assert day.requests_for(0) == 50
-    assert day.requests_for(9_990_000_000) == 50
-    assert day.requests_for(10_000_000_000) == 1000
+    assert day.allowed_for(0) == 50
+    assert day.allowed_for(9_990_000_000) == 50
+    assert day.allowed_for(10_000_000_000) == 1000
     assert day.limit.scope == minute.limit.scope == "account"
     assert DEFAULT.applicable("x/y:free", "p", True) == DEFAULT.limits
     assert DEFAULT.applicable("x/paid", "p", False) == ()

@@ -207,3 +207,64 @@ async def test_every_api_makes_one_admission_and_one_settlement(
     for path, generation in generations:
         per_request = [a for a in scripts if any(generation in arg for arg in a)]
         assert len(per_request) == 2, (path, [a[:3] for a in per_request])
+
+
+LIMITS_OF_EVERY_KIND = """\
+[[limits]]
+name = "rpm"
+match = "all"
+unit = "minute"
+requests = 1000
+
+[[limits]]
+name = "tpm"
+scope = "key"
+match = "all"
+unit = "minute"
+tokens = 1000000
+
+[[limits]]
+name = "in-flight"
+match = "all"
+concurrent = 10
+"""
+
+
+async def test_token_and_concurrency_limits_add_no_round_trip(
+    own_redis: RedisServer, provider: ThreadedServer, tmp_path: Path
+) -> None:
+    """With a request, a token and a concurrency limit on every model, a request (streamed or
+    not) still makes its admission and its settlement and nothing else on Redis, each in the
+    account's slot: the limits are checked, counted and given back inside those two scripts."""
+    limits = tmp_path / "limits.toml"
+    limits.write_text(LIMITS_OF_EVERY_KIND)
+    settings = make_settings(
+        own_redis.url, provider.url, data_dir=tmp_path / "data", limits_file=str(limits)
+    )
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+        _, key = await new_account(c, purchase="5.00")
+        warm = await c.post("/api/v1/chat/completions", json=chat("test/paid"), headers=bearer(key))
+        assert warm.status == 200  # the scripts are loaded (a first call may meet NOSCRIPT)
+        monitor = Monitor(own_redis.port or 0)
+        await asyncio.sleep(0.1)  # MONITOR is on before the requests
+        generations = []
+        for body in (chat("test/paid"), chat("test/paid", stream=True)):
+            resp = await c.post("/api/v1/chat/completions", json=body, headers=bearer(key))
+            assert resp.status == 200, await resp.text()
+            assert "x-ratelimit-remaining-tokens" in resp.headers
+            await resp.read()
+            generations.append(resp.headers["X-Generation-Id"].encode())
+        await c.get("/api/v1/credits", headers=bearer(key))  # the settlements have landed
+        await asyncio.sleep(0.1)
+        seen = monitor.stop()
+    scripts = [a for _, a in seen if a and a[0].upper() in (b"EVALSHA", b"EVAL")]
+    for generation in generations:
+        per_request = [a for a in scripts if any(generation in arg for arg in a)]
+        assert len(per_request) == 2, [a[:3] for a in per_request]
+        for args in per_request:
+            keys = args[3 : 3 + int(args[2])]
+            assert any(b":rl:" in k for k in keys), "the limits ride on the script"
+            assert len(_slots(keys)) == 1, keys
+    sent = [a for client, a in seen if a and client != "lua"]  # not the scripts' own commands
+    others = [a for a in sent if a[0].upper() not in (b"EVALSHA", b"EVAL")]
+    assert not [a for a in others if any(b":rl:" in arg for arg in a)]

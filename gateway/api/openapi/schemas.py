@@ -2,8 +2,8 @@
 the gateway answers and takes, the error format of billing-rules.md, and the security schemes.
 
 The answers' shapes and the admin and key APIs' bodies come from their typed models
-(gateway.api.shapes, built by the views; gateway.api.bodies, read by the handlers); the rest is
-written here. tests/api/test_openapi.py runs schemathesis against a live gateway to keep the
+(gateway.api.answers.shapes, built by the views; gateway.api.bodies, read by the handlers); the
+rest is written here. tests/api/test_openapi.py runs schemathesis against a live gateway to keep the
 document true.
 """
 
@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from gateway.api import bodies, shapes
+from gateway.api import bodies
+from gateway.api.answers import shapes
 from gateway.api.openapi.api_schemas import API_SCHEMAS, anthropic_responses
 from gateway.billing.shapes import BILLING_ANSWERS
 from gateway.http.describe import COUNT, Schema, obj, ref
@@ -27,7 +28,7 @@ USD = {
 def model_schemas(
     models: "tuple[type[BaseModel], ...]", mode: Literal["validation", "serialization"]
 ) -> dict[str, Schema]:
-    """The schemas of typed bodies (gateway.api.bodies) or answers (gateway.api.shapes), the
+    """The schemas of typed bodies (gateway.api.bodies) or answers (gateway.api.answers.shapes), the
     models they hold included: each under its class name."""
     found: dict[str, Schema] = {}
     for model in models:

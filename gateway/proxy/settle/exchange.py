@@ -28,6 +28,7 @@ from metering.periods import rfc3339
 from metering.pricing import TokenUsage
 from metering.transport.client import STORE_ERRORS
 from metering.usage import UsageRecord, clip
+from ratelimit.store import Hold
 
 log = logging.getLogger("gateway.exchange")
 
@@ -54,6 +55,7 @@ class Exchange:
     response_headers: dict[str, str] = field(default_factory=dict)
     journal: "SettlementJournal | None" = None
     lease: LeaseTicket | None = None  # admitted from this process's lease on the account
+    holds: tuple[Hold, ...] = ()  # of rate limits: places in flight, token reserves
     settling: "Settling | None" = None
     sent_at: float | None = None  # the request left for the provider (the last try of several)
     first_byte_at: float | None = None
@@ -145,8 +147,11 @@ class Exchange:
         self.hold_reservation(every)
 
     async def renew_reservation(self) -> None:
+        in_flight = [hold.key for hold in self.holds if hold.in_flight]
         try:
-            await self.metering.renew(self.account_id, self.generation_id, self.clock.now())
+            await self.metering.renew(
+                self.account_id, self.generation_id, self.clock.now(), in_flight
+            )
         except STORE_ERRORS as exc:
             log.warning(
                 "could not renew the reservation of %s: %s", self.generation_id, type(exc).__name__
@@ -197,8 +202,9 @@ class Exchange:
             return
         started = time.perf_counter()
         try:
+            held = [h.give_back(record.tokens_prompt, record.tokens_completion) for h in self.holds]
             reply = self.metering.send_settlement(
-                record, self.clock.now(), sent=handed_off, lease=self.lease
+                record, self.clock.now(), sent=handed_off, lease=self.lease, held=held
             )
         except STORE_ERRORS as exc:  # the batcher is closing
             REDIS_ERRORS.labels("settle").inc()

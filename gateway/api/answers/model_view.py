@@ -5,7 +5,7 @@ renamed or left out for them."""
 
 from decimal import Decimal
 
-from gateway.api import shapes
+from gateway.api.answers import shapes
 from gateway.models import ResolvedModel
 
 # What OpenAI-style providers take beside the messages, for a model whose catalog declares no

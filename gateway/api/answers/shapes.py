@@ -1,37 +1,18 @@
-"""The answers of the JSON APIs as typed models: the views build them (gateway.api.views), and the
-OpenAPI document takes their schemas from them (gateway.api.openapi.schemas), so a field is
-written once. Fields are declared in the order the answers list them.
+"""The answers of the JSON APIs as typed models: the views build them
+(gateway.api.answers.views), and the OpenAPI document takes their schemas from them
+(gateway.api.openapi.schemas), so a field is written once. Fields are declared in the order
+the answers list them.
 
 USD is an exact decimal string (numbers only where the OpenAI/OpenRouter shape has numbers);
 times are RFC 3339 UTC.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-Usd = Annotated[
-    str,
-    Field(
-        pattern=r"^-?[0-9]+\.[0-9]{2,9}$",
-        description="US dollars as an exact decimal string",
-        examples=["10.00", "0.00001035"],
-    ),
-]
-Time = Annotated[str, Field(json_schema_extra={"format": "date-time"}, description="RFC 3339, UTC")]
-Count = Annotated[int, Field(ge=0)]
-Price = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")]
-LimitReset = Literal["daily", "weekly", "monthly"] | None
-
-
-class Shape(BaseModel):
-    """An answer's shape: its fields, in order; nothing else."""
-
-    model_config = ConfigDict(frozen=True)
-
-    def answer(self) -> dict[str, Any]:
-        """As the JSON answer has it: fields left unset (optional ones) are left out."""
-        return self.model_dump(exclude_unset=True)
+from gateway.api.answers.limit_shapes import RateLimitState
+from gateway.api.answers.shapes_base import Count, LimitReset, Price, Shape, Time, Usd
 
 
 class AutoTopup(Shape):
@@ -91,6 +72,9 @@ class KeyHolder(Shape):
     is_free_tier: bool
     is_management_key: bool
     free_model_daily_requests: FreeModelDailyRequests | None
+    rate_limits: list[RateLimitState] = Field(
+        default_factory=list, description="every rate limit that counts this key's requests"
+    )
 
 
 class FailedAttempt(Shape):

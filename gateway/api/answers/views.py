@@ -1,7 +1,8 @@
 """JSON shapes of records as the APIs show them: USD as decimal strings (or numbers where the
 OpenAI/OpenRouter shape has numbers), times in RFC 3339 UTC."""
 
-from gateway.api import shapes
+from gateway.api.answers import shapes
+from gateway.api.answers.limit_shapes import RateLimitState
 from metering.accounts import Account, ApiKey, Purchase
 from metering.ledger import LedgerEntry
 from metering.money import format_usd, nanos_to_number
@@ -51,7 +52,10 @@ def key_admin_view(key: ApiKey) -> shapes.Key:
 
 
 def key_holder_view(
-    key: ApiKey, account: Account, free_daily: shapes.FreeModelDailyRequests | None = None
+    key: ApiKey,
+    account: Account,
+    free_daily: shapes.FreeModelDailyRequests | None = None,
+    rate_limits: list[RateLimitState] | None = None,
 ) -> shapes.KeyHolder:
     remaining = (
         None if key.limit is None else nanos_to_number(max(key.limit - _period_usage(key), 0))
@@ -68,6 +72,7 @@ def key_holder_view(
         is_free_tier=account.purchased == 0,
         is_management_key=key.management,
         free_model_daily_requests=free_daily,
+        **({} if rate_limits is None else {"rate_limits": rate_limits}),
     )
 
 

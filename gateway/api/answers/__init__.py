@@ -1,0 +1,1 @@
+"""The JSON APIs' answers: their typed shapes, and the views that build them from records."""
