@@ -23,6 +23,7 @@ from typing import Any
 
 from bench import cluster_bench, load, new_event_loop, profile
 from bench.latency import Target, take_turns
+from bench.limits_ab import format_limits_ab, limits_ab_run
 from bench.procs import ROOT, Child, CpuMeter, python_child
 from bench.report import (
     RESULTS_DIR,
@@ -347,6 +348,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="no rate limit on paid models: a busy account's requests are admitted from leases",
     )
     parser.add_argument(
+        "--no-limits-ab",
+        dest="limits_ab",
+        action="store_false",
+        help="skip the in-turn runs with and without token and concurrency limits",
+    )
+    parser.add_argument(
         "--token-limits",
         action="store_true",
         help="a tokens-per-minute and a requests-in-flight limit on every model too",
@@ -410,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.api_throughput(use_wrk)
             if args.spread_accounts:
                 spread_run(bench, args, use_wrk)
+            if args.limits_ab:
+                limits_ab_run(bench, args, use_wrk)
             assert bench.redis is not None
             redis_info = redis_server_info(bench.redis.url)
             bench.results["machine"] = machine_info(redis_info, wrk if use_wrk else None)
@@ -427,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.stop()
     results = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **bench.results}
-    print("\n".join([format_table(results), *format_spread(results)]))
+    print("\n".join([format_table(results), *format_spread(results), *format_limits_ab(results)]))
     if "profile" in results:
         print("\n" + profile.format_summary(results["profile"]))
     print(f"\nresults written to {write_json(results, stamp)}")

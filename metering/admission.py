@@ -169,10 +169,11 @@ class Metering:
         *,
         sent: "asyncio.Future[None] | None" = None,
         replayed: bool = False,
+        held: Sequence[Held] = (),
     ) -> SettlementResult:
         """`replayed`: a journaled settlement run again, which a replica must confirm (raises
-        NotReplicated when none does: it stays in the journal)."""
-        reply = await self.send_settlement(record, now, sent=sent, replayed=replayed)
+        NotReplicated when none does: it stays in the journal). `held`: as send_settlement's."""
+        reply = await self.send_settlement(record, now, sent=sent, replayed=replayed, held=held)
         self._replayed(record.id)
         return self.settled(record, reply, now)
 

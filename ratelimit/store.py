@@ -39,7 +39,8 @@ def counter_key(account_id: str, key_hash: str, limit: CompiledLimit, now: float
     scoped = f"{limit.name}:{key_hash[:24]}" if limit.limit.scope == "key" else limit.name
     if limit.unit is None:
         return f"{_tag(account_id)}:f:{scoped}"
-    return f"{_tag(account_id)}:c:{scoped}:{window_start(limit.unit, now)}"
+    kind = "t" if limit.kind == "tokens" else "c"  # a limit renamed to count otherwise starts anew
+    return f"{_tag(account_id)}:{kind}:{scoped}:{window_start(limit.unit, now)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from config.limits import MAX_TOKENS
 from gateway.http.errors import bad_request
 from metering.money import AmountError, parse_usd
 from ratelimit.policy import UNLIMITED
@@ -203,10 +204,13 @@ def _override(value: Any, info: ValidationInfo) -> int | None:
         return UNLIMITED
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_OVERRIDE:
         return value
-    raise ValueError(f"'{_field(info)}' must be a whole number of requests, \"unlimited\" or null")
+    raise ValueError(
+        f"'{_field(info)}' must be a whole number (requests, tokens or requests in flight, as "
+        f'the limit counts), "unlimited" or null'
+    )
 
 
-MAX_OVERRIDE = 10**9
+MAX_OVERRIDE = MAX_TOKENS  # the largest count a limit may have (a token limit's)
 LimitName = Annotated[str, BeforeValidator(_limit_name)]
 Override = Annotated[
     int | None,

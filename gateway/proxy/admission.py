@@ -84,7 +84,7 @@ async def admit(
     except STORE_ERRORS as exc:
         REDIS_ERRORS.labels("admit").inc()
         in_flight = [h.key for h in inputs.holds if h.in_flight]
-        if (reserve or in_flight) and not isinstance(exc, NotSent):  # it may have run
+        if (reserve or inputs.holds) and not isinstance(exc, NotSent):  # it may have run
             journal = request.app[JOURNAL]
             _give_back(journal, services.metering, account_id, generation_id, now, in_flight)
         if all_free and request.app[SETTINGS].admit_free_models_without_redis:
@@ -164,9 +164,9 @@ def _give_back(
     Redis may have kept it, even across a crash): what it may hold goes back at once, or, when
     Redis cannot take the release now, from the journal once it answers again (within
     `journal_replay_seconds`), exactly once (the release is idempotent). Its places in flight
-    go back with it; from the journal, by their expiry (`reservation_timeout_seconds`)."""
+    go back with it."""
     if len(_RELEASES) >= MAX_RELEASES_AT_ONCE:  # Redis is away: no use piling up attempts
-        _journal_release(journal, account_id, generation_id)
+        _journal_release(journal, account_id, generation_id, in_flight)
         return
     release = _release(journal, metering, account_id, generation_id, now, in_flight)
     task = asyncio.ensure_future(release)
@@ -185,15 +185,17 @@ async def _release(
     try:
         await metering.release(account_id, generation_id, now, in_flight)
     except asyncio.CancelledError:
-        _journal_release(journal, account_id, generation_id)
+        _journal_release(journal, account_id, generation_id, in_flight)
         raise
     except STORE_ERRORS:
-        _journal_release(journal, account_id, generation_id)
+        _journal_release(journal, account_id, generation_id, in_flight)
 
 
-def _journal_release(journal: SettlementJournal, account_id: str, generation_id: str) -> None:
+def _journal_release(
+    journal: SettlementJournal, account_id: str, generation_id: str, in_flight: list[str]
+) -> None:
     try:
-        journal.append_release(account_id, generation_id)
+        journal.append_release(account_id, generation_id, in_flight)
     except OSError as exc:
         log.error(
             "the reservation of %s could not be journaled (%s): it is released once "

@@ -66,7 +66,8 @@ def _max_tokens_advice(state: LimitState, worst: WorstCase, req: CompletionReque
     fits = _room_for_output(state, worst, req)
     if fits is None:
         return ""
-    return f"with max_tokens of {fits} or less it fits {'' if state.never_fits else 'now'}".strip()
+    field = "max_output_tokens" if req.kind == "responses" else "max_tokens"  # the API's name
+    return f"with {field} of {fits} or less it fits{'' if state.never_fits else ' now'}"
 
 
 def _token_figures(

@@ -2,8 +2,9 @@
 -- reservation, in one atomic step so that two racing requests can never both spend the same
 -- credit, and a refused request takes nothing from any balance or counter.
 -- A prelude defines limits_check(purchased, k0, a0, now) and limits_commit(k0, a0, out, gid,
--- expiry) (the rate limits, a request in flight held until the reservation's expiry; see
--- no_limits.lua for the empty ones); they read KEYS from 5 and ARGV from 9.
+-- expiry) (the rate limits, a request in flight held until the reservation's expiry; true when
+-- the request holds something of them; see no_limits.lua for the empty ones); they read KEYS
+-- from 5 and ARGV from 9.
 -- KEYS[1] account hash   KEYS[2] api key hash   KEYS[3] reservations (gid -> nanos)
 -- KEYS[4] reservation expiry zset (gid -> expiry ms)
 -- ARGV[1] now ms  ARGV[2] generation id  ARGV[3] reserve nanos  ARGV[4] expiry ms
@@ -62,9 +63,12 @@ if ARGV[5] == '1' and amount > balance - reserved then
   return {'insufficient', balance, reserved, 0, counts, purchased, key_left}
 end
 if amount > 0 then
-  redis.call('HSET', KEYS[3], ARGV[2], amount)
-  redis.call('ZADD', KEYS[4], tonumber(ARGV[4]), ARGV[2])
   reserved = redis.call('HINCRBY', KEYS[1], 'reserved', amount)
 end
-limits_commit(5, 9, counts, ARGV[2], tonumber(ARGV[4]))
+-- A request that reserves no money but holds tokens or a place in flight is marked admitted
+-- all the same (held at 0, as a tombstone is), so that a retry of its admission takes nothing.
+if limits_commit(5, 9, counts, ARGV[2], tonumber(ARGV[4])) or amount > 0 then
+  redis.call('HSET', KEYS[3], ARGV[2], amount)
+  redis.call('ZADD', KEYS[4], tonumber(ARGV[4]), ARGV[2])
+end
 return {'ok', balance, reserved, 0, counts, purchased, key_left}

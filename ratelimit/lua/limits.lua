@@ -79,9 +79,12 @@ local function limits_lease(purchased, k0, a0, want)
 end
 
 -- Count the admitted request (`gid`, held in flight until `expiry` ms unless renewed) in every
--- limit it matched; a new window's key expires by itself.
+-- limit it matched; a new window's key expires by itself. Returns true when the request holds
+-- something to give back (tokens, or a place in flight): the admission then marks it as admitted
+-- even when it reserves no money, so that a retry of it counts nothing again.
 local function limits_commit(k0, a0, out, gid, expiry)
   local n = tonumber(ARGV[a0])
+  local holds = false
   for i = 1, n do
     local base = a0 + 1 + (i - 1) * STRIDE
     local key, kind, ttl = KEYS[k0 + i], ARGV[base + 4], tonumber(ARGV[base + 2])
@@ -90,15 +93,18 @@ local function limits_commit(k0, a0, out, gid, expiry)
       redis.call('ZADD', key, expiry, gid)
       redis.call('EXPIRE', key, ttl)
       count = redis.call('ZCARD', key)
+      holds = true
     else
       local take = tonumber(ARGV[base + 5])
       count = redis.call('INCRBY', key, take)
       if count == take then
         redis.call('EXPIRE', key, ttl)
       end
+      holds = holds or kind == 't'
     end
     out[(i - 1) * 2 + 1] = count
   end
+  return holds
 end
 
 -- What request `gid` held goes back: its place in flight ("c"), or `amount` tokens of its window's

@@ -19,6 +19,7 @@ from metering.scripts import Scripts, lua_source, settle_source
 from metering.transport.batch_calls import Call
 from metering.transport.settle_merge import MAX_MERGED, merge_settlements
 from metering.usage import UsageRecord, new_generation_id
+from ratelimit.store import admission_prelude
 from tests.support import usage_record
 
 NOW = time.time()
@@ -199,3 +200,44 @@ async def test_a_joined_call_is_never_joined_again() -> None:
         [0, "duplicate", 3, "4"],
         [1, "ok", 1, "4"],
     ]
+
+
+async def test_joined_settlements_give_back_what_each_holds_once(any_redis_url: str) -> None:
+    """Records with holds (a place in flight, a token true-up) joined in one call: each gives back
+    its own, once; the same records again (a replay) give back nothing more."""
+    clients = await open_clients(any_redis_url, timeout=5.0)
+    try:
+        scripts = Scripts(clients.hot, admission_prelude=admission_prelude())
+        metering = Metering(
+            clients.hot,
+            scripts,
+            reservation_timeout=60,
+            record_ttl_seconds=3600,
+            batcher=clients.batcher,
+        )
+        store = Store(clients, AccountStore(clients.redis, Scripts(clients.redis)), metering)
+        account_id, key_hash = await _account(store, 1_000_000)
+        tokens = f"gw:{{a:{account_id}}}:rl:t:tpm:1"
+        places = f"gw:{{a:{account_id}}}:rl:f:streams"
+        records = [
+            usage_record(account_id, key_hash, new_generation_id(account_id), 10) for _ in range(12)
+        ]
+        await clients.redis.set(tokens, 1000, ex=600)
+        await clients.redis.zadd(places, {r.id: time.time() * 1000 + 60_000 for r in records})
+        held = [(tokens, "t", -7 - i) for i in range(len(records))]
+        await metering.ensure_scripts()
+        calls_before = await store.evalsha_calls()
+        for _ in range(2):  # then a replay of the same settlements
+            results = await asyncio.gather(
+                *(
+                    metering.settle(r, NOW, held=[h, (places, "c", 0)])
+                    for r, h in zip(records, held, strict=True)
+                )
+            )
+            assert int(await clients.redis.get(tokens)) == 1000 - sum(7 + i for i in range(12))
+            assert await clients.redis.zcard(places) == 0
+        assert [r.applied for r in results] == [False] * 12
+        if not clients.cluster:
+            assert await store.evalsha_calls() - calls_before == 2  # one joined call each time
+    finally:
+        await clients.aclose()

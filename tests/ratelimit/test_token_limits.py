@@ -277,11 +277,11 @@ async def test_tiers_overrides_and_reload(make_client: MakeClient, tmp_path: Pat
     )
     # An operator's override lifts it for this account, at once.
     url = f"/admin/v1/accounts/{account_id}/limits"
-    resp = await client.put(url, json={"tpm": 100_000}, headers=admin_headers())
-    assert resp.status == 200, await resp.text()
+    resp = await client.put(url, json={"tpm": 2_000_000_000}, headers=admin_headers())
+    assert resp.status == 200, await resp.text()  # token counts go past a billion
     admitted = await post(client, key, chat("test/paid", max_tokens=100))
     assert admitted.status == 200
-    assert admitted.headers["x-ratelimit-limit-tokens"] == "100000"
+    assert admitted.headers["x-ratelimit-limit-tokens"] == "2000000000"
     await client.put(url, json={"tpm": None}, headers=admin_headers())
     # A purchase moves the account to the next tier.
     resp = await client.post(
@@ -297,3 +297,8 @@ async def test_tiers_overrides_and_reload(make_client: MakeClient, tmp_path: Pat
     limit_file(holder.path, tokens_limit(60))
     assert holder.reload() is True
     assert (await post(client, key, chat("test/paid", max_tokens=100))).status == 429
+    # The same name counting requests now: a window of its own, not the tokens counted so far.
+    limit_file(holder.path, tokens_limit(2).replace("tokens = 2", "requests = 2"))
+    limit_file(holder.path, holder.path.read_text().replace('count = "total"', ""))
+    assert holder.reload() is True
+    assert (await post(client, key, chat("test/paid", max_tokens=100))).status == 200

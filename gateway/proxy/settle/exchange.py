@@ -21,7 +21,7 @@ from gateway.observability.metrics import (
 )
 from gateway.proxy.settle.journal import SettlementJournal
 from gateway.proxy.settle.settling import Settling
-from metering.admission import Metering
+from metering.admission import Held, Metering
 from metering.leasing.lease import LeaseTicket
 from metering.money import NANOS_PER_USD
 from metering.periods import rfc3339
@@ -179,13 +179,18 @@ class Exchange:
             self.metering.unsettled(record, self.lease)
         if self.journal is not None:
             try:
-                self.journal.append(record, self.clock.now())
+                self.journal.append(record, self.clock.now(), self._held(record))
                 return
             except OSError as exc:
                 reason = f"{reason}, and the journal failed: {exc.strerror}"
         log.error(
             "settlement of %s (%d nanodollars) is lost: redis %s", record.id, record.cost, reason
         )
+
+    def _held(self, record: UsageRecord) -> list[Held]:
+        """What the request gives back of the rate limits: its places in flight, and its token
+        reserves trued up to what it used."""
+        return [h.give_back(record.tokens_prompt, record.tokens_completion) for h in self.holds]
 
     def _failed_unexpectedly(self, record: UsageRecord, exc: BaseException) -> None:
         log.error("settlement of %s failed unexpectedly; journaled", record.id, exc_info=exc)
@@ -202,9 +207,8 @@ class Exchange:
             return
         started = time.perf_counter()
         try:
-            held = [h.give_back(record.tokens_prompt, record.tokens_completion) for h in self.holds]
             reply = self.metering.send_settlement(
-                record, self.clock.now(), sent=handed_off, lease=self.lease, held=held
+                record, self.clock.now(), sent=handed_off, lease=self.lease, held=self._held(record)
             )
         except STORE_ERRORS as exc:  # the batcher is closing
             REDIS_ERRORS.labels("settle").inc()

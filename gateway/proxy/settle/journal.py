@@ -22,7 +22,8 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,11 +32,11 @@ from aiohttp import web
 
 from gateway.observability.metrics import JOURNALED
 from gateway.tasks.background import stop_task
-from metering.admission import Metering
+from metering.admission import Held, Metering
 from metering.transport.client import STORE_ERRORS
 from metering.usage import UsageRecord
 
-Release = tuple[str, str]  # (account id, generation id)
+Release = tuple[str, str, list[str]]  # (account id, generation id, its places in flight)
 
 log = logging.getLogger("gateway.journal")
 PREFIX = "settlements-"
@@ -46,16 +47,22 @@ class SettlementJournal:
         self.directory = directory
         self.path = directory / f"{PREFIX}{os.getpid()}.jsonl"
 
-    def append(self, record: UsageRecord, now: float) -> None:
-        """Durable before the caller answers: written and fsync'd."""
-        self._write(orjson.dumps({"record": record.to_json(), "now": now}) + b"\n", sync=True)
+    def append(self, record: UsageRecord, now: float, held: Sequence[Held] = ()) -> None:
+        """Durable before the caller answers: written and fsync'd. `held`: what the request
+        holds of the rate limits, given back with the replay."""
+        entry = {"record": record.to_json(), "now": now, "held": [list(h) for h in held]}
+        self._write(orjson.dumps(entry) + b"\n", sync=True)
         log.warning(
             "settlement of %s journaled (redis unreachable): %d nanodollars", record.id, record.cost
         )
 
-    def append_release(self, account_id: str, generation_id: str) -> None:
-        """A reservation to give back once Redis answers (written, not fsync'd: see above)."""
-        entry = {"release": {"account_id": account_id, "generation_id": generation_id}}
+    def append_release(
+        self, account_id: str, generation_id: str, in_flight: Sequence[str] = ()
+    ) -> None:
+        """A reservation (and its places in flight) to give back once Redis answers (written,
+        not fsync'd: see above)."""
+        release = {"account_id": account_id, "generation_id": generation_id}
+        entry = {"release": {**release, "in_flight": list(in_flight)}}
         self._write(orjson.dumps(entry) + b"\n", sync=False)
 
     def _write(self, line: bytes, *, sync: bool) -> None:
@@ -131,14 +138,15 @@ class SettlementJournal:
                     self._set_aside(line)
                     continue
                 try:
-                    if isinstance(entry[0], UsageRecord):
-                        done = await metering.settle(entry[0], entry[1], replayed=True)
+                    if isinstance(entry, Settlement):
+                        done = await metering.settle(
+                            entry.record, entry.now, replayed=True, held=entry.held
+                        )
                         applied += int(done.applied)
                     else:
-                        account_id, generation_id = entry[0]
-                        held = await metering.release(
-                            account_id, generation_id, time.time() if now is None else now
-                        )
+                        account_id, generation_id, in_flight = entry
+                        moment = time.time() if now is None else now
+                        held = await metering.release(account_id, generation_id, moment, in_flight)
                         released += held
                 except STORE_ERRORS:
                     if n:
@@ -177,13 +185,23 @@ class SettlementJournal:
         return total
 
 
-def _decode(line: bytes) -> tuple[UsageRecord, float] | tuple[Release, None] | None:
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    record: UsageRecord
+    now: float
+    held: list[Held]
+
+
+def _decode(line: bytes) -> Settlement | Release | None:
+    """A journal line (lines of earlier versions have no `held` or `in_flight`)."""
     try:
         entry = orjson.loads(line)
         if "release" in entry:
             release = entry["release"]
-            return (str(release["account_id"]), str(release["generation_id"])), None
-        return UsageRecord.from_json(entry["record"]), float(entry["now"])
+            in_flight = [str(key) for key in release.get("in_flight", [])]
+            return str(release["account_id"]), str(release["generation_id"]), in_flight
+        held = [(str(k), str(kind), int(n)) for k, kind, n in entry.get("held", [])]
+        return Settlement(UsageRecord.from_json(entry["record"]), float(entry["now"]), held)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 
