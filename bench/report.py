@@ -164,10 +164,12 @@ def format_table(results: dict[str, Any]) -> str:
         )
     calls = results["load"].get("gateway", {}).get("script_calls_per_request")
     if calls is not None:
-        limits = "requests, tokens and in flight" if s.get("token_limits") else "requests"
+        kinds = ["requests"] + ["tokens"] * bool(s.get("token_limits"))
+        limits = ", ".join(kinds + ["in flight"] * bool(s.get("in_flight_limits")))
         lines.append(
             f"  gateway run, Redis script calls per request: {calls:.2f} (rate limits on every "
-            f"model: {limits}; admission 1, settlement at most 1)"
+            f"model: {limits}; at most 2: an admission and a settlement, fewer where leases "
+            f"admit and settlements of one turn join)"
         )
     u = results["unloaded"]
     lines += [

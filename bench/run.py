@@ -91,6 +91,7 @@ class Bench:
                         self.workdir / "limits.toml",
                         paid_limit=getattr(self.args, "paid_limit", True),
                         token_limits=getattr(self.args, "token_limits", False),
+                        in_flight=getattr(self.args, "in_flight_limits", False),
                     )
                 ),
                 **dict(item.split("=", 1) for item in self.args.gateway_env),
@@ -354,9 +355,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip the in-turn runs with and without token and concurrency limits",
     )
     parser.add_argument(
-        "--token-limits",
+        "--token-limits", action="store_true", help="a tokens-per-minute limit on every model too"
+    )
+    parser.add_argument(
+        "--in-flight-limits",
         action="store_true",
-        help="a tokens-per-minute and a requests-in-flight limit on every model too",
+        help="a requests-in-flight limit on every model too (its requests are not leased)",
     )
     parser.add_argument(
         "--gateway-env",
@@ -404,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             "gateway_workers": args.gateway_workers,
             "rounds": args.rounds,
             "token_limits": args.token_limits,
+            "in_flight_limits": args.in_flight_limits,
         }
         try:
             bench.start()

@@ -99,15 +99,20 @@ requests = 100000000
 FREE_LIMITS_ONLY = LIMITS[: LIMITS.index('[[limits]]\nname = "bench-per-key"')]
 
 TOKEN_LIMITS = """
-# --token-limits: tokens per minute and requests in flight on every model too (far above what a
-# run can reach): each request's worst case is reserved, trued up, and its place given back.
+# --token-limits: tokens per minute on every model too (far above what a run can reach): each
+# request's worst case is reserved (from a busy account's lease, as its request count is), and
+# trued up at settlement.
 [[limits]]
 name = "bench-tokens-per-key"
 scope = "key"
 match = "all"
 unit = "minute"
 tokens = 1000000000000
+"""
 
+IN_FLIGHT_LIMITS = """
+# --in-flight-limits: requests in flight on every model too: each request's place is held in
+# Redis, so a busy account's requests are not leased.
 [[limits]]
 name = "bench-in-flight"
 scope = "account"
@@ -116,11 +121,14 @@ concurrent = 100000
 """
 
 
-def limits_toml(path: Path, *, paid_limit: bool = True, token_limits: bool = False) -> Path:
+def limits_toml(
+    path: Path, *, paid_limit: bool = True, token_limits: bool = False, in_flight: bool = False
+) -> Path:
     """The bench's limits; without the limit on every model, a busy account's paid requests are
     admitted from leases (metering/leasing/leases.py)."""
     text = LIMITS if paid_limit else FREE_LIMITS_ONLY
-    path.write_text(text + (TOKEN_LIMITS if token_limits else ""))
+    text += TOKEN_LIMITS if token_limits else ""
+    path.write_text(text + (IN_FLIGHT_LIMITS if in_flight else ""))
     return path
 
 

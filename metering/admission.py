@@ -126,14 +126,16 @@ class Metering:
         limit_keys: Sequence[str] = (),
         limit_args: Sequence[str | int] = (),
         limit_counters: Sequence[str] = (),
+        limit_takes: Sequence[int] = (),
         leasable: bool = False,
     ) -> AdmissionResult:
         """`limit_keys`/`limit_args` are what the admission prelude's limit hooks read, and
-        `limit_counters` which of those keys are the windows' counters. `leasable`: the caller
+        `limit_counters` which of those keys are the windows' counters, `limit_takes` what the
+        request takes of each (1 request, or tokens; 1 each if not given). `leasable`: the caller
         lets a paid request be admitted from the account's lease, with slices of its rate-limit
         windows (the lease checks the key, and leases no key that has a credit limit)."""
         if leasable and paid and self.leases.on:
-            limits = LimitInputs(limit_keys, limit_args or (0,), limit_counters)
+            limits = LimitInputs(limit_keys, limit_args or (0,), limit_counters, limit_takes)
             ticket = await self.leases.admit(account_id, key_hash, reserve, now, limits)
             if ticket is not None:
                 return AdmissionResult(None, 0, 0, limit_counts=ticket.counts, lease=ticket)

@@ -79,7 +79,8 @@ async def admit(
             limit_keys=inputs.keys,
             limit_args=inputs.args,
             limit_counters=inputs.counters,
-            leasable=not inputs.holds,  # tokens and places in flight are counted one by one
+            limit_takes=inputs.takes,
+            leasable=not any(h.in_flight for h in inputs.holds),  # a place is held in Redis
         )
     except STORE_ERRORS as exc:
         REDIS_ERRORS.labels("admit").inc()

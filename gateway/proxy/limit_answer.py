@@ -29,10 +29,8 @@ def limit_headers(
     counted = result.admitted or result.refusal is Refusal.RATE_LIMITED
     if not (limits and result.limit_counts and counted):
         return {}
-    takes = inputs.takes if result.lease is None else ()
-    decision = decide(
-        limits, list(result.limit_counts), result.limit_refused, now, takes, partition
-    )
+    counts, refusing = list(result.limit_counts), result.limit_refused
+    decision = decide(limits, counts, refusing, now, inputs.takes, partition)
     if SWITCH.on:
         _record(decision, partition[0])
     headers = decision.headers()

@@ -114,21 +114,27 @@ class AccountLease:
         return recent >= above * WINDOW
 
     def take(
-        self, key_hash: str, reserve: int, now: float, counters: Sequence[str]
+        self,
+        key_hash: str,
+        reserve: int,
+        now: float,
+        counters: Sequence[str],
+        takes: Sequence[int] = (),
     ) -> LeaseTicket | None:
+        """`takes`: what the request takes of each counter (1 each when not given)."""
         if (
             self.recalled
             or self.renewing is not None  # what it holds is being counted: no ticket escapes it
             or now >= self.fresh_until
             or reserve > self.room
             or self.keys.get(key_hash, 0.0) <= now
-            or (counters and not self.counters.covers(counters))
+            or (counters and not self.counters.covers(counters, takes))
         ):
             return None
         self.room -= reserve
         self.in_flight += reserve
         self.used_at = now
-        counts = self.counters.take(counters) if counters else ()
+        counts = self.counters.take(counters, takes) if counters else ()
         return LeaseTicket(self, self.term, self.hold, reserve, counts)
 
     def idle(self, now: float, seconds: float) -> bool:

@@ -43,12 +43,13 @@ RENEWALS_WAITED = 3  # a request waits for at most this many renewals before goi
 
 @dataclass(frozen=True, slots=True)
 class LimitInputs:
-    """The rate-limit hooks' keys and arguments for one request (see admit.lua), and which of
-    the keys are its windows' counters."""
+    """The rate-limit hooks' keys and arguments for one request (see admit.lua), which of the
+    keys are its windows' counters, and what it takes of each (1 each when not given)."""
 
     keys: Sequence[str] = ()
     args: Sequence[str | int] = (0,)
     counters: Sequence[str] = ()
+    takes: Sequence[int] = ()
 
 
 NO_LIMITS = LimitInputs()
@@ -121,7 +122,7 @@ class Leases:
                 finally:
                     lease.waiting -= reserve
                     lease.waiting_requests -= 1
-            ticket = lease.take(key_hash, reserve, now, counters)
+            ticket = lease.take(key_hash, reserve, now, counters, limits.takes)
             if ticket is not None or not lease.hot(self._above, now):
                 return ticket
             if lease.refused_keys.get(key_hash, 0.0) > now or (
@@ -142,7 +143,7 @@ class Leases:
                     await self._renew(lease, now, key_hash, want, limits)
                 except STORE_ERRORS:
                     return None  # the usual admission says what is wrong with Redis
-                return lease.take(key_hash, reserve, now, counters)
+                return lease.take(key_hash, reserve, now, counters, limits.takes)
         return None
 
     def settled(self, ticket: LeaseTicket, cost: int, epoch: str, now: float) -> None:

@@ -51,12 +51,13 @@ local function limits_check(purchased, k0, a0, now)
   return refused, out
 end
 
--- A lease's slice of each window (metering/lua/lease.lua): `want` requests counted at once for a
--- gateway process that admits them itself, at most half of what the window has left (a shadow
--- limit, or an unlimited override, gives what is asked). Only request windows are leased (the
--- gateway admits a request under a token or concurrency limit one round trip each). Returns
--- {count before, limit, taken, ...}; a window with nothing to spare gives 0, and the process
--- admits the usual way.
+-- A lease's slice of each window (metering/lua/lease.lua): what `want` requests like the asking
+-- one take (a request each, or its worst case in tokens), counted at once for a gateway process
+-- that admits them itself, at most half of what the window has left (a shadow limit, or an
+-- unlimited override, gives what is asked). Windows only: the gateway never leases a request
+-- that takes a place in flight (that place must be held in Redis, to be given back when its
+-- gateway dies). Returns {count before, limit, taken, ...}; a window with nothing to spare gives
+-- 0, and the process admits the usual way.
 local function limits_lease(purchased, k0, a0, want)
   local n = tonumber(ARGV[a0])
   local out = {}
@@ -64,9 +65,9 @@ local function limits_lease(purchased, k0, a0, want)
     local base = a0 + 1 + (i - 1) * STRIDE
     local limit = limit_of(purchased, k0, base)
     local count = tonumber(redis.call('GET', KEYS[k0 + i]) or '0')
-    local take = want
+    local take = want * tonumber(ARGV[base + 5])
     if ARGV[base + 1] == '0' and limit >= 0 then
-      take = math.max(math.min(want, math.floor((limit - count) / 2)), 0)
+      take = math.max(math.min(take, math.floor((limit - count) / 2)), 0)
     end
     if take > 0 and redis.call('INCRBY', KEYS[k0 + i], take) == take then
       redis.call('EXPIRE', KEYS[k0 + i], tonumber(ARGV[base + 2]))

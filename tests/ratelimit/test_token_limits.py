@@ -15,7 +15,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.clock import ManualClock
+from gateway.clock import Clock, ManualClock
 from gateway.limits import LIMITS
 from tests.support import (
     ThreadedServer,
@@ -99,7 +99,8 @@ async def used_once_settled(client: TestClient, key: str, expected: int) -> int:
 async def test_a_tokens_per_minute_limit_holds_exactly_under_200_racing_requests(
     make_client: MakeClient,
 ) -> None:
-    client = await make_client(tokens_limit(2000))
+    # One round trip each (leases need a moving clock: see the busy account's test below).
+    client = await make_client(tokens_limit(2000), lease_above_requests_per_second=0)
     account_id, key = await new_account(client, purchase="100.00")
 
     async def one(i: int) -> tuple[int, dict[str, Any]]:
@@ -302,3 +303,37 @@ async def test_tiers_overrides_and_reload(make_client: MakeClient, tmp_path: Pat
     limit_file(holder.path, holder.path.read_text().replace('count = "total"', ""))
     assert holder.reload() is True
     assert (await post(client, key, chat("test/paid", max_tokens=100))).status == 200
+
+
+async def test_a_busy_accounts_leases_take_slices_of_the_token_window(
+    make_client: MakeClient,
+) -> None:
+    """Above the lease rate, a gateway admits from its lease with a slice of the token window
+    (no round trip a request); the window still holds exactly what was used once the slices and
+    the worst cases are back, and never more than its limit."""
+    daily = tokens_limit(4000).replace('unit = "minute"', 'unit = "day"')
+    client = await make_client(daily, Clock(), lease_above_requests_per_second=1, lease_seconds=0.2)
+    account_id, key = await new_account(client, purchase="100.00")
+
+    async def leased() -> float:
+        for line in (await (await client.get("/metrics")).text()).splitlines():
+            if line.startswith("gateway_leased_admissions_total "):
+                return float(line.split()[1])
+        return 0.0
+
+    before = await leased()
+    answers = []
+    for burst in range(4):  # bursts: the first makes the account busy, the rest are leased
+        answers += await asyncio.gather(
+            *(
+                post(client, key, chat("test/paid", f"b{burst} r{i}", max_tokens=10))
+                for i in range(50)
+            )
+        )
+    assert await leased() > before
+    admitted = [await r.json() for r in answers if r.status == 200]
+    assert admitted and len(admitted) < 200  # the limit refused some
+    await settled_state(client, account_id)  # the leases are back: their slices too
+    actual = sum(body["usage"]["total_tokens"] for body in admitted)
+    assert await used_once_settled(client, key, actual) == actual
+    assert actual <= 4000
