@@ -181,7 +181,7 @@ async def test_numbers_in_the_admin_and_key_apis(
         '"2027-01-01T00:00:00"',
         '"' + "9" * 50 + '"',
     ]
-    override = ['"Unlimited"', "-1", "1.5", "1000000001", *PARSE_FAILS, *HUGE, *NOT_NUMBERS]
+    override = ['"Unlimited"', "-1", "1.5", "1000000000000001", *PARSE_FAILS, *HUGE, *NOT_NUMBERS]
     accounts = f"/admin/v1/accounts/{account_id}"
     cases: list[tuple[str, str, dict[str, Any], dict[str, list[str]], dict[str, str]]] = [
         ("POST", "/admin/v1/accounts", {"name": "x"}, {"grant": USD_BAD}, admin),
