@@ -50,15 +50,11 @@ class CounterSlices:
         backs = [self._slices.pop(key)[0] for key in keys]
         return keys, backs
 
-    def granted(self, counters: Sequence[str], reply: Sequence[Any]) -> int:
-        """Slices taken by a renewal ({count before, limit, taken, ...} in the counters' order);
-        the smallest one taken."""
-        least = -1
+    def granted(self, counters: Sequence[str], reply: Sequence[Any]) -> None:
+        """Slices taken by a renewal ({count before, limit, taken, ...} in the counters' order)."""
         for i, key in enumerate(counters):
             count, limit, taken = (int(v) for v in reply[3 * i : 3 * i + 3])
             self._slices[key] = [taken, count, limit, 0]
-            least = taken if least < 0 else min(least, taken)
-        return least
 
     def __bool__(self) -> bool:
         return bool(self._slices)

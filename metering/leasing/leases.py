@@ -166,7 +166,7 @@ class Leases:
             if lease.renewing is None and self._due(lease, now):
                 await self._give_back(lease, now)
             quiet = lease.idle(now, self._idle) and not lease.hot(self._above, now)
-            if quiet and not (lease.hold or lease.dirty or lease.in_flight):
+            if quiet and not (lease.hold or lease.dirty or lease.in_flight or lease.counters):
                 del self._by_account[account_id]
 
     def _due(self, lease: AccountLease, now: float) -> bool:
@@ -174,7 +174,7 @@ class Leases:
         expiry needs pushing back for long requests, or a renewal's outcome is unknown."""
         if lease.dirty:
             return True
-        if not lease.hold:
+        if not (lease.hold or lease.counters):  # slices go back even with no credit held
             return False
         holds_more = lease.held > lease.in_flight or not lease.in_flight or bool(lease.counters)
         if lease.idle(now, self._idle) and holds_more:
@@ -186,7 +186,7 @@ class Leases:
         for lease in list(self._by_account.values()):
             if lease.renewing is not None:
                 await asyncio.shield(lease.renewing)
-            if lease.hold or lease.dirty:
+            if lease.hold or lease.dirty or lease.counters:
                 await self._give_back(lease, now)
         if self._background:
             await asyncio.wait(set(self._background))
@@ -259,10 +259,10 @@ class Leases:
         lease.hold = new if amount > 0 else ""
         lease.held = amount
         lease.room = amount - keep
-        least = lease.counters.granted(limits.counters, reply[5]) if reply[5] else 0
-        lease.short = (
-            status != "ok" or lease.room < want.credit or bool(limits.counters and least < 1)
-        )
+        if reply[5]:
+            lease.counters.granted(limits.counters, reply[5])
+        uncovered = limits.counters and not lease.counters.covers(limits.counters, limits.takes)
+        lease.short = status != "ok" or lease.room < want.credit or bool(uncovered)
         lease.epoch, lease.recalled = epoch, False
         lease.fresh_until = now + self._seconds
         lease.renewed_at = now

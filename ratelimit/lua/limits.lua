@@ -53,28 +53,40 @@ end
 
 -- A lease's slice of each window (metering/lua/lease.lua): what `want` requests like the asking
 -- one take (a request each, or its worst case in tokens), counted at once for a gateway process
--- that admits them itself, at most half of what the window has left (a shadow limit, or an
--- unlimited override, gives what is asked). Windows only: the gateway never leases a request
--- that takes a place in flight (that place must be held in Redis, to be given back when its
--- gateway dies). Returns {count before, limit, taken, ...}; a window with nothing to spare gives
--- 0, and the process admits the usual way.
+-- that admits them itself: whole requests' worth, at most half of what the window has left (a
+-- shadow limit, or an unlimited override, gives what is asked). All or nothing: when a window
+-- cannot spare one request's worth, no window gives a slice (one alone could admit nothing), and
+-- the process admits the usual way, exact to the window's end. Windows only: the gateway never
+-- leases a request that takes a place in flight (that place must be held in Redis, to be given
+-- back when its gateway dies). Returns {count before, limit, taken, ...}.
 local function limits_lease(purchased, k0, a0, want)
   local n = tonumber(ARGV[a0])
   local out = {}
+  local takes = {}
+  local spare_all = true
   for i = 1, n do
     local base = a0 + 1 + (i - 1) * STRIDE
     local limit = limit_of(purchased, k0, base)
     local count = tonumber(redis.call('GET', KEYS[k0 + i]) or '0')
-    local take = want * tonumber(ARGV[base + 5])
+    local per = tonumber(ARGV[base + 5])
+    local take = want * per
     if ARGV[base + 1] == '0' and limit >= 0 then
-      take = math.max(math.min(take, math.floor((limit - count) / 2)), 0)
+      local spare = math.max(math.floor((limit - count) / 2), 0)
+      if per > 0 then spare = spare - spare % per end
+      take = math.min(take, spare)
+      if take < per then spare_all = false end
     end
-    if take > 0 and redis.call('INCRBY', KEYS[k0 + i], take) == take then
-      redis.call('EXPIRE', KEYS[k0 + i], tonumber(ARGV[base + 2]))
-    end
+    takes[i] = take
     out[#out + 1] = count
     out[#out + 1] = limit
     out[#out + 1] = take
+  end
+  for i = 1, n do
+    local take = spare_all and takes[i] or 0
+    out[3 * i] = take
+    if take > 0 and redis.call('INCRBY', KEYS[k0 + i], take) == take then
+      redis.call('EXPIRE', KEYS[k0 + i], tonumber(ARGV[a0 + 1 + (i - 1) * STRIDE + 2]))
+    end
   end
   return out
 end

@@ -15,15 +15,27 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from config.limits import parse_limits
 from gateway.app import create_app
 from gateway.limits import LIMITS
 from gateway.proxy.settle.journal import JOURNAL
+from gateway.redis_clients import store_client
 from gateway.runtime.redis_server import RedisServer, free_port
 from gateway.state import SERVICES
-from metering.accounts import hash_secret
+from metering.accounts import AccountStore, hash_secret
+from metering.admission import AdmissionResult, Metering, Refusal
+from metering.layout import AccountKeys
+from metering.scripts import Scripts
 from metering.usage import new_generation_id
-from ratelimit.store import WorstCase, admission_inputs
-from tests.support import ThreadedServer, bearer, chat, make_settings, new_account
+from ratelimit.policy import Policy
+from ratelimit.store import (
+    ScriptInputs,
+    WorstCase,
+    admission_inputs,
+    admission_prelude,
+    counter_key,
+)
+from tests.support import ThreadedServer, bearer, chat, make_settings, new_account, usage_record
 
 LIMITS_FILE = """\
     [[limits]]
@@ -163,3 +175,66 @@ async def test_a_place_taken_by_an_admission_answered_503_is_given_back(
             assert (await limit_states(c, key))["streams"]["used"] == 0
     finally:
         redis.stop()
+
+
+async def test_a_lease_holding_no_credit_still_gives_back_its_window_slices(
+    own_redis: RedisServer,
+) -> None:
+    """Key A's requests are leased with a slice of A's own token window; then a renewal for key
+    B finds the balance negative and the lease holds no credit: A's slice still goes back (it
+    used to be forgotten, its tokens counted for the rest of the day)."""
+    redis = store_client(own_redis.url)
+    try:
+        metering = Metering(
+            redis,
+            Scripts(redis, admission_prelude=admission_prelude()),
+            reservation_timeout=60,
+            record_ttl_seconds=60,
+            lease_above_per_second=1,
+            lease_seconds=5,
+        )
+        accounts = AccountStore(redis, Scripts(redis))
+        now = time.time()
+        account = await accounts.create_account("a", 10**13, now)
+        _, key_a = await accounts.create_key(account.id, "a", now)
+        _, key_b = await accounts.create_key(account.id, "b", now)
+        text = '[[limits]]\nname="tpk"\nmatch="all"\nscope="key"\nunit="day"\ntokens=100000\n'
+        limits = Policy(parse_limits(text, "limits.toml")).limits
+
+        async def admit(key_hash: str) -> tuple[AdmissionResult, ScriptInputs, str]:
+            inputs = admission_inputs(account.id, key_hash, limits, now, WorstCase(10, 20), 60)
+            generation_id = new_generation_id(account.id)
+            result = await metering.admit(
+                account.id,
+                key_hash,
+                generation_id,
+                1000,
+                paid=True,
+                now=now,
+                limit_keys=inputs.keys,
+                limit_args=inputs.args,
+                limit_counters=inputs.counters,
+                limit_takes=inputs.takes,
+                leasable=True,
+            )
+            return result, inputs, generation_id
+
+        for _ in range(2):  # the second is admitted from the lease, with a slice of A's window
+            result, inputs, generation_id = await admit(key_a.hash)
+            record = usage_record(account.id, key_a.hash, generation_id, 500)  # 1 + 1 tokens
+            held = [
+                h.give_back(record.tokens_prompt, record.tokens_completion) for h in inputs.holds
+            ]
+            reply = await metering.send_settlement(record, now, lease=result.lease, held=held)
+            metering.settled(record, reply, now, result.lease)
+        assert result.lease is not None
+        window_a = counter_key(account.id, key_a.hash, limits[0], now)
+        assert int(await redis.get(window_a)) > 4  # the slice is counted ahead
+        await redis.hset(AccountKeys(account.id).account, "balance", -1)
+        result, _, _ = await admit(key_b.hash)
+        assert result.refusal is Refusal.NEGATIVE_BALANCE
+        await metering.leases.tick(now + 30)
+        await metering.leases.close(now + 31)
+        assert int(await redis.get(window_a)) == 4  # what A's two requests used, nothing more
+    finally:
+        await redis.aclose()

@@ -337,3 +337,25 @@ async def test_a_busy_accounts_leases_take_slices_of_the_token_window(
     actual = sum(body["usage"]["total_tokens"] for body in admitted)
     assert await used_once_settled(client, key, actual) == actual
     assert actual <= 4000
+
+
+async def test_a_busy_account_fills_its_token_window_to_the_end(make_client: MakeClient) -> None:
+    """Near the end of the window a lease can take no slice worth one request: the requests go
+    the usual way, and the window fills exactly: the first refusal comes when what is left (as
+    settled, with no slice held ahead) is less than the request's worst case, and says so."""
+    daily = tokens_limit(3000).replace('unit = "minute"', 'unit = "day"')
+    client = await make_client(daily, Clock(), lease_above_requests_per_second=1, lease_seconds=0.2)
+    account_id, key = await new_account(client, purchase="100.00")
+    refusal: dict[str, Any] | None = None
+    for i in range(400):  # one after another, hundreds a second: a busy account, leased
+        resp = await post(client, key, chat("test/paid", f"r{i}", max_tokens=10))
+        if resp.status == 429:
+            refusal = (await resp.json())["error"]["metadata"]
+            break
+        assert resp.status == 200
+    assert refusal is not None, "the window never filled"
+    await settled_state(client, account_id)  # the leases are back: their slices too
+    state = await window(client, key)
+    # Refused only because what was truly left could not take its worst case.
+    assert refusal["tokens_remaining"] == state["remaining"]
+    assert state["remaining"] < refusal["tokens_requested"]
