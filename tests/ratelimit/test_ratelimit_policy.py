@@ -141,3 +141,78 @@ def test_tiers_and_counts_are_checked() -> None:
             parse_limits("[[limits]]\n" + body, "f")
     with pytest.raises(ConfigError, match="unique"):
         parse_limits(2 * '[[limits]]\nname = "x"\nmatch = "all"\nunit = "day"\nrequests = 1\n', "f")
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ('unit = "minute"\nconcurrent = 3', "a concurrent limit has no unit"),
+        ("tokens = 3", "unit is required: second, minute, hour or day"),
+        ('unit = "minute"\nrequests = 3\ncount = "total"', "count goes with tokens only"),
+        ('unit = "minute"\ntokens = 3\nrequests = 4', "give one of requests, tokens"),
+        (
+            'unit = "day"\ntiers = [{ min_purchased = "0", tokens = 5 }, '
+            '{ min_purchased = "1", requests = 50 }]',
+            "tiers must all count the same",
+        ),
+        (
+            'scope = "client"\nmatch = "invalid_key"\nunit = "minute"\ntokens = 5',
+            'scope "client" counts requests only',
+        ),
+        ('unit = "minute"\ntokens = 5\ncount = "output"', "limits.0.count"),
+    ],
+)
+def test_token_and_concurrency_limits_refuse_what_does_not_fit(body: str, problem: str) -> None:
+    text = '[[limits]]\nname = "x"\n' + ("" if "match" in body else 'match = "all"\n') + body
+    with pytest.raises(ConfigError) as caught:
+        parse_limits(text + "\n", "limits.toml")
+    assert problem in str(caught.value)
+
+
+def test_token_and_concurrency_headers() -> None:
+    policy = Policy(
+        parse_limits(
+            '[[limits]]\nname = "tpm"\nmatch = "all"\nunit = "minute"\ntokens = 1000\n'
+            '[[limits]]\nname = "streams"\nscope = "key"\nmatch = "all"\nconcurrent = 2\n',
+            "limits.toml",
+        )
+    )
+    tpm, streams = policy.limits
+    assert (tpm.kind, tpm.window.value, streams.kind, streams.unit) == (
+        "tokens",
+        "minute",
+        "concurrent",
+        None,
+    )
+    admitted = decide(policy.limits, [400, 1000, 1, 2], 0, NOON + 15, (150, 1), ("acct", "k" * 64))
+    headers = admitted.headers()
+    assert headers["x-ratelimit-limit-tokens"] == "1000"
+    assert headers["x-ratelimit-remaining-tokens"] == "600"
+    assert headers["x-ratelimit-reset-tokens"] == "45s"
+    assert "X-RateLimit-Limit" not in headers  # those are about request limits
+    assert headers["RateLimit-Policy"] == (
+        '"tpm";q=1000;w=60;qu="tokens";pk=:YWNjdA==:, '
+        '"streams";q=2;qu="concurrent-requests";pk=:a2tra2tra2tra2tra2tra2tra2tra2tr:'
+    )
+    assert headers["RateLimit"] == '"tpm";r=600;t=45;pk=:YWNjdA==:'
+    refused = decide(policy.limits, [400, 1000, 2, 2], 2, NOON + 15, (150, 1), ("acct", "k" * 64))
+    headers = refused.headers()
+    assert headers["Retry-After"] == "1"
+    assert headers["RateLimit"] == '"streams";r=0;pk=:a2tra2tra2tra2tra2tra2tra2tra2tr:'
+    assert refused.message(0) == (
+        "Rate limit 'streams' of 2 requests in flight at once reached: 2 requests of this limit "
+        "are in flight; retry when one of them ends"
+    )
+    # A day's reset, as OpenAI writes it.
+    day = decide(
+        Policy(
+            parse_limits(
+                '[[limits]]\nname = "tpd"\nmatch = "all"\nunit = "day"\ntokens = 10\n', "f"
+            )
+        ).limits,
+        [1, 10],
+        0,
+        NOON + 15,
+        (1,),
+    )
+    assert day.headers()["x-ratelimit-reset-tokens"] == "11h59m45s"
