@@ -15,15 +15,17 @@ def describe(limit: CompiledLimit, allowed: int) -> str:
     text = limit.limit.description
     if text:
         return text.replace("{limit}", str(allowed))
+    return f"Rate limit '{limit.name}' of {_quantity(limit, allowed)}"
+
+
+def _quantity(limit: CompiledLimit, count: int) -> str:
+    """`20 requests per minute`, `1000 completion tokens per day`, `3 requests in flight at
+    once`."""
     if limit.kind == "concurrent":
-        return f"Rate limit '{limit.name}' of {allowed} requests in flight at once"
-    counted = "requests" if limit.kind == "requests" else _tokens_word(limit)
-    return f"Rate limit '{limit.name}' of {allowed} {counted} per {limit.window.value}"
-
-
-def _tokens_word(limit: CompiledLimit) -> str:
-    count = limit.token_count
-    return "tokens" if count == "total" else f"{count} tokens"
+        return f"{count} requests in flight at once"
+    token_count = limit.token_count
+    counted = "tokens" if token_count == "total" else f"{token_count} tokens"
+    return f"{count} {'requests' if limit.kind == 'requests' else counted} per {limit.window.value}"
 
 
 def refusal_message(state: "LimitState", purchased: int, now: float, advice: str) -> str:
@@ -32,8 +34,8 @@ def refusal_message(state: "LimitState", purchased: int, now: float, advice: str
     upgrade = limit.next_tier(purchased)
     if upgrade is not None and state.allowed == limit.allowed_for(purchased):
         floor, count = upgrade
-        what = _unlocks(limit, count)
-        text = f"{label} reached; add ${_usd(floor - purchased)} of credits to unlock {what}"
+        unlocked = _quantity(limit, count)
+        text = f"{label} reached; add ${_usd(floor - purchased)} of credits to unlock {unlocked}"
         return _ending(text, advice)
     if limit.kind == "concurrent":
         text = (
@@ -51,13 +53,6 @@ def refusal_message(state: "LimitState", purchased: int, now: float, advice: str
     wait = seconds_until_reset(limit.window, now)
     resets = _clock(window_reset(limit.window, now))
     return _ending(f"{prefix}; it resets in {wait} s, at {resets} UTC", advice)
-
-
-def _unlocks(limit: CompiledLimit, count: int) -> str:
-    if limit.kind == "concurrent":
-        return f"{count} requests in flight at once"
-    counted = "requests" if limit.kind == "requests" else _tokens_word(limit)
-    return f"{count} {counted} per {limit.window.value}"
 
 
 def _ending(text: str, advice: str) -> str:

@@ -44,6 +44,22 @@ def counter_key(account_id: str, key_hash: str, limit: CompiledLimit, now: float
 
 
 @dataclass(frozen=True, slots=True)
+class Tokens:
+    """A request's prompt and completion tokens (its worst case at admission, what it used at
+    settlement), and those a limit's `count` counts."""
+
+    prompt: int = 0
+    completion: int = 0
+
+    def of(self, count: TokenCount) -> int:
+        if count == "prompt":
+            return self.prompt
+        if count == "completion":
+            return self.completion
+        return self.prompt + self.completion
+
+
+@dataclass(frozen=True, slots=True)
 class Hold:
     """What an admitted request holds of one limit until it settles: a place in flight, or its
     worst case in tokens in the window that admitted it."""
@@ -58,10 +74,7 @@ class Hold:
         the tokens used less those taken (the true-up)."""
         if self.in_flight:
             return self.key, "c", 0
-        used = prompt if self.count == "prompt" else completion
-        if self.count == "total":
-            used += prompt
-        return self.key, "t", used - self.taken
+        return self.key, "t", Tokens(prompt, completion).of(self.count) - self.taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,27 +90,12 @@ class ScriptInputs:
         return self.keys[1:]
 
 
-@dataclass(frozen=True, slots=True)
-class WorstCase:
-    """The tokens a request may use at most, as the balance check bounds them."""
-
-    prompt: int = 0
-    completion: int = 0
-
-    def of(self, count: TokenCount) -> int:
-        if count == "prompt":
-            return self.prompt
-        if count == "completion":
-            return self.completion
-        return self.prompt + self.completion
-
-
 def admission_inputs(
     account_id: str,
     key_hash: str,
     limits: tuple[CompiledLimit, ...],
     now: float,
-    worst: WorstCase = WorstCase(),
+    worst: Tokens = Tokens(),
     in_flight_seconds: float = 0.0,
 ) -> ScriptInputs:
     """The KEYS and ARGV the prelude reads, to append after the admission script's own, and
@@ -199,7 +197,7 @@ __all__ = [
     "Hold",
     "RateLimitStore",
     "ScriptInputs",
-    "WorstCase",
+    "Tokens",
     "admission_inputs",
     "admission_prelude",
 ]

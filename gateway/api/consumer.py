@@ -108,14 +108,19 @@ async def credits(request: web.Request) -> web.Response:
 )
 async def current_key(request: web.Request) -> web.Response:
     key, account = await holder(request)
-    free_daily = await free_daily_requests(request, key, account)
+    policy = request.app[LIMITS].policy
     limits = await rate_limit_states(
         request.app[SERVICES].limits,
-        request.app[LIMITS].policy,
+        policy,
         account.id,
         key.hash,
         account.purchased,
         request.app[CLOCK].now(),
+    )
+    daily = policy.free_daily()  # one of the limits just read: no second round trip
+    free_daily = next(
+        (_free_daily_view(s.used, s.limit) for s in limits if daily and s.name == daily.name),
+        None,
     )
     return json_response({"data": key_holder_view(key, account, free_daily, limits).answer()})
 
@@ -130,11 +135,13 @@ async def free_daily_requests(
     used, allowed = await request.app[SERVICES].limits.usage(
         account.id, key.hash, daily, account.purchased, request.app[CLOCK].now()
     )
-    unlimited = allowed == UNLIMITED
+    return _free_daily_view(used, None if allowed == UNLIMITED else allowed)
+
+
+def _free_daily_view(used: int, limit: int | None) -> shapes.FreeModelDailyRequests:
+    """`limit` None: unlimited by an operator's override."""
     return shapes.FreeModelDailyRequests(
-        limit=None if unlimited else allowed,
-        remaining=None if unlimited else max(allowed - used, 0),
-        used=used,
+        limit=limit, remaining=None if limit is None else max(limit - used, 0), used=used
     )
 
 

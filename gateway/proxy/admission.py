@@ -31,7 +31,7 @@ from metering.transport.batch_calls import NotSent
 from metering.transport.client import STORE_ERRORS
 from metering.usage import new_generation_id
 from ratelimit.policy import CompiledLimit
-from ratelimit.store import Hold, WorstCase, admission_inputs
+from ratelimit.store import Hold, Tokens, admission_inputs
 
 log = logging.getLogger("gateway.admission")
 
@@ -64,7 +64,7 @@ async def admit(
         raise ApiError(402, "this request's worst-case cost is too large; lower max_tokens")
     generation_id = new_generation_id(account_id)
     limits = _limits_of(request, route)
-    worst = _worst_tokens(route, req, prompt) if limits else WorstCase()
+    worst = _worst_tokens(route, req, prompt) if limits else Tokens()
     timeout = request.app[SETTINGS].reservation_timeout_seconds
     inputs = admission_inputs(account_id, key_hash, limits, now, worst, timeout)
     started = time.perf_counter()
@@ -108,11 +108,11 @@ async def admit(
 
 def _worst_tokens(
     route: tuple[ResolvedModel, ...], req: CompletionRequest, prompt: PromptEstimate
-) -> WorstCase:
+) -> Tokens:
     """The tokens the request may use at most on whichever candidate serves it: the prompt's
     bound and every completion's output limit, as the balance check bounds them."""
     cap = max(model.config.max_output_tokens for model in route)
-    return WorstCase(prompt.tokens, req.output_limit(cap) * req.completions)
+    return Tokens(prompt.tokens, req.output_limit(cap) * req.completions)
 
 
 def _costliest(

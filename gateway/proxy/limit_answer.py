@@ -10,7 +10,7 @@ from gateway.proxy.request_body import CompletionRequest
 from metering.admission import AdmissionResult, Refusal
 from ratelimit.decision import Decision, LimitState, decide
 from ratelimit.policy import CompiledLimit
-from ratelimit.store import ScriptInputs, WorstCase
+from ratelimit.store import ScriptInputs, Tokens
 
 log = logging.getLogger("gateway.admission")
 
@@ -21,7 +21,7 @@ def limit_headers(
     inputs: ScriptInputs,
     partition: tuple[str, str],
     now: float,
-    worst: WorstCase,
+    worst: Tokens,
     req: CompletionRequest,
 ) -> dict[str, str]:
     """The rate-limit headers of the limits the request was counted against; the 429 that
@@ -36,19 +36,20 @@ def limit_headers(
     headers = decision.headers()
     refused = decision.refused
     if result.refusal is Refusal.RATE_LIMITED:
-        advice = _max_tokens_advice(refused, worst, req) if refused else ""
+        fits = _room_for_output(refused, worst, req) if refused else None
+        advice = _max_tokens_advice(refused, fits, req) if refused else ""
         raise ApiError(
             429,
             decision.message(result.purchased, advice),
             "rate_limit_exceeded",
             headers=headers,
             limit=refused.limit.name if refused else None,
-            **_token_figures(refused, worst, req),
+            **_token_figures(refused, fits),
         )
     return headers
 
 
-def _room_for_output(state: LimitState, worst: WorstCase, req: CompletionRequest) -> int | None:
+def _room_for_output(state: LimitState, worst: Tokens, req: CompletionRequest) -> int | None:
     """The largest max_tokens this token limit would take now, where lowering max_tokens is
     what would help (a limit on completion or total tokens that the prompt leaves room in)."""
     if state.limit.kind != "tokens" or state.limit.token_count == "prompt" or not req.generates:
@@ -60,22 +61,18 @@ def _room_for_output(state: LimitState, worst: WorstCase, req: CompletionRequest
     return fits if fits >= 1 else None
 
 
-def _max_tokens_advice(state: LimitState, worst: WorstCase, req: CompletionRequest) -> str:
-    fits = _room_for_output(state, worst, req)
+def _max_tokens_advice(state: LimitState, fits: int | None, req: CompletionRequest) -> str:
     if fits is None:
         return ""
     field = "max_output_tokens" if req.kind == "responses" else "max_tokens"  # the API's name
     return f"with {field} of {fits} or less it fits{'' if state.never_fits else ' now'}"
 
 
-def _token_figures(
-    state: LimitState | None, worst: WorstCase, req: CompletionRequest
-) -> dict[str, int]:
+def _token_figures(state: LimitState | None, fits: int | None) -> dict[str, int]:
     """A token limit's 429 metadata: what the request may use, what is left, what would fit."""
     if state is None or state.limit.kind != "tokens":
         return {}
     figures = {"tokens_requested": state.take, "tokens_remaining": state.remaining}
-    fits = _room_for_output(state, worst, req)
     if fits is not None:
         figures["max_tokens_that_fits"] = fits
     return figures

@@ -30,7 +30,7 @@ from metering.usage import new_generation_id
 from ratelimit.policy import Policy
 from ratelimit.store import (
     ScriptInputs,
-    WorstCase,
+    Tokens,
     admission_inputs,
     admission_prelude,
     counter_key,
@@ -125,7 +125,7 @@ async def test_an_admission_run_twice_counts_once(
         account_id, key = await new_account(c)
         limits = c.app[LIMITS].policy.applicable("test/free:free", "sim", True)
         key_hash, generation_id, now = hash_secret(key), new_generation_id(account_id), time.time()
-        inputs = admission_inputs(account_id, key_hash, limits, now, WorstCase(40, 60), 900)
+        inputs = admission_inputs(account_id, key_hash, limits, now, Tokens(40, 60), 900)
         for _ in range(2):
             result = await c.app[SERVICES].metering.admit(
                 account_id,
@@ -211,7 +211,7 @@ async def test_a_lease_holding_no_credit_still_gives_back_its_window_slices(
         limits = Policy(parse_limits(text, "limits.toml")).limits
 
         async def admit(key_hash: str) -> tuple[AdmissionResult, ScriptInputs, str]:
-            inputs = admission_inputs(account.id, key_hash, limits, now, WorstCase(10, 20), 60)
+            inputs = admission_inputs(account.id, key_hash, limits, now, Tokens(10, 20), 60)
             generation_id = new_generation_id(account.id)
             result = await metering.admit(
                 account.id,
